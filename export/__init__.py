@@ -1,0 +1,1 @@
+"""Exporters: a trained checkpoint to ONNX (main path) or TorchScript at a fixed GSD."""

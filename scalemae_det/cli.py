@@ -1,0 +1,18 @@
+"""The `scalemae-det` command. Each job's module defines its command; heavy imports stay inside them."""
+
+import sys
+
+import typer
+
+from scalemae_det.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ScaleMAE detection for satellite imagery.")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
