@@ -1,0 +1,1 @@
+"""The detector: ScaleMAE ViT trunk -> simple feature pyramid -> torchvision Faster R-CNN heads."""

@@ -1,0 +1,67 @@
+"""Model configurations as plain data. A name here is what `--model` and `build_detector` take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # ScaleMAE ViT trunk
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    window_size: int = 14  # 0: global attention in every block
+    global_blocks: tuple[int, ...] = ()
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+    res_per_metre: float = 1.0  # positional-embedding factor per metre of GSD
+    layer_decay: float = 0.8  # ViTDet layer-wise lr decay, used by the optimizer
+    # Simple feature pyramid and heads
+    pyramid_dim: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    box_head_convs: int = 4
+    box_head_fc: int = 1024
+    rpn_batch_per_image: int = 256
+    roi_batch_per_image: int = 512
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test)
+    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
+    detections_per_image: int = 300  # satellite tiles hold many objects
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    name: str = field(default="custom", compare=False)
+
+    def with_overrides(self, **overrides) -> "DetectorConfig":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return replace(self, **overrides)
+
+
+CONFIGS: dict[str, DetectorConfig] = {
+    # The released ScaleMAE weights; ViTDet-L settings (FACTS.md).
+    "vit_large_patch16": DetectorConfig(
+        name="vit_large_patch16", embed_dim=1024, depth=24, num_heads=16,
+        window_size=14, global_blocks=(5, 11, 17, 23), drop_path=0.4, layer_decay=0.8),
+    "vit_base_patch16": DetectorConfig(
+        name="vit_base_patch16", embed_dim=768, depth=12, num_heads=12,
+        window_size=14, global_blocks=(2, 5, 8, 11), drop_path=0.1, layer_decay=0.7),
+    # For tests and the CPU-trained demo model: small objects at 0.5 m need anchors from 16 px,
+    # and a slimmer pyramid and box head keep CPU training to minutes.
+    "vit_tiny_patch16": DetectorConfig(
+        name="vit_tiny_patch16", embed_dim=192, depth=4, num_heads=3,
+        window_size=8, global_blocks=(1, 3), drop_path=0.0, layer_decay=0.9,
+        pyramid_dim=128, anchor_sizes=(16, 32, 64, 128, 256), box_head_fc=256,
+        rpn_batch_per_image=128, roi_batch_per_image=128,
+        rpn_pre_nms_top_n=(1000, 500), rpn_post_nms_top_n=(500, 300)),
+}
+
+
+def get_config(name: str, **overrides) -> DetectorConfig:
+    if name not in CONFIGS:
+        raise KeyError(f"unknown model config {name!r}; choose from {', '.join(CONFIGS)}")
+    return CONFIGS[name].with_overrides(**overrides)

@@ -1,0 +1,129 @@
+"""The ScaleMAE ViTDet detector assembled from torchvision's Faster R-CNN components."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from timm.layers import LayerNorm2d
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNConvFCHead, FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+from scalemae_det.models.configs import DetectorConfig, get_config
+from scalemae_det.models.pyramid import SimpleFeaturePyramid
+from scalemae_det.models.vit import ScaleMAEViT
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Gsd = float | Sequence[float] | Tensor
+
+
+class ScaleMAEBackbone(nn.Module):
+    """Trunk + pyramid; `out_channels` is what torchvision's heads read."""
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        self.trunk = ScaleMAEViT(cfg)
+        self.pyramid = SimpleFeaturePyramid(cfg.embed_dim, cfg.pyramid_dim)
+        self.out_channels = cfg.pyramid_dim
+
+    def forward(self, x: Tensor, res: float | Tensor) -> "OrderedDict[str, Tensor]":
+        return self.pyramid(self.trunk(x, res))
+
+
+class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """torchvision's multi-level RoIAlign with `aligned=True` (ViTDet's setting; torchvision hard-codes False).
+
+    Levels are pooled separately and put back in RoI order with one gather, which traces to ONNX
+    without torchvision's tracing special case.
+    """
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        features = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
+        rois = _convert_to_roi_format(boxes)
+        levels = self.map_levels(boxes)
+        pooled, order = [], []
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.where(levels == level)[0]
+            pooled.append(roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio, aligned=True))
+            order.append(idx)
+        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+
+
+class TileTransform(GeneralizedRCNNTransform):
+    """Normalise and pad to a multiple of 32, never resize: tiles are used at their own GSD."""
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
+        return image, target
+
+
+class ScaleMAEDetector(FasterRCNN):
+    """Faster R-CNN whose backbone also takes each image's GSD.
+
+    `model(images, targets=None, gsd=...)`: images a list of (3, H, W) tensors in [0, 1]; gsd in
+    metres per pixel as the network sees them, one float or one per image. Train mode returns the
+    loss dict, eval mode torchvision-style per-image dicts (boxes xyxy, scores, labels 1..K).
+    """
+
+    def __init__(self, cfg: DetectorConfig, num_classes: int):
+        backbone = ScaleMAEBackbone(cfg)
+        n_anchors = len(cfg.aspect_ratios)
+        super().__init__(
+            backbone,
+            rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes),
+                                                 (cfg.aspect_ratios,) * len(cfg.anchor_sizes)),
+            rpn_head=RPNHead(cfg.pyramid_dim, n_anchors, conv_depth=2),
+            box_roi_pool=AlignedMultiScaleRoIAlign(list(SimpleFeaturePyramid.names[:4]), 7, 0),
+            box_head=FastRCNNConvFCHead((cfg.pyramid_dim, 7, 7), [cfg.pyramid_dim] * cfg.box_head_convs,
+                                        [cfg.box_head_fc], norm_layer=LayerNorm2d),
+            box_predictor=FastRCNNPredictor(cfg.box_head_fc, num_classes + 1),
+            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n[0], rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n[1],
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n[0], rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n[1],
+            rpn_batch_size_per_image=cfg.rpn_batch_per_image, box_batch_size_per_image=cfg.roi_batch_per_image,
+            box_detections_per_img=cfg.detections_per_image, box_score_thresh=cfg.score_thresh,
+            box_nms_thresh=cfg.nms_thresh,
+        )
+        self.transform = TileTransform(min_size=0, max_size=0, image_mean=list(IMAGENET_MEAN),
+                                       image_std=list(IMAGENET_STD), size_divisible=32)
+        self.config = cfg
+        self.num_classes = num_classes
+
+    def res_factors(self, gsd: Gsd, batch: int, device: torch.device) -> Tensor:
+        """Per-image positional-embedding factors: GSD in metres times `res_per_metre`."""
+        g = torch.as_tensor(gsd, dtype=torch.float64, device=device).reshape(-1)
+        if g.numel() == 1:
+            g = g.expand(batch)
+        if g.numel() != batch:
+            raise ValueError(f"got {g.numel()} GSD values for {batch} images")
+        if not bool(torch.all(g > 0)):
+            raise ValueError(f"GSD must be positive, got {g.tolist()}")
+        return g * self.config.res_per_metre
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *, gsd: Gsd):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, targets = self.transform(images, targets)
+        res = self.res_factors(gsd, len(images), image_list.tensors.device)
+        features = self.backbone(image_list.tensors, res)
+        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+
+def build_detector(config_name: str, num_classes: int, **overrides) -> ScaleMAEDetector:
+    """The detector for a named config (see `configs.CONFIGS`) with `num_classes` real classes."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return ScaleMAEDetector(get_config(config_name, **overrides), num_classes)
