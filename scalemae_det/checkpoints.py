@@ -1,0 +1,133 @@
+"""Reading weights: the published ScaleMAE encoders, and this project's detector checkpoints.
+
+Everything loads with `torch.load(weights_only=True)`; the only classes let through are the two
+that the original ScaleMAE release pickles in its `args` entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+import pickle
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from scalemae_det.errors import UserError
+from scalemae_det.models.configs import DetectorConfig
+
+CHECKPOINT_FORMAT = "scalemae-det/1"
+
+# Entries of the original release that are not part of the encoder (the MAE decoder and heads).
+_RELEASE_EXTRAS = ("decoder_", "mask_token", "mask_token_decoder", "pos_emb_projection", "fpn.", "fcn.",
+                   "fcn_high.", "fcn_low.")
+# Encoder entries the detector does not use: the cls token, the unused fixed table, a classifier.
+_UNUSED = ("cls_token", "pos_embed", "head.", "fc_norm.")
+_SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
+                 pathlib.PureWindowsPath]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; a pickle that wants to run code is refused, not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+        raise UserError(f"{path}: refused to load: it holds objects that are not plain weights ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    return obj
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in the file, not used by the detector
+    missing: list[str] = field(default_factory=list)  # trunk parameters the file did not provide
+
+    def __str__(self) -> str:
+        return f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+
+
+def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = obj.get("model", obj)
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return state
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load ScaleMAE encoder weights (original release or torchgeo layout) into the detector's trunk."""
+    trunk = model.backbone.trunk
+    state = _encoder_state(read_checkpoint(path))
+    own = trunk.state_dict()
+    report = LoadReport()
+    usable = {}
+    for key, value in state.items():
+        if key.startswith(_RELEASE_EXTRAS) or key.startswith(_UNUSED) or key not in own:
+            report.skipped.append(key)
+            continue
+        if value.shape != own[key].shape:
+            raise UserError(f"{path}: {key} has shape {tuple(value.shape)} but the model "
+                            f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model size?")
+        usable[key] = value
+    if not usable:
+        raise UserError(f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')")
+    report.loaded = sorted(usable)
+    report.missing = sorted(set(own) - set(usable))
+    trunk.load_state_dict(usable, strict=False)
+    return report
+
+
+def config_to_dict(cfg: DetectorConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def config_from_dict(values: dict[str, Any]) -> DetectorConfig:
+    """Inverse of `config_to_dict` (lists back to tuples); unknown keys are an error, not ignored."""
+    types = {f.name for f in fields(DetectorConfig)}
+    unknown = set(values) - types
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}")
+    return DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def detector_state(model: nn.Module, class_names: list[str], gsd: float, **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict every consumer (resume, evaluate, export, the demo) reads.
+
+    `gsd` is the typical GSD in metres the model was trained at: the export's default scale.
+    Training adds its own entries (optimizer, scheduler, RNG, ...) through `extra`.
+    """
+    model = getattr(model, "module", model)  # unwrap DDP
+    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": config_to_dict(model.config),
+            "class_names": list(class_names), "gsd": float(gsd), **extra}
+
+
+def load_detector(path: str | Path, **overrides):
+    """A detector checkpoint written by train.py -> (model in eval mode, the checkpoint dict)."""
+    from scalemae_det.models.detector import ScaleMAEDetector
+
+    ckpt = read_checkpoint(path)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})")
+    cfg = config_from_dict(ckpt["config"]).with_overrides(**overrides)
+    model = ScaleMAEDetector(cfg, num_classes=len(ckpt["class_names"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
