@@ -1,0 +1,152 @@
+"""Pixel values the model sees, shared by training and inference so both read a raster alike.
+
+Torch-free (numpy + rasterio). All band numbers are rasterio's, 1-based.
+
+    bands = select_bands(ds, None)            # [r, g, b] by colour interpretation, else the first
+                                              # three non-alpha bands; one band -> [b, b, b]
+    vr = value_range(ds, bands, "auto")       # once per raster: None for uint8 (/255), else
+                                              # per-band (lo, hi) from a 2-98% stretch of a
+                                              # decimated read; or scale=(lo, hi) given by the user
+    unit, nodata = read_unit(ds, bands, window, vr, out_shape=(h, w))
+                                              # (3, h, w) float32 in [0, 1], nodata pixels = FILL;
+                                              # (h, w) bool, True where nodata
+
+`nodata_mask` and `to_unit` are the two halves of `read_unit` for callers holding their own arrays.
+The stretch is computed once per raster, not per tile, so tiles of one scene agree.
+Nodata is the GDAL notion (nodata value, internal/external mask, alpha band) plus NaN: a pixel is
+nodata when every selected band says so, or when any of its values is NaN.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError
+
+from scalemae_det.errors import UserError
+
+FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
+PERCENTILES = (2.0, 98.0)
+STATS_SIDE = 1024  # longest side of the decimated read the stretch is computed from
+
+ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None means uint8 / 255
+
+
+@contextmanager
+def reading(ds) -> Iterator[None]:
+    """Turn GDAL read failures (corrupt files, truncated tiles) into one-line user errors."""
+    try:
+        yield
+    except RasterioError as exc:
+        raise UserError(f"{ds.name}: reading failed: {exc}") from None
+
+
+def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
+    """Three 1-based band numbers for the model's RGB input."""
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise UserError(f"{ds.name}: band {bad[0]} requested but the raster has {ds.count} band(s)")
+        if len(bands) not in (1, 3):
+            raise UserError(f"{ds.name}: --bands takes 1 or 3 band numbers, got {len(bands)}")
+        return list(bands) * 3 if len(bands) == 1 else list(bands)
+    interp = list(ds.colorinterp)
+    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(c in interp for c in rgb):
+        return [interp.index(c) + 1 for c in rgb]
+    colour = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+    if len(colour) >= 3:
+        return colour[:3]
+    if len(colour) == 1:
+        return colour * 3
+    raise UserError(f"{ds.name}: {len(colour)} colour bands; choose 1 or 3 of them with --bands")
+
+
+def _dtype(ds, bands: Sequence[int]) -> np.dtype:
+    return np.result_type(*(ds.dtypes[b - 1] for b in bands))
+
+
+def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "auto",
+                percentiles: tuple[float, float] = PERCENTILES) -> ValueRange:
+    """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi)."""
+    n = len(bands)
+    if not isinstance(scale, str):
+        lo, hi = (float(v) for v in scale)
+        if hi <= lo:
+            raise UserError(f"{ds.name}: --scale needs MIN < MAX, got {lo},{hi}")
+        return np.full(n, lo), np.full(n, hi)
+    if scale != "auto":
+        raise UserError(f"{ds.name}: unknown --scale {scale!r}; use auto or MIN,MAX")
+    dtype = _dtype(ds, bands)
+    if dtype == np.uint8:
+        return None
+    factor = max(ds.width, ds.height) / STATS_SIDE
+    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor))) if factor > 1 else (ds.height, ds.width)
+    with reading(ds):  # a decimated read: GDAL serves it from overviews when the file has them
+        data = ds.read(bands, out_shape=(n, *shape), resampling=Resampling.nearest)
+    valid = ~nodata_mask(ds, bands, out_shape=shape, data=data)
+    if np.issubdtype(dtype, np.integer):
+        fallback = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
+    else:
+        fallback = 0.0, 1.0
+    lo, hi = np.full(n, fallback[0]), np.full(n, fallback[1])
+    if valid.any():
+        for i in range(n):
+            lo[i], hi[i] = np.percentile(data[i][valid], percentiles)
+        hi = np.where(hi > lo, hi, lo + 1)  # a constant band maps to 0 instead of dividing by 0
+    return lo, hi
+
+
+def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int] | None = None,
+                data: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) bool, True where nodata. `data`, when given, is the same read (for its NaNs)."""
+    unique = sorted(set(bands))
+    if data is not None:
+        shape = data.shape[1:]
+    elif out_shape is not None:
+        shape = out_shape
+    else:
+        shape = (window.height, window.width) if window is not None else (ds.height, ds.width)
+    shape = tuple(int(s) for s in shape)
+    if all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in unique):
+        mask = np.zeros(shape, bool)
+    else:
+        with reading(ds):
+            masks = ds.read_masks(unique, window=window, out_shape=(len(unique), *shape),
+                                  resampling=Resampling.nearest)
+        mask = (masks == 0).all(axis=0)
+    if data is not None and np.issubdtype(data.dtype, np.floating):
+        mask |= np.isnan(data).any(axis=0)
+    return mask
+
+
+def to_unit(data: np.ndarray, vr: ValueRange, nodata: np.ndarray | None = None) -> np.ndarray:
+    """(C, h, w) raw values -> float32 in [0, 1]; nodata pixels set to FILL."""
+    if vr is None:
+        if data.dtype != np.uint8:
+            raise ValueError(f"a value range is needed for {data.dtype} data")
+        unit = data.astype(np.float32) * np.float32(1 / 255)
+    else:
+        lo, hi = (np.asarray(v, np.float32)[:, None, None] for v in vr)
+        unit = np.clip((data.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    if nodata is not None:
+        unit[:, nodata] = FILL
+    return np.nan_to_num(unit, copy=False, nan=FILL)
+
+
+def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple[int, int] | None = None,
+              resampling: Resampling = Resampling.bilinear) -> tuple[np.ndarray, np.ndarray]:
+    """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
+    unique = sorted(set(bands))
+    shape = out_shape or (int(window.height), int(window.width))
+    with reading(ds):
+        raw = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
+    data = raw[[unique.index(b) for b in bands]]
+    mask = nodata_mask(ds, bands, window=window, data=data)
+    return to_unit(data, vr, mask), mask
+
+
+__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "reading", "select_bands", "to_unit", "value_range"]
