@@ -1,0 +1,238 @@
+"""Detection metrics: pycocotools' AP family and the xView challenge metric.
+
+Inputs are plain lists of COCO result dicts (image_id, category_id, bbox xywh, score) so that
+distributed ranks can gather theirs with `all_gather_object` and concatenate them before one
+call here. Everything is numpy/pycocotools: no torch needed to score a results file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from scalemae_det.atomic import atomic_path
+from scalemae_det.errors import UserError
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
+
+
+def load_coco_json(coco_gt: str | os.PathLike | dict) -> dict:
+    """A COCO label dict, read from `coco_gt` when it is a path."""
+    if isinstance(coco_gt, dict):
+        return coco_gt
+    path = Path(coco_gt)
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a JSON file: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "categories")):
+        raise UserError(f"{path}: not a COCO label file (needs 'images' and 'categories' lists)")
+    return data
+
+
+def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],
+                       category_ids: Sequence[int]) -> list[dict]:
+    """COCO result dicts from model outputs, in the original image's pixels and category ids.
+
+    `outputs[i]` holds `boxes` (xyxy), `scores`, `labels` (1..K) for the image of `targets[i]`;
+    `category_ids[k - 1]` is the label file's id of label k. Boxes are divided by the
+    target's `box_scale` (what the eval transform multiplied them by), when present.
+    Tensors and arrays are both accepted (only `.tolist()` is used).
+    """
+    results = []
+    for out, tgt in zip(outputs, targets, strict=True):
+        sx, sy = _box_scale(tgt)
+        image_id = int(tgt["image_id"])
+        for (x0, y0, x1, y1), score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                                  out["labels"].tolist()):
+            x0, x1, y0, y1 = x0 / sx, x1 / sx, y0 / sy, y1 / sy
+            results.append({"image_id": image_id, "category_id": int(category_ids[int(label) - 1]),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+    return results
+
+
+def _box_scale(target: dict) -> tuple[float, float]:
+    scale = target.get("box_scale")
+    if scale is None:
+        return 1.0, 1.0
+    sx, sy = scale.tolist()[:2]
+    return sx, sy
+
+
+def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[dict], *,
+                        ignore_category_ids: Iterable[int] = (), iou_threshold: float = 0.5,
+                        max_dets: int = 100) -> dict:
+    """COCO AP family and the xView metric of `detections` against the labels `coco_gt`.
+
+    Returns a JSON-ready dict: AP, AP50, AP75, APs, APm, APl (pycocotools, `max_dets`
+    detections per image; -1 where pycocotools has no ground truth), `xview_mAP` (mean
+    per-class VOC AP at `iou_threshold` over classes with ground truth, leaving out
+    `ignore_category_ids`), and `per_class`: one row per category with its id, name, number of
+    ground-truth boxes, AP50 and xView AP (None where the class has no ground truth).
+    """
+    gt = _with_areas(load_coco_json(coco_gt))
+    ignore = set(ignore_category_ids)
+    coco_stats, ap50 = _coco_eval(gt, detections, max_dets)
+    xview_ap = xview_class_aps(gt, detections, iou_threshold)
+    num_gt = defaultdict(int)
+    for ann in gt.get("annotations", []):
+        num_gt[ann["category_id"]] += not ann.get("iscrowd", 0)
+    per_class = [{"id": cat["id"], "name": cat.get("name", str(cat["id"])),
+                  "num_gt": num_gt[cat["id"]], "AP50": ap50.get(cat["id"]),
+                  "xview_AP": xview_ap.get(cat["id"])}
+                 for cat in sorted(gt["categories"], key=lambda c: c["id"])]
+    scored = [xview_ap[c] for c in xview_ap if c not in ignore]
+    return {**coco_stats, "xview_mAP": float(np.mean(scored)) if scored else None,
+            "num_detections": len(detections), "num_images": len(gt["images"]),
+            "per_class": per_class}
+
+
+def _with_areas(gt: dict) -> dict:
+    """pycocotools needs `area` on every annotation (for AP small/medium/large); fill in w*h."""
+    if all("area" in ann for ann in gt.get("annotations", [])):
+        return gt
+    gt = {**gt, "annotations": [dict(ann) for ann in gt["annotations"]]}
+    for ann in gt["annotations"]:
+        ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
+    return gt
+
+
+def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dict, dict]:
+    """COCOeval's summary stats and per-category AP50 (None for a category without gt)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
+        coco_gt = COCO()
+        coco_gt.dataset = {"annotations": [], **copy.deepcopy(gt)}
+        coco_gt.createIndex()
+        if detections:  # loadRes adds fields to the dicts it gets: give it copies
+            coco_dt = coco_gt.loadRes(copy.deepcopy(list(detections)))
+        else:  # loadRes cannot take an empty list; an empty result set scores 0
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"],
+                               "annotations": []}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.maxDets = [1, 10, max_dets]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = {name: float(v) for name, v in zip(COCO_METRICS, ev.stats)}
+    # precision: [iou thresholds, recall points, categories, area ranges, max dets]; iou 0.5 is
+    # the first threshold, area "all" the first range, the largest max-dets the last.
+    precision = ev.eval["precision"][0, :, :, 0, -1]
+    ap50 = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, k]
+        ap50[cat_id] = float(p[p > -1].mean()) if (p > -1).any() else None
+    return stats, ap50
+
+
+def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5
+                    ) -> dict[int, float]:
+    """Per-category VOC all-point AP with the xView scorer's greedy matching.
+
+    Within a category, detections are taken by decreasing score; each is compared with the
+    ground-truth boxes of its image and claims the one of highest IoU if that IoU reaches
+    `iou_threshold` and the box is still unclaimed, else it is a false positive. Only
+    categories with ground truth get an AP (a category with boxes but no detections gets 0).
+    Crowd annotations are left out.
+    """
+    gt_boxes: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for ann in gt.get("annotations", []):
+        if not ann.get("iscrowd", 0):
+            gt_boxes[ann["category_id"]][ann["image_id"]].append(_xyxy(ann["bbox"]))
+    dets_by_cat: dict[int, list[dict]] = defaultdict(list)
+    for det in detections:
+        dets_by_cat[det["category_id"]].append(det)
+
+    aps = {}
+    for cat_id, by_image in gt_boxes.items():
+        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in by_image.items()}
+        claimed = {img: np.zeros(len(b), dtype=bool) for img, b in boxes.items()}
+        dets = sorted(dets_by_cat.get(cat_id, []), key=lambda d: -d["score"])
+        tp = np.zeros(len(dets), dtype=bool)
+        for i, det in enumerate(dets):
+            img_boxes = boxes.get(det["image_id"])
+            if img_boxes is None:
+                continue
+            ious = box_iou(np.asarray([_xyxy(det["bbox"])]), img_boxes)[0]
+            best = int(ious.argmax())
+            if ious[best] >= iou_threshold and not claimed[det["image_id"]][best]:
+                claimed[det["image_id"]][best] = tp[i] = True
+        n_gt = sum(len(b) for b in boxes.values())
+        aps[cat_id] = voc_ap(tp, n_gt)
+    return aps
+
+
+def voc_ap(tp: np.ndarray, n_gt: int) -> float:
+    """All-point interpolated AP of detections flagged `tp` (sorted by decreasing score).
+
+    The area under the precision-recall curve after making precision non-increasing in
+    recall (each point takes the best precision at any higher recall).
+    """
+    tp = np.asarray(tp, dtype=np.float64)
+    if n_gt == 0 or tp.size == 0:
+        return 0.0
+    cum_tp = np.cumsum(tp)
+    recall = np.concatenate([[0.0], cum_tp / n_gt])
+    precision = cum_tp / np.arange(1, tp.size + 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes (continuous coordinates, no +1)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _xyxy(bbox: Sequence[float]) -> list[float]:
+    x, y, w, h = bbox
+    return [x, y, x + w, y + h]
+
+
+def write_results(path: str | os.PathLike, results: dict | list) -> None:
+    """Write metrics or detections as JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+
+
+def print_metrics(metrics: dict, console=None) -> None:
+    """The summary line and the per-class table of `evaluate_detections`' result, with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+
+    def fmt(v):
+        return "-" if v is None or v < 0 else f"{v:.3f}"
+
+    summary = "  ".join(f"{k} {fmt(metrics[k])}" for k in (*COCO_METRICS, "xview_mAP"))
+    table = Table(title="per-class AP at IoU 0.5")
+    for col, justify in (("id", "right"), ("class", "left"), ("gt boxes", "right"),
+                         ("AP50 (COCO)", "right"), ("AP (xView)", "right")):
+        table.add_column(col, justify=justify)
+    for row in metrics["per_class"]:
+        table.add_row(str(row["id"]), row["name"], str(row["num_gt"]), fmt(row["AP50"]),
+                      fmt(row["xview_AP"]))
+    console.print(table)
+    console.print(summary)
