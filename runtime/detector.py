@@ -1,0 +1,128 @@
+"""The library entry point: `Detector(model).detect_scene(path)` or `.detect_tiles(array)`.
+
+A scene is streamed tile batch by tile batch (a reader thread preparing the next batch while the
+session runs the current one), tile detections are mapped to scene pixels and merged across seams.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runtime.merge import merge
+from runtime.metadata import ModelMetadata
+from runtime.prefetch import prefetch as prefetched
+from runtime.scene import Batch, Scene, batches, open_scene
+from runtime.session import Session
+from runtime.tiling import Tile
+
+TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray  # (N, 4) xyxy pixels (tile pixels from detect_tiles, scene pixels from detect_scene)
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64, 1..classes
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def concat(cls, parts: Sequence["Detections"]) -> "Detections":
+        if not parts:
+            return cls(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "labels")))
+
+    def take(self, index: np.ndarray) -> "Detections":
+        return Detections(self.boxes[index], self.scores[index], self.labels[index])
+
+
+@dataclass
+class SceneResult:
+    scene: Scene
+    detections: Detections  # scene pixels, merged
+    class_names: list[str]
+    provider: str
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    seconds: float = 0.0
+    run_seconds: float = 0.0  # of which inside session.run
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.scene.path
+
+
+class Detector:
+    """A scalemae-det ONNX model ready to run; `provider` is auto, tensorrt, cuda or cpu."""
+
+    def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
+                 threads: int | None = None):
+        self.session = Session(model_path, provider, batch, threads)
+        self.metadata: ModelMetadata = self.session.metadata
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    def detect_tiles(self, images: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
+        """(N, 3, T, T) float32 in [0, 1] (see runtime.pixels) -> detections per tile, tile pixels."""
+        t = self.metadata.tile
+        if images.ndim != 4 or images.shape[1:] != (3, t, t):
+            raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
+        thr = self.metadata.score_threshold if score_threshold is None else score_threshold
+        out = []
+        for boxes, scores, labels in self.session.run(images):
+            keep = scores >= thr
+            out.append(Detections(boxes[keep], scores[keep], labels[keep]))
+        return out
+
+    def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
+        t = self.metadata.tile
+        found = []
+        for tile, nodata, det in zip(batch.tiles, batch.nodata, self.detect_tiles(batch.images, thr)):
+            cx = np.clip(((det.boxes[:, 0] + det.boxes[:, 2]) / 2).astype(int), 0, t - 1)
+            cy = np.clip(((det.boxes[:, 1] + det.boxes[:, 3]) / 2).astype(int), 0, t - 1)
+            det = det.take(~nodata[cy, cx])  # centred on nodata (or padding): not a real object
+            truncated = tile.truncated(det.boxes, TRUNCATION_MARGIN)
+            found.append((tile, Detections(tile.to_scene(det.boxes), det.scores, det.labels), truncated))
+        return found
+
+    def detect_scene(self, path: str | os.PathLike, *, overlap: float = 0.2, score_threshold: float | None = None,
+                     bands: Sequence[int] | None = None, scale: str | tuple[float, float] = "auto",
+                     gsd_mode: str = "resample", match: str = "ios", match_threshold: float = 0.5,
+                     prefetch: bool = True, progress: Callable[[int, int], None] | None = None) -> SceneResult:
+        """Detect over a whole raster. `progress(done, total)` is called as tiles are done."""
+        start = time.perf_counter()
+        run_before = self.session.run_seconds
+        scene = open_scene(path, self.metadata, bands=bands, scale=scale, gsd_mode=gsd_mode, overlap=overlap)
+        thr = self.metadata.score_threshold if score_threshold is None else score_threshold
+        result = SceneResult(scene, Detections.concat([]), self.metadata.class_names, self.provider, notes=list(scene.notes))
+        reader = batches(scene, self.session.batch, self.metadata.tile)
+        parts, tile_ids, truncated = [], [], []
+        done = 0
+        for batch in prefetched(reader) if prefetch else reader:
+            result.tiles_skipped += batch.skipped
+            result.tiles_run += len(batch.tiles)
+            for tile, det, trunc in self._scene_detections(batch, thr) if batch.tiles else []:
+                parts.append(det)
+                tile_ids.append(np.full(len(det), tile.index))
+                truncated.append(trunc)
+            done += batch.skipped + len(batch.tiles)
+            if progress:
+                progress(done, len(scene.tiles))
+        found = Detections.concat(parts)
+        if len(found):
+            keep = merge(found.boxes, found.scores, found.labels, np.concatenate(tile_ids), np.concatenate(truncated),
+                         match, match_threshold)
+            found = found.take(keep)
+        result.detections = found
+        result.seconds = time.perf_counter() - start
+        result.run_seconds = self.session.run_seconds - run_before
+        return result

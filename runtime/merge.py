@@ -1,0 +1,95 @@
+"""Merge detections from overlapping tiles so that an object cut by a seam is reported once.
+
+Two rules, both between detections of the same class from different tiles (the model already ran
+its own NMS inside each tile, which is left alone):
+
+1. a box truncated by an inner tile edge is dropped when a box another tile sees whole covers it
+   (intersection over the truncated box's own area >= threshold): the neighbour saw the object;
+2. greedy NMS by score over what remains, matching by IoU or by intersection over the smaller box
+   ("ios", which also catches a part inside a whole).
+
+Candidate pairs come from a sweep over boxes sorted by x, so the cost follows the number of
+overlapping pairs, not the square of the number of detections.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("iou", "ios")
+_CHUNK = 1 << 20  # candidate pairs examined at a time, bounding memory on huge scenes
+
+
+def _area(b: np.ndarray) -> np.ndarray:
+    return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+
+
+def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, intersection area) for boxes of one class from different tiles that overlap."""
+    n = len(boxes)
+    order = np.argsort(boxes[:, 0], kind="stable")
+    b = boxes[order]
+    ends = np.searchsorted(b[:, 0], b[:, 2], side="left")  # sorted boxes starting before box i ends
+    counts = np.maximum(ends - np.arange(n) - 1, 0)
+    found = []
+    start = 0
+    while start < n:  # chunks of boxes whose candidate lists together stay under _CHUNK
+        stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), _CHUNK, side="right")))
+        c = counts[start:stop]
+        i = np.repeat(np.arange(start, stop), c)
+        j = i + 1 + np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
+        bi, bj = b[i], b[j]
+        w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
+        h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
+        oi, oj = order[i], order[j]
+        keep = (w > 0) & (h > 0) & (labels[oi] == labels[oj]) & (tiles[oi] != tiles[oj])
+        found.append((oi[keep], oj[keep], (w * h)[keep]))
+        start = stop
+    if not found:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
+def _greedy(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Keep mask of greedy NMS where (i, j) are the pairs that suppress one another."""
+    order = np.lexsort((np.arange(len(scores)), -scores))  # by score, ties by index: deterministic
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    hi = np.where(rank[i] < rank[j], i, j)
+    lo = np.where(rank[i] < rank[j], j, i)
+    by = np.argsort(hi, kind="stable")
+    hi, lo = hi[by], lo[by]
+    bounds = np.searchsorted(hi, np.arange(len(scores) + 1))
+    alive = np.ones(len(scores), bool)
+    for k in order:
+        if alive[k]:
+            alive[lo[bounds[k]:bounds[k + 1]]] = False
+    return alive
+
+
+def merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.ndarray,
+          truncated: np.ndarray, metric: str = "ios", threshold: float = 0.5) -> np.ndarray:
+    """Indices of the detections to keep (ascending). Boxes are xyxy in scene pixels."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if len(boxes) == 0:
+        return np.zeros(0, int)
+    i, j, inter = overlapping_pairs(boxes, labels, tiles)
+    area = _area(boxes)
+    # rule 1: truncated boxes covered by a whole one from another tile
+    cover_i = truncated[i] & ~truncated[j] & (inter >= threshold * area[i])
+    cover_j = truncated[j] & ~truncated[i] & (inter >= threshold * area[j])
+    alive = np.ones(len(boxes), bool)
+    alive[i[cover_i]] = False
+    alive[j[cover_j]] = False
+    # rule 2: NMS among the survivors
+    live = alive[i] & alive[j]
+    i, j, inter = i[live], j[live], inter[live]
+    if metric == "iou":
+        denom = area[i] + area[j] - inter
+    else:
+        denom = np.minimum(area[i], area[j])
+    match = inter > threshold * np.maximum(denom, 1e-12)
+    alive &= _greedy(scores, i[match], j[match])
+    return np.flatnonzero(alive)

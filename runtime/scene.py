@@ -1,0 +1,121 @@
+"""A scene as the model will see it: bands, value range, scale, tiles; and its tiles read in batches.
+
+The GSD decides the resampling: in `resample` mode tiles are read so that a model pixel covers the
+model's GSD; in `as-is` mode pixels are taken as they are. Everything about the raster that is
+computed once (band choice, stretch, tile plan) is computed here, before any tile is read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import RasterioError
+
+from runtime.metadata import ModelMetadata
+from runtime.pixels import FILL, ValueRange, read_unit, select_bands, value_range
+from runtime.tiling import Tile, plan
+from scalemae_det.errors import UserError
+from scalemae_det.geo import gsd_m
+
+GSD_MODES = ("resample", "as-is")
+MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
+GSD_TOLERANCE = 0.25  # as-is mode warns past this relative mismatch
+
+
+@dataclass
+class Scene:
+    path: str
+    width: int
+    height: int
+    crs: object  # rasterio CRS, None without georeference
+    transform: Affine
+    gsd: float | None  # metres, None without a CRS
+    bands: list[int]
+    value_range: ValueRange
+    factor: float  # scene pixels per model pixel
+    tiles: list[Tile]
+    notes: list[str] = field(default_factory=list)  # warnings for the user
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+
+def _factor(path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes: list[str]) -> float:
+    if gsd is None:
+        notes.append("no georeference (no CRS): pixels used as they are, outputs in pixel coordinates")
+        return 1.0
+    ratio = meta.gsd / gsd
+    if mode == "as-is":
+        if abs(gsd / meta.gsd - 1) > GSD_TOLERANCE:
+            notes.append(f"GSD {gsd:.3g} m differs from the model's {meta.gsd:.3g} m by {abs(gsd / meta.gsd - 1):.0%}; "
+                         "objects will look smaller or larger than in training")
+        return 1.0
+    if not 1 / MAX_RESAMPLE <= ratio <= MAX_RESAMPLE:
+        way = f"upsampling {1 / ratio:.3g}x" if ratio < 1 else f"downsampling {ratio:.3g}x"
+        raise UserError(f"{path}: GSD {gsd:.3g} m vs the model's {meta.gsd:.3g} m would need {way} (limit {MAX_RESAMPLE:g}x); "
+                        "use --gsd-mode as-is, or a model exported for this GSD")
+    return ratio
+
+
+def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[int] | None = None,
+               scale: str | tuple[float, float] = "auto", gsd_mode: str = "resample", overlap: float = 0.2) -> Scene:
+    """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
+    path = str(path)
+    if gsd_mode not in GSD_MODES:
+        raise UserError(f"unknown --gsd-mode {gsd_mode!r}; choose one of {', '.join(GSD_MODES)}")
+    if not 0 <= overlap < 1:
+        raise UserError(f"--overlap must be in [0, 1), got {overlap}")
+    try:
+        ds = rasterio.open(path)
+    except RasterioError as exc:
+        raise UserError(f"{path}: not a readable raster ({exc})") from None
+    with ds:
+        crs = ds.crs
+        gsd = gsd_m(crs, ds.transform, ds.width, ds.height)
+        chosen = select_bands(ds, bands)
+        vr = value_range(ds, chosen, scale)
+        notes: list[str] = []
+        factor = _factor(path, gsd, meta, gsd_mode, notes)
+        src = max(1, round(meta.tile * factor))
+        tiles = plan(ds.width, ds.height, src, meta.tile, overlap)
+        return Scene(path, ds.width, ds.height, crs, ds.transform, gsd, chosen, vr, src / meta.tile, tiles, notes)
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # (n, 3, T, T) float32, padded with FILL
+    nodata: np.ndarray  # (n, T, T) bool, padding counts as nodata
+    tiles: list[Tile]
+    skipped: int  # all-nodata tiles passed over since the previous batch
+
+
+def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
+    """Read the scene's tiles in order, `size` at a time, leaving out all-nodata tiles."""
+    images = np.full((size, 3, tile, tile), FILL, np.float32)
+    nodata = np.ones((size, tile, tile), bool)
+    chosen: list[Tile] = []
+    skipped = 0
+    with rasterio.open(scene.path) as ds:
+        for t in scene.tiles:
+            unit, mask = read_unit(ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width))
+            if mask.all():
+                skipped += 1
+                continue
+            k = len(chosen)
+            images[k, :, :t.out_height, :t.out_width] = unit
+            nodata[k, :t.out_height, :t.out_width] = mask
+            chosen.append(t)
+            if len(chosen) == size:
+                yield Batch(images.copy(), nodata.copy(), chosen, skipped)
+                images[:] = FILL
+                nodata[:] = True
+                chosen, skipped = [], 0
+    if chosen or skipped:
+        n = len(chosen)
+        yield Batch(images[:n].copy(), nodata[:n].copy(), chosen, skipped)

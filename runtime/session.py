@@ -1,0 +1,143 @@
+"""The ONNX Runtime session: provider choice, the model contract check, batched runs.
+
+onnxruntime-gpu falls back to the CPU without a word when CUDA or TensorRT libraries are missing,
+so the providers the session really got are reported (`providers`, `note`), and an explicit
+`cuda`/`tensorrt` request that cannot be met is an error rather than a slow CPU run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from runtime.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from runtime.pixels import FILL
+from scalemae_det.errors import UserError
+
+NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+CHOICES = ("auto", *NAMES)
+
+
+def _trt_cache() -> str:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scalemae-det" / "tensorrt"
+    root.mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def _options(name: str) -> dict:
+    if name == NAMES["cuda"]:
+        return {"cudnn_conv_algo_search": "HEURISTIC"}  # tile shapes are fixed: no exhaustive search
+    if name == NAMES["tensorrt"]:
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+    return {}
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
+    """Collect what onnxruntime prints (C++ log on fd 2, Python fallback notices on stdout)
+    while it tries providers, so a failed GPU load becomes one line of ours instead of a screenful."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().splitlines() + out.getvalue().splitlines())
+
+
+def _reason(lines: list[str]) -> str:
+    """The most telling line of onnxruntime's complaint about a provider."""
+    for pattern in (r"with error: (.*)", r"(Failed to create \w+)", r"EP Error:? (.*?)(?: when using| using|$)"):
+        for line in lines:
+            found = re.search(pattern, line)
+            if found:
+                return re.sub(r"\x1b\[[0-9;]*m", "", found.group(1)).strip()
+    return "onnxruntime could not load it"
+
+
+class Session:
+    """An onnxruntime.InferenceSession on a scalemae-det model, checked against the contract."""
+
+    def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = str(model_path)
+        if provider not in CHOICES:
+            raise UserError(f"unknown provider {provider!r}; choose one of {', '.join(CHOICES)}")
+        if not Path(self.path).is_file():
+            raise UserError(f"{self.path}: model file not found")
+        available = ort.get_available_providers()
+        wanted = [NAMES[p] for p in ("tensorrt", "cuda") if provider in ("auto", p) and NAMES[p] in available]
+        if provider in ("cuda", "tensorrt") and not wanted:
+            raise UserError(f"{self.path}: --provider {provider} but this onnxruntime has no {NAMES[provider]}; "
+                            "install onnxruntime-gpu or use --provider cpu")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        chain = [*wanted, NAMES["cpu"]]
+        try:
+            with _captured() as log:
+                self.session = ort.InferenceSession(self.path, options, providers=chain,
+                                                    provider_options=[_options(p) for p in chain])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        self.providers = self.session.get_providers()
+        missing = [p for p in wanted if p not in self.providers]
+        self.note = f"{', '.join(missing)} not usable: {_reason(log)}" if missing else ""
+        if provider != "auto" and NAMES[provider] not in self.providers:
+            raise UserError(f"{self.path}: --provider {provider} requested but {self.note}; "
+                            "use --provider cpu, or install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
+        self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.batch = self._check_io(batch)
+        self.run_seconds = 0.0  # time spent inside session.run, for the benchmarks
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    def _check_io(self, batch: int | None) -> int:
+        """The batch to run: the graph's own when it is fixed, else `batch` or the metadata's."""
+        inputs = self.session.get_inputs()
+        outputs = {o.name for o in self.session.get_outputs()}
+        t = self.metadata.tile
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or not set(OUTPUT_NAMES) <= outputs:
+            raise UserError(f"{self.path}: graph inputs/outputs do not follow the scalemae-det contract "
+                            f"(want {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
+            raise UserError(f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says")
+        fixed = self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        if fixed and batch and batch != fixed:
+            raise UserError(f"{self.path}: the graph has a fixed batch of {fixed}; re-export it with batch {batch}")
+        size = fixed or batch or self.metadata.batch
+        if size < 1:
+            raise UserError(f"batch must be at least 1, got {size}")
+        return size
+
+    def run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(N, 3, T, T) float32 in [0, 1] -> per image (boxes xyxy tile px, scores, labels)."""
+        out = []
+        for start in range(0, len(images), self.batch):
+            chunk = np.ascontiguousarray(images[start:start + self.batch], np.float32)
+            n = len(chunk)
+            if self.fixed_batch and n < self.batch:
+                chunk = np.concatenate([chunk, np.full((self.batch - n, *chunk.shape[1:]), FILL, np.float32)])
+            t0 = time.perf_counter()
+            boxes, scores, labels, num = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
+            self.run_seconds += time.perf_counter() - t0
+            out.extend((boxes[i, :k], scores[i, :k], labels[i, :k]) for i, k in enumerate(num[:n].tolist()))
+        return out
