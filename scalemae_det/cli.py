@@ -9,6 +9,10 @@ from scalemae_det.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ScaleMAE detection for satellite imagery.")
 
+from scalemae_det.data.xview import prepare_xview_command  # noqa: E402
+
+app.command("prepare-xview")(prepare_xview_command)
+
 
 def main() -> None:
     try:

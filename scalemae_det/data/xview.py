@@ -1,0 +1,335 @@
+"""xView -> georeferenced chips + COCO train/val label files (`scalemae-det prepare-xview`).
+
+The GeoJSON (~1M features) is streamed: only five numbers per box are kept, grouped by scene,
+then scenes are chipped one at a time, so memory is bounded by one scene's pixels. The split is
+by scene (chips of one scene never straddle train and val), seeded, over the scenes present.
+
+Output layout, ready for train.py's --train_image_dir/--train_label_file (and val):
+
+    OUT/train/<scene>_<x0>_<y0>.tif   OUT/train.json
+    OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json
+
+Category ids in the JSON are 1..K in xView type-id order; each category keeps its
+`xview_type_id`. Image records keep their `scene` and chip offset (`x0`, `y0`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import random
+import re
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from scalemae_det.atomic import atomic_path
+from scalemae_det.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# The 60 xView classes by type id (the dataset's class list; ids are sparse in 11..94).
+XVIEW_CLASSES: dict[int, str] = {
+    11: "Fixed-wing Aircraft", 12: "Small Aircraft", 13: "Cargo Plane", 15: "Helicopter",
+    17: "Passenger Vehicle", 18: "Small Car", 19: "Bus", 20: "Pickup Truck", 21: "Utility Truck",
+    23: "Truck", 24: "Cargo Truck", 25: "Truck w/Box", 26: "Truck Tractor", 27: "Trailer",
+    28: "Truck w/Flatbed", 29: "Truck w/Liquid", 32: "Crane Truck", 33: "Railway Vehicle",
+    34: "Passenger Car", 35: "Cargo Car", 36: "Flat Car", 37: "Tank car", 38: "Locomotive",
+    40: "Maritime Vessel", 41: "Motorboat", 42: "Sailboat", 44: "Tugboat", 45: "Barge",
+    47: "Fishing Vessel", 49: "Ferry", 50: "Yacht", 51: "Container Ship", 52: "Oil Tanker",
+    53: "Engineering Vehicle", 54: "Tower crane", 55: "Container Crane", 56: "Reach Stacker",
+    57: "Straddle Carrier", 59: "Mobile Crane", 60: "Dump Truck", 61: "Haul Truck",
+    62: "Scraper/Tractor", 63: "Front loader/Bulldozer", 64: "Excavator", 65: "Cement Mixer",
+    66: "Ground Grader", 71: "Hut/Tent", 72: "Shed", 73: "Building", 74: "Aircraft Hangar",
+    76: "Damaged Building", 77: "Facility", 79: "Construction Site", 83: "Vehicle Lot",
+    84: "Helipad", 86: "Storage Tank", 89: "Shipping container lot", 91: "Shipping Container",
+    93: "Pylon", 94: "Tower",
+}
+DEFAULT_DROP = (75, 82)  # type ids in the labels with almost no boxes and no class of their own
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    chip: int = 800
+    overlap: float = 0.1  # fraction of the chip shared with the next one
+    min_visible: float = 0.5  # keep a clipped box when at least this fraction of it is in the chip
+    min_size: float = 2.0  # ... and it is at least this many pixels wide and high
+
+
+# --- reading the labels --------------------------------------------------------------------
+
+_FEATURES_START = re.compile(r'"features"\s*:\s*\[')
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+def iter_features(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
+                  chunk_size: int = 1 << 20) -> Iterator[dict]:
+    """Yield the features of a GeoJSON FeatureCollection one by one, reading it in chunks."""
+    decoder, text = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as fh:
+
+        def more() -> str:
+            raw = fh.read(chunk_size)
+            on_bytes(len(raw))
+            return text.decode(raw, final=not raw) if raw else ""
+
+        buf = ""
+        while (start := _FEATURES_START.search(buf)) is None:
+            chunk = more()
+            if not chunk:
+                raise UserError(f"{path}: not a GeoJSON FeatureCollection (no 'features' array)")
+            buf = buf[-64:] + chunk  # the tail may hold the start of the key
+        buf, pos = buf[start.end():], 0
+        while True:
+            pos = _SEPARATORS.match(buf, pos).end()
+            if pos < len(buf) and buf[pos] == "]":
+                return
+            try:
+                feature, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError:  # a feature cut by the chunk boundary, or bad JSON
+                chunk = more()
+                if not chunk:
+                    raise UserError(f"{path}: invalid GeoJSON near character {pos} of the "
+                                    "features array") from None
+                buf, pos = buf[pos:] + chunk, 0
+                continue
+            yield feature
+            pos = end
+            if pos > chunk_size:
+                buf, pos = buf[pos:], 0
+
+
+def read_labels(path: Path, on_bytes: Callable[[int], None] = lambda n: None
+                ) -> tuple[dict[str, np.ndarray], int]:
+    """Boxes per scene as (N, 5) float arrays of type_id, xmin, ymin, xmax, ymax; and the
+    number of features without a usable image id (a bare file name), type id or box."""
+    per_scene: dict[str, array] = defaultdict(lambda: array("d"))
+    bad = 0
+    for feature in iter_features(path, on_bytes):
+        try:
+            props = feature["properties"]
+            image_id, type_id = str(props["image_id"]), int(props["type_id"])
+            x0, y0, x1, y1 = (float(v) for v in str(props["bounds_imcoords"]).split(","))
+        except (KeyError, TypeError, ValueError):
+            bad += 1
+            continue
+        if not (x1 > x0 and y1 > y0) or Path(image_id).name != image_id:
+            bad += 1
+            continue
+        per_scene[image_id].extend((type_id, x0, y0, x1, y1))
+    return {k: np.frombuffer(v, dtype=np.float64).reshape(-1, 5) for k, v in per_scene.items()}, bad
+
+
+# --- chipping ------------------------------------------------------------------------------
+
+def chip_origins(length: int, chip: int, stride: int) -> list[int]:
+    """Offsets of chips covering [0, length): every `stride`, the last one flush with the end."""
+    if length <= chip:
+        return [0]
+    return [*range(0, length - chip, stride), length - chip]
+
+
+def clip_boxes(boxes: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """Boxes (N, 4 xyxy) clipped to the window at (x0, y0), in window pixels."""
+    return np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
+
+
+def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig) -> np.ndarray:
+    """Which clipped boxes keep enough of their box to be labelled in the chip."""
+    w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (w >= cfg.min_size) & (h >= cfg.min_size) & (w * h >= cfg.min_visible * area)
+
+
+def split_scenes(scenes: Iterable[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded image-level split; at least one val scene when val_fraction > 0 and there are two."""
+    ordered = sorted(scenes, key=_natural_key)
+    random.Random(seed).shuffle(ordered)
+    n_val = round(len(ordered) * val_fraction)
+    if val_fraction > 0 and len(ordered) > 1:
+        n_val = min(max(n_val, 1), len(ordered) - 1)
+    return sorted(ordered[n_val:], key=_natural_key), sorted(ordered[:n_val], key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def categories(drop: Iterable[int]) -> list[dict]:
+    """COCO categories 1..K for the xView classes not dropped, in type-id order."""
+    kept = [t for t in XVIEW_CLASSES if t not in set(drop)]
+    return [{"id": k, "name": XVIEW_CLASSES[t], "xview_type_id": t} for k, t in enumerate(kept, 1)]
+
+
+class _CocoWriter:
+    """Accumulates one split's image and annotation records."""
+
+    def __init__(self, cats: list[dict]):
+        self.cats, self.images, self.annotations = cats, [], []
+
+    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray) -> None:
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, **record})
+        for (x0, y0, x1, y1), label in zip(boxes.tolist(), labels.tolist()):
+            w, h = x1 - x0, y1 - y0
+            self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id,
+                                     "category_id": int(label), "bbox": [x0, y0, w, h],
+                                     "area": w * h, "iscrowd": 0})
+
+    def write(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"images": self.images, "annotations": self.annotations,
+                                       "categories": self.cats}))
+
+
+def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir: Path,
+               writer: _CocoWriter, cfg: ChipConfig) -> tuple[int, int, int]:
+    """Write one scene's chips as GeoTIFFs with their window's georeference and record them.
+
+    Boxes are first clipped to the scene (those left empty are counted as outside), then to
+    each chip. Chips that are blank (all zero) and hold no box are skipped.
+    Returns the numbers of chips and boxes written and of boxes outside the scene.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    stride = max(1, cfg.chip - round(cfg.overlap * cfg.chip))
+    n_chips = n_boxes = 0
+    try:
+        with rasterio.open(scene_path) as src:
+            scene_boxes = clip_boxes(boxes, 0, 0, src.width, src.height)
+            inside = (scene_boxes[:, 2] > scene_boxes[:, 0]) & (scene_boxes[:, 3] > scene_boxes[:, 1])
+            scene_boxes, scene_labels = scene_boxes[inside], labels[inside]
+            profile = {k: v for k, v in src.profile.items()
+                       if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
+            for y0 in chip_origins(src.height, cfg.chip, stride):
+                for x0 in chip_origins(src.width, cfg.chip, stride):
+                    win = Window(x0, y0, min(cfg.chip, src.width), min(cfg.chip, src.height))
+                    chip_boxes = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
+                    keep = visible(scene_boxes, chip_boxes, cfg)
+                    chip_boxes = chip_boxes[keep]
+                    data = src.read(window=win)
+                    if not len(chip_boxes) and not data.any():
+                        continue
+                    name = f"{scene_path.stem}_{x0}_{y0}.tif"
+                    with atomic_path(out_dir / name) as tmp:
+                        with rasterio.open(tmp, "w", **{**profile, "driver": "GTiff",
+                                                        "width": win.width, "height": win.height,
+                                                        "transform": src.window_transform(win),
+                                                        "compress": "deflate"}) as dst:
+                            dst.write(data)
+                            dst.colorinterp = src.colorinterp
+                    writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
+                                "scene": scene_path.name, "x0": x0, "y0": y0},
+                               chip_boxes, scene_labels[keep])
+                    n_chips += 1
+                    n_boxes += len(chip_boxes)
+    except rasterio.errors.RasterioError as exc:
+        raise UserError(f"{scene_path}: reading failed: {exc}") from None
+    return n_chips, n_boxes, int((~inside).sum())
+
+
+# --- the whole conversion ------------------------------------------------------------------
+
+def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = ChipConfig(),
+                  val_fraction: float = 0.25, seed: int = 13,
+                  drop_classes: Iterable[int] = DEFAULT_DROP, progress: bool = True) -> dict:
+    """Convert xView to chips + COCO JSON under `out`; returns counts for the summary."""
+    from rich.progress import Progress
+
+    geojson, images, out = Path(geojson), Path(images), Path(out)
+    if not geojson.is_file():
+        raise UserError(f"{geojson}: no such file")
+    if not images.is_dir():
+        raise UserError(f"{images}: images directory not found")
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if not 0 <= cfg.overlap < 1 or cfg.chip < 1:
+        raise UserError(f"--chip must be positive and --overlap in [0, 1), got {cfg.chip}, {cfg.overlap}")
+    drop = set(drop_classes)
+    cats = categories(drop)
+    label_of = {c["xview_type_id"]: c["id"] for c in cats}
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("reading labels", total=geojson.stat().st_size)
+        per_scene, bad = read_labels(geojson, lambda n: bar.advance(task, n))
+
+    type_counts = Counter()
+    for boxes in per_scene.values():
+        type_counts.update(boxes[:, 0].astype(int).tolist())
+    unknown = {t: n for t, n in type_counts.items() if t not in label_of and t not in drop}
+    missing = sorted((s for s in per_scene if not (images / s).is_file()), key=_natural_key)
+    present = [s for s in per_scene if s not in set(missing)]
+    if not present:
+        raise UserError(f"{images}: none of the {len(per_scene)} labelled scenes is there")
+    train, val = split_scenes(present, val_fraction, seed)
+
+    counts = {"scenes": {"train": len(train), "val": len(val)}, "chips": {}, "boxes": {},
+              "missing_scenes": missing, "bad_features": bad,
+              "dropped_boxes": sum(type_counts[t] for t in drop), "unknown_type_ids": unknown,
+              "boxes_outside_scene": 0}
+    with Progress(disable=not progress, transient=True) as bar:
+        for split, scenes in (("train", train), ("val", val)):
+            (out / split).mkdir(parents=True, exist_ok=True)
+            writer = _CocoWriter(cats)
+            task = bar.add_task(f"chipping {split}", total=len(scenes))
+            n_chips = n_boxes = 0
+            for scene in scenes:
+                boxes = per_scene[scene]
+                known = np.isin(boxes[:, 0].astype(int), list(label_of))
+                labels = np.array([label_of[t] for t in boxes[known, 0].astype(int).tolist()], int)
+                c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, out / split,
+                                           writer, cfg)
+                n_chips, n_boxes = n_chips + c, n_boxes + b
+                counts["boxes_outside_scene"] += outside
+                bar.advance(task)
+            writer.write(out / f"{split}.json")
+            counts["chips"][split], counts["boxes"][split] = n_chips, n_boxes
+    _report(counts, images)
+    return counts
+
+
+def _report(counts: dict, images: Path) -> None:
+    missing = counts["missing_scenes"]
+    if missing:
+        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+        log.warning(f"warning: {len(missing)} labelled scene(s) not in {images}, skipped: {shown}")
+    if counts["unknown_type_ids"]:
+        ids = ", ".join(f"{t} ({n} boxes)" for t, n in sorted(counts["unknown_type_ids"].items()))
+        log.warning(f"warning: boxes of type ids outside the xView classes skipped: {ids}")
+    if counts["boxes_outside_scene"]:
+        log.warning(f"warning: {counts['boxes_outside_scene']} box(es) lying outside their scene skipped")
+    if counts["bad_features"]:
+        log.warning(f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
+                    "type_id or bounds_imcoords skipped")
+
+
+def prepare_xview_command(
+    geojson: Path = typer.Option(..., "--geojson", help="xView_train.geojson"),
+    images: Path = typer.Option(..., "--images", help="folder of the xView scenes (5.tif, ...)"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    chip: int = typer.Option(800, "--chip", help="chip side in pixels"),
+    overlap: float = typer.Option(0.1, "--overlap", help="fraction of a chip shared with the next"),
+    val_fraction: float = typer.Option(0.25, "--val-fraction", help="fraction of scenes for val"),
+    seed: int = typer.Option(13, "--seed", help="seed of the scene split"),
+    drop_classes: str = typer.Option(",".join(map(str, DEFAULT_DROP)), "--drop-classes",
+                                     help="comma-separated xView type ids to leave out"),
+    min_visible: float = typer.Option(0.5, "--min-visible",
+                                      help="keep a box cut by a chip edge if this fraction remains"),
+) -> None:
+    """Cut xView scenes into georeferenced chips with COCO train/val labels (split by scene)."""
+    try:
+        drop = [int(t) for t in drop_classes.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--drop-classes: expected comma-separated integers, got {drop_classes!r}") from None
+    counts = prepare_xview(geojson, images, out, val_fraction=val_fraction, seed=seed,
+                           drop_classes=drop, cfg=ChipConfig(chip, overlap, min_visible))
+    for split in ("train", "val"):
+        print(f"{split}: {counts['scenes'][split]} scenes, {counts['chips'][split]} chips, "
+              f"{counts['boxes'][split]} boxes -> {out / split}, {out / f'{split}.json'}")
