@@ -13,6 +13,10 @@ from scalemae_det.data.xview import prepare_xview_command  # noqa: E402
 
 app.command("prepare-xview")(prepare_xview_command)
 
+from runtime.cli import predict  # noqa: E402
+
+app.command("predict")(predict)
+
 
 def main() -> None:
     try:
