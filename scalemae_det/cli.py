@@ -17,6 +17,11 @@ from runtime.cli import predict  # noqa: E402
 
 app.command("predict")(predict)
 
+from scalemae_det.synthetic.commands import synth_chips, synth_scene  # noqa: E402
+
+app.command("synth-scene")(synth_scene)
+app.command("synth-chips")(synth_chips)
+
 
 def main() -> None:
     try:

@@ -1,0 +1,151 @@
+"""Georeferenced GeoTIFF scenes and training chips with COCO ground truth beside them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioError
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
+from rich.progress import Progress
+
+from scalemae_det.atomic import atomic_path
+from scalemae_det.errors import UserError
+from scalemae_det.geo import gsd_m
+from scalemae_det.synthetic.layout import CLASS_NAMES, Scene, make_scene
+from scalemae_det.synthetic.render import render
+
+MIN_SIZE = 64
+CATEGORIES = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)]
+
+
+def _check_out(path: Path) -> None:
+    parent = path.parent.resolve()
+    if not parent.is_dir():
+        raise UserError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{path}: directory {parent} is not writable")
+
+
+def _size(path: Path, size: int | tuple[int, int]) -> tuple[int, int]:
+    width, height = (size, size) if isinstance(size, int) else size
+    if min(width, height) < MIN_SIZE:
+        raise UserError(f"{path}: size must be at least {MIN_SIZE} px a side, got {width} x {height}")
+    return int(width), int(height)
+
+
+def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
+    """The CRS and an upper-left corner inside its area, where its metres are ground metres."""
+    if not gsd > 0:
+        raise UserError(f"{path}: GSD must be positive, got {gsd}")
+    try:
+        with rasterio.Env():  # GDAL reports through the exception, not on stderr
+            crs_obj = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise UserError(f"{path}: invalid CRS {crs!r}: {exc}") from None
+    if not crs_obj.is_projected or crs_obj.linear_units not in ("metre", "meter"):
+        raise UserError(f"{path}: CRS {crs} is not projected in metres; use one such as a UTM zone")
+    params = crs_obj.to_dict()
+    lon = params["zone"] * 6 - 183 if "zone" in params else params.get("lon_0", 0.0)
+    lat = params.get("lat_0") or (-30.0 if params.get("south") else 45.0)
+    (x,), (y,) = warp_transform("EPSG:4326", crs_obj, [lon], [lat])
+    x0, y0 = round(x, -3), round(y, -3)
+    true_gsd = gsd_m(crs_obj, Affine(gsd, 0, x0, 0, -gsd, y0), 1000, 1000)
+    if abs(true_gsd / gsd - 1) > 0.02:
+        raise UserError(f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS such as UTM")
+    return crs_obj, x0, y0
+
+
+def _write_tif(path: Path, scene: Scene, crs: CRS, transform: Affine, block_rows: int,
+               progress: Progress | None = None) -> None:
+    profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=3, dtype="uint8", crs=crs,
+                   transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                   predictor=2, photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER",
+                   nodata=0 if scene.collar else None)
+    task = progress.add_task(f"rendering {path.name}", total=scene.height) if progress else None
+    try:
+        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for row in range(0, scene.height, block_rows):
+                h = min(block_rows, scene.height - row)
+                dst.write(render(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
+                if progress:
+                    progress.advance(task, h)
+    except RasterioError as exc:
+        raise UserError(f"{path}: writing failed: {exc}") from None
+
+
+def _annotations(scene: Scene, transform: Affine, image_id: int, first_id: int) -> list[dict]:
+    anns = []
+    for k, o in enumerate(scene.objects):
+        x0, y0, x1, y1 = (round(float(v) / scene.gsd, 2) for v in o.bbox_m())
+        (mx0, mx1), (my1, my0) = zip(transform @ (x0, y0), transform @ (x1, y1))
+        anns.append({"id": first_id + k, "image_id": image_id, "category_id": o.category,
+                     "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                     "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0,
+                     "bbox_map": [min(mx0, mx1), min(my0, my1), max(mx0, mx1), max(my0, my1)]})
+    return anns
+
+
+def _image(image_id: int, name: str, scene: Scene, crs: CRS) -> dict:
+    return {"id": image_id, "file_name": name, "width": scene.width, "height": scene.height,
+            "gsd": scene.gsd, "crs": crs.to_string()}
+
+
+def _write_json(path: Path, coco: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(coco))
+
+
+def write_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int = 0, gsd: float = 0.5,
+                crs: str = "EPSG:32633", nodata_collar: bool = False, block_rows: int = 512) -> dict:
+    """Write a streamed GeoTIFF scene and `<stem>.json` (COCO) beside it; return the COCO dict."""
+    path = Path(path)
+    _check_out(path)
+    width, height = _size(path, size)
+    crs_obj, x0, y0 = _georef(path, crs, gsd)
+    transform = Affine(gsd, 0, x0, 0, -gsd, y0)
+    scene = make_scene(width, height, gsd, seed, nodata_collar)
+    with Progress(disable=width * height < 4096 * 4096, transient=True) as progress:
+        _write_tif(path, scene, crs_obj, transform, block_rows, progress)
+    coco = {"images": [_image(1, path.name, scene, crs_obj)], "annotations": _annotations(scene, transform, 1, 1),
+            "categories": CATEGORIES}
+    _write_json(path.with_suffix(".json"), coco)
+    return coco
+
+
+def write_chips(out_dir: str | os.PathLike, count: int, size: int = 256, seed: int = 0,
+                gsd: float | tuple[float, float] = 0.5, crs: str = "EPSG:32633") -> Path:
+    """Write `count` GeoTIFF chips (GSD fixed or uniform in a (min, max) range) and labels.json."""
+    out = Path(out_dir)
+    labels = out / "labels.json"
+    if count < 1:
+        raise UserError(f"{out}: chip count must be at least 1, got {count}")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out(labels)
+    _size(out, size)
+    lo, hi = (gsd, gsd) if isinstance(gsd, (int, float)) else gsd
+    crs_obj, x0, y0 = _georef(out, crs, lo)
+    _georef(out, crs, hi)
+    gsds = np.round(np.random.default_rng([seed, 2]).uniform(lo, hi, count), 4)
+    images, anns = [], []
+    side = math.ceil(math.sqrt(count))  # chips lie on a grid of 2 km cells so none overlap
+    with Progress(disable=count < 50, transient=True) as progress:
+        task = progress.add_task(f"writing {count} chips", total=count)
+        for i, g in enumerate(gsds.tolist()):
+            chip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            scene = make_scene(size, size, g, chip_seed)
+            transform = Affine(g, 0, x0 + 2000 * (i % side), 0, -g, y0 - 2000 * (i // side))
+            name = f"chip_{i:05d}.tif"
+            _write_tif(out / name, scene, crs_obj, transform, size)
+            images.append(_image(i + 1, name, scene, crs_obj))
+            anns += _annotations(scene, transform, i + 1, len(anns) + 1)
+            progress.advance(task)
+    _write_json(labels, {"images": images, "annotations": anns, "categories": CATEGORIES})
+    return labels
