@@ -36,12 +36,14 @@ ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None mea
 
 
 @contextmanager
-def reading(ds) -> Iterator[None]:
+def reading(ds, window=None) -> Iterator[None]:
     """Turn GDAL read failures (corrupt files, truncated tiles) into one-line user errors."""
     try:
         yield
     except RasterioError as exc:
-        raise UserError(f"{ds.name}: reading failed: {exc}") from None
+        where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
+        detail = str(exc.__cause__ or exc).splitlines()[0]
+        raise UserError(f"{ds.name}: reading failed{where}: {detail}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
@@ -114,7 +116,7 @@ def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int
     if all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in unique):
         mask = np.zeros(shape, bool)
     else:
-        with reading(ds):
+        with reading(ds, window):
             masks = ds.read_masks(unique, window=window, out_shape=(len(unique), *shape),
                                   resampling=Resampling.nearest)
         mask = (masks == 0).all(axis=0)
@@ -128,7 +130,7 @@ def to_unit(data: np.ndarray, vr: ValueRange, nodata: np.ndarray | None = None) 
     if vr is None:
         if data.dtype != np.uint8:
             raise ValueError(f"a value range is needed for {data.dtype} data")
-        unit = data.astype(np.float32) * np.float32(1 / 255)
+        unit = data.astype(np.float32) / np.float32(255)
     else:
         lo, hi = (np.asarray(v, np.float32)[:, None, None] for v in vr)
         unit = np.clip((data.astype(np.float32) - lo) / (hi - lo), 0, 1)
@@ -142,7 +144,7 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
-    with reading(ds):
+    with reading(ds, window):
         raw = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
     data = raw[[unique.index(b) for b in bands]]
     mask = nodata_mask(ds, bands, window=window, data=data)

@@ -53,8 +53,9 @@ def _factor(path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes:
     ratio = meta.gsd / gsd
     if mode == "as-is":
         if abs(gsd / meta.gsd - 1) > GSD_TOLERANCE:
-            notes.append(f"GSD {gsd:.3g} m differs from the model's {meta.gsd:.3g} m by {abs(gsd / meta.gsd - 1):.0%}; "
-                         "objects will look smaller or larger than in training")
+            way = f"{gsd / meta.gsd:.3g}x coarser" if gsd > meta.gsd else f"{meta.gsd / gsd:.3g}x finer"
+            notes.append(f"GSD {gsd:.3g} m is {way} than the model's {meta.gsd:.3g} m (as-is mode): "
+                         "objects look smaller or larger than the model learnt them")
         return 1.0
     if not 1 / MAX_RESAMPLE <= ratio <= MAX_RESAMPLE:
         way = f"upsampling {1 / ratio:.3g}x" if ratio < 1 else f"downsampling {ratio:.3g}x"
