@@ -22,10 +22,19 @@ from scalemae_det.synthetic.commands import synth_chips, synth_scene  # noqa: E4
 app.command("synth-scene")(synth_scene)
 app.command("synth-chips")(synth_chips)
 
+from scalemae_det.engine.evaluate import evaluate_command  # noqa: E402
 
-def main() -> None:
+app.command("evaluate")(evaluate_command)
+
+
+def report_user_errors(entry, *args) -> None:
+    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1 (train.py uses it too)."""
     try:
-        app()
+        entry(*args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def main() -> None:
+    report_user_errors(app)

@@ -1,0 +1,86 @@
+"""The training and validation data as train.py and `evaluate` use them.
+
+Scoring uses ground truth rebuilt from the usable records (`scoring_gt`), not the raw label
+file: an image the dataset skipped (missing file, bad record) is then neither predicted nor
+counted as missed, and boxes are the clipped ones the model trained on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+from scalemae_det.data.coco import CocoDetection, collate
+from scalemae_det.data.labels import read_coco_json
+from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
+from scalemae_det.errors import UserError
+from scalemae_det.geo import gsd_m
+
+
+@dataclass
+class DataSplit:
+    dataset: CocoDetection
+    class_names: list[str]  # of the model's labels 1..K
+    category_ids: list[int]  # category_ids[k - 1]: this label file's id for the model's label k
+    coco: dict  # ground truth for scoring
+    gsd: float  # median native GSD, metres
+    collate: Callable = field(default=collate)
+
+
+def load_split(image_dir: Path, label_file: Path, *, input_size: int, default_gsd: float,
+               bands: Sequence[int] | None = None, train: bool = False,
+               class_names: Sequence[str] | None = None) -> DataSplit:
+    """A dataset with the training (augmenting) or evaluation transform.
+
+    `class_names`: the model's classes, when they come from elsewhere (the training set, a
+    checkpoint); each must be a category name of `label_file`.
+    """
+    transform = TrainTransform(AugmentConfig(input_size=input_size)) if train else EvalTransform(input_size)
+    ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
+    names = list(class_names) if class_names is not None else ds.class_names
+    ids = category_ids_by_name(names, ds, label_file)
+    return DataSplit(ds, names, ids, scoring_gt(ds, label_file), median_gsd(ds))
+
+
+def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_file: Path) -> list[int]:
+    by_name = dict(zip(ds.class_names, ds.category_ids))
+    missing = [n for n in class_names if n not in by_name]
+    if missing:
+        raise UserError(f"{label_file}: no category named {', '.join(map(repr, missing))} "
+                        f"(the model's classes are {', '.join(class_names)})")
+    return [by_name[n] for n in class_names]
+
+
+def scoring_gt(ds: CocoDetection, label_file: Path) -> dict:
+    """COCO ground truth of the dataset's usable images and boxes, in the label file's ids."""
+    cats = [c for c in read_coco_json(label_file)["categories"] if c.get("id") in set(ds.category_ids)]
+    images, annotations = [], []
+    for rec in ds.records:
+        images.append({"id": rec.image_id, "width": rec.width, "height": rec.height})
+        for (x0, y0, x1, y1), label in zip(rec.boxes.tolist(), rec.labels.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id,
+                                "category_id": ds.category_ids[label - 1], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": cats}
+
+
+def median_gsd(ds: CocoDetection, samples: int = 64) -> float:
+    """Median GSD of up to `samples` evenly spread images (headers only), by the dataset's precedence."""
+    step = max(1, len(ds.records) // samples)
+    values = []
+    for rec in ds.records[::step][:samples]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(rec.path) as src:
+                    geo = gsd_m(src.crs, src.transform, src.width, src.height)
+        except RasterioIOError as exc:
+            raise UserError(f"{rec.path}: reading failed: {exc}") from None
+        values.append(geo or rec.gsd or ds.default_gsd)
+    return float(statistics.median(values))

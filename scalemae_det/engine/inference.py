@@ -1,0 +1,88 @@
+"""Evaluation over a dataset on every rank: each rank predicts its share, rank 0 scores them all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import chain
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from scalemae_det.engine.distributed import DistInfo, gather_to_main
+from scalemae_det.engine.loop import predict
+from scalemae_det.engine.progressbar import progress_bar
+from scalemae_det.engine.sampling import eval_indices
+from scalemae_det.evaluation import detections_to_coco, evaluate_detections
+
+
+def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
+    """All ranks' COCO results on rank 0 (None elsewhere), in image-id order.
+
+    Each image is predicted by exactly one rank, so a stable sort by image id gives the list a
+    single process would produce, whatever the number of ranks.
+    """
+    parts = gather_to_main(local, info)
+    return None if parts is None else sorted(chain.from_iterable(parts), key=lambda d: d["image_id"])
+
+
+def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[int], info: DistInfo, *,
+                    collate_fn: Callable, batch_size: int = 1, num_workers: int = 0, amp: str = "off") -> list[dict] | None:
+    """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
+    indices = eval_indices(len(dataset), info.rank, info.world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+                        collate_fn=collate_fn, pin_memory=info.device.type == "cuda")
+    local = []
+    with progress_bar("evaluating", len(dataset), info.is_main) as advance:
+        for output, target in predict(model, loader, info, amp=amp,
+                                      on_batch=lambda n: advance(n * info.world_size)):
+            local += detections_to_coco([output], [target], category_ids)
+    return gather_detections(local, info)
+
+
+def evaluate_dataset(model: nn.Module, dataset: Dataset, coco_gt: dict, category_ids: Sequence[int],
+                     info: DistInfo, **kwargs) -> tuple[dict, list[dict]] | None:
+    """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`."""
+    detections = predict_dataset(model, dataset, category_ids, info, **kwargs)
+    if detections is None:
+        return None
+    return evaluate_detections(coco_gt, detections), detections
+
+
+def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
+                        detections_out: Path | None = None, input_size: int | None = None,
+                        batch_size: int = 1, device: str = "auto", amp: str = "auto", num_workers: int = 2,
+                        bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = ()) -> dict | None:
+    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0."""
+    from rich.console import Console
+
+    from scalemae_det.checkpoints import load_detector
+    from scalemae_det.engine.data import load_split
+    from scalemae_det.engine.distributed import init_distributed, shutdown
+    from scalemae_det.engine.run import resolve_amp
+    from scalemae_det.evaluation import print_metrics, write_results
+
+    info = init_distributed(device)
+    try:
+        console = Console(stderr=True, quiet=not info.is_main)
+        model, ckpt = load_detector(checkpoint)
+        trained = ckpt.get("args", {})
+        split = load_split(image_dir, label_file, input_size=input_size or trained.get("input_size", 800),
+                           default_gsd=trained.get("gsd", ckpt["gsd"]), bands=bands or trained.get("bands"),
+                           class_names=ckpt["class_names"])
+        console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
+                      f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
+        detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info,
+                                     collate_fn=split.collate, batch_size=batch_size, num_workers=num_workers,
+                                     amp=resolve_amp(amp, info.device))
+        if detections is None:
+            return None
+        metrics = evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids)
+        print_metrics(metrics, console)
+        write_results(output, metrics)
+        if detections_out:
+            write_results(detections_out, detections)
+        console.print(f"wrote {output}" + (f" and {detections_out}" if detections_out else ""))
+        return metrics
+    finally:
+        shutdown()

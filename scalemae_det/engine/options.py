@@ -1,0 +1,113 @@
+"""train.py's command line.
+
+Every option is accepted with underscores (the seed's spelling) and with dashes. Unknown
+arguments are an error, except the old launcher's `--local-rank`/`--local_rank`, which is
+declared. Values are checked here so that a bad one fails before any process group forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scalemae_det.errors import UserError
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line through UserError instead of usage + exit 2
+        raise UserError(f"train.py: {message} (see --help)")
+
+
+def _add(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train.py", description="Fine-tune the ScaleMAE ViTDet detector on a COCO-format dataset. "
+                "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per process.")
+    data = p.add_argument_group("data")
+    _add(data, "train_image_dir", type=Path, required=True)
+    _add(data, "train_label_file", type=Path, required=True, help="COCO JSON; class names and count come from it")
+    _add(data, "val_image_dir", type=Path)
+    _add(data, "val_label_file", type=Path)
+    _add(data, "input_size", type=int, default=800, help="square training crop and validation size, px")
+    _add(data, "gsd", type=float, default=0.3,
+         help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
+    _add(data, "bands", type=int, nargs="+", help="1-based bands to read (1 or 3; default: RGB by colour "
+         "interpretation, else the first three)")
+    _add(data, "num_workers", type=int, default=4)
+
+    model = p.add_argument_group("model")
+    _add(model, "model", default="vit_large_patch16")
+    _add(model, "pretrained", type=Path, help="ScaleMAE encoder weights")
+    _add(model, "override", action="append", default=[], metavar="FIELD=VALUE",
+         help="change a model config field, e.g. depth=2 (JSON value); repeatable")
+    _add(model, "grad_checkpointing", action="store_true", help="recompute block activations in backward")
+
+    opt = p.add_argument_group("optimisation")
+    _add(opt, "batch_size", type=int, default=1, help="images per process per step")
+    _add(opt, "learning_rate", type=float, default=1e-4)
+    _add(opt, "num_epochs", type=int, default=40)
+    _add(opt, "schedule", choices=("cosine", "step"), default="cosine")
+    _add(opt, "warmup_steps", type=int, default=250)
+    _add(opt, "weight_decay", type=float, default=0.1)
+    _add(opt, "layer_decay", type=float, help="layer-wise lr decay rate (default: the model config's)")
+    _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
+    _add(opt, "amp", choices=AMP_CHOICES, default="auto", help="auto: bf16 on a GPU that has it, else off")
+    _add(opt, "accum_steps", type=int, default=1, help="micro-batches per optimizer step")
+    _add(opt, "seed", type=int, default=0)
+    _add(opt, "deterministic", action="store_true", help="deterministic kernels (slower)")
+
+    run = p.add_argument_group("checkpoints, evaluation, logging")
+    _add(run, "save_checkpoint_path", type=Path, default=Path("checkpoints/checkpoint.pth"),
+         help="final checkpoint; step checkpoints and the JSON-lines log go beside it")
+    _add(run, "save_every", type=int, default=1000, help="optimizer steps between checkpoints (0: epoch ends only)")
+    _add(run, "keep_checkpoints", type=int, default=3, help="step checkpoints kept")
+    _add(run, "eval_every", type=int, default=1, help="epochs between evaluations (0: only after the last)")
+    _add(run, "log_every", type=int, default=20, help="optimizer steps between log lines")
+    _add(run, "resume", nargs="?", const="auto", help="a checkpoint, or auto (the default when given bare): "
+         "the newest valid one beside --save_checkpoint_path")
+    _add(run, "device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add(run, "local_rank", type=int, help=argparse.SUPPRESS)  # set by torch.distributed.launch
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['depth=2', 'global_blocks=[1]'] -> {'depth': 2, 'global_blocks': [1]}; bare words stay strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--override {item}: expected FIELD=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("learning_rate", "gsd"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name in ("warmup_steps", "weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
+                 "keep_checkpoints"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+    if (args.val_image_dir is None) != (args.val_label_file is None):
+        raise UserError("--val_image_dir and --val_label_file go together")
+    args.log_every = max(args.log_every, 1)
+    args.overrides = parse_overrides(args.override)
+    if args.grad_checkpointing:
+        args.overrides["grad_checkpointing"] = True
+    return args

@@ -1,0 +1,277 @@
+"""train.py: put the pieces together (data, model, optimizer, resume, epochs, checkpoints, evaluation)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from scalemae_det.checkpoints import detector_state, load_pretrained
+from scalemae_det.engine import checkpointing
+from scalemae_det.engine.data import DataSplit, load_split
+from scalemae_det.engine.distributed import (DistInfo, broadcast_object, gather_to_main, init_distributed,
+                                             mean_over_ranks, shutdown)
+from scalemae_det.engine.inference import evaluate_dataset
+from scalemae_det.engine.jsonlog import JsonLines
+from scalemae_det.engine.loop import Progress, StepStats, make_scaler, train_epoch
+from scalemae_det.engine.optim import build_optimizer, build_scheduler
+from scalemae_det.engine.options import parse_args
+from scalemae_det.engine.progressbar import progress_bar
+from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
+from scalemae_det.errors import UserError
+from scalemae_det.evaluation import print_metrics, write_results
+from scalemae_det.models.detector import build_detector
+
+LOG_NAME = "train_log.jsonl"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    info = init_distributed(args.device, args.local_rank)
+    try:
+        train(args, info)
+    finally:
+        shutdown()
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if amp != "off" and device.type == "cpu" and amp == "fp16":
+        raise UserError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
+    return amp
+
+
+def set_determinism(enabled: bool) -> None:
+    torch.backends.cudnn.benchmark = not enabled
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # torchvision's RoIAlign backward has no deterministic CUDA kernel
+
+
+@dataclass
+class Run:
+    """What a checkpoint captures, and what step callbacks need."""
+
+    args: Namespace
+    info: DistInfo
+    model: torch.nn.Module  # DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    sampler: TrainSampler
+    train: DataSplit
+    progress: Progress
+    global_batch: int
+    log: JsonLines
+
+    @property
+    def save_path(self) -> Path:
+        return self.args.save_checkpoint_path
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint dict (on rank 0; every rank must call this, it gathers the RNG states)."""
+        rngs = gather_to_main(checkpointing.rng_state(self.info.device), self.info)
+        if not self.info.is_main:
+            return {}
+        train_state = {
+            "epoch": self.progress.epoch, "step_in_epoch": self.progress.step_in_epoch,
+            "global_step": self.progress.global_step, "global_batch": self.global_batch,
+            "world_size": self.info.world_size, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(), "rng": rngs}
+        return detector_state(self.model, self.train.class_names, self.train.gsd, train=train_state,
+                              category_ids=list(self.train.category_ids), args=plain_args(self.args))
+
+    def save(self, path: Path) -> None:
+        state = self.state()
+        if self.info.is_main:
+            checkpointing.save(path, state)
+            checkpointing.prune(self.save_path, self.args.keep_checkpoints)
+            self.log.write({"event": "checkpoint", "path": str(path), "global_step": self.progress.global_step})
+
+
+def plain_args(args: Namespace) -> dict[str, Any]:
+    """The options as JSON-like values (weights_only checkpoints load no Path objects)."""
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+    return {k: plain(v) for k, v in vars(args).items()}
+
+
+def train(args: Namespace, info: DistInfo) -> None:
+    console = Console(stderr=True, quiet=not info.is_main)
+    args.amp = resolve_amp(args.amp, info.device)
+    set_determinism(args.deterministic)
+    folder = args.save_checkpoint_path.parent
+    common = {"input_size": args.input_size, "default_gsd": args.gsd, "bands": args.bands}
+    train_split = load_split(args.train_image_dir, args.train_label_file, train=True, **common)
+    val_split = (load_split(args.val_image_dir, args.val_label_file, class_names=train_split.class_names, **common)
+                 if args.val_image_dir else None)
+
+    resume_path = find_resume(args, info)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    model = build_model(args, len(train_split.class_names), pretrained=None if resume_path else args.pretrained,
+                        console=console).to(info.device)
+    layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, layer_decay)
+    sampler = TrainSampler(len(train_split.dataset), args.batch_size, info.rank, info.world_size, args.seed,
+                           step_multiple=args.accum_steps)
+    steps_per_epoch = sampler.steps_per_epoch // args.accum_steps
+    global_batch = args.batch_size * info.world_size * args.accum_steps
+    if steps_per_epoch == 0:
+        raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
+                        f"global batch of {global_batch} (batch size x processes x accumulation)")
+    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs, args.warmup_steps, args.schedule)
+    scaler = make_scaler(args.amp, info.device)
+    progress = Progress()
+    if resume_path:
+        progress = restore(resume_path, model, optimizer, scheduler, scaler, info, global_batch, console)
+    else:
+        torch.manual_seed(derived_seed(args.seed, info.rank))  # per-rank randomness from here on
+    if info.distributed:
+        model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    log = JsonLines(folder / LOG_NAME, info.is_main)
+    run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, progress, global_batch, log)
+    loader = DataLoader(SeededSamples(train_split.dataset), batch_size=args.batch_size, sampler=sampler,
+                        num_workers=args.num_workers, collate_fn=train_split.collate,
+                        pin_memory=info.device.type == "cuda", persistent_workers=False)
+    if info.is_main:
+        log.write({"event": "start", "world_size": info.world_size, "global_batch": global_batch,
+                   "steps_per_epoch": steps_per_epoch, "resumed_from": str(resume_path) if resume_path else None,
+                   "args": plain_args(args)})
+        console.print(f"training {model_name(model)} on {len(train_split.dataset)} images "
+                      f"({len(train_split.class_names)} classes), {info.world_size} process(es) on {info.device}, "
+                      f"global batch {global_batch}, {steps_per_epoch} steps/epoch, amp {args.amp}")
+
+    for epoch in range(progress.epoch, args.num_epochs):
+        sampler.set_epoch(epoch, progress.step_in_epoch * args.accum_steps)
+        with progress_bar(f"epoch {epoch + 1}/{args.num_epochs}", steps_per_epoch, info.is_main) as advance:
+            advance(progress.step_in_epoch)
+            train_epoch(model, loader, optimizer, scheduler, scaler, progress, info, amp=args.amp,
+                        accum_steps=args.accum_steps, clip_grad=args.clip_grad,
+                        on_step=step_callback(run, steps_per_epoch, advance))
+        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        run.save(checkpointing.step_path(run.save_path, progress.global_step))
+        last = epoch + 1 == args.num_epochs
+        if val_split and (last or (args.eval_every and (epoch + 1) % args.eval_every == 0)):
+            evaluate_epoch(run, val_split, console)
+    run.save(run.save_path)
+    if info.is_main:
+        console.print(f"saved {run.save_path}")
+
+
+def model_name(model: torch.nn.Module) -> str:
+    return getattr(model, "module", model).config.name
+
+
+def find_resume(args: Namespace, info: DistInfo) -> Path | None:
+    """The checkpoint to resume from, decided on rank 0 (which also clears dead writers' temporary files)."""
+    path = None
+    if info.is_main:
+        folder = args.save_checkpoint_path.parent
+        if folder.is_dir():
+            checkpointing.remove_stale_temps(folder)
+        if args.resume == "auto":
+            found = checkpointing.newest_valid(args.save_checkpoint_path)
+            path = str(found[0]) if found else None
+        elif args.resume:
+            path = args.resume
+    path = broadcast_object(path, info)
+    return Path(path) if path else None
+
+
+def build_model(args: Namespace, num_classes: int, pretrained: Path | None, console: Console) -> torch.nn.Module:
+    try:
+        model = build_detector(args.model, num_classes, **args.overrides)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
+                        f"{exc.args[0] if exc.args else exc}") from None
+    if pretrained:
+        report = load_pretrained(model, pretrained)
+        console.print(f"{pretrained}: {report}")
+    return model
+
+
+def restore(path: Path, model, optimizer, scheduler, scaler, info: DistInfo, global_batch: int,
+            console: Console) -> Progress:
+    """Load a training checkpoint into everything; returns where training stopped."""
+    ckpt = checkpointing.load_resumable(path)
+    state = ckpt["train"]
+    progress = Progress(state["epoch"], state["step_in_epoch"], state["global_step"])
+    if state["global_batch"] != global_batch and progress.step_in_epoch:
+        raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
+                        f"{global_batch}; resume with the same batch size, processes and accumulation")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: does not fit this model ({str(exc).splitlines()[0]})") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    if len(state["rng"]) == info.world_size:
+        checkpointing.set_rng_state(state["rng"][info.rank], info.device)
+    else:
+        torch.manual_seed(derived_seed(state["sampler"]["seed"], info.rank, progress.global_step))
+    console.print(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
+    return progress
+
+
+def step_callback(run: Run, steps_per_epoch: int, advance):
+    """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every --save_every."""
+    args, info = run.args, run.info
+    window = {"images": 0, "seconds": 0.0}
+
+    def on_step(p: Progress, stats: StepStats) -> None:
+        window["images"] += stats.images
+        window["seconds"] += stats.seconds
+        lr = stats.lr
+        if p.global_step % args.log_every == 0 or p.step_in_epoch == steps_per_epoch:
+            losses = mean_over_ranks(stats.losses, info)
+            ips = window["images"] * info.world_size / max(window["seconds"], 1e-9)
+            run.log.write({"event": "train", "epoch": p.epoch, "step": p.step_in_epoch, "global_step": p.global_step,
+                           "loss": sum(losses.values()), **losses, "lr": lr, "grad_norm": stats.grad_norm,
+                           "images_per_s": ips, "max_memory_mb": max_memory_mb(info.device)})
+            window.update(images=0, seconds=0.0)
+        advance(1, f"loss {sum(stats.losses.values()):.3f}  lr {lr:.2e}")
+        if args.save_every and p.global_step % args.save_every == 0 and p.step_in_epoch < steps_per_epoch:
+            run.save(checkpointing.step_path(run.save_path, p.global_step))
+
+    return on_step
+
+
+def max_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
+    args, info = run.args, run.info
+    start = time.perf_counter()
+    result = evaluate_dataset(run.model, val.dataset, val.coco, val.category_ids, info, collate_fn=val.collate,
+                              batch_size=args.batch_size, num_workers=args.num_workers, amp=args.amp)
+    if result is None:
+        return
+    metrics, _ = result
+    epoch = run.progress.epoch
+    write_results(args.save_checkpoint_path.parent / f"eval-epoch{epoch:03d}.json", metrics)
+    summary = {k: v for k, v in metrics.items() if k != "per_class"}
+    run.log.write({"event": "eval", "epoch": epoch, "global_step": run.progress.global_step,
+                   "seconds": time.perf_counter() - start, **summary})
+    print_metrics(metrics, console)
