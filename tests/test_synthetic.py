@@ -141,6 +141,8 @@ def test_bad_arguments(tmp_path):
         write_scene(tmp_path / "s.tif", 128, crs="EPSG:99999")
     with pytest.raises(UserError, match="not projected"):
         write_scene(tmp_path / "s.tif", 128, crs="EPSG:4326")
+    with pytest.raises(UserError, match="at least 64"):
+        write_chips(tmp_path / "chips", 3, size=16)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -88,10 +88,11 @@ class Scene:
         """Collar mask for pixel-centre coordinates rows (H, 1) and cols (1, W)."""
         mask = np.zeros(np.broadcast_shapes(rows.shape, cols.shape), bool)
         for e in self.collar:
-            along, across, n = (rows, cols, self.height) if e.side in ("left", "right") else (cols, rows, self.width)
-            far = self.width if e.side == "right" else self.height
-            dist = far - across if e.side in ("right", "bottom") else across
-            mask |= dist < e.widths(along, n, self.seed)
+            vertical = e.side in ("left", "right")
+            along, across = (rows, cols) if vertical else (cols, rows)
+            n_along, n_across = (self.height, self.width) if vertical else (self.width, self.height)
+            dist = n_across - across if e.side in ("right", "bottom") else across
+            mask |= dist < e.widths(along, n_along, self.seed)
         return mask
 
 
@@ -140,15 +141,6 @@ def _colour(rng: np.random.Generator, palette) -> tuple[float, float, float]:
     return tuple((base * rng.uniform(0.9, 1.08)).clip(0, 255).tolist())
 
 
-def _road_span(rd: Road, w: float, h: float) -> tuple[float, float]:
-    """Range of the along-road coordinate that lies inside the w x h metre scene."""
-    ts = []
-    for c, p, lim in ((math.cos(rd.angle), rd.x, w), (math.sin(rd.angle), rd.y, h)):
-        if abs(c) > 1e-9:
-            ts.append(sorted(((0 - p) / c, (lim - p) / c)))
-    return max(t[0] for t in ts), min(t[1] for t in ts)
-
-
 def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_collar: bool = False) -> Scene:
     """Roads on a loose street grid, vehicles along them, tank clusters and buildings in between."""
     rng = np.random.default_rng([seed, 1])
@@ -168,10 +160,10 @@ def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_
                                   0.006 * min(width, height)) for s in sides)
     placer = _Placer(Scene(width, height, gsd, seed, shadow, tuple(roads), (), collar))
 
-    for rd in roads:  # vehicles drive in the lanes
-        t0, t1 = _road_span(rd, w_m, h_m)
-        for _ in range(rng.poisson(max(t1 - t0, 0) / 25 * rng.uniform(0.4, 1.0))):
-            t, lane = rng.uniform(t0, t1), rng.choice([-1, 1]) * rd.width / 4
+    reach = math.hypot(w_m, h_m)  # vehicles drive in the lanes; those off the scene are dropped
+    for rd in roads:
+        for _ in range(rng.poisson(2 * reach / 25 * rng.uniform(0.4, 1.0))):
+            t, lane = rng.uniform(-reach, reach), rng.choice([-1, 1]) * rd.width / 4
             x = rd.x + t * math.cos(rd.angle) - lane * math.sin(rd.angle)
             y = rd.y + t * math.sin(rd.angle) + lane * math.cos(rd.angle)
             placer.add(Obj(VEHICLE, x, y, rng.uniform(7, 9), rng.uniform(3, 3.5),

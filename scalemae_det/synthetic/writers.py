@@ -127,21 +127,24 @@ def write_chips(out_dir: str | os.PathLike, count: int, size: int = 256, seed: i
     labels = out / "labels.json"
     if count < 1:
         raise UserError(f"{out}: chip count must be at least 1, got {count}")
-    out.mkdir(parents=True, exist_ok=True)
-    _check_out(labels)
     _size(out, size)
     lo, hi = (gsd, gsd) if isinstance(gsd, (int, float)) else gsd
     crs_obj, x0, y0 = _georef(out, crs, lo)
     _georef(out, crs, hi)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the folder: {exc.strerror}") from None
+    _check_out(labels)
     gsds = np.round(np.random.default_rng([seed, 2]).uniform(lo, hi, count), 4)
     images, anns = [], []
-    side = math.ceil(math.sqrt(count))  # chips lie on a grid of 2 km cells so none overlap
+    side, step = math.ceil(math.sqrt(count)), 1000 * math.ceil(size * hi / 1000)  # a grid: chips never overlap
     with Progress(disable=count < 50, transient=True) as progress:
         task = progress.add_task(f"writing {count} chips", total=count)
         for i, g in enumerate(gsds.tolist()):
             chip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
             scene = make_scene(size, size, g, chip_seed)
-            transform = Affine(g, 0, x0 + 2000 * (i % side), 0, -g, y0 - 2000 * (i // side))
+            transform = Affine(g, 0, x0 + step * (i % side), 0, -g, y0 - step * (i // side))
             name = f"chip_{i:05d}.tif"
             _write_tif(out / name, scene, crs_obj, transform, size)
             images.append(_image(i + 1, name, scene, crs_obj))
