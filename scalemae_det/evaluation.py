@@ -14,32 +14,18 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from scalemae_det.atomic import atomic_path
-from scalemae_det.errors import UserError
+from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
 
 
 def load_coco_json(coco_gt: str | os.PathLike | dict) -> dict:
     """A COCO label dict, read from `coco_gt` when it is a path."""
-    if isinstance(coco_gt, dict):
-        return coco_gt
-    path = Path(coco_gt)
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "categories")):
-        raise UserError(f"{path}: not a COCO label file (needs 'images' and 'categories' lists)")
-    return data
+    return coco_gt if isinstance(coco_gt, dict) else read_coco_json(coco_gt)
 
 
 def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],

@@ -205,3 +205,16 @@ def test_cli_errors_are_one_line(xview, tmp_path):
                          cwd=Path(__file__).parents[1])
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert res.stderr.startswith(f"error: {bad}: invalid GeoJSON")
+
+
+def test_streamed_features_equal_json_load(xview):
+    _, geojson, _ = xview
+    from scalemae_det.data.xview import iter_features
+    text = geojson.read_text()
+    # a non-ASCII character split across chunk boundaries must survive too
+    path = geojson.with_name("utf8.geojson")
+    path.write_text(text.replace('"wwjohnsn"', '"Zoë Ångström"'), encoding="utf-8")
+    expected = json.loads(path.read_text(encoding="utf-8"))["features"]
+    seen = []
+    assert list(iter_features(path, seen.append, chunk_size=97)) == expected
+    assert sum(seen) == path.stat().st_size
