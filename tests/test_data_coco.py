@@ -53,7 +53,8 @@ def dataset_dir(tmp_path):
     good = [(1, 5, [2, 3, 10, 5]), (1, 2, [30, 20, 20, 20]),  # the second reaches past the edge
             (2, 9, [0, 0, 50, 60]), (3, 5, [1.5, 2.5, 3, 4]), (5, 2, [100, 100, 50, 40])]
     bad = [(1, 5, [2, 3, 0, 5]), (1, 5, [2, 3, 5, -1]), (3, 5, [40, 40, 5, 5]),
-           (2, 4, [1, 1, 5, 5]), (42, 5, [1, 1, 5, 5]), (6, 5, [1, 1, 5, 5]), (1, 5, [1, 2, 3])]
+           (2, 4, [1, 1, 5, 5]), (42, 5, [1, 1, 5, 5]), (6, 5, [1, 1, 5, 5]), (1, 5, [1, 2, 3]),
+           ([1], 5, [1, 1, 5, 5]), (1, [5], [1, 1, 5, 5]), (1, 5, "1,1,5,5")]
     anns = [{"id": i, "image_id": img, "category_id": c, "bbox": b, "iscrowd": 0}
             for i, (img, c, b) in enumerate(good + bad, 1)]
     anns.append({"id": 99, "image_id": 1, "category_id": 5, "bbox": [0, 0, 9, 9], "iscrowd": 1})
@@ -73,11 +74,11 @@ def test_records_checked_mapped_and_counted(dataset_dir, caplog):
     assert dict(ds.skipped) == {"missing image file": 1, "file_name outside the image dir": 1,
                                 "image of zero or negative size": 1,
                                 "gsd that is not a positive number": 1,
-                                "box of zero or negative size": 3, "box outside its image": 1,
-                                "unknown category": 1, "annotation of an unknown or skipped image": 2}
+                                "box of zero or negative size (or malformed)": 4, "box outside its image": 1,
+                                "unknown category": 2, "annotation of an unknown or skipped image": 3}
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "\n" not in warnings[0]
-    assert "labels.json: skipped 11 bad record(s)" in warnings[0]
+    assert "labels.json: skipped 14 bad record(s)" in warnings[0]
 
     _, t1 = ds[0]
     assert torch.equal(t1["boxes"], torch.tensor([[2.0, 3.0, 12.0, 8.0], [30.0, 20.0, 40.0, 30.0]]))

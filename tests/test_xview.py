@@ -23,7 +23,10 @@ SCENES = {
     "33.tif": (300, 250, [0], [0]),
     "100.tif": (760, 400, [0, 360], [0]),
     "2041.tif": (400, 800, [0], [0, 360, 400]),
+    # black from x = 400 on, with no box there: the chip at x = 400 is blank and left out
+    "7.tif": (800, 400, [0, 360], [0]),
 }
+BLANK_FROM = {"7.tif": 400}
 MISSING = "1395.tif"  # labelled, no image (as in the real xView)
 KNOWN = sorted(XVIEW_CLASSES)
 
@@ -51,16 +54,20 @@ def xview(tmp_path_factory):
     for scene, (w, h, _, _) in SCENES.items():
         profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs="EPSG:4326",
                        transform=from_origin(rng.uniform(-100, 100), rng.uniform(-50, 50), 2.7e-6, 2.7e-6))
+        pixels = rng.integers(1, 256, (3, h, w), dtype=np.uint8)
+        data_w = BLANK_FROM.get(scene, w)
+        pixels[:, :, data_w:] = 0
         with rasterio.open(root / "images" / scene, "w", **profile) as dst:
-            dst.write(rng.integers(1, 256, (3, h, w), dtype=np.uint8))
+            dst.write(pixels)
         for _ in range(40):  # small boxes (<= the 40 px overlap): each lies whole in some chip
             bw, bh = rng.integers(3, 40, 2)
-            x0, y0 = rng.integers(0, w - bw), rng.integers(0, h - bh)
+            x0, y0 = rng.integers(0, data_w - bw), rng.integers(0, h - bh)
             boxes.append((scene, int(rng.choice(KNOWN)), (x0, y0, x0 + bw, y0 + bh)))
         for _ in range(15):  # large boxes, some across chip edges or past the scene's edge
             bw, bh = rng.integers(40, 300, 2)
-            x0, y0 = rng.integers(-50, w - 10), rng.integers(-50, h - 10)
-            boxes.append((scene, int(rng.choice(KNOWN)), (x0, y0, x0 + bw, y0 + bh)))
+            x0, y0 = rng.integers(-50, data_w - 10), rng.integers(-50, h - 10)
+            x1 = x0 + bw if data_w == w else min(x0 + bw, data_w)
+            boxes.append((scene, int(rng.choice(KNOWN)), (x0, y0, x1, y0 + bh)))
         boxes.append((scene, 75, (10, 10, 30, 30)))  # dropped class
     boxes.append((MISSING, 18, (5, 5, 20, 20)))
     features = [_feature(s, t, b, rng) for s, t, b in boxes]
@@ -166,8 +173,8 @@ def test_split_is_by_scene_and_seeded(xview, converted, tmp_path):
     for split, img, _, _ in records.values():
         assert split_of.setdefault(img["scene"], split) == split  # all chips of a scene together
     assert set(split_of) == set(SCENES)
-    assert sum(s == "val" for s in split_of.values()) == 2  # round(5 * 0.4)
-    assert counts["scenes"] == {"train": 3, "val": 2}
+    assert sum(s == "val" for s in split_of.values()) == 2  # round(6 * 0.4)
+    assert counts["scenes"] == {"train": 4, "val": 2}
     # the same seed gives the same files
     again = tmp_path / "again"
     _convert(xview, again, val_fraction=0.4, seed=13)

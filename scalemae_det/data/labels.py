@@ -69,8 +69,11 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     if not image_dir.is_dir():
         raise UserError(f"{image_dir}: images directory not found")
     data = read_coco_json(label_file)
-    cats = sorted((c for c in data["categories"] if isinstance(c, dict) and _is_int(c.get("id"))),
-                  key=lambda c: c["id"])
+    by_id = {}
+    for c in data["categories"]:
+        if isinstance(c, dict) and _is_int(c.get("id")):
+            by_id.setdefault(c["id"], c)
+    cats = [by_id[i] for i in sorted(by_id)]
     if not cats:
         raise UserError(f"{label_file}: no categories")
     label_of = {c["id"]: k for k, c in enumerate(cats, 1)}
@@ -89,21 +92,22 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     for ann in data.get("annotations", []):
         if not isinstance(ann, dict) or ann.get("iscrowd", 0):
             continue
-        rec = records.get(ann.get("image_id"))
+        image_id, cat_id = ann.get("image_id"), ann.get("category_id")
+        rec = records.get(image_id) if _is_int(image_id) else None
         box = _xyxy(ann.get("bbox"))
         if rec is None:
             skipped["annotation of an unknown or skipped image"] += 1
-        elif ann.get("category_id") not in label_of:
+        elif not _is_int(cat_id) or cat_id not in label_of:
             skipped["unknown category"] += 1
         elif box is None:
-            skipped["box of zero or negative size"] += 1
+            skipped["box of zero or negative size (or malformed)"] += 1
         else:
             x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], rec.width), min(box[3], rec.height)
             if x1 <= x0 or y1 <= y0:
                 skipped["box outside its image"] += 1
                 continue
             rec.boxes.append((x0, y0, x1, y1))
-            rec.labels.append(label_of[ann["category_id"]])
+            rec.labels.append(label_of[cat_id])
 
     if not records:
         raise UserError(f"{label_file}: no usable image record (of {len(data['images'])}) "

@@ -265,7 +265,7 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
         type_counts.update(boxes[:, 0].astype(int).tolist())
     unknown = {t: n for t, n in type_counts.items() if t not in label_of and t not in drop}
     missing = sorted((s for s in per_scene if not (images / s).is_file()), key=_natural_key)
-    present = [s for s in per_scene if s not in set(missing)]
+    present = sorted(set(per_scene) - set(missing))
     if not present:
         raise UserError(f"{images}: none of the {len(per_scene)} labelled scenes is there")
     train, val = split_scenes(present, val_fraction, seed)
