@@ -26,6 +26,10 @@ from scalemae_det.engine.evaluate import evaluate_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 
+from export.cli import export_command  # noqa: E402
+
+app.command("export")(export_command)
+
 
 def report_user_errors(entry, *args) -> None:
     """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1 (train.py uses it too)."""

@@ -1,0 +1,71 @@
+"""`scalemae-det export`: a detector checkpoint to ONNX and/or TorchScript. torch is imported inside the command."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from export.options import ExportSpec
+
+DEFAULTS = ExportSpec()
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    all = "all"
+
+
+def _outputs(out: Path, fmt: Format) -> list[tuple[str, Path]]:
+    if fmt is Format.all:
+        return [("onnx", out.with_suffix(".onnx")), ("torchscript", out.with_suffix(".pt"))]
+    return [(fmt.value, out)]
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."),
+    fmt: Format = typer.Option(Format.onnx, "--format", help="onnx (main path), torchscript, or all."),
+    gsd: float | None = typer.Option(None, help="Metres per pixel the model will run at; the embedding is baked in.",
+                                     show_default="the checkpoint's training GSD"),
+    tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
+    batch: int = typer.Option(DEFAULTS.batch, help="Fixed batch size of the graph."),
+    max_detections: int | None = typer.Option(None, help="Rows per tile in the padded outputs.",
+                                                show_default="the checkpoint config's, 300"),
+    score_threshold: float | None = typer.Option(None, help="Applied in the graph.", show_default="the checkpoint config's, 0.05"),
+    fp16: bool = typer.Option(DEFAULTS.fp16, "--fp16", help="Half-precision backbone, float32 heads and box decoding; parity is reported against float32."),
+    opset: int = typer.Option(DEFAULTS.opset, help="ONNX opset."),
+    validate: bool = typer.Option(DEFAULTS.validate, "--validate/--no-validate", help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json."),
+    simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating)."),
+) -> None:
+    """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from export.onnx_export import export_onnx
+    from export.prepare import check_writable
+    from export.torchscript_export import export_torchscript
+
+    spec = ExportSpec(gsd=gsd, tile=tile, batch=batch, max_detections=max_detections, score_threshold=score_threshold,
+                      opset=opset, fp16=fp16, validate=validate, simplify=simplify)
+    spec.check()
+    outputs = _outputs(out, fmt)
+    for _, path in outputs:  # all outputs, before the first is written
+        check_writable(path)
+    exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
+    console = Console(stderr=True)
+    for kind, path in outputs:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(f"{kind}: loading {checkpoint}")
+            result = exporters[kind](checkpoint, path, spec, log=lambda msg: progress.update(task, description=f"{kind}: {msg}"))
+        meta = result.metadata
+        console.print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): "
+                      f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch {meta.batch}, "
+                      f"max {meta.max_detections} detections, score > {meta.score_threshold}"
+                      + (", simplified" if result.simplified else ""))
+        if result.report:
+            console.print(f"{result.report.summary()}\nreport: {result.report_path}", highlight=False)
+        else:
+            console.print("not validated (--no-validate)")

@@ -1,0 +1,77 @@
+"""The checks made before anything is written, then the loaded model, the module to trace and its metadata."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+import scalemae_det
+from runtime.metadata import ModelMetadata
+from scalemae_det.checkpoints import load_detector, sha256_file
+from scalemae_det.errors import UserError
+from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
+
+from export.fixed_scale import FixedScaleDetector
+from export.options import ExportSpec
+from export.parity import ParityReport
+
+
+@dataclass
+class Prepared:
+    """A checkpoint made ready for one export: the float32 model (the reference) and the module to trace."""
+
+    model: ScaleMAEDetector
+    wrapper: FixedScaleDetector
+    metadata: ModelMetadata
+    spec: ExportSpec
+
+    def example(self) -> torch.Tensor:
+        """Tracing input; deliberately not the validation tiles, so validation sees unseen data."""
+        g = torch.Generator().manual_seed(12345)
+        return torch.rand(self.spec.batch, 3, self.spec.tile, self.spec.tile, generator=g)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: ModelMetadata
+    report: "ParityReport | None"  # None when validation was skipped
+    report_path: Path | None
+    simplified: bool  # onnxslim's graph was kept (ONNX only)
+    seconds: float
+    size_bytes: int
+
+
+def check_writable(out: Path) -> None:
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{out}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{out}: output directory {parent} is not writable")
+
+
+def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
+    """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
+    spec.check()
+    for out in outs:
+        check_writable(out)
+    model, ckpt = load_detector(checkpoint)
+    cfg = model.config
+    if spec.tile % cfg.patch_size:
+        raise UserError(f"--tile {spec.tile}: not a multiple of the model's patch size {cfg.patch_size}")
+    gsd = float(ckpt["gsd"]) if spec.gsd is None else spec.gsd
+    max_det = cfg.detections_per_image if spec.max_detections is None else spec.max_detections
+    threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
+    spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
+    wrapper = FixedScaleDetector(model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16).eval()
+    metadata = ModelMetadata(
+        class_names=list(ckpt["class_names"]), gsd=gsd, res_per_metre=cfg.res_per_metre, tile=spec.tile,
+        batch=spec.batch, max_detections=max_det, score_threshold=threshold, model_config=cfg.name,
+        source_sha256=sha256_file(checkpoint), scalemae_det_version=scalemae_det.__version__, opset=opset,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, precision="float16" if spec.fp16 else "float32")
+    return Prepared(model, wrapper, metadata, spec)
