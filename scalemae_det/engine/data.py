@@ -16,7 +16,7 @@ from pathlib import Path
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from scalemae_det.data.coco import CocoDetection, collate
+from scalemae_det.data.coco import CocoDetection, Transform, collate
 from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from scalemae_det.errors import UserError
@@ -33,15 +33,20 @@ class DataSplit:
     collate: Callable = field(default=collate)
 
 
-def load_split(image_dir: Path, label_file: Path, *, input_size: int, default_gsd: float,
-               bands: Sequence[int] | None = None, train: bool = False,
-               class_names: Sequence[str] | None = None) -> DataSplit:
-    """A dataset with the training (augmenting) or evaluation transform.
+def train_transform(input_size: int, scale_range: tuple[float, float] | None) -> Transform:
+    """Augmentation with large-scale jitter over `scale_range`; None: no augmentation at all."""
+    if scale_range is None:
+        return EvalTransform(input_size)
+    return TrainTransform(AugmentConfig(input_size=input_size, scale_range=tuple(scale_range)))
+
+
+def load_split(image_dir: Path, label_file: Path, *, transform: Transform, default_gsd: float,
+               bands: Sequence[int] | None = None, class_names: Sequence[str] | None = None) -> DataSplit:
+    """The dataset of `label_file` with `transform`.
 
     `class_names`: the model's classes, when they come from elsewhere (the training set, a
     checkpoint); each must be a category name of `label_file`.
     """
-    transform = TrainTransform(AugmentConfig(input_size=input_size)) if train else EvalTransform(input_size)
     ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
     names = list(class_names) if class_names is not None else ds.class_names
     ids = category_ids_by_name(names, ds, label_file)

@@ -57,6 +57,7 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
     from rich.console import Console
 
     from scalemae_det.checkpoints import load_detector
+    from scalemae_det.data.transforms import EvalTransform
     from scalemae_det.engine.data import load_split
     from scalemae_det.engine.distributed import init_distributed, shutdown
     from scalemae_det.engine.run import resolve_amp
@@ -67,7 +68,7 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
         console = Console(stderr=True, quiet=not info.is_main)
         model, ckpt = load_detector(checkpoint)
         trained = ckpt.get("args", {})
-        split = load_split(image_dir, label_file, input_size=input_size or trained.get("input_size", 800),
+        split = load_split(image_dir, label_file, transform=EvalTransform(input_size or trained.get("input_size", 800)),
                            default_gsd=trained.get("gsd", ckpt["gsd"]), bands=bands or trained.get("bands"),
                            class_names=ckpt["class_names"])
         console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(data, "val_image_dir", type=Path)
     _add(data, "val_label_file", type=Path)
     _add(data, "input_size", type=int, default=800, help="square training crop and validation size, px")
+    _add(data, "scale_range", type=float, nargs=2, default=(0.1, 2.0), metavar=("LO", "HI"),
+         help="large-scale jitter: resize factors relative to native pixels")
+    _add(data, "no_augment", action="store_true", help="train without augmentation (as evaluated)")
     _add(data, "gsd", type=float, default=0.3,
          help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
     _add(data, "bands", type=int, nargs="+", help="1-based bands to read (1 or 3; default: RGB by colour "
@@ -104,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "keep_checkpoints"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+    lo, hi = args.scale_range
+    if not 0 < lo <= hi:
+        raise UserError(f"--scale_range {lo} {hi}: need 0 < LO <= HI")
     if (args.val_image_dir is None) != (args.val_label_file is None):
         raise UserError("--val_image_dir and --val_label_file go together")
     args.log_every = max(args.log_every, 1)

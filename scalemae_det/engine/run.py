@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from scalemae_det.checkpoints import detector_state, load_pretrained
 from scalemae_det.engine import checkpointing
-from scalemae_det.engine.data import DataSplit, load_split
+from scalemae_det.data.transforms import EvalTransform
+from scalemae_det.engine.data import DataSplit, load_split, train_transform
 from scalemae_det.engine.distributed import (DistInfo, broadcast_object, gather_to_main, init_distributed,
                                              mean_over_ranks, shutdown)
 from scalemae_det.engine.inference import evaluate_dataset
@@ -118,9 +119,11 @@ def train(args: Namespace, info: DistInfo) -> None:
     args.amp = resolve_amp(args.amp, info.device)
     set_determinism(args.deterministic)
     folder = args.save_checkpoint_path.parent
-    common = {"input_size": args.input_size, "default_gsd": args.gsd, "bands": args.bands}
-    train_split = load_split(args.train_image_dir, args.train_label_file, train=True, **common)
-    val_split = (load_split(args.val_image_dir, args.val_label_file, class_names=train_split.class_names, **common)
+    common = {"default_gsd": args.gsd, "bands": args.bands}
+    train_split = load_split(args.train_image_dir, args.train_label_file, **common,
+                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range))
+    val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
+                            class_names=train_split.class_names, **common)
                  if args.val_image_dir else None)
 
     resume_path = find_resume(args, info)
@@ -150,7 +153,8 @@ def train(args: Namespace, info: DistInfo) -> None:
     run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, progress, global_batch, log)
     loader = DataLoader(SeededSamples(train_split.dataset), batch_size=args.batch_size, sampler=sampler,
                         num_workers=args.num_workers, collate_fn=train_split.collate,
-                        pin_memory=info.device.type == "cuda", persistent_workers=False)
+                        pin_memory=info.device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG out of it
     if info.is_main:
         log.write({"event": "start", "world_size": info.world_size, "global_batch": global_batch,
                    "steps_per_epoch": steps_per_epoch, "resumed_from": str(resume_path) if resume_path else None,

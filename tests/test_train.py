@@ -1,0 +1,379 @@
+"""train.py and its engine: optimizer groups, schedule, sampling, scale-aware GSD, DDP, resume, evaluation.
+
+Runs a micro detector (2 blocks, width 96) on generated 64-px images so that a training step
+costs about 0.1 s on one CPU thread; the multi-process runs go through the real launchers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from torch.utils.data import DataLoader
+
+from scalemae_det.checkpoints import load_detector, read_checkpoint
+from scalemae_det.cli import report_user_errors
+from scalemae_det.engine.checkpointing import newest_valid, step_path
+from scalemae_det.engine.data import load_split, train_transform
+from scalemae_det.engine.distributed import DistInfo
+from scalemae_det.engine.loop import Progress, make_scaler, train_epoch
+from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from scalemae_det.engine.run import main
+from scalemae_det.engine.sampling import SeededSamples, TrainSampler
+from scalemae_det.geo import gsd_m
+from scalemae_det.models.detector import build_detector
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("bright", "red")
+# The micro detector: about 0.5 M parameters.
+TINY = {"depth": 2, "global_blocks": [1], "embed_dim": 96, "num_heads": 2, "pyramid_dim": 32,
+        "box_head_convs": 1, "box_head_fc": 64, "roi_batch_per_image": 64}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def overrides(extra: dict | None = None) -> list[str]:
+    return [a for k, v in {**TINY, **(extra or {})}.items() for a in ("--override", f"{k}={json.dumps(v)}")]
+
+
+def write_raster(path: Path, pixels: np.ndarray, driver: str, crs=None, transform=None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver=driver, width=pixels.shape[2], height=pixels.shape[1], count=3,
+                           dtype="uint8", crs=crs, transform=transform) as dst:
+            dst.write(pixels)
+
+
+def make_dataset(root: Path, n: int, size: int = 64, fixed_layout: bool = False, seed: int = 0) -> tuple[Path, Path]:
+    """n PNG images with three rectangles each (class 1 bright, class 2 red) on noise, and their COCO JSON.
+
+    `fixed_layout`: the same three boxes in every image (colours and classes still vary), so
+    every image gives torchvision's samplers the same number of anchors and RoIs.
+    """
+    rng = np.random.default_rng(seed)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    layout = [(4, 6, 22, 18), (30, 28, 20, 26), (8, 40, 16, 14)]
+    images, annotations = [], []
+    for i in range(n):
+        pixels = rng.integers(50, 115, (3, size, size), dtype=np.uint8)
+        boxes = layout if fixed_layout else [(*rng.integers(0, size - 30, 2), *rng.integers(10, 28, 2))
+                                             for _ in range(3)]
+        for x, y, w, h in boxes:
+            label = int(rng.integers(1, 3))
+            pixels[:, y:y + h, x:x + w] = np.array((240, 240, 230) if label == 1 else (180, 20, 20))[:, None, None]
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": label,
+                                "bbox": [int(x), int(y), int(w), int(h)], "area": int(w * h), "iscrowd": 0})
+        write_raster(images_dir / f"{i}.png", pixels, "PNG")
+        images.append({"id": 100 + i, "file_name": f"{i}.png", "width": size, "height": size, "gsd": 0.5})
+    labels = root / "labels.json"
+    labels.write_text(json.dumps({"images": images, "annotations": annotations,
+                                  "categories": [{"id": k, "name": n} for k, n in enumerate(CLASSES, 1)]}))
+    return images_dir, labels
+
+
+def train_args(images: Path, labels: Path, save: Path, *extra: str) -> list[str]:
+    return ["--train_image_dir", str(images), "--train_label_file", str(labels), "--model", "vit_tiny_patch16",
+            *overrides(), "--input_size", "64", "--num_workers", "0", "--save_checkpoint_path", str(save),
+            "--warmup_steps", "2", "--learning_rate", "1e-3", *extra]
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def run(cmd: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def log_events(folder: Path, event: str) -> list[dict]:
+    lines = (folder / "train_log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+# ---------------------------------------------------------------- optimizer and schedule
+
+def test_layer_decay_groups_and_no_decay_on_norms_biases():
+    model = build_detector("vit_tiny_patch16", 2, **TINY)
+    rate, depth = 0.75, TINY["depth"]
+    groups = param_groups(model, weight_decay=0.1, layer_decay=rate)
+    seen = {}
+    for g in groups:
+        for name, p in zip(g["names"], g["params"]):
+            seen[name] = (g["lr_scale"], g["weight_decay"])
+    assert set(seen) == {n for n, _ in model.named_parameters()}  # each parameter exactly once
+    for name, p in model.named_parameters():
+        if name.startswith("backbone.trunk.patch_embed."):
+            layer = 0
+        elif name.startswith("backbone.trunk.blocks."):
+            layer = int(name.split(".")[3]) + 1
+        else:
+            layer = depth + 1
+        scale, wd = seen[name]
+        assert scale == pytest.approx(rate ** (depth + 1 - layer)), name
+        no_decay = name.endswith(".bias") or "norm" in name or p.ndim == 1
+        assert wd == (0.0 if no_decay else 0.1), name
+    assert seen["backbone.trunk.patch_embed.proj.weight"][0] == pytest.approx(rate ** 3)
+    assert seen["roi_heads.box_predictor.cls_score.weight"] == (1.0, 0.1)
+    assert seen["backbone.trunk.blocks.1.norm1.weight"] == (pytest.approx(rate), 0.0)
+
+
+def test_warmup_then_cosine_or_step():
+    total, warm = 100, 10
+    assert [lr_factor(s, total, warm, "cosine") for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    for s in (10, 37, 55, 99):
+        assert lr_factor(s, total, warm, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - 10) / 90)))
+    assert [lr_factor(s, total, warm, "step") for s in (10, 88, 89, 96, 97)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01])
+
+    model = build_detector("vit_tiny_patch16", 2, **TINY)
+    opt = build_optimizer(model, lr=2e-3, weight_decay=0.1, layer_decay=0.5)
+    sched = build_scheduler(opt, total, warm, "cosine")
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    for g in opt.param_groups:  # the 31st step's lr: base x layer factor x schedule
+        assert g["lr"] == pytest.approx(2e-3 * 0.5 ** (TINY["depth"] + 1 - g["layer_id"]) * lr_factor(30, total, warm, "cosine"))
+
+
+def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
+    one = TrainSampler(11, batch_size=4, seed=3)
+    ranks = [TrainSampler(11, batch_size=2, rank=r, world_size=2, seed=3) for r in range(2)]
+    for s in (one, *ranks):
+        s.set_epoch(5)
+    assert one.steps_per_epoch == 2  # 11 // 4; the incomplete global batch is dropped
+    keys = list(one)
+    per_rank = [list(s) for s in ranks]
+    for step in range(2):  # each global batch is the union of the ranks' batches, seeds included
+        assert keys[4 * step:4 * step + 4] == per_rank[0][2 * step:2 * step + 2] + per_rank[1][2 * step:2 * step + 2]
+    assert len({k[0] for k in keys}) == 8
+    one.set_epoch(5, start_step=1)
+    assert list(one) == keys[4:]
+    one.set_epoch(6)
+    assert [k[0] for k in one] != [k[0] for k in keys]  # a new order each epoch
+
+
+# ---------------------------------------------------------------- scale-aware augmentation
+
+def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
+    """Each sample's GSD, divided by its jitter scale, is the resolution the trunk embeds at.
+
+    Three native GSDs: a UTM GeoTIFF (0.6 m pixels), a PNG with a `gsd` field, a PNG with
+    neither (the default). Each image holds one 24 px square, so the scale s an image was
+    resized by is read off its box; the crop (256 px) is larger than any resized image, so the
+    box is never cut.
+    """
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.full((3, 64, 64), 90, np.uint8)
+    pixels[:, 20:44, 20:44] = 230
+    utm = rasterio.crs.CRS.from_epsg(32633)
+    geo_transform = from_origin(500000, 4200000, 0.6, 0.6)
+    write_raster(images / "geo.tif", pixels, "GTiff", utm, geo_transform)
+    write_raster(images / "field.png", pixels, "PNG")
+    write_raster(images / "plain.png", pixels, "PNG")
+    recs = [{"id": 1, "file_name": "geo.tif"}, {"id": 2, "file_name": "field.png", "gsd": 0.8},
+            {"id": 3, "file_name": "plain.png"}]
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({
+        "images": [{**r, "width": 64, "height": 64} for r in recs],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 24, 24], "iscrowd": 0}
+                        for i in (1, 2, 3)],
+        "categories": [{"id": 1, "name": "square"}]}))
+    native = {1: gsd_m(utm, geo_transform, 64, 64), 2: 0.8, 3: 0.45}
+
+    split = load_split(images, labels, transform=train_transform(256, (0.25, 2.0)), default_gsd=0.45)
+    model = build_detector("vit_tiny_patch16", 1, **TINY)
+    seen_res, seen_targets = [], []
+    model.backbone.trunk.register_forward_pre_hook(lambda m, args: seen_res.append(args[1].clone()))
+    model.register_forward_pre_hook(lambda m, args, kw: seen_targets.append(args[1]), with_kwargs=True)
+    opt = build_optimizer(model, 1e-4, 0.1, 0.9)
+    sampler = TrainSampler(3, batch_size=3, seed=11)
+    loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=split.collate)
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    progress = Progress()
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        train_epoch(model, loader, opt, build_scheduler(opt, 10, 0, "cosine"), make_scaler("off", info.device),
+                    progress, info)
+    scales = []
+    for res, targets in zip(seen_res, seen_targets):
+        for r, t in zip(res.tolist(), targets):
+            (box,) = t["boxes"].tolist()
+            s = (box[2] - box[0]) / 24
+            scales.append(s)
+            assert r == pytest.approx(native[t["image_id"]] / s * model.config.res_per_metre, rel=1e-6)
+    assert len(scales) == 9 and max(scales) / min(scales) > 1.5  # the jitter really rescaled
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_label_file_not_json_is_one_line_error(tmp_path):
+    images, _ = make_dataset(tmp_path, 1)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = subprocess.run([sys.executable, "train.py", *train_args(images, bad, tmp_path / "ck" / "c.pth")],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys):
+    _, labels = make_dataset(tmp_path, 1)
+    cases = [(train_args(tmp_path / "nowhere", labels, tmp_path / "c.pth"), "nowhere"),
+             (train_args(tmp_path / "images", labels, tmp_path / "c.pth", "--amp", "fp8"), "--amp"),
+             (train_args(tmp_path / "images", labels, tmp_path / "c.pth", "--batch-size", "0"), "--batch_size")]
+    for argv, needle in cases:
+        with pytest.raises(SystemExit) as exc:
+            report_user_errors(main, argv)
+        assert exc.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+# ---------------------------------------------------------------- distributed training and evaluation
+
+def test_two_process_ddp_equals_one_process_with_double_batch(tmp_path):
+    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2, step for step.
+
+    Every image has the same box layout and the samplers take every anchor and RoI, so each
+    image contributes the same number of samples to torchvision's batch-mean losses and no
+    random subsampling happens: then DDP's gradient average is exactly the larger batch's.
+    """
+    images, labels = make_dataset(tmp_path, 4, fixed_layout=True)
+    exact = overrides({"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000,
+                       "rpn_post_nms_top_n": [16, 16]})
+
+    def args(folder: str, batch: int) -> list[str]:
+        return [*train_args(images, labels, tmp_path / folder / "checkpoint.pth"), *exact, "--no_augment",
+                "--batch_size", str(batch), "--num_epochs", "2", "--clip_grad", "1.0"]
+
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "train.py",
+         *args("ddp", 1)])
+    run([sys.executable, "train.py", *args("single", 2)])
+    assert log_events(tmp_path / "ddp", "start")[0]["world_size"] == 2
+    assert log_events(tmp_path / "ddp", "train")[-1]["global_step"] == 4
+
+    torch.manual_seed(0)  # train.py seeds with --seed (0) before building the model
+    init = build_detector("vit_tiny_patch16", 2, **json_overrides(exact)).state_dict()
+    ddp, single = weights(tmp_path / "ddp" / "checkpoint.pth"), weights(tmp_path / "single" / "checkpoint.pth")
+    moved = sum(float((single[k] - init[k]).norm() ** 2) for k in init) ** 0.5
+    apart = sum(float((single[k] - ddp[k]).norm() ** 2) for k in init) ** 0.5
+    assert moved > 0.05
+    assert apart < 1e-3 * moved  # Adam turns float noise in near-zero gradients into ~1e-5 relative, (apart, moved)
+
+
+def json_overrides(args: list[str]) -> dict:
+    out = {}
+    for flag, item in zip(args[::2], args[1::2]):
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value)
+        out[key] = tuple(out[key]) if isinstance(out[key], list) else out[key]
+    return out
+
+
+def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
+    """The seed's command form; its in-loop 2-rank evaluation equals `scalemae-det evaluate` in one process."""
+    from typer.testing import CliRunner
+
+    from scalemae_det.cli import app
+
+    images, labels = make_dataset(tmp_path, 6, seed=1)
+    folder = tmp_path / "save" / "checkpoints"
+    run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}", "train.py",
+         "--train_image_dir", str(images), "--train_label_file", str(labels),
+         "--val_image_dir", str(images), "--val_label_file", str(labels),
+         "--batch_size", "1", "--learning_rate", "5e-5", "--num_epochs", "1", "--input_size", "64",
+         "--save_checkpoint_path", str(folder / "checkpoint.pth"),
+         "--model", "vit_tiny_patch16", *overrides({"score_thresh": 0.0, "detections_per_image": 50}),
+         "--num_workers", "0"])
+    assert log_events(folder, "start")[0]["world_size"] == 2
+    distributed = json.loads((folder / "eval-epoch001.json").read_text())
+    model, ckpt = load_detector(folder / "checkpoint.pth")
+    assert ckpt["class_names"] == list(CLASSES) and ckpt["gsd"] == 0.5
+
+    out = tmp_path / "single.json"
+    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(folder / "checkpoint.pth"), "--image_dir",
+                                      str(images), "--label_file", str(labels), "--output", str(out),
+                                      "--detections", str(tmp_path / "dets.json"), "--device", "cpu",
+                                      "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    single = json.loads(out.read_text())
+    dets = json.loads((tmp_path / "dets.json").read_text())
+    assert single["num_images"] == 6 and single["num_detections"] == len(dets) > 0
+    assert {d["image_id"] for d in dets} == set(range(100, 106))  # both ranks' images
+    assert distributed == single
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
+    images, labels = make_dataset(tmp_path, 8, seed=2)
+
+    def args(folder: str, workers: int) -> list[str]:
+        return [sys.executable, "train.py", *train_args(images, labels, tmp_path / folder / "checkpoint.pth"),
+                "--batch_size", "2", "--num_epochs", "2", "--save_every", "1", "--keep_checkpoints", "3",
+                "--num_workers", str(workers), "--seed", "7"]
+
+    run(args("straight", 0))
+
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen(args("killed", 0), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (folder / "checkpoint-step00000003.pth").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before the kill"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # what a SIGKILL during a write leaves: a truncated temporary file (the rename never happened)
+    stale = folder / f".checkpoint-step00000009.pth.tmp{proc.pid}"
+    stale.write_bytes((folder / "checkpoint-step00000003.pth").read_bytes()[:5000])
+    assert not (folder / "checkpoint.pth").exists()  # killed mid-run
+    for path in folder.glob("*.pth"):  # whatever the moment, every checkpoint there is whole
+        read_checkpoint(path)
+
+    run([*args("killed", 2), "--resume", "auto"])  # resumed with data workers this time
+    assert log_events(folder, "start")[-1]["resumed_from"] is not None
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # the killed writer's temp files are gone
+    straight, resumed = weights(tmp_path / "straight" / "checkpoint.pth"), weights(folder / "checkpoint.pth")
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+    assert len(list(folder.glob("checkpoint-step*.pth"))) == 3
+
+
+def test_resume_auto_takes_the_newest_checkpoint_that_loads(tmp_path):
+    save = tmp_path / "checkpoint.pth"
+    for step in (2, 3, 4):
+        torch.save({"format": "scalemae-det/1", "train": {"global_step": step}}, step_path(save, step))
+        time.sleep(0.01)
+    newest = step_path(save, 4)
+    newest.write_bytes(newest.read_bytes()[:-40])  # truncated: written by something that is not train.py
+    torch.save({"format": "scalemae-det/1", "model": {}}, tmp_path / "checkpoint-step00000005.pth")  # no train state
+    path, ckpt = newest_valid(save)
+    assert path == step_path(save, 3) and ckpt["train"]["global_step"] == 3
+    assert newest_valid(tmp_path / "other.pth") is None
