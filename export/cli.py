@@ -57,7 +57,8 @@ def export_command(
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     console = Console(stderr=True)
     for kind, path in outputs:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
             task = progress.add_task(f"{kind}: loading {checkpoint}")
             result = exporters[kind](checkpoint, path, spec, log=lambda msg: progress.update(task, description=f"{kind}: {msg}"))
         meta = result.metadata

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny detector checkpoint and this project's own exports of it, built once per session.
+
+    tiny_checkpoint           Path of a `detector_state` checkpoint (vit_tiny_patch16, 3 classes, gsd 0.5 m)
+    tiny_export(fmt, **spec)  export it (fmt "onnx" or "torchscript", spec: ExportSpec fields; tile 128 and
+                              batch 3 unless given) -> export.prepare.ExportResult, cached per arguments
+    tiny_onnx                 tiny_export("onnx"): batch 3, tile 128, validated; `.path`, `.metadata`
+
+The detector is random, so it is made to detect: its class logits are scaled up (a confident
+classifier) and its score threshold (the export default) is set just above the best score it
+gives the blank validation tile. The blank tile then gets no detection while the busy tiles
+beside it get several, which is the case batched exports must get right.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_CLASSES = ["vehicle", "building", "ship"]
+TINY_GSD = 0.5
+TINY_TILE = 128
+TINY_BATCH = 3
+_SEED, _LOGIT_SCALE, _MARGIN = 5, 8.0, 0.01
+_MIN_BUSY = 5  # detections each busy validation tile must get for the tests to mean something
+
+
+def _calibrated_detector():
+    from export.parity import BLANK_INDEX, run_reference, validation_tiles
+    from scalemae_det.models.detector import build_detector
+
+    with torch.random.fork_rng():
+        torch.manual_seed(_SEED)
+        model = build_detector("vit_tiny_patch16", len(TINY_CLASSES)).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(_LOGIT_SCALE)
+    model.roi_heads.score_thresh = 0.0
+    tiles = validation_tiles(TINY_TILE, TINY_BATCH)
+    dets = run_reference(model, tiles, TINY_BATCH, TINY_GSD)
+    threshold = round(float(dets[BLANK_INDEX].scores.max()) + _MARGIN, 4)
+    busy = [int((d.scores > threshold).sum()) for i, d in enumerate(dets) if i != BLANK_INDEX]
+    assert min(busy) >= _MIN_BUSY, f"the tiny detector gives too few detections on busy tiles: {busy}"
+    model.config = model.config.with_overrides(score_thresh=threshold)
+    model.roi_heads.score_thresh = threshold
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from scalemae_det.checkpoints import detector_state
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny_detector.pt"
+    torch.save(detector_state(_calibrated_detector(), TINY_CLASSES, TINY_GSD), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint):
+    from export.onnx_export import export_onnx
+    from export.options import ExportSpec
+    from export.torchscript_export import export_torchscript
+
+    exporters = {"onnx": (export_onnx, ".onnx"), "torchscript": (export_torchscript, ".pt")}
+    cache = {}
+
+    def export(fmt: str = "onnx", **spec):
+        key = (fmt, tuple(sorted(spec.items())))
+        if key not in cache:
+            exporter, suffix = exporters[fmt]
+            out = tmp_path_factory.mktemp("export") / f"tiny{suffix}"
+            cache[key] = exporter(tiny_checkpoint, out, ExportSpec(**{"tile": TINY_TILE, "batch": TINY_BATCH, **spec}))
+        return cache[key]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_export):
+    return tiny_export("onnx", simplify=False)
