@@ -65,16 +65,17 @@ def main() -> None:
         work = Path(tmp)
         data = work / "chips"
         count = (args.warmup + args.steps) * args.batch_size * max(args.procs)  # one epoch: at least warmup + steps
-        subprocess.run([sys.executable, "-c", "from scalemae_det.cli import main; main()", "synth-chips", "--out", str(data), "--count",
-                        str(count), "--size", str(args.input_size), "--gsd", "0.3", "--gsd-max", "0.6"],
+        cli = [sys.executable, "-c", "from scalemae_det.cli import main; main()"]
+        subprocess.run([*cli, "synth-chips", "--out", str(data), "--count", str(count), "--size",
+                        str(args.input_size), "--gsd", "0.3", "--gsd-max", "0.6"],
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         print(f"train.py throughput: {args.model}, {args.input_size} px, batch {args.batch_size}/process, "
               f"{args.device}, amp {args.amp}{', grad checkpointing' if args.grad_checkpointing else ''}, "
               f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start")
         for procs in args.procs:
             r = measure(data, work, procs, args)
-            print(f"  {procs} process(es) x {r['threads']} thread(s): {r['images_per_s']:.2f} images/s over {r['steps_timed']} steps, "
-                  f"peak memory {r['max_memory_mb']:.0f} MB per process")
+            print(f"  {procs} process(es) x {r['threads']} thread(s): {r['images_per_s']:.2f} images/s "
+                  f"over {r['steps_timed']} steps, peak memory {r['max_memory_mb']:.0f} MB per process")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_layer_decay_groups_and_no_decay_on_norms_biases():
     groups = param_groups(model, weight_decay=0.1, layer_decay=rate)
     seen = {}
     for g in groups:
-        for name, p in zip(g["names"], g["params"]):
+        for name in g["names"]:
             seen[name] = (g["lr_scale"], g["weight_decay"])
     assert set(seen) == {n for n, _ in model.named_parameters()}  # each parameter exactly once
     for name, p in model.named_parameters():
@@ -154,7 +154,8 @@ def test_warmup_then_cosine_or_step():
         opt.step()
         sched.step()
     for g in opt.param_groups:  # the 31st step's lr: base x layer factor x schedule
-        assert g["lr"] == pytest.approx(2e-3 * 0.5 ** (TINY["depth"] + 1 - g["layer_id"]) * lr_factor(30, total, warm, "cosine"))
+        layer_factor = 0.5 ** (TINY["depth"] + 1 - g["layer_id"])
+        assert g["lr"] == pytest.approx(2e-3 * layer_factor * lr_factor(30, total, warm, "cosine"))
 
 
 def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
@@ -256,43 +257,45 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys)
 
 # ---------------------------------------------------------------- distributed training and evaluation
 
-def test_two_process_ddp_equals_one_process_with_double_batch(tmp_path):
-    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2, step for step.
+def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(tmp_path):
+    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated.
 
     Every image has the same box layout and the samplers take every anchor and RoI, so each
     image contributes the same number of samples to torchvision's batch-mean losses and no
     random subsampling happens: then DDP's gradient average is exactly the larger batch's.
     """
     images, labels = make_dataset(tmp_path, 4, fixed_layout=True)
-    exact = overrides({"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000,
-                       "rpn_post_nms_top_n": [16, 16]})
+    take_all = {"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000, "rpn_post_nms_top_n": [16, 16]}
 
     def args(folder: str, batch: int) -> list[str]:
-        return [*train_args(images, labels, tmp_path / folder / "checkpoint.pth"), *exact, "--no_augment",
-                "--batch_size", str(batch), "--num_epochs", "2", "--clip_grad", "1.0"]
+        return [*train_args(images, labels, tmp_path / folder / "checkpoint.pth"), *overrides(take_all),
+                "--no_augment", "--batch_size", str(batch), "--num_epochs", "2", "--clip_grad", "1.0",
+                "--log_every", "1"]
 
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "train.py",
-         *args("ddp", 1)])
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "train.py", *args("ddp", 1)])
     run([sys.executable, "train.py", *args("single", 2)])
+    run([sys.executable, "train.py", *args("accum", 1), "--accum_steps", "2"])
     assert log_events(tmp_path / "ddp", "start")[0]["world_size"] == 2
     assert log_events(tmp_path / "ddp", "train")[-1]["global_step"] == 4
 
     torch.manual_seed(0)  # train.py seeds with --seed (0) before building the model
-    init = build_detector("vit_tiny_patch16", 2, **json_overrides(exact)).state_dict()
-    ddp, single = weights(tmp_path / "ddp" / "checkpoint.pth"), weights(tmp_path / "single" / "checkpoint.pth")
+    init = build_detector("vit_tiny_patch16", 2, **{**TINY, **take_all}).state_dict()
+    single = weights(tmp_path / "single" / "checkpoint.pth")
     moved = sum(float((single[k] - init[k]).norm() ** 2) for k in init) ** 0.5
-    apart = sum(float((single[k] - ddp[k]).norm() ** 2) for k in init) ** 0.5
     assert moved > 0.05
-    assert apart < 1e-3 * moved  # Adam turns float noise in near-zero gradients into ~1e-5 relative, (apart, moved)
-
-
-def json_overrides(args: list[str]) -> dict:
-    out = {}
-    for flag, item in zip(args[::2], args[1::2]):
-        key, _, value = item.partition("=")
-        out[key] = json.loads(value)
-        out[key] = tuple(out[key]) if isinstance(out[key], list) else out[key]
-    return out
+    reference = log_events(tmp_path / "single", "train")
+    for other in ("ddp", "accum"):
+        # the same loss and (pre-clipping) gradient norm at every step: equal gradients, scale included
+        logged = log_events(tmp_path / other, "train")
+        assert [r["global_step"] for r in logged] == [r["global_step"] for r in reference] == [1, 2, 3, 4]
+        for a, b in zip(logged, reference):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        w = weights(tmp_path / other / "checkpoint.pth")
+        apart = sum(float((single[k] - w[k]).norm() ** 2) for k in init) ** 0.5
+        # Adam turns float noise in near-zero gradients into ~1e-5 relative differences
+        assert apart < 1e-3 * moved, (other, apart, moved)
 
 
 def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
@@ -303,7 +306,8 @@ def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
 
     images, labels = make_dataset(tmp_path, 6, seed=1)
     folder = tmp_path / "save" / "checkpoints"
-    run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}", "train.py",
+    run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "train.py",
          "--train_image_dir", str(images), "--train_label_file", str(labels),
          "--val_image_dir", str(images), "--val_label_file", str(labels),
          "--batch_size", "1", "--learning_rate", "5e-5", "--num_epochs", "1", "--input_size", "64",

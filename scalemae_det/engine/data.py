@@ -64,7 +64,8 @@ def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_fi
 
 def scoring_gt(ds: CocoDetection, label_file: Path) -> dict:
     """COCO ground truth of the dataset's usable images and boxes, in the label file's ids."""
-    cats = [c for c in read_coco_json(label_file)["categories"] if c.get("id") in set(ds.category_ids)]
+    used = set(ds.category_ids)
+    cats = [c for c in read_coco_json(label_file)["categories"] if c.get("id") in used]
     images, annotations = [], []
     for rec in ds.records:
         images.append({"id": rec.image_id, "width": rec.width, "height": rec.height})

@@ -27,7 +27,8 @@ def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
 
 
 def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[int], info: DistInfo, *,
-                    collate_fn: Callable, batch_size: int = 1, num_workers: int = 0, amp: str = "off") -> list[dict] | None:
+                    collate_fn: Callable, batch_size: int = 1, num_workers: int = 0,
+                    amp: str = "off") -> list[dict] | None:
     """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
     indices = eval_indices(len(dataset), info.rank, info.world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
@@ -60,7 +61,7 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
     from scalemae_det.data.transforms import EvalTransform
     from scalemae_det.engine.data import load_split
     from scalemae_det.engine.distributed import init_distributed, shutdown
-    from scalemae_det.engine.run import resolve_amp
+    from scalemae_det.engine.loop import resolve_amp
     from scalemae_det.evaluation import print_metrics, write_results
 
     info = init_distributed(device)

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from scalemae_det.data.coco import batch_gsd
 from scalemae_det.engine.distributed import DistInfo
+from scalemae_det.errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
@@ -29,14 +31,18 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """`auto` -> bf16 on a GPU that supports it, else off; fp16 is for GPUs only."""
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
+    return amp
+
+
 def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
     """A loss scaler that only acts under fp16 (bf16 has float32's range and needs none)."""
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-
-
-def batch_gsd(targets: list[dict], device: torch.device) -> Tensor:
-    """Each sample's GSD in metres, as its augmentation left it: the positional embedding's input."""
-    return torch.tensor([float(t["gsd"]) for t in targets], dtype=torch.float64, device=device)
 
 
 def to_device(images: list[Tensor], targets: list[dict], device: torch.device):
@@ -78,7 +84,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         sync = nullcontext() if stepping or not info.distributed else model.no_sync()
         with sync:
             with autocast(amp, info.device):
-                losses = model(images, targets, gsd=batch_gsd(targets, info.device))
+                losses = model(images, targets, gsd=batch_gsd(targets).to(info.device))
             loss = sum(losses.values())
             scaler.scale(loss / accum_steps).backward()
         for k, v in losses.items():
@@ -114,7 +120,7 @@ def predict(model: nn.Module, batches: Iterable, info: DistInfo, *, amp: str = "
         for images, targets in batches:
             dev_images = [img.to(info.device, non_blocking=True) for img in images]
             with torch.no_grad(), autocast(amp, info.device):
-                outputs = model(dev_images, gsd=batch_gsd(targets, info.device))
+                outputs = model(dev_images, gsd=batch_gsd(targets).to(info.device))
             on_batch(len(images))
             for out, tgt in zip(outputs, targets):
                 yield {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}, tgt

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(run, "save_checkpoint_path", type=Path, default=Path("checkpoints/checkpoint.pth"),
          help="final checkpoint; step checkpoints and the JSON-lines log go beside it")
     _add(run, "save_every", type=int, default=1000, help="optimizer steps between checkpoints (0: epoch ends only)")
-    _add(run, "keep_checkpoints", type=int, default=3, help="step checkpoints kept")
+    _add(run, "keep_checkpoints", type=int, default=3, help="newest step checkpoints kept (0: all)")
     _add(run, "eval_every", type=int, default=1, help="epochs between evaluations (0: only after the last)")
     _add(run, "log_every", type=int, default=20, help="optimizer steps between log lines")
     _add(run, "resume", nargs="?", const="auto", help="a checkpoint, or auto (the default when given bare): "

@@ -16,14 +16,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from scalemae_det.checkpoints import detector_state, load_pretrained
-from scalemae_det.engine import checkpointing
 from scalemae_det.data.transforms import EvalTransform
+from scalemae_det.engine import checkpointing
 from scalemae_det.engine.data import DataSplit, load_split, train_transform
-from scalemae_det.engine.distributed import (DistInfo, broadcast_object, gather_to_main, init_distributed,
-                                             mean_over_ranks, shutdown)
+from scalemae_det.engine.distributed import (
+    DistInfo,
+    broadcast_object,
+    gather_to_main,
+    init_distributed,
+    mean_over_ranks,
+    shutdown,
+)
 from scalemae_det.engine.inference import evaluate_dataset
 from scalemae_det.engine.jsonlog import JsonLines
-from scalemae_det.engine.loop import Progress, StepStats, make_scaler, train_epoch
+from scalemae_det.engine.loop import Progress, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args
 from scalemae_det.engine.progressbar import progress_bar
@@ -44,19 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         shutdown()
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    if amp == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    if amp != "off" and device.type == "cpu" and amp == "fp16":
-        raise UserError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
-    return amp
-
-
 def set_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = not enabled
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)  # torchvision's RoIAlign backward has no deterministic CUDA kernel
+        # warn_only: torchvision's RoIAlign backward has no deterministic CUDA kernel
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass
@@ -143,7 +142,7 @@ def train(args: Namespace, info: DistInfo) -> None:
     scaler = make_scaler(args.amp, info.device)
     progress = Progress()
     if resume_path:
-        progress = restore(resume_path, model, optimizer, scheduler, scaler, info, global_batch, console)
+        progress = restore(resume_path, model, optimizer, scheduler, scaler, sampler, info, global_batch, console)
     else:
         torch.manual_seed(derived_seed(args.seed, info.rank))  # per-rank randomness from here on
     if info.distributed:
@@ -212,8 +211,8 @@ def build_model(args: Namespace, num_classes: int, pretrained: Path | None, cons
     return model
 
 
-def restore(path: Path, model, optimizer, scheduler, scaler, info: DistInfo, global_batch: int,
-            console: Console) -> Progress:
+def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampler, info: DistInfo,
+            global_batch: int, console: Console) -> Progress:
     """Load a training checkpoint into everything; returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
@@ -228,6 +227,7 @@ def restore(path: Path, model, optimizer, scheduler, scaler, info: DistInfo, glo
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
+    sampler.seed = state["sampler"]["seed"]  # the run's data order, whatever --seed says now
     if len(state["rng"]) == info.world_size:
         checkpointing.set_rng_state(state["rng"][info.rank], info.device)
     else:
