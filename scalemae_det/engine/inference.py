@@ -6,14 +6,18 @@ from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 
+from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from scalemae_det.engine.distributed import DistInfo, gather_to_main
-from scalemae_det.engine.loop import predict
+from scalemae_det.checkpoints import load_detector
+from scalemae_det.data.transforms import EvalTransform
+from scalemae_det.engine.data import load_split
+from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
+from scalemae_det.engine.loop import predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
-from scalemae_det.evaluation import detections_to_coco, evaluate_detections
+from scalemae_det.evaluation import detections_to_coco, evaluate_detections, print_metrics, write_results
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
@@ -55,23 +59,14 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
                         batch_size: int = 1, device: str = "auto", amp: str = "auto", num_workers: int = 2,
                         bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = ()) -> dict | None:
     """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0."""
-    from rich.console import Console
-
-    from scalemae_det.checkpoints import load_detector
-    from scalemae_det.data.transforms import EvalTransform
-    from scalemae_det.engine.data import load_split
-    from scalemae_det.engine.distributed import init_distributed, shutdown
-    from scalemae_det.engine.loop import resolve_amp
-    from scalemae_det.evaluation import print_metrics, write_results
-
     info = init_distributed(device)
     try:
         console = Console(stderr=True, quiet=not info.is_main)
         model, ckpt = load_detector(checkpoint)
         trained = ckpt.get("args", {})
-        split = load_split(image_dir, label_file, transform=EvalTransform(input_size or trained.get("input_size", 800)),
-                           default_gsd=trained.get("gsd", ckpt["gsd"]), bands=bands or trained.get("bands"),
-                           class_names=ckpt["class_names"])
+        transform = EvalTransform(input_size or trained.get("input_size", 800))
+        split = load_split(image_dir, label_file, transform=transform, default_gsd=trained.get("gsd", ckpt["gsd"]),
+                           bands=bands or trained.get("bands"), class_names=ckpt["class_names"])
         console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
                       f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
         detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info,
