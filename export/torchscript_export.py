@@ -38,8 +38,11 @@ def _no_deprecation_warnings():
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
     """(module, metadata); the module maps images (B, 3, T, T) in [0, 1] to the four padded outputs."""
     extra = {METADATA_FILE: ""}
-    with _no_deprecation_warnings():
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        with _no_deprecation_warnings():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
     if not extra[METADATA_FILE]:
         raise UserError(f"{path}: not a scalemae-det TorchScript model (no {METADATA_FILE})")
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
@@ -47,9 +50,11 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMet
 
 def torchscript_runner(module: torch.jit.ScriptModule):
     """(runner for ParityCheck, runtime name)."""
-    @torch.no_grad()
+
     def run(images):
-        return tuple(t.numpy() for t in module(torch.from_numpy(images)))
+        # Without the profiling executor's warm-up passes, which cost seconds per call for a few calls.
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            return tuple(t.numpy() for t in module(torch.from_numpy(images)))
 
     return run, "torch.jit (reloaded)"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import onnx
 import pytest
 import torch
 
@@ -65,9 +66,16 @@ def test_failed_parity_exits_nonzero_and_leaves_no_file(tmp_path, monkeypatch, c
     assert list(tmp_path.iterdir()) == []
 
 
-def test_all_formats_write_both_files_and_reports(tmp_path, monkeypatch, capsys, tiny_checkpoint):
-    code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", tmp_path / "m.onnx", "--format", "all",
-                           "--tile", 64, "--batch", 1, "--no-simplify")
+def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    """The glue only (parity is covered in test_export): both files, each reloadable with its metadata."""
+    from export.torchscript_export import load_torchscript
+    from runtime.metadata import ModelMetadata
+
+    code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", tmp_path / "m", "--format", "all",
+                           "--tile", 64, "--batch", 2, "--gsd", 0.3, "--no-validate")
     assert code == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.parity.json", "m.pt", "m.pt.parity.json"]
-    assert err.count("parity passed") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt"]
+    onnx_meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props})
+    _, ts_meta = load_torchscript(tmp_path / "m.pt")
+    assert (onnx_meta.tile, onnx_meta.batch, onnx_meta.gsd) == (ts_meta.tile, ts_meta.batch, ts_meta.gsd) == (64, 2, 0.3)
+    assert err.count("not validated") == 2
