@@ -3,8 +3,10 @@
 Two rules, both between detections of the same class from different tiles (the model already ran
 its own NMS inside each tile, which is left alone):
 
-1. a box truncated by an inner tile edge is dropped when a box another tile sees whole covers it
-   (intersection over the truncated box's own area >= threshold): the neighbour saw the object;
+1. a box touching an inner tile edge (so perhaps showing part of its object) is dropped when a
+   box from another tile covers it (intersection over its own area >= threshold) and saw more:
+   that box touches no inner edge, or is larger (an object lying exactly between two tile edges
+   touches edges in every tile that sees it whole);
 2. greedy NMS by score over what remains, matching by IoU or by intersection over the smaller box
    ("ios", which also catches a part inside a whole).
 
@@ -77,9 +79,9 @@ def merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.n
         return np.zeros(0, int)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)
     area = _area(boxes)
-    # rule 1: truncated boxes covered by a whole one from another tile
-    cover_i = truncated[i] & ~truncated[j] & (inter >= threshold * area[i])
-    cover_j = truncated[j] & ~truncated[i] & (inter >= threshold * area[j])
+    # rule 1: truncated boxes covered by a more complete view from another tile
+    cover_i = truncated[i] & (~truncated[j] | (area[j] > area[i])) & (inter >= threshold * area[i])
+    cover_j = truncated[j] & (~truncated[i] | (area[i] > area[j])) & (inter >= threshold * area[j])
     alive = np.ones(len(boxes), bool)
     alive[i[cover_i]] = False
     alive[j[cover_j]] = False

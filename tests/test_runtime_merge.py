@@ -117,3 +117,5 @@ def test_truncated_part_yields_to_the_whole_object_seen_by_the_neighbour():
     assert merge(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [0, 2]
     # a different class is a different object
     assert merge(boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5).tolist() == [0, 1, 2]
+    # when every view touches an inner edge, the larger view wins whatever the scores
+    assert merge(boxes, scores, labels, tiles, np.ones(3, bool), "iou", 0.5).tolist() == [1, 2]

@@ -1,12 +1,11 @@
 """A contract-following ONNX stand-in detector, so the runtime can be tested exactly.
 
 The graph finds bright squares: a pixel whose grey value is over 0.5 while its left and upper
-neighbours are not is an object's upper-left corner; each corner gives the box
-[x, y, x + SIZE, y + SIZE] clipped to the tile, scored by the corner's grey value, labelled 2 when
-blue outweighs red there, else 1. An object cut by the tile's left or top edge is seen from the edge
-(a box that touches it), one cut on the right or bottom is clipped there: both look truncated, as a
-real detector's would. A blank tile gives no detection. Inputs, outputs and metadata follow
-runtime/metadata.py exactly.
+neighbours are not is an object's upper-left corner; the box runs from there over the bright pixels
+to the right and below (up to RUN pixels), so an object cut by a tile edge gets the box of its
+visible part, as a real detector's would. Boxes are scored by the corner's grey value and labelled
+2 when blue outweighs red there, else 1. A blank tile gives no detection. Inputs, outputs and
+metadata follow runtime/metadata.py exactly.
 
 `scene_with_squares` writes GeoTIFFs holding such squares, so every expected box is known.
 """
@@ -23,7 +22,8 @@ from rasterio.transform import from_origin
 
 from runtime.metadata import INPUT_NAME, ModelMetadata
 
-SIZE = 12  # side of the stand-in's objects, in model pixels
+SIZE = 12  # side of the test objects, in model pixels
+RUN = 24  # longest side the stand-in measures
 CLASSES = ["red thing", "blue thing"]
 
 
@@ -35,18 +35,32 @@ def metadata(**overrides) -> ModelMetadata:
     return ModelMetadata(**values)
 
 
+def _runs(n, out: str, axis: int) -> list:
+    """Nodes computing, per pixel, how many bright pixels follow in a row along `axis` (up to RUN):
+    the sum over k of the product of bright(x), bright(x + 1), ..., bright(x + k)."""
+    nodes, prod, acc = [], "bright", "bright"
+    for k in range(1, RUN):
+        s = f"{out}_s{k}"  # bright(x + k): pad k zeros at the end, then slice k .. k + tile
+        nodes += [n("Pad", ["bright", f"pad{axis}_{k}"], [f"{s}_p"]), n("Slice", [f"{s}_p", f"k{k}", f"end{k}", f"ax{axis}"], [s]),
+                  n("Mul", [prod, s], [f"{out}_p{k}"]), n("Add", [acc, f"{out}_p{k}"], [f"{out}_a{k}"])]
+        prod, acc = f"{out}_p{k}", f"{out}_a{k}"
+    return nodes + [n("Identity", [acc], [out])]
+
+
 def build_model(path: Path, meta: ModelMetadata | None = None, fixed_batch: bool = False,
                 with_metadata: bool = True) -> Path:
     meta = meta or metadata()
     t, k = meta.tile, meta.max_detections
     batch = meta.batch if fixed_batch else "B"
     const = lambda name, value, dtype=np.float32: numpy_helper.from_array(np.asarray(value, dtype), name)  # noqa: E731
-    inits = [const("half", 0.5), const("one", 1.0), const("size", float(SIZE)), const("tilef", float(t)),
-             const("zero", 0.0), const("tile_i", t, np.int64), const("flat", [0, -1], np.int64),
+    inits = [const("half", 0.5), const("one", 1.0), const("zero", 0.0), const("tile_i", t, np.int64), const("flat", [0, -1], np.int64),
              const("k", [k], np.int64), const("ch_axis", [1], np.int64), const("pad_left", [0, 0, 0, 1, 0, 0, 0, 0], np.int64),
              const("pad_top", [0, 0, 1, 0, 0, 0, 0, 0], np.int64), const("s0", [0], np.int64), const("st", [t], np.int64),
              const("ax2", [2], np.int64), const("ax3", [3], np.int64), const("last", [-1], np.int64),
-             const("r", [0], np.int64), const("b", [2], np.int64), const("e1", [1], np.int64), const("e3", [3], np.int64)]
+             const("r", [0], np.int64), const("b", [2], np.int64), const("e1", [1], np.int64), const("e3", [3], np.int64),
+             *[const(f"k{k}", [k], np.int64) for k in range(1, RUN)], *[const(f"end{k}", [k + t], np.int64) for k in range(1, RUN)],
+             *[const(f"pad{axis}_{k}", [0, 0, 0, 0, 0, 0, k * (axis == 2), k * (axis == 3)], np.int64)
+               for axis in (2, 3) for k in range(1, RUN)]]
     n = helper.make_node
     nodes = [
         n("ReduceMean", ["images", "ch_axis"], ["grey"], keepdims=1),
@@ -61,8 +75,10 @@ def build_model(path: Path, meta: ModelMetadata | None = None, fixed_batch: bool
         n("Mul", ["top", "valid"], ["scores"]),
         n("Div", ["idx", "tile_i"], ["row"]), n("Mod", ["idx", "tile_i"], ["col"]),
         n("Cast", ["col"], ["x1"], to=TensorProto.FLOAT), n("Cast", ["row"], ["y1"], to=TensorProto.FLOAT),
-        n("Add", ["x1", "size"], ["x2u"]), n("Min", ["x2u", "tilef"], ["x2"]),
-        n("Add", ["y1", "size"], ["y2u"]), n("Min", ["y2u", "tilef"], ["y2"]),
+        *_runs(n, "run_x", 3), *_runs(n, "run_y", 2),
+        n("Reshape", ["run_x", "flat"], ["run_x_flat"]), n("GatherElements", ["run_x_flat", "idx"], ["w"], axis=1),
+        n("Reshape", ["run_y", "flat"], ["run_y_flat"]), n("GatherElements", ["run_y_flat", "idx"], ["h"], axis=1),
+        n("Add", ["x1", "w"], ["x2"]), n("Add", ["y1", "h"], ["y2"]),
         *[n("Unsqueeze", [v, "last"], [f"{v}_u"]) for v in ("x1", "y1", "x2", "y2", "valid")],
         n("Concat", ["x1_u", "y1_u", "x2_u", "y2_u"], ["raw_boxes"], axis=2),
         n("Mul", ["raw_boxes", "valid_u"], ["boxes"]),
@@ -104,7 +120,9 @@ def reference(images: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray, 
         scores = grey[rows, cols]
         order = np.lexsort((rows * t + cols, -scores))[:k]
         rows, cols, scores = rows[order], cols[order], scores[order]
-        boxes = np.stack([cols, rows, np.minimum(cols + SIZE, t), np.minimum(rows + SIZE, t)], 1).astype(np.float32)
+        w = [np.argmin(np.append(bright[r, c:c + RUN], False)) for r, c in zip(rows, cols)]
+        h = [np.argmin(np.append(bright[r:r + RUN, c], False)) for r, c in zip(rows, cols)]
+        boxes = np.stack([cols, rows, cols + w, rows + h], 1).astype(np.float32)
         labels = np.where(img[2, rows, cols] > img[0, rows, cols], 2, 1)
         out.append((boxes.reshape(-1, 4), scores.astype(np.float32), labels))
     return out
