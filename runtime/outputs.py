@@ -29,7 +29,7 @@ def _to_output_crs(result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_
     scene = result.scene
     if not scene.georeferenced:
         return cols, rows
-    xs, ys = scene.transform * (cols, rows)
+    xs, ys = scene.transform @ (cols, rows)
     if crs_mode == "wgs84" and len(xs):
         xs, ys = (np.asarray(v) for v in warp_transform(scene.crs, WGS84, xs.ravel(), ys.ravel()))
     return np.reshape(xs, cols.shape), np.reshape(ys, rows.shape)
