@@ -1,0 +1,145 @@
+"""Output files: georeferencing checked against rasterio's own transforms, COCO against pycocotools."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.transform import xy
+from rasterio.warp import transform as warp
+
+from runtime import Detector
+from runtime.outputs import geojson, image_id, write
+from runtime.preview import PALETTE, write_preview
+from test_runtime_standin import SIZE, build_model, scene_with_squares
+
+REAL = Path(__file__).parents[2] / "shared" / "realdata"
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Detector:
+    return Detector(build_model(tmp_path_factory.mktemp("model") / "standin.onnx"), "cpu")
+
+
+def _expected_corners(transform, box, crs=None):
+    """Box corners (x1,y1), (x1,y2), (x2,y2), (x2,y1) by rasterio: pixel edges, then reprojected."""
+    x1, y1, x2, y2 = box
+    xs, ys = xy(transform, [y1, y2, y2, y1], [x1, x1, x2, x2], offset="ul")
+    if crs is not None:
+        xs, ys = warp(crs, "EPSG:4326", xs, ys)
+    return np.stack([xs, ys], 1)
+
+
+def _check_ring(ring, expected, atol):
+    ring = np.asarray(ring)
+    assert len(ring) == 5 and (ring[0] == ring[-1]).all()
+    alternatives = (expected, expected[[0, 3, 2, 1]])  # either way round from the first corner
+    assert any(np.allclose(ring[:4], e, rtol=0, atol=atol) for e in alternatives)
+    x, y = ring[:, 0], ring[:, 1]
+    assert np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]) > 0  # counter-clockwise (RFC 7946)
+
+
+@pytest.mark.parametrize("crs_mode", ["wgs84", "native"])
+def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, crs_mode):
+    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+    assert len(result.detections) > 100
+    path = write(result, tmp_path / "out.geojson", "geojson", crs_mode)
+    doc = json.loads(path.read_text())
+    with rasterio.open(REAL / "RGB.byte.tif") as ds:
+        transform, crs = ds.transform, ds.crs
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(result.detections)
+    if crs_mode == "native":
+        assert doc["crs"] == {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}
+    else:
+        assert "crs" not in doc
+    for feature, box, score in zip(doc["features"], result.detections.boxes, result.detections.scores):
+        props = feature["properties"]
+        assert props["pixel_bbox"] == box.tolist() and props["score"] == pytest.approx(float(score))
+        assert props["scene"] == "RGB.byte.tif" and props["label"] == ["red thing", "blue thing"][props["class_id"] - 1]
+        expected = _expected_corners(transform, props["pixel_bbox"], crs if crs_mode == "wgs84" else None)
+        _check_ring(feature["geometry"]["coordinates"][0], expected, atol=1e-9 if crs_mode == "wgs84" else 1e-6)
+    first = doc["features"][0]["geometry"]["coordinates"][0][0]
+    if crs_mode == "wgs84":  # lon, lat order, in the scene's part of the world (UTM 18N)
+        assert -80 < first[0] < -72 and 20 < first[1] < 30
+
+
+def test_rotated_transform_gives_parallelograms(tmp_path, detector):
+    transform = Affine.translation(500_000, 4_000_000) * Affine.rotation(30) * Affine.scale(1, -1)
+    path = scene_with_squares(tmp_path / "rot.tif", 150, 100, [(20, 30), (90, 50)], transform=transform)
+    result = detector.detect_scene(path)
+    assert result.scene.gsd == pytest.approx(1.0, rel=2e-3)  # UTM grid distance ~ ground distance
+    assert result.detections.boxes.tolist() == [[20, 30, 20 + SIZE, 30 + SIZE], [90, 50, 90 + SIZE, 50 + SIZE]]
+    for crs_mode, crs, atol in (("native", None, 1e-6), ("wgs84", result.scene.crs, 1e-9)):
+        doc = geojson(result, crs_mode)
+        for feature in doc["features"]:
+            expected = _expected_corners(transform, feature["properties"]["pixel_bbox"], crs)
+            _check_ring(feature["geometry"]["coordinates"][0], expected, atol)
+
+
+def test_ungeoreferenced_scene_keeps_pixel_coordinates(tmp_path, detector):
+    path = scene_with_squares(tmp_path / "bare.tif", 100, 80, [(10, 20)], crs=None)
+    doc = geojson(detector.detect_scene(path), "wgs84")
+    assert doc["pixel_coordinates"] is True and "crs" not in doc
+    ring = np.array(doc["features"][0]["geometry"]["coordinates"][0])
+    assert {tuple(p) for p in ring} == {(10, 20), (10, 32), (22, 32), (22, 20)}
+
+
+def test_coco_results_score_perfectly_with_pycocotools(tmp_path, detector):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    corners = [(5, 5), (58, 20), (48, 70), (100, 100), (150, 30), (60, 57), (170, 120)]
+    path = scene_with_squares(tmp_path / "7.tif", 200, 160, corners, blue={1, 4})
+    result = detector.detect_scene(path)
+    out = write(result, tmp_path / "7.json", "coco")
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 7, "width": 200, "height": 160, "file_name": "7.tif"}],
+                  "categories": [{"id": 1, "name": "red thing"}, {"id": 2, "name": "blue thing"}],
+                  "annotations": [{"id": k + 1, "image_id": 7, "category_id": 2 if k in (1, 4) else 1, "iscrowd": 0,
+                                   "bbox": [c, r, SIZE, SIZE], "area": SIZE * SIZE} for k, (c, r) in enumerate(corners)]}
+    gt.createIndex()
+    evaluation = COCOeval(gt, gt.loadRes(str(out)), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+    assert image_id("scenes/7.tif") == 7 and image_id("a/b.tif") == "b.tif"
+
+
+def test_csv_rows_and_centres(tmp_path, detector):
+    path = scene_with_squares(tmp_path / "c.tif", 120, 90, [(10, 20), (70, 40)], blue={1})
+    result = detector.detect_scene(path)
+    rows = list(csv.DictReader(open(write(result, tmp_path / "c.csv", "csv", "wgs84"))))
+    assert sorted(r["label"] for r in rows) == ["blue thing", "red thing"]
+    for row in rows:
+        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+        lon, lat = warp(result.scene.crs, "EPSG:4326", *xy(result.scene.transform, [(y1 + y2) / 2], [(x1 + x2) / 2], offset="ul"))
+        assert float(row["center_x"]) == pytest.approx(lon[0], abs=1e-9)
+        assert float(row["center_y"]) == pytest.approx(lat[0], abs=1e-9)
+
+
+def test_preview_png_outlines_boxes_in_class_colours(tmp_path, detector):
+    path = scene_with_squares(tmp_path / "p.tif", 300, 150, [(20, 30), (200, 100)], blue={1})
+    result = detector.detect_scene(path)
+    write_preview(result, tmp_path / "p.png")
+    with rasterio.open(tmp_path / "p.png") as png:
+        assert png.driver == "PNG" and (png.width, png.height) == (300, 150)
+        image = png.read()
+    for (x1, y1, x2, y2), label in zip(result.detections.boxes.astype(int), result.detections.labels):
+        np.testing.assert_array_equal(image[:, y1, x1], PALETTE[label - 1])
+        np.testing.assert_array_equal(image[:, (y1 + y2) // 2, x2], PALETTE[label - 1])
+    assert list(tmp_path.glob(".*")) == []  # nothing left beside it
+    big = scene_with_squares(tmp_path / "big.tif", 2500, 1200, [(20, 30)])
+    write_preview(detector.detect_scene(big), tmp_path / "big.png")
+    with rasterio.open(tmp_path / "big.png") as png:
+        assert (png.width, png.height) == (1024, round(1200 / (2500 / 1024)))
+
+
+def test_geojson_reads_back_with_a_gis_library(tmp_path, detector):
+    gpd = pytest.importorskip("geopandas", reason="geopandas is not installed; the JSON itself is checked above")
+    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+    frame = gpd.read_file(write(result, tmp_path / "x.geojson", "geojson", "wgs84"))
+    assert len(frame) == len(result.detections) and frame.crs.to_epsg() == 4326
