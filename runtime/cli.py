@@ -119,7 +119,7 @@ def predict(
         f"onnxruntime runs on {', '.join(detector.session.providers)}{note}")
     failed = len(problems)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         all_scenes = progress.add_task("scenes", total=len(paths))
         tiles = progress.add_task("tiles", total=None)
         for path, target in targets.items():

@@ -1,0 +1,152 @@
+"""`scalemae-det predict` as users run it: in a subprocess, without torch, killed, fed bad files."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_runtime_standin import build_model, scene_with_squares
+
+REPO = Path(__file__).parents[1]
+REAL = REPO.parent / "shared" / "realdata"
+# Run the CLI with torch made unimportable: any attempt is reported on stderr and fails.
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            sys.stderr.write(f"torch import attempted: {name}\\n")
+            raise ImportError(f"{name} is not available here")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+from scalemae_det.cli import main
+sys.argv = ["scalemae-det", *sys.argv[1:]]
+try:
+    main()
+finally:
+    assert "torch" not in sys.modules
+"""
+
+
+def predict(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, "predict", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", NO_TORCH, "predict", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("model") / "standin.onnx")
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_predict_runs_without_torch(tmp_path, model):
+    scene = scene_with_squares(tmp_path / "a.tif", 200, 150, [(10, 10), (100, 60)])
+    done = predict(scene, "--model", model, "--out", tmp_path / "out", "--preview", tmp_path / "a.png")
+    assert done.returncode == 0, done.stderr
+    assert "torch import attempted" not in done.stderr
+    assert "CPUExecutionProvider" in done.stderr  # the provider actually used is reported
+    assert "a.tif: 2 detections" in done.stderr
+    doc = json.loads((tmp_path / "out" / "a.geojson").read_text())
+    assert len(doc["features"]) == 2 and (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_killed_run_leaves_only_complete_outputs_and_rerun_skips_them(tmp_path, model):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for k in range(6):
+        scene_with_squares(scenes / f"s{k}.tif", 1000, 1000, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)])
+    out = tmp_path / "out"
+    proc = start(scenes, "--model", model, "--out", out)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.geojson")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = sorted(out.glob("*.geojson"))
+    assert 1 <= len(first) < 6, "the run should have been killed part-way"
+    for path in first:  # whatever was there when it died is complete
+        assert json.loads(path.read_text())["type"] == "FeatureCollection"
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    again = predict(scenes, "--model", model, "--out", out)
+    assert again.returncode == 0, again.stderr
+    for path in first:
+        assert f"{path.stem}.tif: skipped" in again.stderr and path.stat().st_mtime_ns == stamps[path]
+    for k in range(6):
+        assert len(json.loads((out / f"s{k}.geojson").read_text())["features"]) == k + 1
+    redo = predict(scenes / "s0.tif", "--model", model, "--out", out, "--overwrite")
+    assert redo.returncode == 0 and (out / "s0.geojson").stat().st_mtime_ns != stamps.get(out / "s0.geojson", 0)
+
+
+def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model):
+    good = scene_with_squares(tmp_path / "good.tif", 120, 100, [(30, 30)])
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    two = tmp_path / "two.tif"
+    import rasterio
+
+    with rasterio.open(two, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint8") as ds:
+        ds.write(np.zeros((2, 8, 8), np.uint8))
+    done = predict(text, REAL / "corrupt.tif", two, tmp_path / "missing.tif", good, "--model", model,
+                   "--out", tmp_path / "out", "--gsd-mode", "as-is", "--format", "csv")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = _errors(done.stderr)
+    assert len(errors) == 4
+    for name, problem in (("notes.tif", "not a readable raster"), ("corrupt.tif", "reading failed"),
+                          ("two.tif", "2 colour bands"), ("missing.tif", "no such file")):
+        assert any(name in e and problem in e for e in errors), (name, errors)
+    assert "4 of 5 inputs failed" in done.stderr
+    assert (tmp_path / "out" / "good.csv").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv"]
+
+
+@pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option"])
+def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
+    scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
+    args = [scene, scene_with_squares(tmp_path / "b.tif", 100, 80, [(10, 10)]), "--model", model, "--out", tmp_path / "out"]
+    if case == "no metadata":
+        args[3] = build_model(tmp_path / "bare.onnx", with_metadata=False)
+        expected = "bare.onnx: not a scalemae-det model"
+    elif case == "output is a file":
+        (tmp_path / "taken").write_text("")
+        args[5] = tmp_path / "taken"
+        expected = "taken: cannot create the output directory"
+    elif case == "preview name":
+        args += ["--preview", tmp_path / "p.png"]
+        expected = "with several scenes the name needs {scene}"
+    else:
+        args += ["--scale", "low,high"]
+        expected = "--scale: expected auto or MIN,MAX"
+    done = predict(*args)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert _errors(done.stderr) == [line for line in done.stderr.splitlines() if expected in line]
+    assert len(_errors(done.stderr)) == 1
+    assert not (tmp_path / "out" / "a.geojson").exists()
+
+
+def test_no_gpu_means_a_cuda_request_fails(tmp_path, model):
+    import onnxruntime as ort
+
+    probe = ort.InferenceSession(str(model), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if "CUDAExecutionProvider" in probe.get_providers():
+        pytest.skip("a GPU is usable here: nothing to refuse")
+    scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
+    done = predict(scene, "--model", model, "--out", tmp_path / "out", "--provider", "cuda")
+    assert done.returncode == 1 and len(_errors(done.stderr)) == 1
+    assert "--provider cuda requested but CUDAExecutionProvider not usable" in done.stderr
+    assert not (tmp_path / "out" / "a.geojson").exists()
