@@ -42,8 +42,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
         raise UserError(f"{path}: refused to load: it holds objects that are not plain weights ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # a truncated or foreign file fails in many ways inside the unpickler
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj

@@ -29,7 +29,7 @@ def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float
     cx, cy = width / 2, height / 2
     n = 16  # measure over several pixels so rounding in the reprojection does not matter
     cols, rows = [cx, cx + n, cx], [cy, cy, cy + n]
-    xs, ys = zip(*(transform * (c, r) for c, r in zip(cols, rows)))
+    xs, ys = zip(*(transform @ (c, r) for c, r in zip(cols, rows)))
     lons, lats = warp_transform(crs, "EPSG:4326", list(xs), list(ys))
     dx = _haversine(lons[0], lats[0], lons[1], lats[1]) / n
     dy = _haversine(lons[0], lats[0], lons[2], lats[2]) / n

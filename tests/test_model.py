@@ -1,0 +1,115 @@
+"""Trunk, window attention, pyramid and heads of the detector."""
+
+import pytest
+import torch
+
+from scalemae_det import build_detector
+from scalemae_det.models.pyramid import SimpleFeaturePyramid
+from scalemae_det.models.vit import Block, window_partition, window_unpartition
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_window_zero_equals_global_attention():
+    block = Block(32, 4, 4.0, 0.0, window_size=0).eval()
+    x = torch.randn(2, 6, 6, 32)
+    whole = Block(32, 4, 4.0, 0.0, window_size=6).eval()  # one window covering the grid = global
+    whole.load_state_dict(block.state_dict())
+    torch.testing.assert_close(block(x), whole(x))
+    split = Block(32, 4, 4.0, 0.0, window_size=3).eval()
+    split.load_state_dict(block.state_dict())
+    assert not torch.allclose(block(x), split(x), atol=1e-4)  # windows really restrict attention
+
+
+def test_window_padding_is_cropped_back():
+    x = torch.randn(2, 5, 7, 8)
+    windows, padded = window_partition(x, 4)
+    assert padded == (8, 8) and windows.shape == (2 * 4, 16, 8)
+    torch.testing.assert_close(window_unpartition(windows, 4, padded, (5, 7)), x)
+    # a windowed block on an odd grid: each output equals attention within its own padded window
+    block = Block(8, 2, 2.0, 0.0, window_size=4).eval()
+    out = block(x)
+    assert out.shape == x.shape
+    y = block.norm1(x)
+    padded_y = torch.nn.functional.pad(y, (0, 0, 0, 1, 0, 3))  # (2, 8, 8, 8)
+    win = padded_y[:, 4:8, 0:4].reshape(2, 16, 8)
+    attn = block.attn(win).reshape(2, 4, 4, 8)[:, :1]  # row 4 of the grid, columns 0..3
+    mid = x[:, 4:5, 0:4] + attn
+    expected = mid + block.mlp(block.norm2(mid))
+    torch.testing.assert_close(out[:, 4:5, 0:4], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_trunk_non_square_and_mixed_gsd_batch():
+    model = build_detector("vit_tiny_patch16", 2).eval()
+    trunk = model.backbone.trunk
+    x = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        both = trunk(x, torch.tensor([0.3, 1.5]))
+        first = trunk(x[:1], 0.3)
+        second = trunk(x[1:], 1.5)
+        other = trunk(x[:1], 1.5)
+    assert both.shape == (2, 192, 6, 10)
+    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(first, other, atol=1e-3)  # the GSD reaches the features
+
+
+def test_pyramid_strides_and_channels():
+    pyramid = SimpleFeaturePyramid(96, 256).eval()
+    x = torch.randn(1, 96, 8, 12)  # the stride-16 map of a 128 x 192 image
+    levels = pyramid(x)
+    assert list(levels) == ["p2", "p3", "p4", "p5", "p6"]
+    for (name, feat), stride in zip(levels.items(), (4, 8, 16, 32, 64)):
+        assert feat.shape == (1, 256, -(-128 // stride), -(-192 // stride)), name
+
+
+def test_every_roi_is_pooled_from_a_real_level():
+    """The public ScaleMAE-Det code ordered levels coarse to fine, so RoIs pooled to zeros."""
+    model = build_detector("vit_tiny_patch16", 2, rpn_post_nms_top_n=(500, 300)).eval()
+    pooled = []
+    model.roi_heads.box_roi_pool.register_forward_hook(lambda m, i, o: pooled.append(o))
+    with torch.no_grad():
+        model([torch.rand(3, 256, 256), torch.rand(3, 192, 224)], gsd=[0.5, 0.3])
+    feats = pooled[0]
+    assert feats.shape[0] > 100
+    assert bool((feats.flatten(1).abs().sum(1) > 0).all())
+    pool = model.roi_heads.box_roi_pool
+    assert pool.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    # RoIs of every size class land on the level the FPN rule names (k0=4 at 224 px)
+    boxes = torch.tensor([[0, 0, 30, 30], [0, 0, 120, 120], [0, 0, 224, 224], [0, 0, 500, 500.]])
+    assert pool.map_levels([boxes]).tolist() == [0, 1, 2, 3]
+
+
+def test_detector_outputs_and_losses():
+    model = build_detector("vit_tiny_patch16", 3)
+    images = [torch.rand(3, 128, 128), torch.rand(3, 128, 96)]
+    targets = [{"boxes": torch.tensor([[10., 20, 60, 50]]), "labels": torch.tensor([3])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    losses = model(images, targets, gsd=0.5)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model(images, gsd=torch.tensor([0.5, 0.25]))
+    assert [o["boxes"].shape[1] for o in out] == [4, 4]
+    for o, (h, w) in zip(out, [(128, 128), (128, 96)]):  # boxes in the input's own pixels
+        if len(o["boxes"]):
+            assert o["boxes"][:, 2].max() <= w and o["boxes"][:, 3].max() <= h
+            assert o["labels"].min() >= 1 and o["labels"].max() <= 3
+    with pytest.raises(ValueError, match="GSD values"):
+        model(images, gsd=[0.5, 0.5, 0.5])
+
+
+def test_configs_and_overrides():
+    model = build_detector("vit_tiny_patch16", 1, window_size=0, res_per_metre=2.0)
+    assert all(b.window_size == 0 for b in model.backbone.trunk.blocks)
+    assert model.config.res_per_metre == 2.0
+    torch.testing.assert_close(model.res_factors(0.3, 2, torch.device("cpu")),
+                               torch.tensor([0.6, 0.6], dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown config"):
+        build_detector("vit_tiny_patch16", 1, not_a_field=1)
+    with pytest.raises(KeyError, match="vit_large_patch16"):
+        build_detector("vit_huge", 1)

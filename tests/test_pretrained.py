@@ -1,0 +1,94 @@
+"""Loading the two published ScaleMAE layouts (FACTS.md), scaled down to the tiny config."""
+
+import argparse
+import os
+import pathlib
+
+import pytest
+import torch
+
+from scalemae_det import build_detector, load_pretrained
+from scalemae_det.errors import UserError
+
+D, DEPTH = 192, 4  # vit_tiny_patch16
+
+
+def encoder_state(dim: int = D, depth: int = DEPTH) -> dict[str, torch.Tensor]:
+    """The encoder keys and shapes of FACTS.md, at width `dim` and depth `depth`."""
+    g = torch.Generator().manual_seed(1)
+    shapes = {"cls_token": (1, 1, dim), "pos_embed": (1, 197, dim),
+              "patch_embed.proj.weight": (dim, 3, 16, 16), "patch_embed.proj.bias": (dim,),
+              "norm.weight": (dim,), "norm.bias": (dim,)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        shapes |= {b + "norm1.weight": (dim,), b + "norm1.bias": (dim,),
+                   b + "attn.qkv.weight": (3 * dim, dim), b + "attn.qkv.bias": (3 * dim,),
+                   b + "attn.proj.weight": (dim, dim), b + "attn.proj.bias": (dim,),
+                   b + "norm2.weight": (dim,), b + "norm2.bias": (dim,),
+                   b + "mlp.fc1.weight": (4 * dim, dim), b + "mlp.fc1.bias": (4 * dim,),
+                   b + "mlp.fc2.weight": (dim, 4 * dim), b + "mlp.fc2.bias": (dim,)}
+    return {k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}
+
+
+def original_release(path, state):
+    decoder = {"decoder_embed.weight": torch.zeros(8, D), "mask_token": torch.zeros(1, 1, 8),
+               "mask_token_decoder": torch.zeros(1, 1, 8), "pos_emb_projection.weight": torch.zeros(4, 4),
+               "fpn.fpn1.0.weight": torch.zeros(2), "fcn_high.conv.weight": torch.zeros(2),
+               "fcn_low.conv.weight": torch.zeros(2), "fcn.conv.weight": torch.zeros(2)}
+    args = argparse.Namespace(output_dir=pathlib.PosixPath("/tmp/out"), lr=1e-4)
+    torch.save({"model": {**state, **decoder}, "args": args, "epoch": 799}, path)
+
+
+def torchgeo(path, state):
+    torch.save({**state, "head.weight": torch.zeros(62, D), "head.bias": torch.zeros(62)}, path)
+
+
+@pytest.mark.parametrize("writer", [original_release, torchgeo])
+def test_published_layouts_load(tmp_path, writer):
+    torch.manual_seed(0)
+    model = build_detector("vit_tiny_patch16", 2).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model.backbone.trunk(x, 0.3)
+    state = encoder_state()
+    writer(tmp_path / "w.pth", state)
+    report = load_pretrained(model, tmp_path / "w.pth")
+    assert report.missing == []
+    assert len(report.loaded) == len(state) - 2  # all but cls_token and pos_embed
+    assert {"cls_token", "pos_embed"} <= set(report.skipped)
+    assert not any(k.startswith("decoder") for k in report.loaded)
+    trunk_state = model.backbone.trunk.state_dict()
+    for key in report.loaded:
+        torch.testing.assert_close(trunk_state[key], state[key])
+    with torch.no_grad():
+        assert not torch.allclose(before, model.backbone.trunk(x, 0.3))
+
+
+def test_wrong_model_size_is_refused(tmp_path):
+    torch.save(encoder_state(dim=96), tmp_path / "small.pth")
+    model = build_detector("vit_tiny_patch16", 2)
+    with pytest.raises(UserError, match=r"small\.pth: .*shape \(96"):
+        load_pretrained(model, tmp_path / "small.pth")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = "/tmp/scalemae_det_pickle_ran"
+
+
+def test_malicious_pickle_refused_without_running(tmp_path):
+    pathlib.Path(MARKER).unlink(missing_ok=True)
+    torch.save({"model": encoder_state(), "evil": Exploit()}, tmp_path / "evil.pth")
+    assert not os.path.exists(MARKER)
+    with pytest.raises(UserError, match="evil.pth: refused to load"):
+        load_pretrained(build_detector("vit_tiny_patch16", 2), tmp_path / "evil.pth")
+    assert not os.path.exists(MARKER)
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pth").write_text("hello")
+    with pytest.raises(UserError, match="junk.pth: not a readable"):
+        load_pretrained(build_detector("vit_tiny_patch16", 2), tmp_path / "junk.pth")
