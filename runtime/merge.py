@@ -10,8 +10,8 @@ its own NMS inside each tile, which is left alone):
 2. greedy NMS by score over what remains, matching by IoU or by intersection over the smaller box
    ("ios", which also catches a part inside a whole).
 
-Candidate pairs come from a sweep over boxes sorted by x, so the cost follows the number of
-overlapping pairs, not the square of the number of detections.
+Candidate pairs come from a sweep by x within horizontal bands, so the cost follows the number of
+nearby pairs, not the square of the number of detections.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("iou", "ios")
-_CHUNK = 1 << 20  # candidate pairs examined at a time, bounding memory on huge scenes
+_CHUNK = 1 << 16  # candidate pairs examined at a time, bounding memory on huge scenes
 
 
 def _area(b: np.ndarray) -> np.ndarray:
@@ -28,26 +28,39 @@ def _area(b: np.ndarray) -> np.ndarray:
 
 def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, intersection area) for boxes of one class from different tiles that overlap."""
-    n = len(boxes)
-    order = np.argsort(boxes[:, 0], kind="stable")
-    b = boxes[order]
-    ends = np.searchsorted(b[:, 0], b[:, 2], side="left")  # sorted boxes starting before box i ends
-    counts = np.maximum(ends - np.arange(n) - 1, 0)
+    """(i, j, intersection area) for boxes of one class from different tiles that overlap.
+
+    Boxes are put in horizontal bands at least as tall as the tallest box (a box lands in the one
+    or two bands it spans) and swept by x within each band; a pair is reported by the band holding
+    the top of its intersection, so once.
+    """
+    height = max(1.0, float(np.max(boxes[:, 3] - boxes[:, 1], initial=0)))
+    first = np.floor(boxes[:, 1] / height).astype(np.int64)
+    span = np.floor(boxes[:, 3] / height).astype(np.int64) - first + 1
+    copy = np.repeat(np.arange(len(boxes)), span)  # box of each entry
+    band = first[copy] + np.arange(len(copy)) - np.repeat(np.cumsum(span) - span, span)
+    stride = float(np.max(boxes[:, 2], initial=0)) + 1  # band * stride + x orders by band, then x
+    order = np.lexsort((boxes[copy, 0], band))
+    copy, band = copy[order], band[order]
+    starts = band * stride + boxes[copy, 0]
+    ends = np.searchsorted(starts, band * stride + boxes[copy, 2], side="left")  # entries starting before each ends
+    counts = np.maximum(ends - np.arange(len(copy)) - 1, 0)
+    total = np.cumsum(counts)
     found = []
-    start = 0
-    while start < n:  # chunks of boxes whose candidate lists together stay under _CHUNK
-        stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), _CHUNK, side="right")))
-        c = counts[start:stop]
-        i = np.repeat(np.arange(start, stop), c)
-        j = i + 1 + np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
-        bi, bj = b[i], b[j]
+    lo = 0
+    while lo < len(copy):  # runs of entries whose candidate lists together stay under _CHUNK
+        hi = max(lo + 1, int(np.searchsorted(total, total[lo] - counts[lo] + _CHUNK, side="right")))
+        c = counts[lo:hi]
+        p = np.repeat(np.arange(lo, hi), c)
+        q = p + 1 + np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
+        i, j = copy[p], copy[q]
+        bi, bj = boxes[i], boxes[j]
         w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
         h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
-        oi, oj = order[i], order[j]
-        keep = (w > 0) & (h > 0) & (labels[oi] == labels[oj]) & (tiles[oi] != tiles[oj])
-        found.append((oi[keep], oj[keep], (w * h)[keep]))
-        start = stop
+        top = np.floor(np.maximum(bi[:, 1], bj[:, 1]) / height).astype(np.int64)
+        keep = (w > 0) & (h > 0) & (labels[i] == labels[j]) & (tiles[i] != tiles[j]) & (top == band[p])
+        found.append((i[keep], j[keep], (w * h)[keep]))
+        lo = hi
     if not found:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
     return tuple(np.concatenate(parts) for parts in zip(*found))

@@ -25,6 +25,9 @@ from scalemae_det.geo import gsd_m
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
 GSD_TOLERANCE = 0.25  # as-is mode warns past this relative mismatch
+# GDAL's block cache defaults to 5% of RAM and would end up holding much of a large scene; a row of
+# tiles is what reads reuse (overlaps), so a bounded cache keeps memory flat whatever the scene size
+GDAL_CACHE_MB = 32
 
 
 @dataclass
@@ -102,7 +105,7 @@ def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     nodata = np.ones((size, tile, tile), bool)
     chosen: list[Tile] = []
     skipped = 0
-    with rasterio.open(scene.path) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as ds:
         for t in scene.tiles:
             unit, mask = read_unit(ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width))
             if mask.all():

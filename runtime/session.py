@@ -72,7 +72,10 @@ class Session:
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
                  threads: int | None = None):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("onnxruntime is not installed: pip install 'scalemae-det[runtime]'") from None
 
         self.path = str(model_path)
         if provider not in CHOICES:
