@@ -69,7 +69,7 @@ def predict(
     batch: int = typer.Option(None, "--batch", help="tiles per run (default: the model's)"),
     score_threshold: float = typer.Option(None, "--score-threshold", help="default: the model's"),
     bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, e.g. 4,3,2 (default: RGB or the first three)"),
-    scale: str = typer.Option("auto", "--scale", help="auto (2-98%% stretch; uint8 /255) or MIN,MAX"),
+    scale: str = typer.Option("auto", "--scale", help="auto (2-98% stretch; uint8 /255) or MIN,MAX"),
     gsd_mode: str = typer.Option("resample", "--gsd-mode", help="resample to the model's GSD, or as-is"),
     crs: str = typer.Option("wgs84", "--crs", help="wgs84 (RFC 7946) or native (the scene's CRS)"),
     fmt: str = typer.Option("geojson", "--format", help="geojson | coco | csv"),
