@@ -38,7 +38,7 @@ def export_command(
     fp16: bool = typer.Option(DEFAULTS.fp16, "--fp16", help="Half-precision backbone, float32 heads and box decoding; parity is reported against float32."),
     opset: int = typer.Option(DEFAULTS.opset, help="ONNX opset."),
     validate: bool = typer.Option(DEFAULTS.validate, "--validate/--no-validate", help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json."),
-    simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating)."),
+    simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory."),
 ) -> None:
     """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""
     from rich.console import Console

@@ -31,6 +31,7 @@ from export.options import ExportSpec, Log, quiet
 from export.parity import ParityCheck, ParityReport, drop_report, write_report
 from export.prepare import ExportResult, Prepared, prepare
 
+
 def trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings flag Python values frozen at trace time; with a fixed batch, tile and

@@ -115,7 +115,9 @@ class ParityReport:
                 f"{self.compared_detections} detections): max box diff {self.max_box_diff_px:.2g} px "
                 f"(tol {self.tolerance['box_px']}), max score diff {self.max_score_diff:.2g} "
                 f"(tol {self.tolerance['score']}), labels {self.label_agreement:.1%}, counts {self.count_agreement:.1%}, "
-                f"per-tile counts {self.counts_reference} vs {self.counts_exported}")
+                f"per-tile counts {self.counts_reference} vs {self.counts_exported}"
+                + ("; nothing to compare: no detection on the generated tiles scores clear of the cut-off by more than the tolerance"
+                   if self.compared_detections == 0 else ""))
 
 
 def _match(ref: Detections, got: Detections) -> tuple[int, list[float], list[float]]:

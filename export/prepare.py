@@ -38,7 +38,7 @@ class Prepared:
 class ExportResult:
     path: Path
     metadata: ModelMetadata
-    report: "ParityReport | None"  # None when validation was skipped
+    report: ParityReport | None  # None when validation was skipped
     report_path: Path | None
     simplified: bool  # onnxslim's graph was kept (ONNX only)
     seconds: float
@@ -48,7 +48,7 @@ class ExportResult:
 def check_writable(out: Path) -> None:
     if out.is_dir():
         raise UserError(f"{out}: is a directory; give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent
     if not parent.is_dir():
         raise UserError(f"{out}: output directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
