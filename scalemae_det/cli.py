@@ -4,31 +4,23 @@ import sys
 
 import typer
 
+from export.cli import export_command
+from runtime.cli import predict
+from scalemae_det.data.xview import prepare_xview_command
+from scalemae_det.demo import demo_command
+from scalemae_det.engine.evaluate import evaluate_command
 from scalemae_det.errors import UserError
+from scalemae_det.synthetic.commands import synth_chips, synth_scene
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ScaleMAE detection for satellite imagery.")
-
-from scalemae_det.data.xview import prepare_xview_command  # noqa: E402
-
-app.command("prepare-xview")(prepare_xview_command)
-
-from runtime.cli import predict  # noqa: E402
-
-app.command("predict")(predict)
-
-from scalemae_det.synthetic.commands import synth_chips, synth_scene  # noqa: E402
-
+app.command("demo")(demo_command)
 app.command("synth-scene")(synth_scene)
 app.command("synth-chips")(synth_chips)
-
-from scalemae_det.engine.evaluate import evaluate_command  # noqa: E402
-
+app.command("prepare-xview")(prepare_xview_command)
 app.command("evaluate")(evaluate_command)
-
-from export.cli import export_command  # noqa: E402
-
 app.command("export")(export_command)
+app.command("predict")(predict)
 
 
 def report_user_errors(entry, *args) -> None:
@@ -42,3 +34,7 @@ def report_user_errors(entry, *args) -> None:
 
 def main() -> None:
     report_user_errors(app)
+
+
+if __name__ == "__main__":
+    main()
