@@ -1,0 +1,29 @@
+"""Shrink a training checkpoint to what inference needs: weights in half precision, config, classes, GSD.
+
+    .venv/bin/python scripts/slim_checkpoint.py run/checkpoint.pth scalemae_det/assets/vit_tiny_synthetic.pth
+
+`load_detector` casts the weights back to float32 on load, so the bundled model stays a few MB.
+"""
+
+import sys
+
+import torch
+
+from scalemae_det.atomic import atomic_path
+from scalemae_det.checkpoints import CHECKPOINT_FORMAT, read_checkpoint
+
+KEEP = ("format", "config", "class_names", "gsd", "category_ids")
+
+
+def main(src: str, dst: str) -> None:
+    ckpt = read_checkpoint(src)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        sys.exit(f"error: {src}: not a scalemae-det detector checkpoint")
+    slim = {k: ckpt[k] for k in KEEP if k in ckpt}
+    slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
