@@ -222,12 +222,12 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from bench_predict import scene
-    from scalemae_det.evaluation import evaluate_detections
+    from scalemae_det.atomic import atomic_path
+    from scalemae_det.evaluation import xview_class_aps
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.scene = scene(args.workdir, args.size, args.gsd)
-    gt_path = args.scene.with_suffix(".json")
-    gt = json.loads(gt_path.read_text())
+    gt = json.loads(args.scene.with_suffix(".json").read_text())
     for batch in sorted({2 if b == "ort-b2" else 1 for b in args.backends}):
         exported(args.checkpoint, args.workdir, args.gsd, args.tile, batch)
 
@@ -241,7 +241,10 @@ def main() -> None:
             print(f"{backend}: failed, {m['error']}", flush=True)
             continue
         dets = coco_detections(m, gt)
-        m["AP50"] = evaluate_detections(gt_path, dets, max_dets=max(len(dets), 100))["AP50"] if dets else 0.0
+        with atomic_path(args.workdir / f"detections_{args.size}_{backend}.json") as tmp:  # for scoring offline
+            tmp.write_text(json.dumps(dets))
+        aps = xview_class_aps(gt, dets, iou_threshold=0.5)
+        m["AP50"] = sum(aps.values()) / len(aps)
         extra = "".join(f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if m.get(k) is not None)
         print(f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) [{m['provider']}]",
               flush=True)
@@ -255,6 +258,8 @@ def main() -> None:
         ratio = f"{m['seconds'] / base:.2f}x" if base else "-"
         print(f"{backend:<8} {m['tiles']:>6} {m['seconds']:>8.1f} {megapixels / m['seconds']:>6.2f} {len(m['scores']):>10} "
               f"{m['AP50']:>7.3f} {ratio:>8}")
+    print("AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes; "
+          "pycocotools' COCOeval matches in Python loops over detections x ground truth and did not finish in 18 min on one 10k scene")
 
 
 if __name__ == "__main__":
