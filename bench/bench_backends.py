@@ -193,8 +193,9 @@ def coco_detections(m: dict, gt: dict) -> list[dict]:
 
 def measure(backend: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", backend, "--scene", str(args.scene), "--workdir", str(args.workdir),
-           "--gsd", str(args.gsd), "--threads", str(args.threads), "--overlap", str(args.overlap), "--tile", str(args.tile),
-           "--checkpoint", str(args.checkpoint)] + (["--sahi-path", str(args.sahi_path)] if args.sahi_path else [])
+           "--gsd", str(args.gsd), "--threads", str(args.threads), "--overlap", str(args.overlap),
+           "--tile", str(args.tile), "--checkpoint", str(args.checkpoint)]
+    cmd += ["--sahi-path", str(args.sahi_path)] if args.sahi_path else []
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode:
         return {"error": f"its process exited with {proc.returncode} (stderr above)"}
@@ -232,8 +233,8 @@ def main() -> None:
         exported(args.checkpoint, args.workdir, args.gsd, args.tile, batch)
 
     megapixels = args.size ** 2 / 1e6
-    print(f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} objects, {args.gsd:g} m), "
-          f"tile {args.tile}, overlap {args.overlap}, {args.threads} threads", flush=True)
+    print(f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} objects, "
+          f"{args.gsd:g} m), tile {args.tile}, overlap {args.overlap}, {args.threads} threads", flush=True)
     rows = {}
     for backend in args.backends:
         m = rows[backend] = measure(backend, args)
@@ -245,7 +246,7 @@ def main() -> None:
             tmp.write_text(json.dumps(dets))
         aps = xview_class_aps(gt, dets, iou_threshold=0.5)
         m["AP50"] = sum(aps.values()) / len(aps)
-        extra = "".join(f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if m.get(k) is not None)
+        extra = "".join(f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if k in m)
         print(f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) [{m['provider']}]",
               flush=True)
 
@@ -256,10 +257,11 @@ def main() -> None:
             print(f"{backend:<8} failed: {m['error']}")
             continue
         ratio = f"{m['seconds'] / base:.2f}x" if base else "-"
-        print(f"{backend:<8} {m['tiles']:>6} {m['seconds']:>8.1f} {megapixels / m['seconds']:>6.2f} {len(m['scores']):>10} "
-              f"{m['AP50']:>7.3f} {ratio:>8}")
-    print("AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes; "
-          "pycocotools' COCOeval matches in Python loops over detections x ground truth and did not finish in 18 min on one 10k scene")
+        print(f"{backend:<8} {m['tiles']:>6} {m['seconds']:>8.1f} {megapixels / m['seconds']:>6.2f} "
+              f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}")
+    print("AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes;\n"
+          "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
+          "it did not finish in 18 min on a 10k scene")
 
 
 if __name__ == "__main__":
