@@ -7,8 +7,10 @@ Pixels go through `runtime.pixels`, the same band choice, nodata handling and sc
 from __future__ import annotations
 
 import os
+import statistics
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import rasterio
 import torch
@@ -18,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from runtime.pixels import read_unit, select_bands, value_range
-from scalemae_det.data.labels import index_coco
+from scalemae_det.data.labels import ImageRecord, index_coco
 from scalemae_det.errors import UserError
 from scalemae_det.geo import gsd_m
 
@@ -62,26 +64,44 @@ class CocoDetection(Dataset):
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         target = {"boxes": boxes[keep], "labels": torch.from_numpy(rec.labels)[keep],
-                  "image_id": rec.image_id, "gsd": geo_gsd or rec.gsd or self.default_gsd}
+                  "image_id": rec.image_id, "gsd": self._gsd(rec, geo_gsd)}
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target
+
+    def _gsd(self, rec: ImageRecord, geo_gsd: float | None) -> float:
+        return geo_gsd or rec.gsd or self.default_gsd
+
+    def median_gsd(self, samples: int = 64) -> float:
+        """The checkpoint's GSD: median over up to `samples` evenly spread images, from their headers only."""
+        step = max(1, len(self.records) // samples)
+        values = []
+        for rec in self.records[::step][:samples]:
+            with open_raster(rec.path) as ds:
+                values.append(self._gsd(rec, gsd_m(ds.crs, ds.transform, ds.width, ds.height)))
+        return float(statistics.median(values))
 
 
 def read_image(path: os.PathLike, bands: Sequence[int] | None = None,
                scale: str | tuple[float, float] = "auto") -> tuple[Tensor, float | None]:
     """The whole raster as model input (3, H, W) in [0, 1], and its GSD if georeferenced."""
+    with open_raster(path) as ds:
+        chosen = select_bands(ds, bands)
+        unit, _ = read_unit(ds, chosen, Window(0, 0, ds.width, ds.height), value_range(ds, chosen, scale))
+        gsd = gsd_m(ds.crs, ds.transform, ds.width, ds.height)
+    return torch.from_numpy(unit), gsd
+
+
+@contextmanager
+def open_raster(path: os.PathLike) -> Iterator[rasterio.DatasetReader]:
+    """`rasterio.open`, quiet about PNG/JPEG without a georeference; a failed read is a one-line UserError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
             with rasterio.open(path) as ds:
-                chosen = select_bands(ds, bands)
-                unit, _ = read_unit(ds, chosen, Window(0, 0, ds.width, ds.height),
-                                    value_range(ds, chosen, scale))
-                gsd = gsd_m(ds.crs, ds.transform, ds.width, ds.height)
+                yield ds
     except RasterioIOError as exc:
         raise UserError(f"{path}: reading failed: {exc}") from None
-    return torch.from_numpy(unit), gsd
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:

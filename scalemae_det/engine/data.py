@@ -7,20 +7,14 @@ counted as missed, and boxes are the clipped ones the model trained on.
 
 from __future__ import annotations
 
-import statistics
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from scalemae_det.data.coco import CocoDetection, Transform, collate
 from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from scalemae_det.errors import UserError
-from scalemae_det.geo import gsd_m
 
 
 @dataclass
@@ -50,7 +44,7 @@ def load_split(image_dir: Path, label_file: Path, *, transform: Transform, defau
     ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
     names = list(class_names) if class_names is not None else ds.class_names
     ids = category_ids_by_name(names, ds, label_file)
-    return DataSplit(ds, names, ids, scoring_gt(ds, label_file), median_gsd(ds))
+    return DataSplit(ds, names, ids, scoring_gt(ds, label_file), ds.median_gsd())
 
 
 def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_file: Path) -> list[int]:
@@ -74,19 +68,3 @@ def scoring_gt(ds: CocoDetection, label_file: Path) -> dict:
                                 "category_id": ds.category_ids[label - 1], "bbox": [x0, y0, x1 - x0, y1 - y0],
                                 "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
     return {"images": images, "annotations": annotations, "categories": cats}
-
-
-def median_gsd(ds: CocoDetection, samples: int = 64) -> float:
-    """Median GSD of up to `samples` evenly spread images (headers only), by the dataset's precedence."""
-    step = max(1, len(ds.records) // samples)
-    values = []
-    for rec in ds.records[::step][:samples]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(rec.path) as src:
-                    geo = gsd_m(src.crs, src.transform, src.width, src.height)
-        except RasterioIOError as exc:
-            raise UserError(f"{rec.path}: reading failed: {exc}") from None
-        values.append(geo or rec.gsd or ds.default_gsd)
-    return float(statistics.median(values))
