@@ -101,8 +101,10 @@ class Batch:
 
 def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     """Read the scene's tiles in order, `size` at a time, leaving out all-nodata tiles."""
-    images = np.full((size, 3, tile, tile), FILL, np.float32)
-    nodata = np.ones((size, tile, tile), bool)
+    def fresh() -> tuple[np.ndarray, np.ndarray]:
+        return np.full((size, 3, tile, tile), FILL, np.float32), np.ones((size, tile, tile), bool)
+
+    images, nodata = fresh()
     chosen: list[Tile] = []
     skipped = 0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as ds:
@@ -115,10 +117,9 @@ def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
             images[k, :, :t.out_height, :t.out_width] = unit
             nodata[k, :t.out_height, :t.out_width] = mask
             chosen.append(t)
-            if len(chosen) == size:
-                yield Batch(images.copy(), nodata.copy(), chosen, skipped)
-                images[:] = FILL
-                nodata[:] = True
+            if len(chosen) == size:  # handed over as they are: the next batch gets new buffers
+                yield Batch(images, nodata, chosen, skipped)
+                images, nodata = fresh()
                 chosen, skipped = [], 0
     if chosen or skipped:
         n = len(chosen)
