@@ -96,13 +96,12 @@ def predict(
     paths, problems = expand_scenes(scenes)
     if preview and len(paths) > 1 and "{scene}" not in str(preview):
         raise UserError(f"--preview {preview}: with several scenes the name needs {{scene}}")
-    targets: dict[Path, Path] = {}
-    for p in paths:
-        target = output_path(out, p, fmt)
-        if target in targets.values():
-            clash = next(k for k, v in targets.items() if v == target)
+    targets = {p: output_path(out, p, fmt) for p in paths}
+    writers: dict[Path, Path] = {}  # output -> the first scene writing it
+    for p, target in targets.items():
+        clash = writers.setdefault(target, p)
+        if clash != p:
             raise UserError(f"{p} and {clash} would both write {target}; run them separately")
-        targets[p] = target
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
