@@ -28,7 +28,7 @@ from scalemae_det.atomic import atomic_path
 from scalemae_det.errors import UserError
 
 from export.options import ExportSpec, Log, quiet
-from export.parity import ParityCheck, ParityReport, drop_report, write_report
+from export.parity import ParityCheck, ParityReport, record_report
 from export.prepare import ExportResult, Prepared, prepare
 
 
@@ -135,5 +135,5 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
                 raise UserError(f"{out}: {report.summary()}; nothing written")
         with atomic_path(out) as tmp:
             os.replace(chosen, tmp)
-    report_path = write_report(out, report) if report else drop_report(out)
+    report_path = record_report(out, report)
     return ExportResult(out, metadata, report, report_path, simplified, time.perf_counter() - start, out.stat().st_size)

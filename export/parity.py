@@ -178,7 +178,7 @@ class ParityCheck:
 
     @classmethod
     def build(cls, prep) -> "ParityCheck":
-        """From an `export.spec.Prepared`: its float32 model is the reference whatever the export's precision."""
+        """From an `export.prepare.Prepared`: its float32 model is the reference whatever the export's precision."""
         spec = prep.spec
         tiles = validation_tiles(spec.tile, spec.batch)
         reference = run_reference(prep.model, tiles, spec.batch, spec.gsd)
@@ -194,13 +194,13 @@ def report_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".parity.json")
 
 
-def write_report(model_path: Path, report: ParityReport) -> Path:
+def record_report(model_path: Path, report: ParityReport | None) -> Path | None:
+    """Write the report beside the model; an unvalidated export (no report) removes the report of an
+    earlier one instead, which would describe another model."""
     path = report_path(model_path)
+    if report is None:
+        path.unlink(missing_ok=True)
+        return None
     with atomic_path(path) as tmp:
         tmp.write_text(report.to_json() + "\n")
     return path
-
-
-def drop_report(model_path: Path) -> None:
-    """An unvalidated export removes the report of an earlier one, which would describe another model."""
-    report_path(model_path).unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from scalemae_det.atomic import atomic_path
 from scalemae_det.errors import UserError
 
 from export.options import ExportSpec, Log, quiet
-from export.parity import ParityCheck, drop_report, write_report
+from export.parity import ParityCheck, record_report
 from export.prepare import ExportResult, prepare
 
 METADATA_FILE = "scalemae_det_metadata.json"  # holds ModelMetadata.to_props(), as in ONNX metadata_props
@@ -79,5 +79,5 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
             report = check.run(*torchscript_runner(module))
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
-    report_path = write_report(out, report) if report else drop_report(out)
+    report_path = record_report(out, report)
     return ExportResult(out, prep.metadata, report, report_path, False, time.perf_counter() - start, out.stat().st_size)
