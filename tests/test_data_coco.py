@@ -11,8 +11,10 @@ import torch
 from rasterio.transform import from_origin
 
 from scalemae_det.data.coco import CocoDetection, batch_gsd, collate
+from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, TrainTransform
 from scalemae_det.errors import UserError
+from scalemae_det.evaluation import evaluate_detections
 from scalemae_det.geo import gsd_m
 
 REALDATA = Path(__file__).parents[2] / "shared" / "realdata"
@@ -158,3 +160,22 @@ def test_unreadable_image_is_a_one_line_error(tmp_path):
     ds = CocoDetection(tmp_path / "images", labels)
     with pytest.raises(UserError, match="corrupt.tif: reading failed"):
         ds[0]
+
+
+def test_indexed_coco_holds_what_the_index_kept(dataset_dir, tmp_path):
+    """Scoring labels: usable images, clipped boxes, each category once (duplicates and junk dropped)."""
+    images, labels, _ = dataset_dir
+    data = json.loads(labels.read_text())
+    data["categories"] += [{"id": 5, "name": "car again"}, "junk"]
+    labels.write_text(json.dumps(data))
+    ds = CocoDetection(images, labels)
+    gt = indexed_coco(ds.records, ds.categories)
+    assert [c["id"] for c in gt["categories"]] == [2, 5, 9] and gt["categories"][1]["name"] == "car"
+    assert [i["id"] for i in gt["images"]] == [1, 2, 3, 4, 5]
+    boxes = {(a["image_id"], a["category_id"]): a["bbox"] for a in gt["annotations"]}
+    assert boxes == {(1, 5): [2, 3, 10, 5], (1, 2): [30, 20, 10, 10], (2, 9): [0, 0, 50, 60],
+                     (3, 5): [1.5, 2.5, 3, 4], (5, 2): [100, 100, 50, 40]}
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in gt["annotations"]]
+    metrics = evaluate_detections(gt, perfect)
+    assert [row["id"] for row in metrics["per_class"]] == [2, 5, 9] and metrics["AP50"] == pytest.approx(1.0)

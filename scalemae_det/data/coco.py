@@ -42,6 +42,7 @@ class CocoDetection(Dataset):
                  scale: str | tuple[float, float] = "auto", default_gsd: float = 0.3):
         index = index_coco(image_dir, label_file)
         self.records = index.images
+        self.categories = index.categories  # categories[k - 1]: file's category of label k
         self.category_ids = index.category_ids  # category_ids[k - 1]: file's id of label k
         self.class_names = index.class_names  # class_names[k - 1]: name of label k
         self.skipped = index.skipped

@@ -35,6 +35,7 @@ class ImageRecord:
 @dataclass
 class CocoIndex:
     images: list[ImageRecord]
+    categories: list[dict]  # categories[k - 1]: the label file's category of label k
     category_ids: list[int]  # category_ids[k - 1]: the label file's id of label k
     class_names: list[str]  # class_names[k - 1]: name of label k
     skipped: Counter  # reason -> number of records skipped for it
@@ -118,8 +119,31 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     if skipped:
         detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
         log.warning(f"warning: {label_file}: skipped {sum(skipped.values())} bad record(s): {detail}")
-    return CocoIndex(list(records.values()), [c["id"] for c in cats],
+    return CocoIndex(list(records.values()), cats, [c["id"] for c in cats],
                      [str(c.get("name", c["id"])) for c in cats], skipped)
+
+
+def coco_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float]) -> dict:
+    """The COCO annotation of an xyxy pixel box."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x0, y0, w, h],
+            "area": w * h, "iscrowd": 0}
+
+
+def indexed_coco(images: list[ImageRecord], categories: list[dict]) -> dict:
+    """COCO labels of what `index_coco` kept: the usable images and their (clipped) boxes.
+
+    Scoring against these rather than the raw file means an image the index skipped is neither
+    predicted nor counted as missed, and boxes are the ones the model trained on.
+    """
+    out_images, annotations = [], []
+    for rec in images:
+        out_images.append({"id": rec.image_id, "width": rec.width, "height": rec.height})
+        for box, label in zip(rec.boxes.tolist(), rec.labels.tolist()):
+            annotations.append(coco_annotation(len(annotations) + 1, rec.image_id,
+                                               categories[label - 1]["id"], box))
+    return {"images": out_images, "annotations": annotations, "categories": categories}
 
 
 def _image_problem(img, root: Path, seen: dict) -> str | None:

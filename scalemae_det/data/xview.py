@@ -30,6 +30,7 @@ import numpy as np
 import typer
 
 from scalemae_det.atomic import atomic_path
+from scalemae_det.data.labels import coco_annotation
 from scalemae_det.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,8 @@ class _CocoWriter:
     def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray) -> None:
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
-        for (x0, y0, x1, y1), label in zip(boxes.tolist(), labels.tolist()):
-            w, h = x1 - x0, y1 - y0
-            self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id,
-                                     "category_id": int(label), "bbox": [x0, y0, w, h],
-                                     "area": w * h, "iscrowd": 0})
+        for box, label in zip(boxes.tolist(), labels.tolist()):
+            self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box))
 
     def write(self, path: Path) -> None:
         with atomic_path(path) as tmp:

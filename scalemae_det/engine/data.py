@@ -1,8 +1,6 @@
 """The training and validation data as train.py and `evaluate` use them.
 
-Scoring uses ground truth rebuilt from the usable records (`scoring_gt`), not the raw label
-file: an image the dataset skipped (missing file, bad record) is then neither predicted nor
-counted as missed, and boxes are the clipped ones the model trained on.
+Scoring uses the dataset's indexed labels (`indexed_coco`), not the raw label file.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalemae_det.data.coco import CocoDetection, Transform, collate
-from scalemae_det.data.labels import read_coco_json
+from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from scalemae_det.errors import UserError
 
@@ -44,7 +42,7 @@ def load_split(image_dir: Path, label_file: Path, *, transform: Transform, defau
     ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
     names = list(class_names) if class_names is not None else ds.class_names
     ids = category_ids_by_name(names, ds, label_file)
-    return DataSplit(ds, names, ids, scoring_gt(ds, label_file), ds.median_gsd())
+    return DataSplit(ds, names, ids, indexed_coco(ds.records, ds.categories), ds.median_gsd())
 
 
 def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_file: Path) -> list[int]:
@@ -54,17 +52,3 @@ def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_fi
         raise UserError(f"{label_file}: no category named {', '.join(map(repr, missing))} "
                         f"(the model's classes are {', '.join(class_names)})")
     return [by_name[n] for n in class_names]
-
-
-def scoring_gt(ds: CocoDetection, label_file: Path) -> dict:
-    """COCO ground truth of the dataset's usable images and boxes, in the label file's ids."""
-    used = set(ds.category_ids)
-    cats = [c for c in read_coco_json(label_file)["categories"] if c.get("id") in used]
-    images, annotations = [], []
-    for rec in ds.records:
-        images.append({"id": rec.image_id, "width": rec.width, "height": rec.height})
-        for (x0, y0, x1, y1), label in zip(rec.boxes.tolist(), rec.labels.tolist()):
-            annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id,
-                                "category_id": ds.category_ids[label - 1], "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-    return {"images": images, "annotations": annotations, "categories": cats}
