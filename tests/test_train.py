@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from scalemae_det.checkpoints import load_detector, read_checkpoint
 from scalemae_det.cli import report_user_errors
+from scalemae_det.data.coco import collate
 from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
@@ -211,7 +212,7 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     model.register_forward_pre_hook(lambda m, args, kw: seen_targets.append(args[1]), with_kwargs=True)
     opt = build_optimizer(model, 1e-4, 0.1, 0.9)
     sampler = TrainSampler(3, batch_size=3, seed=11)
-    loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=split.collate)
+    loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=collate)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     progress = Progress()
     for epoch in range(3):

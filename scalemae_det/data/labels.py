@@ -36,9 +36,15 @@ class ImageRecord:
 class CocoIndex:
     images: list[ImageRecord]
     categories: list[dict]  # categories[k - 1]: the label file's category of label k
-    category_ids: list[int]  # category_ids[k - 1]: the label file's id of label k
-    class_names: list[str]  # class_names[k - 1]: name of label k
     skipped: Counter  # reason -> number of records skipped for it
+
+    @property
+    def category_ids(self) -> list[int]:  # category_ids[k - 1]: the label file's id of label k
+        return [c["id"] for c in self.categories]
+
+    @property
+    def class_names(self) -> list[str]:  # class_names[k - 1]: name of label k
+        return [str(c.get("name", c["id"])) for c in self.categories]
 
 
 def read_coco_json(path: str | os.PathLike) -> dict:
@@ -119,8 +125,7 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     if skipped:
         detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
         log.warning(f"warning: {label_file}: skipped {sum(skipped.values())} bad record(s): {detail}")
-    return CocoIndex(list(records.values()), cats, [c["id"] for c in cats],
-                     [str(c.get("name", c["id"])) for c in cats], skipped)
+    return CocoIndex(list(records.values()), cats, skipped)
 
 
 def coco_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float]) -> dict:

@@ -5,11 +5,11 @@ Scoring uses the dataset's indexed labels (`indexed_coco`), not the raw label fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from scalemae_det.data.coco import CocoDetection, Transform, collate
+from scalemae_det.data.coco import CocoDetection, Transform
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from scalemae_det.errors import UserError
@@ -22,7 +22,6 @@ class DataSplit:
     category_ids: list[int]  # category_ids[k - 1]: this label file's id for the model's label k
     coco: dict  # ground truth for scoring
     gsd: float  # median native GSD, metres
-    collate: Callable = field(default=collate)
 
 
 def train_transform(input_size: int, scale_range: tuple[float, float] | None) -> Transform:

@@ -68,11 +68,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
     """Rank 0's `obj` on every rank."""
     if not info.distributed:
@@ -88,15 +83,6 @@ def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
         return [obj]
     out = [None] * info.world_size if info.is_main else None
     dist.gather_object(obj, out, dst=0)
-    return out
-
-
-def all_gather(obj: Any, info: DistInfo) -> list[Any]:
-    """Every rank's `obj`, in rank order, on every rank."""
-    if not info.distributed:
-        return [obj]
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
     return out
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from scalemae_det.checkpoints import load_detector
+from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine.data import load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
@@ -70,7 +71,7 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
         console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
                       f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
         detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info,
-                                     collate_fn=split.collate, batch_size=batch_size, num_workers=num_workers,
+                                     collate_fn=collate, batch_size=batch_size, num_workers=num_workers,
                                      amp=resolve_amp(amp, info.device))
         if detections is None:
             return None

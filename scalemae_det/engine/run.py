@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from scalemae_det.checkpoints import detector_state, load_pretrained
+from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine import checkpointing
 from scalemae_det.engine.data import DataSplit, load_split, train_transform
@@ -151,7 +152,7 @@ def train(args: Namespace, info: DistInfo) -> None:
     log = JsonLines(folder / LOG_NAME, info.is_main)
     run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, progress, global_batch, log)
     loader = DataLoader(SeededSamples(train_split.dataset), batch_size=args.batch_size, sampler=sampler,
-                        num_workers=args.num_workers, collate_fn=train_split.collate,
+                        num_workers=args.num_workers, collate_fn=collate,
                         pin_memory=info.device.type == "cuda", persistent_workers=False,
                         generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG out of it
     if info.is_main:
@@ -268,7 +269,7 @@ def max_memory_mb(device: torch.device) -> float:
 def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
     args, info = run.args, run.info
     start = time.perf_counter()
-    result = evaluate_dataset(run.model, val.dataset, val.coco, val.category_ids, info, collate_fn=val.collate,
+    result = evaluate_dataset(run.model, val.dataset, val.coco, val.category_ids, info, collate_fn=collate,
                               batch_size=args.batch_size, num_workers=args.num_workers, amp=args.amp)
     if result is None:
         return
