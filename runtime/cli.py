@@ -86,11 +86,11 @@ def predict(
     from runtime.merge import METRICS
     from runtime.outputs import CRS_MODES, FORMATS, output_path, write
     from runtime.preview import write_preview
-    from runtime.scene import GSD_MODES
+    from runtime.scene import check_options
 
     _check_choice("--format", fmt, FORMATS)
     _check_choice("--crs", crs, CRS_MODES)
-    _check_choice("--gsd-mode", gsd_mode, GSD_MODES)
+    check_options(gsd_mode, overlap)  # once here, not once per scene
     _check_choice("--match", match, METRICS)
     band_list, value_scale = _parse_bands(bands), _parse_scale(scale)
     paths, problems = expand_scenes(scenes)

@@ -67,14 +67,19 @@ def _factor(path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes:
     return ratio
 
 
-def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[int] | None = None,
-               scale: str | tuple[float, float] = "auto", gsd_mode: str = "resample", overlap: float = 0.2) -> Scene:
-    """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
-    path = str(path)
+def check_options(gsd_mode: str, overlap: float) -> None:
+    """The option errors that need no raster; the CLI checks them once, before any scene."""
     if gsd_mode not in GSD_MODES:
         raise UserError(f"unknown --gsd-mode {gsd_mode!r}; choose one of {', '.join(GSD_MODES)}")
     if not 0 <= overlap < 1:
         raise UserError(f"--overlap must be in [0, 1), got {overlap}")
+
+
+def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[int] | None = None,
+               scale: str | tuple[float, float] = "auto", gsd_mode: str = "resample", overlap: float = 0.2) -> Scene:
+    """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
+    path = str(path)
+    check_options(gsd_mode, overlap)
     try:
         ds = rasterio.open(path)
     except RasterioError as exc:
