@@ -123,13 +123,12 @@ class Session:
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
             raise UserError(f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says")
+        if batch is not None and batch < 1:
+            raise UserError(f"batch must be at least 1, got {batch}")
         fixed = self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         if fixed and batch and batch != fixed:
             raise UserError(f"{self.path}: the graph has a fixed batch of {fixed}; re-export it with batch {batch}")
-        size = fixed or batch or self.metadata.batch
-        if size < 1:
-            raise UserError(f"batch must be at least 1, got {size}")
-        return size
+        return fixed or batch or self.metadata.batch
 
     def run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(N, 3, T, T) float32 in [0, 1] -> per image (boxes xyxy tile px, scores, labels)."""

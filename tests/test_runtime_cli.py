@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv"]
 
 
-@pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option"])
+@pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option", "batch 0"])
 def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
     args = [scene, scene_with_squares(tmp_path / "b.tif", 100, 80, [(10, 10)]), "--model", model, "--out", tmp_path / "out"]
@@ -129,6 +129,9 @@ def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
     elif case == "preview name":
         args += ["--preview", tmp_path / "p.png"]
         expected = "with several scenes the name needs {scene}"
+    elif case == "batch 0":
+        args += ["--batch", "0"]
+        expected = "batch must be at least 1, got 0"
     else:
         args += ["--scale", "low,high"]
         expected = "--scale: expected auto or MIN,MAX"
