@@ -21,7 +21,6 @@ class DataSplit:
     class_names: list[str]  # of the model's labels 1..K
     category_ids: list[int]  # category_ids[k - 1]: this label file's id for the model's label k
     coco: dict  # ground truth for scoring
-    gsd: float  # median native GSD, metres
 
 
 def train_transform(input_size: int, scale_range: tuple[float, float] | None) -> Transform:
@@ -41,7 +40,7 @@ def load_split(image_dir: Path, label_file: Path, *, transform: Transform, defau
     ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
     names = list(class_names) if class_names is not None else ds.class_names
     ids = category_ids_by_name(names, ds, label_file)
-    return DataSplit(ds, names, ids, indexed_coco(ds.records, ds.categories), ds.median_gsd())
+    return DataSplit(ds, names, ids, indexed_coco(ds.records, ds.categories))
 
 
 def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_file: Path) -> list[int]:

@@ -71,6 +71,7 @@ class Run:
     scaler: torch.amp.GradScaler
     sampler: TrainSampler
     train: DataSplit
+    gsd: float  # the training images' median GSD, metres: the checkpoint's
     progress: Progress
     global_batch: int
     log: JsonLines
@@ -90,7 +91,7 @@ class Run:
             "world_size": self.info.world_size, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(), "rng": rngs}
-        return detector_state(self.model, self.train.class_names, self.train.gsd, train=train_state,
+        return detector_state(self.model, self.train.class_names, self.gsd, train=train_state,
                               category_ids=list(self.train.category_ids), args=plain_args(self.args))
 
     def save(self, path: Path) -> None:
@@ -122,6 +123,7 @@ def train(args: Namespace, info: DistInfo) -> None:
     common = {"default_gsd": args.gsd, "bands": args.bands}
     train_split = load_split(args.train_image_dir, args.train_label_file, **common,
                              transform=train_transform(args.input_size, None if args.no_augment else args.scale_range))
+    gsd = train_split.dataset.median_gsd()  # read here, so that an unreadable image fails before training
     val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
                             class_names=train_split.class_names, **common)
                  if args.val_image_dir else None)
@@ -150,7 +152,7 @@ def train(args: Namespace, info: DistInfo) -> None:
         model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
     log = JsonLines(folder / LOG_NAME, info.is_main)
-    run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, progress, global_batch, log)
+    run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, gsd, progress, global_batch, log)
     loader = DataLoader(SeededSamples(train_split.dataset), batch_size=args.batch_size, sampler=sampler,
                         num_workers=args.num_workers, collate_fn=collate,
                         pin_memory=info.device.type == "cuda", persistent_workers=False,
