@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
-from scalemae_det.engine.data import load_split
+from scalemae_det.engine.data import DataSplit, load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
 from scalemae_det.engine.loop import predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
@@ -32,12 +32,11 @@ def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
 
 
 def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[int], info: DistInfo, *,
-                    collate_fn: Callable, batch_size: int = 1, num_workers: int = 0,
-                    amp: str = "off") -> list[dict] | None:
+                    batch_size: int = 1, num_workers: int = 0, amp: str = "off") -> list[dict] | None:
     """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
     indices = eval_indices(len(dataset), info.rank, info.world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
-                        collate_fn=collate_fn, pin_memory=info.device.type == "cuda")
+                        collate_fn=collate, pin_memory=info.device.type == "cuda")
     local = []
     with progress_bar("evaluating", len(dataset), info.is_main) as advance:
         for output, target in predict(model, loader, info, amp=amp,
@@ -46,13 +45,13 @@ def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[i
     return gather_detections(local, info)
 
 
-def evaluate_dataset(model: nn.Module, dataset: Dataset, coco_gt: dict, category_ids: Sequence[int],
-                     info: DistInfo, **kwargs) -> tuple[dict, list[dict]] | None:
+def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore_category_ids: Sequence[int] = (),
+                   **kwargs) -> tuple[dict, list[dict]] | None:
     """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`."""
-    detections = predict_dataset(model, dataset, category_ids, info, **kwargs)
+    detections = predict_dataset(model, split.dataset, split.category_ids, info, **kwargs)
     if detections is None:
         return None
-    return evaluate_detections(coco_gt, detections), detections
+    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids), detections
 
 
 def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
@@ -70,12 +69,11 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
                            bands=bands or trained.get("bands"), class_names=ckpt["class_names"])
         console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
                       f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
-        detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info,
-                                     collate_fn=collate, batch_size=batch_size, num_workers=num_workers,
-                                     amp=resolve_amp(amp, info.device))
-        if detections is None:
+        result = evaluate_split(model.to(info.device), split, info, ignore_category_ids=ignore_category_ids,
+                                batch_size=batch_size, num_workers=num_workers, amp=resolve_amp(amp, info.device))
+        if result is None:
             return None
-        metrics = evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids)
+        metrics, detections = result
         print_metrics(metrics, console)
         write_results(output, metrics)
         if detections_out:

@@ -28,7 +28,7 @@ from scalemae_det.engine.distributed import (
     mean_over_ranks,
     shutdown,
 )
-from scalemae_det.engine.inference import evaluate_dataset
+from scalemae_det.engine.inference import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
 from scalemae_det.engine.loop import Progress, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
@@ -271,8 +271,8 @@ def max_memory_mb(device: torch.device) -> float:
 def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
     args, info = run.args, run.info
     start = time.perf_counter()
-    result = evaluate_dataset(run.model, val.dataset, val.coco, val.category_ids, info, collate_fn=collate,
-                              batch_size=args.batch_size, num_workers=args.num_workers, amp=args.amp)
+    result = evaluate_split(run.model, val, info, batch_size=args.batch_size, num_workers=args.num_workers,
+                            amp=args.amp)
     if result is None:
         return
     metrics, _ = result
