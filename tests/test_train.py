@@ -231,6 +231,22 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
+def test_validation_scores_only_the_models_categories(tmp_path, caplog):
+    images, labels = make_dataset(tmp_path, 3)
+    doc = json.loads(labels.read_text())
+    doc["categories"].append({"id": 7, "name": "extra"})
+    doc["annotations"].append({"id": 999, "image_id": 100, "category_id": 7, "bbox": [1, 1, 10, 10],
+                               "area": 100, "iscrowd": 0})
+    labels.write_text(json.dumps(doc))
+    split = load_split(images, labels, transform=train_transform(64, None), default_gsd=0.5, class_names=CLASSES)
+    assert [c["name"] for c in split.coco["categories"]] == list(CLASSES)
+    assert {a["category_id"] for a in split.coco["annotations"]} == {1, 2}
+    assert len(split.coco["annotations"]) == 9  # three boxes in each of three images; the extra one is not scored
+    assert "not scoring 1 category the model does not have: extra" in caplog.text
+    own = load_split(images, labels, transform=train_transform(64, None), default_gsd=0.5)  # the file's own classes
+    assert len(own.coco["annotations"]) == 10
+
+
 def test_label_file_not_json_is_one_line_error(tmp_path):
     images, _ = make_dataset(tmp_path, 1)
     bad = tmp_path / "bad.json"

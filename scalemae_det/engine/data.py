@@ -5,6 +5,7 @@ Scoring uses the dataset's indexed labels (`indexed_coco`), not the raw label fi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from scalemae_det.data.coco import CocoDetection, Transform
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from scalemae_det.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +43,23 @@ def load_split(image_dir: Path, label_file: Path, *, transform: Transform, defau
     ds = CocoDetection(image_dir, label_file, transform=transform, bands=bands, default_gsd=default_gsd)
     names = list(class_names) if class_names is not None else ds.class_names
     ids = category_ids_by_name(names, ds, label_file)
-    return DataSplit(ds, names, ids, indexed_coco(ds.records, ds.categories))
+    return DataSplit(ds, names, ids, scoring_labels(ds, ids, label_file))
+
+
+def scoring_labels(ds: CocoDetection, category_ids: Sequence[int], label_file: Path) -> dict:
+    """The ground truth to score against, limited to the model's categories.
+
+    A category the model was not trained on can only be missed; scoring it would pull every mean down.
+    """
+    coco = indexed_coco(ds.records, ds.categories)
+    keep = set(category_ids)
+    extra = [c["name"] for c in coco["categories"] if c["id"] not in keep]
+    if extra:
+        log.warning(f"warning: {label_file}: not scoring {len(extra)} categor{'y' if len(extra) == 1 else 'ies'} "
+                    f"the model does not have: {', '.join(extra)}")
+    coco["categories"] = [c for c in coco["categories"] if c["id"] in keep]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] in keep]
+    return coco
 
 
 def category_ids_by_name(class_names: Sequence[str], ds: CocoDetection, label_file: Path) -> list[int]:
