@@ -40,8 +40,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
-        raise UserError(f"{path}: refused to load: it holds objects that are not plain weights ({reason})") from None
+        # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import and
+        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at all
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
+        blocked = next((line for line in lines if "GLOBAL" in line), None)
+        if blocked:
+            raise UserError(f"{path}: refused to load: it holds objects that are not plain weights ({blocked})") from None
+        marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler error" in line), None)
+        detail = lines[marker + 1] if marker is not None and marker + 1 < len(lines) else lines[0]
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
     except Exception as exc:  # a truncated or foreign file fails in many ways inside the unpickler
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
@@ -121,13 +128,19 @@ def detector_state(model: nn.Module, class_names: list[str], gsd: float, **extra
             "class_names": list(class_names), "gsd": float(gsd), **extra}
 
 
+def read_detector_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by `detector_state` (train.py), refusing anything else."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})")
+    return ckpt
+
+
 def load_detector(path: str | Path, **overrides):
     """A detector checkpoint written by train.py -> (model in eval mode, the checkpoint dict)."""
     from scalemae_det.models.detector import ScaleMAEDetector
 
-    ckpt = read_checkpoint(path)
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt or "config" not in ckpt:
-        raise UserError(f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})")
+    ckpt = read_detector_checkpoint(path)
     cfg = config_from_dict(ckpt["config"]).with_overrides(**overrides)
     model = ScaleMAEDetector(cfg, num_classes=len(ckpt["class_names"]))
     model.load_state_dict(ckpt["model"])

@@ -10,15 +10,14 @@ import sys
 import torch
 
 from scalemae_det.atomic import atomic_path
-from scalemae_det.checkpoints import CHECKPOINT_FORMAT, read_checkpoint
+from scalemae_det.checkpoints import read_detector_checkpoint
+from scalemae_det.cli import report_user_errors
 
 KEEP = ("format", "config", "class_names", "gsd", "category_ids")
 
 
 def main(src: str, dst: str) -> None:
-    ckpt = read_checkpoint(src)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        sys.exit(f"error: {src}: not a scalemae-det detector checkpoint")
+    ckpt = read_detector_checkpoint(src)
     slim = {k: ckpt[k] for k in KEEP if k in ckpt}
     slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     with atomic_path(dst) as tmp:
@@ -26,4 +25,4 @@ def main(src: str, dst: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    report_user_errors(main, *sys.argv[1:])

@@ -88,7 +88,9 @@ def test_malicious_pickle_refused_without_running(tmp_path):
     assert not os.path.exists(MARKER)
 
 
-def test_not_a_checkpoint(tmp_path):
-    (tmp_path / "junk.pth").write_text("hello")
-    with pytest.raises(UserError, match="junk.pth: not a readable"):
+@pytest.mark.parametrize("content", [b"hello", b"\x89PNG\r\n\x1a\n" + bytes(range(256))])
+def test_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "junk.pth").write_bytes(content)
+    with pytest.raises(UserError, match="junk.pth: not a readable PyTorch checkpoint") as err:
         load_pretrained(build_detector("vit_tiny_patch16", 2), tmp_path / "junk.pth")
+    assert "\n" not in str(err.value)
