@@ -42,7 +42,7 @@ def progress_bar(label: str):
 
 
 class TorchSession:
-    """Stands in for runtime.session.Session in a Detector: the PyTorch model, eager, on the same batches."""
+    """Stands in for scalemae_det.runtime.session.Session in a Detector: the PyTorch model, eager, on the same batches."""
 
     def __init__(self, model, gsd: float, batch: int):
         self.model, self.gsd, self.batch = model, gsd, batch
@@ -103,7 +103,7 @@ def run_sahi(args: argparse.Namespace) -> dict:
     except ImportError as exc:
         return {"error": f"sahi not importable ({exc}); install it apart (see this script's doc) and pass --sahi-path"}
 
-    from runtime.pixels import select_bands
+    from scalemae_det.base.pixels import select_bands
     from scalemae_det.checkpoints import load_detector
 
     torch.set_num_threads(args.threads)
@@ -168,9 +168,9 @@ def child(backend: str, args: argparse.Namespace) -> None:
 
 def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int) -> Path:
     """The checkpoint exported to ONNX (cached; re-exported when the checkpoint's hash changes)."""
-    from export.onnx_export import export_onnx
-    from export.options import ExportSpec
-    from runtime.session import Session
+    from scalemae_det.export.onnx_export import export_onnx
+    from scalemae_det.export.options import ExportSpec
+    from scalemae_det.runtime.session import Session
     from scalemae_det.checkpoints import sha256_file
 
     path = workdir / f"model_b{batch}.onnx"
@@ -223,7 +223,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from bench_predict import scene
-    from scalemae_det.atomic import atomic_path
+    from scalemae_det.base.atomic import atomic_path
     from scalemae_det.evaluation import xview_class_aps
 
     args.workdir.mkdir(parents=True, exist_ok=True)

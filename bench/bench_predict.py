@@ -71,7 +71,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else standin(args.workdir / "standin.onnx")
     sys.path.insert(0, str(REPO))
-    from runtime.session import Session
+    from scalemae_det.runtime.session import Session
 
     gsd = Session(model, "cpu").metadata.gsd
     rows = []

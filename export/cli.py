@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from export.options import ExportSpec
+from scalemae_det.export.options import ExportSpec
 
 DEFAULTS = ExportSpec()
 
@@ -44,9 +44,9 @@ def export_command(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from export.onnx_export import export_onnx
-    from export.prepare import check_writable
-    from export.torchscript_export import export_torchscript
+    from scalemae_det.export.onnx_export import export_onnx
+    from scalemae_det.export.prepare import check_writable
+    from scalemae_det.export.torchscript_export import export_torchscript
 
     spec = ExportSpec(gsd=gsd, tile=tile, batch=batch, max_detections=max_detections, score_threshold=score_threshold,
                       opset=opset, fp16=fp16, validate=validate, simplify=simplify)

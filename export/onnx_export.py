@@ -23,13 +23,13 @@ import numpy as np
 import onnx
 import torch
 
-from runtime.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from scalemae_det.atomic import atomic_path
-from scalemae_det.errors import UserError
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.errors import UserError
 
-from export.options import ExportSpec, Log, quiet
-from export.parity import ParityCheck, ParityReport, record_report
-from export.prepare import ExportResult, Prepared, prepare
+from scalemae_det.export.options import ExportSpec, Log, quiet
+from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
+from scalemae_det.export.prepare import ExportResult, Prepared, prepare
 
 
 def trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 Log = Callable[[str], None]  # progress messages, one per step
 

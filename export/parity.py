@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from scalemae_det.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path
 from scalemae_det.models.detector import ScaleMAEDetector
 
 BLANK_INDEX = 1  # the blank tile sits between busy ones, so it has neighbours on both sides in a batch
@@ -178,7 +178,7 @@ class ParityCheck:
 
     @classmethod
     def build(cls, prep) -> "ParityCheck":
-        """From an `export.prepare.Prepared`: its float32 model is the reference whatever the export's precision."""
+        """From an `scalemae_det.export.prepare.Prepared`: its float32 model is the reference whatever the export's precision."""
         spec = prep.spec
         tiles = validation_tiles(spec.tile, spec.batch)
         reference = run_reference(prep.model, tiles, spec.batch, spec.gsd)

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 import scalemae_det
-from runtime.metadata import ModelMetadata
+from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.checkpoints import load_detector, sha256_file
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
-from export.fixed_scale import FixedScaleDetector
-from export.options import ExportSpec
-from export.parity import ParityReport
+from scalemae_det.export.fixed_scale import FixedScaleDetector
+from scalemae_det.export.options import ExportSpec
+from scalemae_det.export.parity import ParityReport
 
 
 @dataclass

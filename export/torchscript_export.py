@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 import torchvision  # noqa: F401  registers torchvision::nms and roi_align, which the traced graph calls
 
-from runtime.metadata import ModelMetadata
-from scalemae_det.atomic import atomic_path
-from scalemae_det.errors import UserError
+from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.errors import UserError
 
-from export.options import ExportSpec, Log, quiet
-from export.parity import ParityCheck, record_report
-from export.prepare import ExportResult, prepare
+from scalemae_det.export.options import ExportSpec, Log, quiet
+from scalemae_det.export.parity import ParityCheck, record_report
+from scalemae_det.export.prepare import ExportResult, prepare
 
 METADATA_FILE = "scalemae_det_metadata.json"  # holds ModelMetadata.to_props(), as in ONNX metadata_props
 NOT_ONNX = 0  # the metadata's opset for a TorchScript file

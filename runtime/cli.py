@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"}
 
@@ -82,11 +82,11 @@ def predict(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from runtime.detector import Detector
-    from runtime.merge import METRICS
-    from runtime.outputs import CRS_MODES, FORMATS, output_path, write
-    from runtime.preview import write_preview
-    from runtime.scene import check_options
+    from scalemae_det.runtime.detector import Detector
+    from scalemae_det.runtime.merge import METRICS
+    from scalemae_det.runtime.outputs import CRS_MODES, FORMATS, output_path, write
+    from scalemae_det.runtime.preview import write_preview
+    from scalemae_det.runtime.scene import check_options
 
     _check_choice("--format", fmt, FORMATS)
     _check_choice("--crs", crs, CRS_MODES)

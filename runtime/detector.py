@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.merge import merge
-from runtime.metadata import ModelMetadata
-from runtime.prefetch import prefetch as prefetched
-from runtime.scene import Batch, Scene, batches, open_scene
-from runtime.session import Session
-from runtime.tiling import Tile
+from scalemae_det.runtime.merge import merge
+from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.runtime.prefetch import prefetch as prefetched
+from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
+from scalemae_det.runtime.session import Session
+from scalemae_det.runtime.tiling import Tile
 
 TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it
 
@@ -72,7 +72,7 @@ class Detector:
         return self.session.provider
 
     def detect_tiles(self, images: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
-        """(N, 3, T, T) float32 in [0, 1] (see runtime.pixels) -> detections per tile, tile pixels."""
+        """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile, tile pixels."""
         t = self.metadata.tile
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")

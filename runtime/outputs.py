@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from rasterio.warp import transform as warp_transform
 
-from runtime.detector import SceneResult
-from scalemae_det.atomic import atomic_path
+from scalemae_det.runtime.detector import SceneResult
+from scalemae_det.base.atomic import atomic_path
 
 FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv"}
 CRS_MODES = ("wgs84", "native")

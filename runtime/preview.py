@@ -1,6 +1,6 @@
 """A quicklook PNG: the scene decimated to a screen-sized image, detections outlined by class.
 
-Read through runtime.pixels, so it shows what the model saw; written with rasterio's PNG driver.
+Read through scalemae_det.base.pixels, so it shows what the model saw; written with rasterio's PNG driver.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from runtime.detector import SceneResult
-from runtime.pixels import read_unit
-from scalemae_det.atomic import atomic_path
+from scalemae_det.runtime.detector import SceneResult
+from scalemae_det.base.pixels import read_unit
+from scalemae_det.base.atomic import atomic_path
 
 SIDE = 1024  # longest side of the quicklook
 # distinct, saturated colours, cycled over class ids

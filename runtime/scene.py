@@ -16,11 +16,11 @@ import rasterio
 from affine import Affine
 from rasterio.errors import RasterioError
 
-from runtime.metadata import ModelMetadata
-from runtime.pixels import FILL, ValueRange, read_unit, select_bands, value_range
-from runtime.tiling import Tile, plan
-from scalemae_det.errors import UserError
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.base.pixels import FILL, ValueRange, read_unit, select_bands, value_range
+from scalemae_det.runtime.tiling import Tile, plan
+from scalemae_det.base.errors import UserError
+from scalemae_det.base.geo import gsd_m
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for

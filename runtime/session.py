@@ -18,9 +18,9 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from runtime.pixels import FILL
-from scalemae_det.errors import UserError
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.base.pixels import FILL
+from scalemae_det.base.errors import UserError
 
 NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 CHOICES = ("auto", *NAMES)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.models.configs import DetectorConfig
 
 CHECKPOINT_FORMAT = "scalemae-det/1"

@@ -4,12 +4,12 @@ import sys
 
 import typer
 
-from export.cli import export_command
-from runtime.cli import predict
+from scalemae_det.export.cli import export_command
+from scalemae_det.runtime.cli import predict
 from scalemae_det.data.xview import prepare_xview_command
 from scalemae_det.demo import demo_command
 from scalemae_det.engine.evaluate import evaluate_command
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.synthetic.commands import synth_chips, synth_scene
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scalemae_det.atomic import atomic_path
-from scalemae_det.errors import UserError
+from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.errors import UserError
 
 BUNDLED = Path(__file__).parent / "assets" / "vit_tiny_synthetic.pth"
 DEMO_SEED = 2026  # the bundled model's chips used seeds 1 (train) and 2 (val)
@@ -48,10 +48,10 @@ def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
 def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_SEED, tile: int = 512,
              checkpoint: Path = BUNDLED, console: Console | None = None) -> dict:
     """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
-    from export.onnx_export import export_onnx
-    from export.options import ExportSpec
+    from scalemae_det.export.onnx_export import export_onnx
+    from scalemae_det.export.options import ExportSpec
     from runtime import Detector, outputs
-    from runtime.preview import write_preview
+    from scalemae_det.runtime.preview import write_preview
     from scalemae_det.evaluation import evaluate_detections
     from scalemae_det.synthetic import write_scene
 

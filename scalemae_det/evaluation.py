@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from scalemae_det.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path
 from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from scalemae_det.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path
 from scalemae_det.checkpoints import read_detector_checkpoint
 from scalemae_det.cli import report_user_errors
 

@@ -2,7 +2,7 @@
 
     tiny_checkpoint           Path of a `detector_state` checkpoint (vit_tiny_patch16, 3 classes, gsd 0.5 m)
     tiny_export(fmt, **spec)  export it (fmt "onnx" or "torchscript", spec: ExportSpec fields; tile 128 and
-                              batch 3 unless given) -> export.prepare.ExportResult, cached per arguments
+                              batch 3 unless given) -> scalemae_det.export.prepare.ExportResult, cached per arguments
     tiny_onnx                 tiny_export("onnx"): batch 3, tile 128, validated; `.path`, `.metadata`
 
 The detector is random, so it is made to detect: its class logits are scaled up (a confident
@@ -29,7 +29,7 @@ _MIN_BUSY = 5  # detections each busy validation tile must get for the tests to 
 def _calibrated_detector():
     """The first of a few seeds whose detector, logits scaled, puts several busy-tile detections above the
     blank tile's best score (seeds are tried, not fixed, so that a change of the tiny config keeps this working)."""
-    from export.parity import BLANK_INDEX, run_reference, validation_tiles
+    from scalemae_det.export.parity import BLANK_INDEX, run_reference, validation_tiles
     from scalemae_det.models.detector import build_detector
 
     tiles = validation_tiles(TINY_TILE, TINY_BATCH)
@@ -61,9 +61,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_checkpoint):
-    from export.onnx_export import export_onnx
-    from export.options import ExportSpec
-    from export.torchscript_export import export_torchscript
+    from scalemae_det.export.onnx_export import export_onnx
+    from scalemae_det.export.options import ExportSpec
+    from scalemae_det.export.torchscript_export import export_torchscript
 
     exporters = {"onnx": (export_onnx, ".onnx"), "torchscript": (export_torchscript, ".pt")}
     cache = {}

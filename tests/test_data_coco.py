@@ -13,9 +13,9 @@ from rasterio.transform import from_origin
 from scalemae_det.data.coco import CocoDetection, batch_gsd, collate
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, TrainTransform
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.evaluation import evaluate_detections
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.geo import gsd_m
 
 REALDATA = Path(__file__).parents[2] / "shared" / "realdata"
 

@@ -20,8 +20,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def scene_run(tmp_path_factory):
-    from export.onnx_export import export_onnx
-    from export.options import ExportSpec
+    from scalemae_det.export.onnx_export import export_onnx
+    from scalemae_det.export.options import ExportSpec
     from runtime import Detector
     from scalemae_det.synthetic import write_scene
 

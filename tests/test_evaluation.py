@@ -10,7 +10,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.evaluation import (detections_to_coco, evaluate_detections, print_metrics,
                                      voc_ap, write_results)
 

@@ -14,9 +14,9 @@ from onnx import numpy_helper
 
 import scalemae_det
 from conftest import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
-from export.parity import BLANK_INDEX, TOLERANCES, Detections, compare, validation_tiles
-from export.torchscript_export import load_torchscript
-from runtime.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, Detections, compare, validation_tiles
+from scalemae_det.export.torchscript_export import load_torchscript
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
 
@@ -161,7 +161,7 @@ def test_torchscript_reloads_and_agrees(tiny_export, tiny_onnx, tiles, reference
 
 
 def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(tiny_export, tiny_onnx, tiles, reference):
-    """Half precision may reorder near-equal scores, so detections are matched (export.parity.compare) before comparing."""
+    """Half precision may reorder near-equal scores, so detections are matched (scalemae_det.export.parity.compare) before comparing."""
     result = tiny_export("onnx", batch=1, fp16=True, simplify=False)
     model = onnx.load(str(result.path))
     assert result.metadata.precision == "float16" and result.report.precision == "float16"

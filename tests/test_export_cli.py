@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-import export.parity
-from export.parity import Tolerance
+import scalemae_det.export.parity
+from scalemae_det.export.parity import Tolerance
 from scalemae_det.cli import main
 
 
@@ -59,7 +59,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, monkeypatch, c
 
 def test_failed_parity_exits_nonzero_and_leaves_no_file(tmp_path, monkeypatch, capsys, tiny_checkpoint):
     """A tolerance no export can meet stands in for a broken graph."""
-    monkeypatch.setitem(export.parity.TOLERANCES, "float32", Tolerance(box_px=-1.0, score=-1.0))
+    monkeypatch.setitem(scalemae_det.export.parity.TOLERANCES, "float32", Tolerance(box_px=-1.0, score=-1.0))
     out = tmp_path / "m.onnx"
     code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", out, "--tile", 64, "--batch", 1, "--no-simplify")
     assert_one_line_error(code, err, "m.onnx", "parity FAILED", "nothing written")
@@ -68,8 +68,8 @@ def test_failed_parity_exits_nonzero_and_leaves_no_file(tmp_path, monkeypatch, c
 
 def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsys, tiny_checkpoint):
     """The glue only (parity is covered in test_export): both files, each reloadable with its metadata."""
-    from export.torchscript_export import load_torchscript
-    from runtime.metadata import ModelMetadata
+    from scalemae_det.export.torchscript_export import load_torchscript
+    from scalemae_det.base.metadata import ModelMetadata
 
     code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", tmp_path / "m", "--format", "all",
                            "--tile", 64, "--batch", 2, "--gsd", 0.3, "--no-validate")

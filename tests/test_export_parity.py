@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.parity import Detections, compare, unpad, validation_tiles
+from scalemae_det.export.parity import Detections, compare, unpad, validation_tiles
 
 THRESHOLD, K = 0.3, 10
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scalemae_det import build_detector, load_pretrained
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 D, DEPTH = 192, 4  # vit_tiny_patch16
 

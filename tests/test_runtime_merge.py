@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from runtime import merge as merge_mod
-from runtime.merge import merge, overlapping_pairs
-from runtime.tiling import offsets, plan
+from scalemae_det.runtime import merge as merge_mod
+from scalemae_det.runtime.merge import merge, overlapping_pairs
+from scalemae_det.runtime.tiling import offsets, plan
 
 
 @pytest.mark.parametrize("length,size,stride", [(1000, 256, 205), (256, 256, 205), (100, 256, 205), (257, 256, 1)])

@@ -11,9 +11,9 @@ from affine import Affine
 from rasterio.transform import xy
 from rasterio.warp import transform as warp
 
-from runtime import Detector
-from runtime.outputs import geojson, image_id, write
-from runtime.preview import PALETTE, write_preview
+from scalemae_det.runtime import Detector
+from scalemae_det.runtime.outputs import geojson, image_id, write
+from scalemae_det.runtime.preview import PALETTE, write_preview
 from test_runtime_standin import SIZE, build_model, scene_with_squares
 
 REAL = Path(__file__).parents[2] / "shared" / "realdata"

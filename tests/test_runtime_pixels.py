@@ -1,4 +1,4 @@
-"""runtime.pixels: band choice, stretch, nodata and scaling, on real and generated rasters."""
+"""scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated rasters."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from runtime.pixels import FILL, nodata_mask, read_unit, select_bands, to_unit, value_range
-from scalemae_det.errors import UserError
+from scalemae_det.base.pixels import FILL, nodata_mask, read_unit, select_bands, to_unit, value_range
+from scalemae_det.base.errors import UserError
 
 REAL = Path(__file__).parents[2] / "shared" / "realdata"
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from runtime import Detector
-from runtime.session import Session
-from scalemae_det.errors import UserError
+from scalemae_det.runtime import Detector
+from scalemae_det.runtime.session import Session
+from scalemae_det.base.errors import UserError
 from test_runtime_standin import build_model, metadata
 
 REAL = Path(__file__).parents[2] / "shared" / "realdata"

@@ -8,13 +8,13 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-import runtime.detector as detector_mod
-from runtime import Detector
-from runtime.pixels import FILL
-from runtime.scene import batches, open_scene
-from runtime.session import Session
-from runtime.tiling import plan
-from scalemae_det.errors import UserError
+import scalemae_det.runtime.detector as detector_mod
+from scalemae_det.runtime import Detector
+from scalemae_det.base.pixels import FILL
+from scalemae_det.runtime.scene import batches, open_scene
+from scalemae_det.runtime.session import Session
+from scalemae_det.runtime.tiling import plan
+from scalemae_det.base.errors import UserError
 from test_runtime_standin import SIZE, build_model, metadata, reference, scene_with_squares
 
 

@@ -20,7 +20,7 @@ import rasterio
 from onnx import TensorProto, helper, numpy_helper
 from rasterio.transform import from_origin
 
-from runtime.metadata import INPUT_NAME, ModelMetadata
+from scalemae_det.base.metadata import INPUT_NAME, ModelMetadata
 
 SIZE = 12  # side of the test objects, in model pixels
 RUN = 24  # longest side the stand-in measures

@@ -13,8 +13,8 @@ import rasterio.transform
 from typer.testing import CliRunner
 
 from scalemae_det.cli import app
-from scalemae_det.errors import UserError
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.errors import UserError
+from scalemae_det.base.geo import gsd_m
 from scalemae_det.synthetic import CLASS_NAMES, make_scene, render, write_chips, write_scene
 
 

@@ -35,7 +35,7 @@ from scalemae_det.engine.loop import Progress, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.run import main
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.geo import gsd_m
 from scalemae_det.models.detector import build_detector
 
 REPO = Path(__file__).resolve().parents[1]

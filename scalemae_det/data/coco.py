@@ -1,6 +1,6 @@
 """COCO-format detection dataset over rasters of any kind rasterio reads.
 
-Pixels go through `runtime.pixels`, the same band choice, nodata handling and scaling to
+Pixels go through `scalemae_det.base.pixels`, the same band choice, nodata handling and scaling to
 [0, 1] that inference uses, so the network sees the same values in training and deployment.
 """
 
@@ -19,10 +19,10 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from runtime.pixels import read_unit, select_bands, value_range
+from scalemae_det.base.pixels import read_unit, select_bands, value_range
 from scalemae_det.data.labels import ImageRecord, index_coco
-from scalemae_det.errors import UserError
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.errors import UserError
+from scalemae_det.base.geo import gsd_m
 
 Transform = Callable[[Tensor, dict], tuple[Tensor, dict]]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 log = logging.getLogger(__name__)
 

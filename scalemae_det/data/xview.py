@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from scalemae_det.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path
 from scalemae_det.data.labels import coco_annotation
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 log = logging.getLogger(__name__)
 

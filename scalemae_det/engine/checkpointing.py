@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalemae_det.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path
 from scalemae_det.checkpoints import read_checkpoint
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 _TEMP = re.compile(r"^\..+\.tmp(\d+)$")  # atomic_path's temporary names
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from scalemae_det.data.coco import CocoDetection, Transform
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from scalemae_det.data.coco import batch_gsd
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 

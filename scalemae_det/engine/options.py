@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 

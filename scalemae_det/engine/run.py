@@ -35,7 +35,7 @@ from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 from scalemae_det.evaluation import print_metrics, write_results
 from scalemae_det.models.detector import build_detector
 

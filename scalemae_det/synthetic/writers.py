@@ -16,9 +16,9 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from rich.progress import Progress
 
-from scalemae_det.atomic import atomic_path
-from scalemae_det.errors import UserError
-from scalemae_det.geo import gsd_m
+from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.errors import UserError
+from scalemae_det.base.geo import gsd_m
 from scalemae_det.synthetic.layout import CLASS_NAMES, Scene, make_scene
 from scalemae_det.synthetic.render import render
 

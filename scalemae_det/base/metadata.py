@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 FORMAT_VERSION = 1
 

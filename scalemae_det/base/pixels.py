@@ -26,7 +26,7 @@ import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
-from scalemae_det.errors import UserError
+from scalemae_det.base.errors import UserError
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)

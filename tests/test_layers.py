@@ -1,0 +1,101 @@
+"""The layers go one way, and everything installs under `scalemae_det`.
+
+base (torch-free: errors, atomic writes, GSD, the ONNX contract, pixels)
+  <- runtime (torch-free, edge boxes) <- models, data, engine, synthetic <- export <- the commands.
+A module may import its own layer and the layers below it, never one above.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import scalemae_det
+
+PACKAGE = Path(scalemae_det.__file__).parent
+ROOTS = {"scalemae_det": PACKAGE,
+         "scalemae_det.export": Path(__import__("scalemae_det.export").export.__file__).parent,
+         "scalemae_det.runtime": Path(__import__("scalemae_det.runtime").runtime.__file__).parent}
+# Lower number = lower layer. Modules are matched by their longest listed prefix.
+LAYERS = {
+    "scalemae_det.base": 0,
+    "scalemae_det.runtime": 1,
+    "scalemae_det.models": 2, "scalemae_det.checkpoints": 2, "scalemae_det.data": 2,
+    "scalemae_det.evaluation": 2, "scalemae_det.engine": 2, "scalemae_det.synthetic": 2,
+    "scalemae_det.export": 3,
+    "scalemae_det.demo": 4, "scalemae_det.cli": 4,
+}
+
+
+def layer(module: str) -> int:
+    """The package itself (its version and lazy names) is the bottom; every other module must be listed."""
+    if module == "scalemae_det":
+        return 0
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[best]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for prefix, root in ROOTS.items():
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([prefix, *parts])
+            if prefix == "scalemae_det" and parts[:1] in (["export"], ["runtime"]):
+                continue
+            found[name] = path
+    return found
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """Every scalemae_det module `path` imports, at the top or inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            out.add(base)
+    return {m for m in out if m == "scalemae_det" or m.startswith("scalemae_det.")}
+
+
+def test_every_folder_is_an_installed_package():
+    import tomllib
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert on_disk == listed
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_imports_go_down_the_layers(name):
+    path = modules()[name]
+    upward = {m: layer(m) for m in imported(path, name) if layer(m) > layer(name)}
+    assert not upward, f"{name} (layer {layer(name)}) imports from higher layers: {upward}"
+
+
+BLOCK_TORCH = """
+import importlib, sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "timm", "onnx"):
+            raise ImportError(f"{name} imported")
+sys.meta_path.insert(0, NoTorch())
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+assert "torch" not in sys.modules
+"""
+
+
+def test_base_and_runtime_import_without_torch(tmp_path):
+    names = sorted(n for n in modules() if layer(n) <= 1)
+    assert any(n.startswith("scalemae_det.base.") for n in names)
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *names], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
