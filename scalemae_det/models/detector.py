@@ -66,6 +66,19 @@ class TileTransform(GeneralizedRCNNTransform):
         return image, target
 
 
+def float32_heads(device: torch.device):
+    """Autocast off for the RPN and RoI heads: the backbone alone runs in reduced precision.
+
+    torchvision decodes box deltas in the dtype of the regression output, so under bf16 autocast
+    proposals and final boxes would come out in bfloat16 (8 significant bits: every coordinate
+    above 512 px a multiple of 4), and the losses would compare bf16 boxes. detectron2 casts deltas
+    to float32 before decoding for the same reason (`Box2BoxTransform.apply_deltas`); the export
+    runs the heads in float32 too (export/fixed_scale.py), so training, evaluation and deployment
+    see the same boxes. The heads are a few percent of the compute of a ViT-B/L.
+    """
+    return torch.autocast(device.type, enabled=False)
+
+
 class ScaleMAEDetector(FasterRCNN):
     """Faster R-CNN whose backbone also takes each image's GSD.
 
@@ -115,8 +128,10 @@ class ScaleMAEDetector(FasterRCNN):
         image_list, targets = self.transform(images, targets)
         res = self.res_factors(gsd, len(images), image_list.tensors.device)
         features = self.backbone(image_list.tensors, res)
-        proposals, rpn_losses = self.rpn(image_list, features, targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        with float32_heads(image_list.tensors.device):
+            features = OrderedDict((name, f.float()) for name, f in features.items())
+            proposals, rpn_losses = self.rpn(image_list, features, targets)
+            detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
