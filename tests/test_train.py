@@ -398,3 +398,15 @@ def test_resume_auto_takes_the_newest_checkpoint_that_loads(tmp_path):
     path, ckpt = newest_valid(save)
     assert path == step_path(save, 3) and ckpt["train"]["global_step"] == 3
     assert newest_valid(tmp_path / "other.pth") is None
+
+
+def test_anchor_sizes_option_reaches_the_model(tmp_path):
+    from scalemae_det.base.errors import UserError
+XX, "8", "16", "32", "64", "128"))
+    model = build_detector(args.model, 2, **args.overrides)
+    sizes = [a[0] for a in model.rpn.anchor_generator.sizes]
+    assert sizes == [8, 16, 32, 64, 128]
+    for name in ("vit_large_patch16", "vit_base_patch16"):  # xView-fit defaults, not COCO's 32-512
+        assert get_config(name).anchor_sizes == (16, 32, 64, 128, 256)
+    with pytest.raises(UserError, match="--anchor_sizes"):
+        parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"))
