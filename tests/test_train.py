@@ -402,7 +402,11 @@ def test_resume_auto_takes_the_newest_checkpoint_that_loads(tmp_path):
 
 def test_anchor_sizes_option_reaches_the_model(tmp_path):
     from scalemae_det.base.errors import UserError
-XX, "8", "16", "32", "64", "128"))
+    from scalemae_det.engine.options import parse_args
+    from scalemae_det.models.configs import get_config
+
+    images, labels = make_dataset(tmp_path, 1)
+    args = parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "8", "16", "32", "64", "128"))
     model = build_detector(args.model, 2, **args.overrides)
     sizes = [a[0] for a in model.rpn.anchor_generator.sizes]
     assert sizes == [8, 16, 32, 64, 128]
