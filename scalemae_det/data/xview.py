@@ -11,6 +11,14 @@ Output layout, ready for train.py's --train_image_dir/--train_label_file (and va
 
 Category ids in the JSON are 1..K in xView type-id order; each category keeps its
 `xview_type_id`. Image records keep their `scene` and chip offset (`x0`, `y0`).
+
+A box cut by a chip edge is judged per axis against what the chip can show: it is kept (clipped)
+when, along x and along y, at least `min_visible` of min(box side, chip side) is inside. So a box
+larger than a chip (xView's facilities, lots, ships) is kept clipped in the chips it crosses, and
+a box across a chip corner is not lost to an area rule (60% of each side is 36% of the area).
+What intersects a chip without passing is written as a COCO `iscrowd` region rather than dropped:
+pycocotools ignores detections on it when scoring the label file, and train.py's dataset leaves it
+out (torchvision's heads have no ignore regions). Scene-level evaluation has no chip edges at all.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ DEFAULT_DROP = (75, 82)  # type ids in the labels with almost no boxes and no cl
 class ChipConfig:
     chip: int = 800
     overlap: float = 0.1  # fraction of the chip shared with the next one
-    min_visible: float = 0.5  # keep a clipped box when at least this fraction of it is in the chip
+    min_visible: float = 0.5  # keep a clipped box when, per axis, this fraction of what the chip can show is in it
     min_size: float = 2.0  # ... and it is at least this many pixels wide and high
 
 
@@ -141,11 +149,18 @@ def clip_boxes(boxes: np.ndarray, x0: int, y0: int, width: int, height: int) -> 
     return np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
 
 
-def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig) -> np.ndarray:
-    """Which clipped boxes keep enough of their box to be labelled in the chip."""
+def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig, width: int, height: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, ignored) masks of boxes clipped to a width x height chip (see the module doc).
+
+    Kept: per axis, the visible side is at least `min_visible` of what the chip can show of that
+    side, min(side, chip side), and at least `min_size` px. Ignored: the others that intersect the chip.
+    """
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (w >= cfg.min_size) & (h >= cfg.min_size) & (w * h >= cfg.min_visible * area)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    kept = ((w >= cfg.min_size) & (h >= cfg.min_size)
+            & (w >= cfg.min_visible * np.minimum(bw, width)) & (h >= cfg.min_visible * np.minimum(bh, height)))
+    return kept, (w > 0) & (h > 0) & ~kept
 
 
 def split_scenes(scenes: Iterable[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -174,11 +189,14 @@ class _CocoWriter:
     def __init__(self, cats: list[dict]):
         self.cats, self.images, self.annotations = cats, [], []
 
-    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, crowd_labels: np.ndarray
+            ) -> None:
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
-        for box, label in zip(boxes.tolist(), labels.tolist()):
-            self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box))
+        for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
+            for box, label in zip(group.tolist(), group_labels.tolist()):
+                self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box,
+                                                        iscrowd=iscrowd))
 
     def write(self, path: Path) -> None:
         with atomic_path(path) as tmp:
@@ -191,8 +209,8 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
     """Write one scene's chips as GeoTIFFs with their window's georeference and record them.
 
     Boxes are first clipped to the scene (those left empty are counted as outside), then to
-    each chip. Chips that are blank (all zero) and hold no box are skipped.
-    Returns the numbers of chips and boxes written and of boxes outside the scene.
+    each chip, kept or made ignore regions by `visible`. Chips that are blank (all zero) and hold
+    no box are skipped. Returns the numbers of chips and kept boxes written and of boxes outside the scene.
     """
     import rasterio
     from rasterio.windows import Window
@@ -209,11 +227,11 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
             for y0 in chip_origins(src.height, cfg.chip, stride):
                 for x0 in chip_origins(src.width, cfg.chip, stride):
                     win = Window(x0, y0, min(cfg.chip, src.width), min(cfg.chip, src.height))
-                    chip_boxes = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
-                    keep = visible(scene_boxes, chip_boxes, cfg)
-                    chip_boxes = chip_boxes[keep]
+                    clipped = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
+                    keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
+                    chip_boxes = clipped[keep]
                     data = src.read(window=win)
-                    if not len(chip_boxes) and not data.any():
+                    if not keep.any() and not ignore.any() and not data.any():
                         continue
                     name = f"{scene_path.stem}_{x0}_{y0}.tif"
                     with atomic_path(out_dir / name) as tmp:
@@ -225,7 +243,7 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
                             dst.colorinterp = src.colorinterp
                     writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
                                 "scene": scene_path.name, "x0": x0, "y0": y0},
-                               chip_boxes, scene_labels[keep])
+                               chip_boxes, scene_labels[keep], clipped[ignore], scene_labels[ignore])
                     n_chips += 1
                     n_boxes += len(chip_boxes)
     except rasterio.errors.RasterioError as exc:
@@ -319,7 +337,8 @@ def prepare_xview_command(
     drop_classes: str = typer.Option(",".join(map(str, DEFAULT_DROP)), "--drop-classes",
                                      help="comma-separated xView type ids to leave out"),
     min_visible: float = typer.Option(0.5, "--min-visible",
-                                      help="keep a box cut by a chip edge if this fraction remains"),
+                                      help="keep a box cut by a chip edge if, along x and along y, this fraction "
+                                           "of what a chip can show of it remains (else an ignore region)"),
 ) -> None:
     """Cut xView scenes into georeferenced chips with COCO train/val labels (split by scene)."""
     try:

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(data, "scale_range", type=float, nargs=2, default=(0.1, 2.0), metavar=("LO", "HI"),
          help="large-scale jitter: resize factors relative to native pixels")
     _add(data, "no_augment", action="store_true", help="train without augmentation (as evaluated)")
+    _add(data, "min_visible_px", type=float, default=2.0,
+         help="keep a box cut by the training crop when this many px of its width and height are left")
     _add(data, "gsd", type=float, default=0.3,
          help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
     _add(data, "bands", type=int, nargs="+", help="1-based bands to read (1 or 3; default: RGB by colour "
@@ -102,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("learning_rate", "gsd"):
+    for name in ("learning_rate", "gsd", "min_visible_px"):
         if not getattr(args, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     for name in ("warmup_steps", "weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",

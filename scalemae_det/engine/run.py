@@ -122,7 +122,8 @@ def train(args: Namespace, info: DistInfo) -> None:
     folder = args.save_checkpoint_path.parent
     common = {"default_gsd": args.gsd, "bands": args.bands}
     train_split = load_split(args.train_image_dir, args.train_label_file, **common,
-                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range))
+                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range,
+                                                       args.min_visible_px))
     gsd = train_split.dataset.median_gsd()  # read here, so that an unreadable image fails before training
     val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
                             class_names=train_split.class_names, **common)
