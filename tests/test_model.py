@@ -149,3 +149,41 @@ def test_bf16_autocast_gives_float32_boxes():
         n, lowest_iou, max_diff = _far_edge_matches(reference, other, 1024)
         assert n >= 10 and lowest_iou > 0.95
         assert max_diff < 0.5, f"boxes differ by up to {max_diff:.2f} px under bf16"
+
+
+def test_box_losses_are_torchvisions_at_its_beta_and_l1_at_beta_zero():
+    """beta 1/9 reproduces torchvision's own RPN and RoI losses exactly (same samples, same seed);
+    the default beta 0 (ViTDet) is the plain L1 of the sampled deltas."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    images = [torch.rand(3, 128, 128), torch.rand(3, 96, 128)]
+    targets = [{"boxes": torch.tensor([[10., 20, 60, 50], [70, 70, 90, 84]]), "labels": torch.tensor([1, 2])},
+               {"boxes": torch.tensor([[5., 5, 40, 30]]), "labels": torch.tensor([2])}]
+
+    def losses(model):
+        torch.manual_seed(5)
+        return model(images, targets, gsd=0.5)
+
+    model = build_detector("vit_tiny_patch16", 2, box_loss_beta=1 / 9)
+    ours = losses(model)
+    model.rpn.__class__, model.roi_heads.__class__ = RegionProposalNetwork, RoIHeads
+    stock = losses(model)
+    assert set(ours) == set(stock)
+    for name in ours:
+        torch.testing.assert_close(ours[name], stock[name], rtol=1e-6, atol=0)
+
+    model = build_detector("vit_tiny_patch16", 2)
+    assert model.config.box_loss_beta == 0.0
+    seen = {}
+    heads = model.roi_heads
+    sample = heads.select_training_samples
+    heads.select_training_samples = lambda p, t: seen.setdefault("samples", sample(p, t))
+    heads.box_predictor.register_forward_hook(lambda m, i, o: seen.__setitem__("deltas", o[1]))
+    l1 = losses(model)["loss_box_reg"]
+    _, _, labels, regression_targets = seen["samples"]
+    labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+    pos = labels > 0
+    assert 0 < int(pos.sum()) < len(labels)
+    deltas = seen["deltas"].reshape(len(labels), -1, 4)[pos, labels[pos]]
+    torch.testing.assert_close(l1, (deltas - regression_targets[pos]).abs().sum() / len(labels))

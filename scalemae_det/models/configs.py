@@ -30,8 +30,9 @@ class DetectorConfig:
     box_head_fc: int = 1024
     rpn_batch_per_image: int = 256
     roi_batch_per_image: int = 512
-    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test)
-    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test), per level and image
+    rpn_post_nms_top_n: tuple[int, int] = (1000, 1000)  # per image; ViTDet's (torchvision's default is 2000 in training)
+    box_loss_beta: float = 0.0  # smooth-L1 beta of both heads' box losses; 0: L1, as ViTDet
     detections_per_image: int = 300  # satellite tiles hold many objects
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
