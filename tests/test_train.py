@@ -414,3 +414,24 @@ def test_anchor_sizes_option_reaches_the_model(tmp_path):
         assert get_config(name).anchor_sizes == (16, 32, 64, 128, 256)
     with pytest.raises(UserError, match="--anchor_sizes"):
         parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"))
+
+
+def test_warmup_in_steps_or_epochs(tmp_path):
+    from scalemae_det.base.errors import UserError
+    from scalemae_det.engine.options import parse_args, warmup_steps
+
+    images, labels = make_dataset(tmp_path, 1)
+    base = train_args(images, labels, tmp_path / "c.pth")
+    base = base[:base.index("--warmup_steps")] + base[base.index("--warmup_steps") + 2:]
+
+    def steps(*extra: str, per_epoch: int = 40) -> int:
+        return warmup_steps(parse_args([*base, *extra]).warmup, per_epoch)
+
+    assert steps() == 250  # the default
+    assert steps("--warmup", "120") == steps("--warmup", "120steps") == steps("--warmup_steps", "120") == 120
+    assert steps("--warmup", "1.5epochs") == steps("--warmup", "1.5ep") == 60
+    assert steps("--warmup", "0.5epochs", per_epoch=7) == 4  # rounded to the nearest step
+    for bad, needle in ((["--warmup", "10", "--warmup_steps", "10"], "give one"), (["--warmup", "2.5steps"], "whole"),
+                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "negative")):
+        with pytest.raises(UserError, match=needle):
+            parse_args([*base, *bad])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from scalemae_det.base.errors import UserError
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(opt, "learning_rate", type=float, default=1e-4)
     _add(opt, "num_epochs", type=int, default=40)
     _add(opt, "schedule", choices=("cosine", "step"), default="cosine")
-    _add(opt, "warmup_steps", type=int, default=250)
+    _add(opt, "warmup", metavar="N[steps|epochs]",
+         help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]")
+    _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
     _add(opt, "layer_decay", type=float, help="layer-wise lr decay rate (default: the model config's)")
     _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
@@ -99,6 +102,34 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+DEFAULT_WARMUP_STEPS = 250
+_WARMUP = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(steps?|epochs?|ep)?")
+
+
+def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
+    """`--warmup` (or the older `--warmup_steps`) -> (length, "steps" or "epochs")."""
+    if text is not None and steps is not None:
+        raise UserError("--warmup and --warmup_steps say the same thing; give one")
+    if text is None:
+        steps = DEFAULT_WARMUP_STEPS if steps is None else steps
+        if steps < 0:
+            raise UserError(f"--warmup_steps must not be negative, got {steps}")
+        return float(steps), "steps"
+    match = _WARMUP.fullmatch(text.strip().lower())
+    if not match:
+        raise UserError(f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)")
+    value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
+    if unit == "steps" and not value.is_integer():
+        raise UserError(f"--warmup {text}: a number of steps must be whole")
+    return value, unit
+
+
+def warmup_steps(warmup: tuple[float, str], steps_per_epoch: int) -> int:
+    """Optimizer steps of warmup for `parse_warmup`'s value, epochs rounded to the nearest step."""
+    value, unit = warmup
+    return round(value * steps_per_epoch) if unit == "epochs" else int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
@@ -107,10 +138,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("learning_rate", "gsd", "min_visible_px"):
         if not getattr(args, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
-    for name in ("warmup_steps", "weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
+    for name in ("weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
                  "keep_checkpoints"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+    args.warmup = parse_warmup(args.warmup, args.warmup_steps)
     lo, hi = args.scale_range
     if not 0 < lo <= hi:
         raise UserError(f"--scale_range {lo} {hi}: need 0 < LO <= HI")

@@ -32,7 +32,7 @@ from scalemae_det.engine.inference import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
 from scalemae_det.engine.loop import Progress, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
-from scalemae_det.engine.options import parse_args
+from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
 from scalemae_det.base.errors import UserError
@@ -142,7 +142,8 @@ def train(args: Namespace, info: DistInfo) -> None:
     if steps_per_epoch == 0:
         raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
                         f"global batch of {global_batch} (batch size x processes x accumulation)")
-    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs, args.warmup_steps, args.schedule)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs,
+                                warmup_steps(args.warmup, steps_per_epoch), args.schedule)
     scaler = make_scaler(args.amp, info.device)
     progress = Progress()
     if resume_path:
