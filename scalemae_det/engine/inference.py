@@ -46,12 +46,17 @@ def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[i
 
 
 def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore_category_ids: Sequence[int] = (),
-                   **kwargs) -> tuple[dict, list[dict]] | None:
-    """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`."""
+                   xview_counting: str = "corrected", **kwargs) -> tuple[dict, list[dict]] | None:
+    """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`.
+
+    COCO AP counts up to the model's own detections per image (not pycocotools' 100).
+    """
     detections = predict_dataset(model, split.dataset, split.category_ids, info, **kwargs)
     if detections is None:
         return None
-    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids), detections
+    max_dets = getattr(model, "module", model).config.detections_per_image
+    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids, max_dets=max_dets,
+                               xview_counting=xview_counting), detections
 
 
 def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
