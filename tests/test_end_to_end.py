@@ -1,6 +1,5 @@
 """The bundled model through export and the torch-free runtime on a generated scene: seams and accuracy."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
