@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.merge import merge
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.prefetch import prefetch as prefetched
@@ -21,25 +22,6 @@ from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import Tile
 
 TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it
-
-
-@dataclass
-class Detections:
-    boxes: np.ndarray  # (N, 4) xyxy pixels (tile pixels from detect_tiles, scene pixels from detect_scene)
-    scores: np.ndarray  # (N,) float32
-    labels: np.ndarray  # (N,) int64, 1..classes
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def concat(cls, parts: Sequence["Detections"]) -> "Detections":
-        if not parts:
-            return cls(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "labels")))
-
-    def take(self, index: np.ndarray) -> "Detections":
-        return Detections(self.boxes[index], self.scores[index], self.labels[index])
 
 
 @dataclass
@@ -77,11 +59,7 @@ class Detector:
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
         thr = self.metadata.score_threshold if score_threshold is None else score_threshold
-        out = []
-        for boxes, scores, labels in self.session.run(images):
-            keep = scores >= thr
-            out.append(Detections(boxes[keep], scores[keep], labels[keep]))
-        return out
+        return [det.take(det.scores >= thr) for det in self.session.run(images)]
 
     def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
         t = self.metadata.tile

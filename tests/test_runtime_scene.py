@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import rasterio
 
-
 import scalemae_det.runtime.detector as detector_mod
 from scalemae_det.runtime import Detector
 from scalemae_det.base.pixels import FILL
