@@ -11,13 +11,14 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, RasterioError
+from rasterio.errors import CRSError
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from rich.progress import Progress
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.geo import gsd_m
 from scalemae_det.synthetic.layout import CLASS_NAMES, Layout, make_scene
 from scalemae_det.synthetic.render import render_window
@@ -70,15 +71,12 @@ def _write_tif(path: Path, scene: Layout, crs: CRS, transform: Affine, block_row
                    predictor=2, photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER",
                    nodata=0 if scene.collar else None)
     task = progress.add_task(f"rendering {path.name}", total=scene.height) if progress else None
-    try:
-        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for row in range(0, scene.height, block_rows):
-                h = min(block_rows, scene.height - row)
-                dst.write(render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
-                if progress:
-                    progress.advance(task, h)
-    except RasterioError as exc:
-        raise UserError(f"{path}: writing failed: {exc}") from None
+    with raster_errors(path, "writing"), atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(0, scene.height, block_rows):
+            h = min(block_rows, scene.height - row)
+            dst.write(render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
+            if progress:
+                progress.advance(task, h)
 
 
 def _annotations(scene: Layout, transform: Affine, image_id: int, first_id: int) -> list[dict]:
