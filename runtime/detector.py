@@ -42,11 +42,18 @@ class SceneResult:
 
 
 class Detector:
-    """A scalemae-det ONNX model ready to run; `provider` is auto, tensorrt, cuda or cpu."""
+    """A scalemae-det model ready to run over scenes.
 
-    def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
+    `model` is an exported model's path, opened as a `Session` with `provider` (auto, tensorrt, cuda
+    or cpu), `batch` and `threads`; or a ready session, passed in the way torchvision's `FasterRCNN`
+    takes its heads: anything with Session's `run`, `metadata`, `batch`, `provider` and
+    `run_seconds` (the benchmarks pass the PyTorch model in its place to compare engines on the same
+    tiles, reads and merge).
+    """
+
+    def __init__(self, model: str | os.PathLike | Session, provider: str = "auto", batch: int | None = None,
                  threads: int | None = None):
-        self.session = Session(model_path, provider, batch, threads)
+        self.session = Session(model, provider, batch, threads) if isinstance(model, (str, os.PathLike)) else model
         self.metadata: ModelMetadata = self.session.metadata
 
     @property

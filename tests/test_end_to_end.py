@@ -21,7 +21,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def scene_run(tmp_path_factory):
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
-    from runtime import Detector
+    from scalemae_det.runtime import Detector
     from scalemae_det.synthetic import write_scene
 
     work = tmp_path_factory.mktemp("e2e")
