@@ -12,12 +12,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
 
 BUNDLED = Path(__file__).parent / "assets" / "vit_tiny_synthetic.pth"
 DEMO_SEED = 2026  # the bundled model's chips used seeds 1 (train) and 2 (val)
@@ -34,7 +32,7 @@ def _stage(console: Console, name: str, timings: dict[str, float]):
 
 def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
     """The runtime's COCO results, re-keyed to the ground truth's image id and category ids (by name)."""
-    from runtime import outputs
+    from scalemae_det.runtime import outputs
 
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
     image_id = gt["images"][0]["id"]
@@ -50,7 +48,7 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
     """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
-    from runtime import Detector, outputs
+    from scalemae_det.runtime import Detector, outputs
     from scalemae_det.runtime.preview import write_preview
     from scalemae_det.evaluation import evaluate_detections
     from scalemae_det.synthetic import write_scene
@@ -118,16 +116,3 @@ def _print(console: Console, report: dict) -> None:
                   f"total {sum(report['seconds'].values()):.0f} s")
     for name, path in report["files"].items():
         console.print(f"  {name:<20} {path}")
-
-
-def demo_command(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for the scene, model, detections and report."),
-    size: int = typer.Option(3072, help="Scene side in pixels."),
-    seed: int = typer.Option(DEMO_SEED, help="Scene seed (the bundled model was trained on seeds 1 and 2)."),
-    tile: int = typer.Option(512, help="Tile side of the exported model, a multiple of 32."),
-    checkpoint: Path = typer.Option(BUNDLED, help="Detector checkpoint to demonstrate.", show_default="the bundled tiny model"),
-) -> None:
-    """Generate a scene, export the bundled model, detect over the scene, and score the result."""
-    if size < 256:
-        raise UserError(f"--size {size}: the demo scene must be at least 256 px")
-    run_demo(out, size=size, seed=seed, tile=tile, checkpoint=checkpoint)

@@ -31,7 +31,7 @@ from scalemae_det.data.coco import collate
 from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.engine.loop import Progress, make_scaler, train_epoch
+from scalemae_det.engine.loop import Position, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.run import main
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
@@ -214,7 +214,7 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     sampler = TrainSampler(3, batch_size=3, seed=11)
     loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=collate)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
-    progress = Progress()
+    progress = Position()
     for epoch in range(3):
         sampler.set_epoch(epoch)
         train_epoch(model, loader, opt, build_scheduler(opt, 10, 0, "cosine"), make_scaler("off", info.device),

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import typer
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.data.labels import coco_annotation
+from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
 from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import raster_errors
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,6 @@ def read_labels(path: Path, on_bytes: Callable[[int], None] = lambda n: None
 
 # --- chipping ------------------------------------------------------------------------------
 
-def chip_origins(length: int, chip: int, stride: int) -> list[int]:
-    """Offsets of chips covering [0, length): every `stride`, the last one flush with the end."""
-    if length <= chip:
-        return [0]
-    return [*range(0, length - chip, stride), length - chip]
-
-
 def clip_boxes(boxes: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
     """Boxes (N, 4 xyxy) clipped to the window at (x0, y0), in window pixels."""
     return np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
@@ -217,15 +211,15 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
 
     stride = max(1, cfg.chip - round(cfg.overlap * cfg.chip))
     n_chips = n_boxes = 0
-    try:
+    with raster_errors(scene_path):
         with rasterio.open(scene_path) as src:
             scene_boxes = clip_boxes(boxes, 0, 0, src.width, src.height)
             inside = (scene_boxes[:, 2] > scene_boxes[:, 0]) & (scene_boxes[:, 3] > scene_boxes[:, 1])
             scene_boxes, scene_labels = scene_boxes[inside], labels[inside]
             profile = {k: v for k, v in src.profile.items()
                        if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
-            for y0 in chip_origins(src.height, cfg.chip, stride):
-                for x0 in chip_origins(src.width, cfg.chip, stride):
+            for y0 in offsets(src.height, cfg.chip, stride):
+                for x0 in offsets(src.width, cfg.chip, stride):
                     win = Window(x0, y0, min(cfg.chip, src.width), min(cfg.chip, src.height))
                     clipped = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
                     keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
@@ -246,8 +240,6 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
                                chip_boxes, scene_labels[keep], clipped[ignore], scene_labels[ignore])
                     n_chips += 1
                     n_boxes += len(chip_boxes)
-    except rasterio.errors.RasterioError as exc:
-        raise UserError(f"{scene_path}: reading failed: {exc}") from None
     return n_chips, n_boxes, int((~inside).sum())
 
 
@@ -324,6 +316,7 @@ def _report(counts: dict, images: Path) -> None:
     if counts["bad_features"]:
         log.warning(f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
                     "type_id or bounds_imcoords skipped")
+<<<<<<< HEAD
 
 
 def prepare_xview_command(
@@ -350,3 +343,5 @@ def prepare_xview_command(
     for split in ("train", "val"):
         print(f"{split}: {counts['scenes'][split]} scenes, {counts['chips'][split]} chips, "
               f"{counts['boxes'][split]} boxes -> {out / split}, {out / f'{split}.json'}")
+=======
+>>>>>>> main

@@ -1,6 +1,7 @@
 """train.py's command line.
 
-Every option is accepted with underscores (the seed's spelling) and with dashes. Unknown
+Every option is accepted with underscores (the spelling of the original ScaleMAE-Det train.py that
+users' scripts call) and with dashes. Unknown
 arguments are an error, except the old launcher's `--local-rank`/`--local_rank`, which is
 declared. Values are checked here so that a bad one fails before any process group forms.
 """

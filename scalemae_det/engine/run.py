@@ -30,7 +30,7 @@ from scalemae_det.engine.distributed import (
 )
 from scalemae_det.engine.inference import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
-from scalemae_det.engine.loop import Progress, StepStats, make_scaler, resolve_amp, train_epoch
+from scalemae_det.engine.loop import Position, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
@@ -72,7 +72,7 @@ class Run:
     sampler: TrainSampler
     train: DataSplit
     gsd: float  # the training images' median GSD, metres: the checkpoint's
-    progress: Progress
+    progress: Position
     global_batch: int
     log: JsonLines
 
@@ -145,7 +145,7 @@ def train(args: Namespace, info: DistInfo) -> None:
     scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs,
                                 warmup_steps(args.warmup, steps_per_epoch), args.schedule)
     scaler = make_scaler(args.amp, info.device)
-    progress = Progress()
+    progress = Position()
     if resume_path:
         progress = restore(resume_path, model, optimizer, scheduler, scaler, sampler, info, global_batch, console)
     else:
@@ -217,11 +217,11 @@ def build_model(args: Namespace, num_classes: int, pretrained: Path | None, cons
 
 
 def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampler, info: DistInfo,
-            global_batch: int, console: Console) -> Progress:
+            global_batch: int, console: Console) -> Position:
     """Load a training checkpoint into everything; returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
-    progress = Progress(state["epoch"], state["step_in_epoch"], state["global_step"])
+    progress = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
     if state["global_batch"] != global_batch and progress.step_in_epoch:
         raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
                         f"{global_batch}; resume with the same batch size, processes and accumulation")
@@ -246,7 +246,7 @@ def step_callback(run: Run, steps_per_epoch: int, advance):
     args, info = run.args, run.info
     window = {"images": 0, "seconds": 0.0}
 
-    def on_step(p: Progress, stats: StepStats) -> None:
+    def on_step(p: Position, stats: StepStats) -> None:
         window["images"] += stats.images
         window["seconds"] += stats.seconds
         lr = stats.lr

@@ -1,4 +1,4 @@
-"""`scalemae-det predict`: detection over many scenes, one output file per scene.
+"""`scalemae-det predict`: detection over many scenes, one output file per scene (scalemae_det.runtime).
 
 Only typer is imported at module level; onnxruntime, rasterio and rich are imported when the
 command runs, so the CLI starts fast and never needs torch.
@@ -6,35 +6,12 @@ command runs, so the CLI starts fast and never needs torch.
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import typer
 
 from scalemae_det.base.errors import UserError
-
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"}
-
-
-def expand_scenes(items: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, directories (their rasters) and glob patterns -> scene paths, and problems (one line each)."""
-    scenes, problems = [], []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-        elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
-        elif path.exists():
-            found = [path]
-        else:
-            problems.append(f"{item}: no such file")
-            continue
-        if not found:
-            problems.append(f"{item}: no raster files there")
-        scenes.extend(found)
-    return list(dict.fromkeys(scenes)), problems
-
+from scalemae_det.runtime.inputs import expand_scenes
 
 def _parse_bands(text: str | None) -> list[int] | None:
     if not text:
@@ -156,4 +133,4 @@ def predict(
         raise typer.Exit(1)
 
 
-__all__ = ["expand_scenes", "predict"]
+__all__ = ["predict"]

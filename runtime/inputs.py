@@ -1,0 +1,28 @@
+"""The scenes a run is given: files, directories (their rasters) and glob patterns, in a stable order."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"}
+
+
+def expand_scenes(items: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, directories (their rasters) and glob patterns -> scene paths, and problems (one line each)."""
+    scenes, problems = [], []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+        elif path.exists():
+            found = [path]
+        else:
+            problems.append(f"{item}: no such file")
+            continue
+        if not found:
+            problems.append(f"{item}: no raster files there")
+        scenes.extend(found)
+    return list(dict.fromkeys(scenes)), problems

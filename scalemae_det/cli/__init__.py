@@ -1,0 +1,68 @@
+"""The `scalemae-det` command: one module per subcommand, over library functions that know no flags.
+
+Like rasterio's `rio` (rasterio/rio/, one module per command), each module here turns flags into
+arguments of a library call and nothing more; the libraries raise `UserError` naming the file or
+the parameter. Heavy imports (torch, onnxruntime) stay inside the commands, so `--help` and the
+torch-free `predict` start fast.
+
+Every problem a user can cause ends as one `error: ...` line on stderr and a non-zero exit: a
+`UserError` from a library (exit 1) and the usage errors of click (which typer vendors), such as a missing option or a
+value of the wrong type (exit 2, click's code for usage errors), which click would otherwise
+draw as a framed panel.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from scalemae_det.base.errors import UserError
+from scalemae_det.cli.demo import demo_command
+from scalemae_det.cli.evaluate import evaluate_command
+from scalemae_det.cli.export import export_command
+from scalemae_det.cli.predict import predict
+from scalemae_det.cli.prepare_xview import prepare_xview_command
+from scalemae_det.cli.synth import synth_chips, synth_scene
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ScaleMAE detection for satellite imagery.")
+app.command("demo")(demo_command)
+app.command("synth-scene")(synth_scene)
+app.command("synth-chips")(synth_chips)
+app.command("prepare-xview")(prepare_xview_command)
+app.command("evaluate")(evaluate_command)
+app.command("export")(export_command)
+app.command("predict")(predict)
+
+USAGE_ERROR = 2  # click's exit status for usage errors
+
+
+def report_user_errors(entry, *args) -> None:
+    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1 (train.py uses it too)."""
+    try:
+        entry(*args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run_app() -> None:
+    try:
+        status = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors, as typer (which vendors click) raises them
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{where}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", USAGE_ERROR))
+    except typer.Abort:  # Ctrl-C at a prompt
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def main() -> None:
+    report_user_errors(_run_app)
+
+
+if __name__ == "__main__":
+    main()
