@@ -316,32 +316,3 @@ def _report(counts: dict, images: Path) -> None:
     if counts["bad_features"]:
         log.warning(f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
                     "type_id or bounds_imcoords skipped")
-<<<<<<< HEAD
-
-
-def prepare_xview_command(
-    geojson: Path = typer.Option(..., "--geojson", help="xView_train.geojson"),
-    images: Path = typer.Option(..., "--images", help="folder of the xView scenes (5.tif, ...)"),
-    out: Path = typer.Option(..., "--out", help="output folder"),
-    chip: int = typer.Option(800, "--chip", help="chip side in pixels"),
-    overlap: float = typer.Option(0.1, "--overlap", help="fraction of a chip shared with the next"),
-    val_fraction: float = typer.Option(0.25, "--val-fraction", help="fraction of scenes for val"),
-    seed: int = typer.Option(13, "--seed", help="seed of the scene split"),
-    drop_classes: str = typer.Option(",".join(map(str, DEFAULT_DROP)), "--drop-classes",
-                                     help="comma-separated xView type ids to leave out"),
-    min_visible: float = typer.Option(0.5, "--min-visible",
-                                      help="keep a box cut by a chip edge if, along x and along y, this fraction "
-                                           "of what a chip can show of it remains (else an ignore region)"),
-) -> None:
-    """Cut xView scenes into georeferenced chips with COCO train/val labels (split by scene)."""
-    try:
-        drop = [int(t) for t in drop_classes.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--drop-classes: expected comma-separated integers, got {drop_classes!r}") from None
-    counts = prepare_xview(geojson, images, out, val_fraction=val_fraction, seed=seed,
-                           drop_classes=drop, cfg=ChipConfig(chip, overlap, min_visible))
-    for split in ("train", "val"):
-        print(f"{split}: {counts['scenes'][split]} scenes, {counts['chips'][split]} chips, "
-              f"{counts['boxes'][split]} boxes -> {out / split}, {out / f'{split}.json'}")
-=======
->>>>>>> main
