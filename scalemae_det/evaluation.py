@@ -24,6 +24,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -152,49 +153,80 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
     return stats, ap50
 
 
-def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
-                    counting: str = "corrected") -> dict[int, float]:
-    """Per-category VOC all-point AP with the xView scorer's greedy matching.
+@dataclass
+class ClassMatches:
+    """One category's detections matched greedily to its ground truth (see `greedy_matches`)."""
+
+    detections: list[dict]  # by decreasing score
+    tp: np.ndarray  # (D,) bool: claimed a ground-truth box
+    best: list[tuple[int, int] | None]  # (image id, box index) of the best box when its IoU reached the threshold
+    gt_boxes: dict[int, np.ndarray] = field(default_factory=dict)  # image id -> (N, 4) xyxy
+
+    @property
+    def duplicate(self) -> np.ndarray:
+        """Detections whose best box reached the threshold but was claimed already: a second detection of one object."""
+        return np.array([b is not None and not t for b, t in zip(self.best, self.tp)], bool)
+
+
+def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5) -> dict[int, ClassMatches]:
+    """The xView scorer's greedy matching, per category of the ground truth or the detections.
 
     Within a category, detections are taken by decreasing score; each is compared with the
     ground-truth boxes of its image and claims the one of highest IoU if that IoU reaches
-    `iou_threshold` and the box is still unclaimed, else it is a false positive. Crowd
-    annotations are left out. "corrected": every category with ground truth gets an AP (0 when
-    it has no detection). "official": a category's boxes in an image count only when the image
-    has a detection of it, and a category with no box counted gets no AP (see the module doc).
-    (The official scorer matches in the order of each image's file; by score here, the same
-    for files sorted by score, as predict writes them.)
+    `iou_threshold` and the box is still unclaimed, else it is a false positive (the official
+    matcher does not fall back to the next best box). Crowd annotations are left out.
     """
     gt_boxes: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     for ann in gt.get("annotations", []):
         if not ann.get("iscrowd", 0):
-            gt_boxes[ann["category_id"]][ann["image_id"]].append(_xyxy(ann["bbox"]))
+            gt_boxes[ann["category_id"]][ann["image_id"]].append(xyxy(ann["bbox"]))
     dets_by_cat: dict[int, list[dict]] = defaultdict(list)
     for det in detections:
         dets_by_cat[det["category_id"]].append(det)
 
-    aps = {}
-    for cat_id, by_image in gt_boxes.items():
-        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in by_image.items()}
+    out = {}
+    for cat_id in set(gt_boxes) | set(dets_by_cat):
+        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in gt_boxes.get(cat_id, {}).items()}
         claimed = {img: np.zeros(len(b), dtype=bool) for img, b in boxes.items()}
         dets = sorted(dets_by_cat.get(cat_id, []), key=lambda d: -d["score"])
         tp = np.zeros(len(dets), dtype=bool)
+        best_of: list[tuple[int, int] | None] = [None] * len(dets)
         for i, det in enumerate(dets):
             img_boxes = boxes.get(det["image_id"])
             if img_boxes is None:
                 continue
-            ious = box_iou(np.asarray([_xyxy(det["bbox"])]), img_boxes)[0]
+            ious = box_iou(np.asarray([xyxy(det["bbox"])]), img_boxes)[0]
             best = int(ious.argmax())
-            if ious[best] >= iou_threshold and not claimed[det["image_id"]][best]:
-                claimed[det["image_id"]][best] = tp[i] = True
+            if ious[best] >= iou_threshold:
+                best_of[i] = (det["image_id"], best)
+                if not claimed[det["image_id"]][best]:
+                    claimed[det["image_id"]][best] = tp[i] = True
+        out[cat_id] = ClassMatches(dets, tp, best_of, boxes)
+    return out
+
+
+def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
+                    counting: str = "corrected") -> dict[int, float]:
+    """Per-category VOC all-point AP over `greedy_matches`.
+
+    "corrected": every category with ground truth gets an AP (0 when it has no detection).
+    "official": a category's boxes in an image count only when the image has a detection of it,
+    and a category with no box counted gets no AP (see the module doc). (The official scorer
+    matches in the order of each image's file; by score here, the same for files sorted by score,
+    as predict writes them.)
+    """
+    aps = {}
+    for cat_id, m in greedy_matches(gt, detections, iou_threshold).items():
+        if not m.gt_boxes:
+            continue
         if counting == "official":
-            predicted = {d["image_id"] for d in dets}
-            n_gt = sum(len(b) for img, b in boxes.items() if img in predicted)
+            predicted = {d["image_id"] for d in m.detections}
+            n_gt = sum(len(b) for img, b in m.gt_boxes.items() if img in predicted)
             if n_gt == 0:
                 continue
         else:
-            n_gt = sum(len(b) for b in boxes.values())
-        aps[cat_id] = voc_ap(tp, n_gt)
+            n_gt = sum(len(b) for b in m.gt_boxes.values())
+        aps[cat_id] = voc_ap(m.tp, n_gt)
     return aps
 
 
@@ -225,7 +257,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _xyxy(bbox: Sequence[float]) -> list[float]:
+def xyxy(bbox: Sequence[float]) -> list[float]:
+    """COCO xywh -> xyxy."""
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
 

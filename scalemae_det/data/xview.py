@@ -6,8 +6,11 @@ by scene (chips of one scene never straddle train and val), seeded, over the sce
 
 Output layout, ready for train.py's --train_image_dir/--train_label_file (and val):
 
-    OUT/train/<scene>_<x0>_<y0>.tif   OUT/train.json
-    OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json
+    OUT/train/<scene>_<x0>_<y0>.tif   OUT/train.json   OUT/train_scenes.json
+    OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json     OUT/val_scenes.json
+
+`<split>_scenes.json` holds the same boxes per whole scene, in scene pixels (one image record per
+scene, `file_name` the scene's): the ground truth of scene-level evaluation (scalemae_det.scoring).
 
 Category ids in the JSON are 1..K in xView type-id order; each category keeps its
 `xview_type_id`. Image records keep their `scene` and chip offset (`x0`, `y0`).
@@ -183,8 +186,8 @@ class _CocoWriter:
     def __init__(self, cats: list[dict]):
         self.cats, self.images, self.annotations = cats, [], []
 
-    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, crowd_labels: np.ndarray
-            ) -> None:
+    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray = np.zeros((0, 4)),
+            crowd_labels: np.ndarray = np.zeros(0, int)) -> None:
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
         for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
@@ -199,12 +202,13 @@ class _CocoWriter:
 
 
 def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir: Path,
-               writer: _CocoWriter, cfg: ChipConfig) -> tuple[int, int, int]:
+               writer: _CocoWriter, cfg: ChipConfig, scenes: _CocoWriter | None = None) -> tuple[int, int, int]:
     """Write one scene's chips as GeoTIFFs with their window's georeference and record them.
 
     Boxes are first clipped to the scene (those left empty are counted as outside), then to
     each chip, kept or made ignore regions by `visible`. Chips that are blank (all zero) and hold
-    no box are skipped. Returns the numbers of chips and kept boxes written and of boxes outside the scene.
+    no box are skipped. The scene itself and its clipped boxes go to `scenes`. Returns the numbers
+    of chips and kept boxes written and of boxes outside the scene.
     """
     import rasterio
     from rasterio.windows import Window
@@ -216,6 +220,9 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
             scene_boxes = clip_boxes(boxes, 0, 0, src.width, src.height)
             inside = (scene_boxes[:, 2] > scene_boxes[:, 0]) & (scene_boxes[:, 3] > scene_boxes[:, 1])
             scene_boxes, scene_labels = scene_boxes[inside], labels[inside]
+            if scenes is not None:
+                scenes.add({"file_name": scene_path.name, "width": src.width, "height": src.height},
+                           scene_boxes, scene_labels)
             profile = {k: v for k, v in src.profile.items()
                        if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
             for y0 in offsets(src.height, cfg.chip, stride):
@@ -285,7 +292,7 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
     with Progress(disable=not progress, transient=True) as bar:
         for split, scenes in (("train", train), ("val", val)):
             (out / split).mkdir(parents=True, exist_ok=True)
-            writer = _CocoWriter(cats)
+            writer, scene_writer = _CocoWriter(cats), _CocoWriter(cats)
             task = bar.add_task(f"chipping {split}", total=len(scenes))
             n_chips = n_boxes = 0
             for scene in scenes:
@@ -293,11 +300,12 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
                 known = np.isin(boxes[:, 0].astype(int), list(label_of))
                 labels = np.array([label_of[t] for t in boxes[known, 0].astype(int).tolist()], int)
                 c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, out / split,
-                                           writer, cfg)
+                                           writer, cfg, scene_writer)
                 n_chips, n_boxes = n_chips + c, n_boxes + b
                 counts["boxes_outside_scene"] += outside
                 bar.advance(task)
             writer.write(out / f"{split}.json")
+            scene_writer.write(out / f"{split}_scenes.json")
             counts["chips"][split], counts["boxes"][split] = n_chips, n_boxes
     _report(counts, images)
     return counts
