@@ -16,7 +16,8 @@ def score_command(
     scenes: list[Path] = typer.Option([], "--scene", help="a scene raster, to place GeoJSON polygons in its "
                                       "pixels (repeatable)"),
     output: Path = typer.Option(None, "--output", "-o", help="also write the metrics as JSON"),
-    iou: float = typer.Option(0.5, "--iou", help="IoU a detection needs to match, for the xView AP and the duplicates (COCO AP50 is at 0.5)"),
+    iou: float = typer.Option(0.5, "--iou", help="IoU a detection needs to match, for the xView AP and the "
+                              "duplicates (COCO AP50 is at 0.5)"),
     official_counting: bool = typer.Option(
         False, "--official-counting", help="xView AP with the official scorer's counting (ground truth only in "
         "scenes where its class was predicted); default: every box counted"),
