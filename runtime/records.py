@@ -10,7 +10,8 @@ One JSON object a line, each written with one write(2) and fsynced, so a killed 
 the line it was writing; readers skip a line that does not parse:
 - `start`: the shard, its scenes (file names), the whole job's scene count and a key of its scene
   list, the model (path, SHA-256, class names), provider, host and pid;
-- `scene`: scene, output, status ok / failed / skipped, detections, tiles, seconds, provider, model
+- `scene`: scene, output (its name in OUT, which may be mounted elsewhere on the machine that reads
+  the records), status ok / failed / skipped, detections, tiles, seconds, provider, model
   hash, a one-line reason for failures, and for `ok` the scene's footprint (CRS, transform, size)
   that `merge` needs without opening the raster;
 - `end`: the counts; an attempt without one is still running, or was killed.
@@ -83,7 +84,7 @@ class RunRecord:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.counts[status] += 1
         entry = {"kind": "scene", "time": time.time(), "scene": Path(scene).name, "path": str(scene),
-                 "output": str(output), "status": status, "detections": detections, "tiles": tiles,
+                 "output": Path(output).name, "status": status, "detections": detections, "tiles": tiles,
                  "seconds": round(seconds, 3), "provider": provider or self.provider, "model_sha256": self.model_sha256}
         if reason:
             entry["reason"] = reason
