@@ -43,7 +43,7 @@ from scalemae_det.runtime.detector import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import METRICS, merge
 from scalemae_det.runtime.records import JobState, job_state
 from scalemae_det.runtime.tiling import Tile
-from scalemae_det.runtime.vector import columns, driver_for, pixel_box_rings, read_columns, write_layer
+from scalemae_det.runtime.vector import columns, driver_for, pixel_box_rings, pyogrio, read_columns, write_layer
 
 EDGE_POINTS = 9  # points per footprint edge taken to the metric CRS (edges bend under reprojection)
 
@@ -177,6 +177,7 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
               threshold: float = 0.5, progress: Callable[[int, int], None] | None = None) -> MergeReport:
     """Every done scene of the job in OUT into one layer `to` (.gpkg or .fgb) in `crs`, duplicates removed."""
     driver = driver_for(to, "--to")
+    pyogrio()  # installed, or one error line before any work
     if match not in METRICS:
         raise UserError(f"--match: expected one of {', '.join(METRICS)}, got {match!r}")
     target_crs = check_crs(crs)

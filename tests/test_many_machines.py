@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from scalemae_det.runtime.shards import parse_shard, shard_of
 from test_runtime_cli import NO_TORCH, REPO
 from test_runtime_standin import SIZE, build_model, scene_with_squares
 
-pyogrio = pytest.importorskip("pyogrio", reason="GeoPackage needs the gis extra (pyogrio)")
+needs_pyogrio = pytest.mark.skipif(find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)")
 
 
 def cli(*args) -> list[str]:
@@ -173,6 +174,8 @@ def test_failed_scenes_are_reported_with_their_reason(tmp_path, model):
 
 def _polygons(path: Path) -> tuple[np.ndarray, dict]:
     """Bounds (N, 4) of the Polygon features in a layer, decoded from pyogrio's WKB, and the fields."""
+    import pyogrio
+
     meta, _, geometry, values = pyogrio.raw.read(path)
     bounds = []
     for wkb in geometry:
@@ -183,6 +186,7 @@ def _polygons(path: Path) -> tuple[np.ndarray, dict]:
     return np.asarray(bounds).reshape(-1, 4), {"crs": meta["crs"], **dict(zip(meta["fields"], values))}
 
 
+@needs_pyogrio
 @pytest.mark.parametrize("match", ["ios", "iou"])
 def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path, model, match):
     """Scenes A (x 0-600 m) and B (x 300-900 m) share 300 m; squares lie in A only, in B only, in the
@@ -224,6 +228,7 @@ def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path,
         assert seen_whole_by in (None, fields["scene"][k])
 
 
+@needs_pyogrio
 def test_merge_refuses_bad_options_before_writing(tmp_path, model):
     scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
     out = tmp_path / "out"
