@@ -112,7 +112,7 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model):
         assert any(name in e and problem in e for e in errors), (name, errors)
     assert "4 of 5 inputs failed" in done.stderr
     assert (tmp_path / "out" / "good.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "records"]  # records: the run's log
 
 
 @pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option", "batch 0"])
