@@ -27,7 +27,7 @@ from rasterio.warp import transform as warp_transform
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
-from test_runtime_cli import NO_TORCH, REPO
+from test_runtime_cli import NO_TORCH, REPO, numbered_scenes
 from test_runtime_standin import SIZE, build_model, scene_with_squares
 
 needs_pyogrio = pytest.mark.skipif(find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)")
@@ -90,10 +90,7 @@ def test_the_split_depends_on_each_scene_name_only():
 # ---------------------------------------------------------------- three shards, one killed
 
 def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, model):
-    scenes = tmp_path / "scenes"
-    scenes.mkdir()
-    for k in range(7):
-        scene_with_squares(scenes / f"s{k}.tif", 700, 700, [(60 * j + 7, 50 * j + 5) for j in range(k + 1)])
+    scenes = numbered_scenes(tmp_path / "scenes", 7, 700)
     out = tmp_path / "out"
     by_shard = {s: [k for k in range(7) if shard_of(f"s{k}.tif", 3) == s] for s in (1, 2, 3)}
     victim = max(by_shard, key=lambda s: len(by_shard[s]))
