@@ -76,11 +76,12 @@ class MergeReport:
 
 def check_crs(text: str, what: str = "--crs"):
     """A CRS the user named (EPSG:4326, a WKT, a PROJ string) as rasterio's CRS, or one error line."""
+    import rasterio
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     try:
-        with __import__("rasterio").Env():
+        with rasterio.Env():  # GDAL reports through the exception, not on stderr
             return CRS.from_user_input(text)
     except CRSError as exc:
         raise UserError(f"{what} {text}: not a CRS ({exc})") from None
@@ -182,8 +183,11 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
         raise UserError(f"--match: expected one of {', '.join(METRICS)}, got {match!r}")
     target_crs = check_crs(crs)
     to = Path(to)
-    if to.is_dir() or not to.parent.resolve().is_dir():
-        raise UserError(f"--to {to}: {'is a directory' if to.is_dir() else 'its folder does not exist'}")
+    folder = to.parent.resolve()
+    problem = ("is a directory" if to.is_dir() else "its folder does not exist" if not folder.is_dir()
+               else "its folder is not writable" if not os.access(folder, os.W_OK) else None)
+    if problem:
+        raise UserError(f"--to {to}: {problem}")
     state = job_state(out)
     scenes = _footprints(Path(out), state)
     report = MergeReport(len(scenes))
@@ -200,8 +204,8 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
     try:
         with atomic_path(to, keep_suffix=True) as tmp:
             for k, s in enumerate(scenes):
-                neighbours = [j for j in np.flatnonzero(_meets(index, s.bounds)) if j != k]
-                report.overlapping_pairs += sum(j > k for j in neighbours)
+                neighbours = [int(j) for j in np.flatnonzero(_meets(index, s.bounds)) if j != k]
+                report.overlapping_pairs += sum(int(j > k) for j in neighbours)
                 boxes, scores, labels = read_detections(s.output)
                 keep = _dedup(k, s, boxes, scores, labels, scenes, neighbours, metric, match, threshold)
                 report.detections += len(scores)

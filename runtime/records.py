@@ -169,7 +169,8 @@ class JobState:
     def lines(self) -> list[str]:
         out = [f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: {len(self.done)} done, "
                f"{len(self.failed)} failed, {self.left} left"]
-        out += [f"failed: {name}: {rec.get('reason', 'no reason recorded')}" for name, rec in sorted(self.failed.items())]
+        out += [f"failed: {name}: {rec.get('reason', 'no reason recorded')}"
+                for name, rec in sorted(self.failed.items())]
         if self.unstarted:
             out.append(f"shards never started: {', '.join(f'{k}/{self.shards}' for k in self.unstarted)}")
         for a in self.open_attempts:

@@ -133,7 +133,8 @@ def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, mode
     third = run(*third_args, env=env_c)
     assert third.returncode == 0, third.stderr
 
-    records = [json.loads(line) for p in sorted((out / "records").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    records = [json.loads(line) for p in sorted((out / "records").glob("*.jsonl"))
+               for line in p.read_text().splitlines()]
     starts = [r for r in records if r["kind"] == "start"]
     assert sorted(r["shard"] for r in starts) == sorted(["1/3", "2/3", "3/3", f"{victim}/3"])
     assert len({r["job_key"] for r in starts}) == 1  # every shard saw the same job, whatever the order

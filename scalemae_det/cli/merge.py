@@ -11,7 +11,8 @@ def merge_command(
     out: Path = typer.Argument(..., help="the --out folder of the predict job (all its shards)"),
     to: Path = typer.Option(..., "--to", help="the layer to write: .gpkg (GeoPackage) or .fgb (FlatGeobuf)"),
     crs: str = typer.Option("EPSG:4326", "--crs", help="CRS of the layer, e.g. EPSG:4326 or EPSG:32633"),
-    match: str = typer.Option("ios", "--match", help="duplicates across scenes: ios (intersection over smaller) or iou"),
+    match: str = typer.Option("ios", "--match",
+                              help="duplicates across scenes: ios (intersection over smaller) or iou"),
 ) -> None:
     """Gather the detections of every done scene into one layer, in one CRS, each object once."""
     from scalemae_det.runtime.mosaic import merge_job
