@@ -173,7 +173,7 @@ def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int)
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
     from scalemae_det.runtime.session import Session
-    from scalemae_det.checkpoints import sha256_file
+    from scalemae_det.base.digest import sha256_file
 
     path = workdir / f"model_b{batch}.onnx"
     if path.exists():

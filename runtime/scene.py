@@ -79,7 +79,7 @@ def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[
     """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
     path = str(path)
     check_options(gsd_mode, overlap)
-    with raster_errors(path, "opening as a raster"):
+    with raster_errors(path, "not a readable raster"):
         ds = rasterio.open(path)
     with ds:
         crs = ds.crs

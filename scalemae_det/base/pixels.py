@@ -36,7 +36,7 @@ ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None mea
 
 
 @contextmanager
-def raster_errors(path, doing: str = "reading", window=None) -> Iterator[None]:
+def raster_errors(path, problem: str = "reading failed", window=None) -> Iterator[None]:
     """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors that
     name the file and GDAL's own reason: rasterio often raises "See previous exception for details"
     with the reason only in the exception's cause."""
@@ -45,7 +45,7 @@ def raster_errors(path, doing: str = "reading", window=None) -> Iterator[None]:
     except RasterioError as exc:
         where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         detail = str(exc.__cause__ or exc).splitlines()[0]
-        raise UserError(f"{path}: {doing} failed{where}: {detail}") from None
+        raise UserError(f"{path}: {problem}{where}: {detail}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:

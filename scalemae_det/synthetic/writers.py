@@ -71,7 +71,7 @@ def _write_tif(path: Path, scene: Layout, crs: CRS, transform: Affine, block_row
                    predictor=2, photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER",
                    nodata=0 if scene.collar else None)
     task = progress.add_task(f"rendering {path.name}", total=scene.height) if progress else None
-    with raster_errors(path, "writing"), atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with raster_errors(path, "writing failed"), atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for row in range(0, scene.height, block_rows):
             h = min(block_rows, scene.height - row)
             dst.write(render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
