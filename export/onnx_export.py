@@ -14,7 +14,6 @@ models here: it duplicates Cast nodes under one name and mistypes the NMS `If` s
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,9 +23,10 @@ import onnx
 import torch
 
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.base.errors import UserError
 
+from scalemae_det.export.fixed_scale import THRESHOLD_INITIALIZER
 from scalemae_det.export.options import ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
 from scalemae_det.export.prepare import ExportResult, Prepared, prepare
@@ -75,21 +75,25 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
     return True
 
 
-def ort_session(path: Path):
-    """An ONNX Runtime session on the GPU when one is usable (TF32 off: this is a parity check), else CPU."""
+def ort_session(path: Path, score_threshold: float | None = None):
+    """An ONNX Runtime session on the GPU when one is usable (TF32 off: this is a parity check), else CPU;
+    with `score_threshold`, the graph's own threshold (an initializer, see fixed_scale) is overridden."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if score_threshold is not None:
+        value = ort.OrtValue.ortvalue_from_numpy(np.array(score_threshold, np.float32))
+        opts.add_initializer(THRESHOLD_INITIALIZER, value)
     providers: list = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
         providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": 0}))
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def onnx_runner(path: Path):
-    """(runner for ParityCheck, provider name)."""
-    session = ort_session(path)
+def onnx_runner(path: Path, score_threshold: float | None = None):
+    """(runner for ParityCheck, provider name), at the graph's threshold or at `score_threshold`."""
+    session = ort_session(path, score_threshold)
 
     def run(images: np.ndarray):
         return tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: images}))
@@ -105,12 +109,12 @@ def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, P
         log("simplifying with onnxslim")
         if simplify(raw, slim, prep.metadata):
             log("validating the simplified graph in ONNX Runtime")
-            report = check.run(*onnx_runner(slim))
+            report = check.run(lambda threshold: onnx_runner(slim, threshold))
             if report.passed:
                 return slim, report, True
             log(f"the simplified graph lost parity ({report.summary()}); keeping the traced one")
     log("validating the graph in ONNX Runtime")
-    return raw, check.run(*onnx_runner(raw)), False
+    return raw, check.run(lambda threshold: onnx_runner(raw, threshold)), False
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
@@ -119,8 +123,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
     out = Path(out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
-        raw, slim = Path(work) / "raw.onnx", Path(work) / "slim.onnx"
+    with work_dir(out) as work:  # beside the output; what an export killed earlier left there goes first
+        raw, slim = work / "raw.onnx", work / "slim.onnx"
         log(f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})")
         trace_to_onnx(prep.wrapper, prep.example(), raw, spec.opset)
         onnx.save(finish_graph(onnx.load(str(raw)), metadata), str(raw))

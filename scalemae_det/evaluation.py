@@ -63,7 +63,7 @@ def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[
     """COCO AP family and the xView metric of `detections` against the labels `coco_gt`.
 
     Returns a JSON-ready dict: AP, AP50, AP75, APs, APm, APl (pycocotools, `max_dets`
-    detections per image; -1 where pycocotools has no ground truth), `xview_mAP` (mean
+    detections per image; None where pycocotools has no ground truth), `xview_mAP` (mean
     per-class VOC AP at `iou_threshold` over classes with ground truth, leaving out
     `ignore_category_ids`), and `per_class`: one row per category with its id, name, number of
     ground-truth boxes, AP50 and xView AP (None where the class has no ground truth).
@@ -116,7 +116,9 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = {name: float(v) for name, v in zip(COCO_METRICS, ev.stats)}
+    # COCOeval writes -1 where a metric is undefined (no ground truth in an area range); JSON says null, as
+    # for the per-class APs and the xView mean, so that no reader averages a -1 in
+    stats = {name: float(v) if v >= 0 else None for name, v in zip(COCO_METRICS, ev.stats)}
     # precision: [iou thresholds, recall points, categories, area ranges, max dets]; iou 0.5 is
     # the first threshold, area "all" the first range, the largest max-dets the last.
     precision = ev.eval["precision"][0, :, :, 0, -1]
@@ -210,7 +212,7 @@ def print_metrics(metrics: dict, console=None) -> None:
     console = console or Console()
 
     def fmt(v):
-        return "-" if v is None or v < 0 else f"{v:.3f}"
+        return "-" if v is None else f"{v:.3f}"
 
     summary = "  ".join(f"{k} {fmt(metrics[k])}" for k in (*COCO_METRICS, "xview_mAP"))
     table = Table(title="per-class AP at IoU 0.5")
