@@ -36,6 +36,12 @@ STATS_SIDE = 1024  # longest side of the decimated read the stretch is computed 
 ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None means uint8 / 255
 
 
+def gdal_cause(exc: RasterioError) -> str:
+    """The line that says what went wrong: rasterio's own message is often "Read or write failed. See
+    previous exception for details", with GDAL's error (the previous exception) as its cause."""
+    return (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 @contextmanager
 def reading(ds, window=None) -> Iterator[None]:
     """Turn GDAL read failures (corrupt files, truncated tiles) into one-line user errors."""
@@ -43,8 +49,7 @@ def reading(ds, window=None) -> Iterator[None]:
         yield
     except RasterioError as exc:
         where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
-        detail = str(exc.__cause__ or exc).splitlines()[0]
-        raise UserError(f"{ds.name}: reading failed{where}: {detail}") from None
+        raise UserError(f"{ds.name}: reading failed{where}: {gdal_cause(exc)}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
@@ -149,4 +154,4 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     return to_unit(data, vr, mask), mask
 
 
-__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "reading", "select_bands", "to_unit", "value_range"]
+__all__ = ["FILL", "ValueRange", "gdal_cause", "nodata_mask", "read_unit", "reading", "select_bands", "to_unit", "value_range"]
