@@ -332,3 +332,150 @@ def test_bad_input(name, world, place, monkeypatch, capsys):
     assert code == case.code and len(errors) == 1, err
     assert all(w in errors[0] for w in case.words), errors[0]
     case.after(place, world)
+
+
+# ---------------------------------------------------------------- faults: what is left behind
+
+def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(world, place, monkeypatch, capsys):
+    """Ctrl-C during tracing: exit 130, one line, no model and no work folder; a work folder that an export killed
+    with SIGKILL left (its process is gone) is removed by the next export of the same output, not others'."""
+    import scalemae_det.export.onnx_export as onnx_export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
+    with monkeypatch.context() as m:
+        m.setattr(onnx_export, "trace_to_onnx", interrupted)
+        code, _, err = run(EXPORT, values, monkeypatch, capsys)
+    assert (code, err.strip()) == (130, "error: interrupted")
+    no_export(place, world)
+
+    dead = 2**22 + 12345  # above the kernel's default pid_max, so no live process has it
+    stale, other = place["tmp"] / f".m.onnx.work{dead}", place["tmp"] / f".other.onnx.work{dead}"
+    for folder in (stale, other):
+        folder.mkdir()
+        (folder / "raw.onnx").write_bytes(b"half an export")
+    code, _, err = run(f"{EXPORT} --no-validate", values, monkeypatch, capsys)
+    assert code == 0, err
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in place["tmp"].iterdir() if "m.onnx" in p.name) == ["m.onnx"]
+
+
+def test_predict_write_failure_is_one_line_and_leaves_no_partial_file(world, place, monkeypatch, capsys):
+    import scalemae_det.runtime.outputs as outputs
+
+    def disk_full(result, path, *args):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(outputs, "write", disk_full)
+    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
+    code, _, err = run(PREDICT, values, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err
+    assert "a.geojson" in errors[0] and "No space left on device" in errors[0]
+    nothing(place, world)
+
+
+def test_prepare_xview_skips_unreadable_scenes_and_a_rerun_keeps_no_chip_of_the_other_split(world, place, monkeypatch,
+                                                                                             capsys):
+    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
+    xview = "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} --chip 128 --seed 3"
+    code, out, err = run(f"{xview} --val-fraction 0 --skip-unreadable", values, monkeypatch, capsys)
+    assert code == 0, err
+    assert "1 unreadable scene(s) skipped" in out
+    train = json.loads((place["out"] / "train.json").read_text())
+    assert {i["scene"] for i in train["images"]} == {"1.tif", "2.tif", "3.tif"}
+    assert not [p for p in place["out"].iterdir() if p.name.startswith(".")]  # no work folder left
+
+    code, _, err = run(f"{xview} --val-fraction 0.5 --skip-unreadable", values, monkeypatch, capsys)
+    assert code == 0, err
+    for split in ("train", "val"):
+        records = json.loads((place["out"] / f"{split}.json").read_text())["images"]
+        on_disk = sorted(p.name for p in (place["out"] / split).iterdir())
+        assert on_disk == sorted(r["file_name"] for r in records) and on_disk  # exactly this run's chips
+    scenes = [{r["scene"] for r in json.loads((place["out"] / f"{s}.json").read_text())["images"]} for s in ("train", "val")]
+    assert not scenes[0] & scenes[1]
+
+
+def test_evaluate_writes_its_default_beside_the_user_not_the_checkpoint_and_null_for_undefined(world, place, monkeypatch,
+                                                                                               capsys):
+    models = place["tmp"] / "package"
+    models.mkdir()
+    ckpt = models / "bundled.pth"
+    ckpt.write_bytes(Path(world["ckpt"]).read_bytes())
+    monkeypatch.chdir(place["dir"])
+    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}, "ckpt": str(ckpt)}
+    code, _, err = run(EVALUATE, values, monkeypatch, capsys)
+    assert code == 0, err
+    assert [p.name for p in models.iterdir()] == ["bundled.pth"]
+    metrics = json.loads((place["dir"] / "bundled.eval.json").read_text())
+    # the 64-px images hold no large object: COCOeval has no APl, which JSON says as null (not -1)
+    assert metrics["APl"] is None and all(v is None or v >= 0 for k, v in metrics.items() if k.startswith("AP"))
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option in rich's help
+    help_code, help_out, _ = run("evaluate --help", values, monkeypatch, capsys)
+    assert "CHECKPOINT_NAME.eval.json" in help_out and "current folder" in help_out
+
+
+def test_resume_runs_the_evaluation_a_kill_interrupted_and_refuses_another_architecture(world, place, monkeypatch,
+                                                                                        capsys):
+    import scalemae_det.engine.run as engine_run
+
+    save = place["out"] / "c.pth"
+    argv = train_args(world["images"], world["labels"], save, "--val_image_dir", str(world["images"]),
+                      "--val_label_file", str(world["labels"]), "--num_epochs", "1", "--batch_size", "3")
+    real = engine_run.evaluate_split
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(engine_run, "evaluate_split", killed)
+        with pytest.raises(SystemExit) as exc:
+            report_user_errors(train_main, argv, spell=train_flag)
+    assert exc.value.code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert not save.exists() and not (place["out"] / "eval-epoch001.json").exists()
+    assert engine_run.evaluate_split is real
+
+    report_user_errors(train_main, [*argv, "--resume", "auto"], spell=train_flag)
+    assert json.loads((place["out"] / "eval-epoch001.json").read_text())["num_images"] == 3
+    assert [e["epoch"] for e in map(json.loads, (place["out"] / "train_log.jsonl").read_text().splitlines())
+            if e["event"] == "eval"] == [1]
+    assert save.exists()
+
+    capsys.readouterr()
+    wider = [*argv, "--resume", str(save), "--override", "embed_dim=128"]
+    with pytest.raises(SystemExit):
+        report_user_errors(train_main, wider, spell=train_flag)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c.pth: weights do not fit" in err[0] and "embed_dim 128" in err[0] and "shapes differ" in err[0]
+
+
+# ---------------------------------------------------------------- the library side of the same rules
+
+def test_library_errors_name_the_parameter_and_each_command_spells_it():
+    from scalemae_det.base import checks
+    from scalemae_det.base.errors import ParameterError, dashed_flag
+
+    with pytest.raises(ParameterError) as exc:
+        checks.bands("bands", [0, 1, 2])
+    assert str(exc.value) == "bands=[0, 1, 2]: band numbers start at 1 (the first band is 1, as in GDAL)"
+    assert exc.value.render(dashed_flag).startswith("--bands 0,1,2: band numbers start at 1")
+    assert exc.value.render(train_flag).startswith("--bands 0,1,2:")
+    err = ParameterError("score_threshold", "below; use `score_threshold` 0.3", value=0.1, source="m.onnx")
+    assert err.render(dashed_flag) == "m.onnx: --score-threshold 0.1: below; use --score-threshold 0.3"
+    assert str(err) == "m.onnx: score_threshold=0.1: below; use score_threshold 0.3"
+
+
+def test_parity_fails_on_non_finite_outputs_and_the_opset_range_is_the_exporters():
+    from torch.onnx import _constants
+
+    from scalemae_det.export.options import MAX_OPSET
+    from scalemae_det.export.parity import Detections, compare
+
+    ref = [Detections(np.array([[0, 0, 9, 9]], np.float32), np.array([0.9], np.float32), np.array([1]))]
+    assert compare(ref, ref, 0.3, 10, "float32", "test").passed
+    nan = [Detections(np.array([[0, 0, np.nan, 9]], np.float32), np.array([0.9], np.float32), np.array([1]))]
+    report = compare(ref, nan, 0.3, 10, "float32", "test")
+    assert not report.passed and not report.finite and "NON-FINITE" in report.summary()
+    assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET

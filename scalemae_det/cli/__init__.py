@@ -84,8 +84,10 @@ def _run_app() -> None:
         where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", USAGE_ERROR))
-    except typer.Abort:  # Ctrl-C at a prompt
-        sys.exit(130)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    if status == INTERRUPTED:  # typer's answer to Ctrl-C in a command, after every `finally` has run
+        print("error: interrupted", file=sys.stderr)
     sys.exit(status if isinstance(status, int) else 0)
 
 
