@@ -479,3 +479,15 @@ def test_parity_fails_on_non_finite_outputs_and_the_opset_range_is_the_exporters
     report = compare(ref, nan, 0.3, 10, "float32", "test")
     assert not report.passed and not report.finite and "NON-FINITE" in report.summary()
     assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+
+def test_parity_probes_below_a_threshold_that_leaves_nothing_to_compare(world, place, monkeypatch, capsys):
+    """At 0.9999 the tiny model keeps (almost) nothing; the check then compares at a lower threshold, and passes."""
+    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
+    code, _, err = run(f"{EXPORT} --score-threshold 0.9999", values, monkeypatch, capsys)
+    assert code == 0, err
+    report = json.loads((place["tmp"] / "m.onnx.parity.json").read_text())
+    assert report["passed"] and report["compared_detections"] < 10
+    probe = report["probe"]
+    assert probe["lowered"] and probe["score_threshold"] < 0.9999 and probe["compared_detections"] >= 10
+    assert probe["passed"] and probe["finite"]
