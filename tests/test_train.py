@@ -462,6 +462,6 @@ def test_warmup_in_steps_or_epochs(tmp_path):
     assert steps("--warmup", "1.5epochs") == steps("--warmup", "1.5ep") == 60
     assert steps("--warmup", "0.5epochs", per_epoch=7) == 4  # rounded to the nearest step
     for bad, needle in ((["--warmup", "10", "--warmup_steps", "10"], "give one"), (["--warmup", "2.5steps"], "whole"),
-                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "negative")):
+                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "at least 0")):
         with pytest.raises(UserError, match=needle):
             parse_args([*base, *bad])
