@@ -5,13 +5,16 @@ so that `load_pretrained` is a straight key match.
 
 Optionally (`DetectorConfig.rel_pos`) each attention layer adds ViTDet's decomposed relative
 position bias (Li et al., "Exploring Plain Vision Transformer Backbones for Object Detection",
-ECCV 2022, section 4; from MViTv2, Li et al. CVPR 2022, eq. 4): the logit of query (i, j) and key
-(k, l) gains q . Rh[i - k] + q . Rw[j - l], with one table per axis of 2 * side - 1 rows of head_dim
+ECCV 2022, taken from MViTv2, Li et al., CVPR 2022; detectron2 modeling/backbone/vit.py and
+utils.py `add_decomposed_rel_pos`): the logit of query (i, j) and key (k, l) gains
+q . Rh[i - k] + q . Rw[j - l], with one table per axis of 2 * side - 1 rows of head_dim
 (`rel_pos_h`, `rel_pos_w`, detectron2's names). Decomposed rather than a full 2-D table, the
 parameters grow with the side, not its square. The tables start at zero, so a pretrained trunk
-without them computes exactly what it did (detectron2's `rel_pos_zero_init`, its default), and
-the bias goes to `scaled_dot_product_attention` as its additive mask, so with the option off the
-attention is the very same call as timm's fused one.
+without them computes exactly what it did (detectron2's `rel_pos_zero_init`, its default). The
+bias goes to `scaled_dot_product_attention` as its additive mask, so with the option off the
+attention is the very same call as timm's fused one; with it on, each block holds a
+(B, heads, N, N) bias, as detectron2's explicit attention holds its logits, and CUDA cannot use
+its flash kernel (the memory-efficient one takes a bias).
 """
 
 from __future__ import annotations
