@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -38,7 +39,8 @@ from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
 from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.evaluation import print_metrics, write_results
-from scalemae_det.models.detector import build_detector
+from scalemae_det.models.configs import get_config
+from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
 
 LOG_NAME = "train_log.jsonl"
 
@@ -222,7 +224,7 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
 
 def build_model(args: Namespace, num_classes: int, pretrained: Path | None, console: Console) -> torch.nn.Module:
     try:
-        model = build_detector(args.model, num_classes, **args.overrides)
+        model = build_detector(args.model, num_classes, **training_overrides(args))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
                         f"{exc.args[0] if exc.args else exc}") from None
@@ -230,6 +232,17 @@ def build_model(args: Namespace, num_classes: int, pretrained: Path | None, cons
         report = load_pretrained(model, pretrained)
         console.print(f"{pretrained}: {report}")
     return model
+
+
+def training_overrides(args: Namespace) -> dict:
+    """--override and the options that set config fields; with the relative position bias on, the
+    global blocks' tables fit the training crop's grid (as ViTDet's fit its 1024 px input) unless
+    --override rel_pos_grid=N says otherwise."""
+    overrides = dict(args.overrides)
+    if overrides.get("rel_pos") and "rel_pos_grid" not in overrides:
+        patch = get_config(args.model, **overrides).patch_size
+        overrides["rel_pos_grid"] = math.ceil(args.input_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE // patch
+    return overrides
 
 
 def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampler, info: DistInfo,
