@@ -14,6 +14,7 @@ from scalemae_det.checkpoints import load_detector, sha256_file
 from scalemae_det.base.errors import UserError
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
+from scalemae_det.export.calibration import calibration_scenes
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import ParityReport
@@ -55,11 +56,23 @@ def check_writable(out: Path) -> None:
         raise UserError(f"{out}: output directory {parent} is not writable")
 
 
+def check_int8_inputs(spec: ExportSpec) -> None:
+    """The calibration sources and the labelled set exist (their tiles are read after tracing)."""
+    calibration_scenes(spec.calibration)
+    if spec.labels is not None:
+        if not Path(spec.labels).is_file():
+            raise UserError(f"--int8-labels {spec.labels}: no such file")
+        if not Path(spec.images).is_dir():
+            raise UserError(f"--int8-images {spec.images}: no such directory")
+
+
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
     """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
     spec.check()
     for out in outs:
         check_writable(out)
+    if spec.int8:
+        check_int8_inputs(spec)
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
     if spec.tile % cfg.patch_size:
@@ -69,6 +82,8 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
     spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
     wrapper = FixedScaleDetector(model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16).eval()
+    # an int8 export is traced and validated in float32, then quantised (export.quantize): the metadata
+    # says float32 until the int8 graph is written
     metadata = ModelMetadata(
         class_names=list(ckpt["class_names"]), gsd=gsd, res_per_metre=cfg.res_per_metre, tile=spec.tile,
         batch=spec.batch, max_detections=max_det, score_threshold=threshold, model_config=cfg.name,

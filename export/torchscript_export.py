@@ -63,6 +63,8 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
     """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
     start = time.perf_counter()
     out = Path(out)
+    if spec.int8:
+        raise UserError(f"{out}: --precision int8 is for ONNX exports (onnxruntime's quantisation); use --format onnx")
     prep = prepare(checkpoint, [out], spec, opset=NOT_ONNX)
     log(f"tracing the {prep.metadata.model_config} detector to TorchScript ({prep.metadata.precision})")
     with torch.no_grad(), _no_deprecation_warnings():

@@ -3,12 +3,21 @@
 onnxruntime-gpu falls back to the CPU without a word when CUDA or TensorRT libraries are missing,
 so the providers the session really got are reported (`providers`, `note`), and an explicit
 `cuda`/`tensorrt` request that cannot be met is an error rather than a slow CPU run.
+
+An int8 model (QDQ graph, `precision: int8` in its metadata) runs on TensorRT with
+`trt_int8_enable`: TensorRT then takes the graph's QuantizeLinear/DequantizeLinear nodes as its
+quantisation (explicit quantisation). No calibration table is passed for such a graph: onnxruntime's
+TensorRT EP documentation says a table must not be given with Q/DQ nodes, which TensorRT refuses.
+Layers the export left in float32 stay float32 on TensorRT too (fp16 is not switched on with int8).
+The metadata is read from the file before the session is made (`read_props`): the TensorRT options
+have to be known when the engine is built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -18,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, MetadataError, ModelMetadata, read_props
 from scalemae_det.base.pixels import FILL
 from scalemae_det.base.errors import UserError
 
@@ -32,12 +41,25 @@ def _trt_cache() -> str:
     return str(root)
 
 
-def _options(name: str) -> dict:
+def provider_options(name: str, precision: str = "float32") -> dict:
+    """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
         return {"cudnn_conv_algo_search": "HEURISTIC"}  # tile shapes are fixed: no exhaustive search
     if name == NAMES["tensorrt"]:
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        if precision == "int8":
+            options["trt_int8_enable"] = True  # explicit quantisation from the graph's Q/DQ nodes
+        return options
     return {}
+
+
+def _precision(path: str) -> str:
+    """The precision a model's metadata states, "float32" when it cannot be read here (the session
+    reports the problem properly once made)."""
+    try:
+        return json.loads(read_props(path).get("precision", '"float32"'))
+    except (MetadataError, json.JSONDecodeError, OSError):
+        return "float32"
 
 
 @contextlib.contextmanager
@@ -92,10 +114,11 @@ class Session:
         if threads:
             options.intra_op_num_threads = threads
         chain = [*wanted, NAMES["cpu"]]
+        precision = _precision(self.path) if NAMES["tensorrt"] in wanted else "float32"
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[_options(p) for p in chain])
+                                                    provider_options=[provider_options(p, precision) for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()

@@ -92,7 +92,7 @@ def predict(
     meta = detector.metadata
     note = f" ({detector.session.note})" if detector.session.note else ""
     say(f"{model.name}: tile {meta.tile}, batch {detector.session.batch}, GSD {meta.gsd:g} m; "
-        f"onnxruntime runs on {', '.join(detector.session.providers)}{note}")
+        f"onnxruntime runs it in {meta.precision} on {', '.join(detector.session.providers)}{note}")
     failed = len(problems)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
