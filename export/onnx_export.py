@@ -156,12 +156,26 @@ def table_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".trt-calibration.flatbuffers")
 
 
+def int8_model(float_graph: Path, float_meta: ModelMetadata, tiles: np.ndarray, work: Path, method: str = "minmax",
+               table: Path | None = None, table_name: str | None = None, providers: list[str] | None = None):
+    """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated on
+    `tiles`: (path, export.quantize.Quantised, its metadata). No gate: see `_int8`."""
+    from scalemae_det.export.calibration import in_batches
+    from scalemae_det.export.quantize import quantize_int8
+
+    quantised = quantize_int8(float_graph, work / "int8.onnx", in_batches(tiles, float_meta.batch), work, method,
+                              table, providers)
+    metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_name)
+    path = work / "int8_final.onnx"
+    onnx.save(finish_graph(onnx.load(str(quantised.path)), metadata), str(path))
+    return path, quantised, metadata
+
+
 def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log):
     """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in `work`,
     or UserError when the gate refuses it."""
     from scalemae_det.export.agreement import IOU_THRESHOLD, SCORE_MARGIN, AgreementReport, agreement
-    from scalemae_det.export.calibration import held_out_count, in_batches, read_tiles
-    from scalemae_det.export.quantize import quantize_int8
+    from scalemae_det.export.calibration import held_out_count, read_tiles
     from scalemae_det.export.parity import run_exported
 
     spec, float_meta = prep.spec, prep.metadata
@@ -169,11 +183,8 @@ def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: P
     tiles = read_tiles(spec.calibration, float_meta, spec.calibration_tiles, held_out_count(spec.calibration_tiles, spec.batch))
     log(f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising to int8")
     table = work / "table.flatbuffers"
-    quantised = quantize_int8(float_graph, work / "int8.onnx", in_batches(tiles.calibration, spec.batch), work,
-                              spec.calibration_method, table)
-    metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_path(out).name)
-    int8_graph = work / "int8_final.onnx"
-    onnx.save(finish_graph(onnx.load(str(quantised.path)), metadata), str(int8_graph))
+    int8_graph, quantised, metadata = int8_model(float_graph, float_meta, tiles.calibration, work,
+                                                 spec.calibration_method, table, table_path(out).name)
     log(f"checking the int8 graph against float32 on {len(tiles.held_out)} held-out tiles")
     run32, runtime = onnx_runner(float_graph)
     reference, _ = run_exported(run32, tiles.held_out, spec.batch)
