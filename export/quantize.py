@@ -4,29 +4,32 @@ This module knows no flags: `quantize_int8(float_graph, out, tiles, work_dir)` w
 and returns what it did; export/onnx_export.py decides when, and the gate (export/agreement.py)
 whether the result is kept.
 
-What is quantised, and why (measured with bench/bench_precision.py and the experiments quoted in
-the README's "int8" benchmark subsection, 2-core AVX-512 VNNI CPU, onnxruntime 1.31):
-- Where the time goes differs by model. In the bundled tiny model at tile 256 (onnxruntime's
-  profiler) the box head's convolutions over 1000 RoIs take 30%, the ViT blocks 19%, the RPN head
-  14%, RoIAlign 11%, the pyramid 8%; in vit_base/vit_large the ViT's MatMuls dominate. So the
-  MatMul/Gemm/Conv/ConvTranspose nodes of the backbone (`/features/`: patch embedding, ViT blocks,
-  pyramid), of the RPN's shared convolutions (`/rpn/head/conv/`) and of the box head
-  (`/roi_heads/box_head/`) are quantised. Measured on the tiny model: trunk alone 0.97x float32
-  (nothing to gain there), + pyramid 0.97x, + RPN convs 1.21x, + box head 2.08x, each with
-  precision/recall 1.000/1.000 against float32 for detections scoring >= 0.5.
+What is quantised, and why (measured on this project's shared 2-core AVX-512 VNNI CPU with
+onnxruntime 1.31; bench/bench_precision.py gives the end-to-end figures in the README):
+- Where the time goes differs less than expected between models. In the bundled tiny model at tile
+  256 (onnxruntime's profiler) the box head's convolutions over 1000 RoIs take 30%, the ViT blocks
+  19%, the RPN head 14%, RoIAlign 11%, the pyramid 8%. Quantising step by step (tiny, MinMax,
+  16 calibration and 16 held-out tiles): trunk alone 0.97x float32, + pyramid 0.97x, + RPN
+  convolutions 1.21x, + box head 2.08x. vit_base_patch16 at tile 512 (process CPU time per tile,
+  which the neighbours' load does not inflate): the trunk's Gemms alone 1.27x, the trunk with its
+  attention MatMuls 1.24x, everything below 2.14x. So the MatMul/Gemm/Conv/ConvTranspose nodes of
+  the backbone (`/features/`: patch embedding, ViT blocks, pyramid), of the RPN's shared
+  convolutions (`/rpn/head/conv/`) and of the box head (`/roi_heads/box_head/`) are quantised.
 - Kept float32: the layers that emit scores and box deltas directly (RPN objectness and deltas,
-  the box predictor: a few hundred MACs per RoI, 0.97x when quantised too, so no gain for the
-  risk) and everything after them: anchor decoding, RoIAlign, NMS, the padding of the outputs,
+  the box predictor: a few hundred MACs per RoI; quantising them too gained nothing, 2.03x vs 2.08x
+  on tiny) and everything after them: anchor decoding, RoIAlign, NMS, the padding of the outputs,
   which work on pixel coordinates of hundreds (the same split as the fp16 export in fixed_scale).
-  These scopes are the attribute names of FixedScaleDetector (`features`, `rpn`, `roi_heads`), which
+  The scopes are the attribute names of FixedScaleDetector (`features`, `rpn`, `roi_heads`), which
   the tracer writes into node names.
 - Symmetric int8 for activations and weights (S8S8), weights per output channel: TensorRT's
-  explicit quantisation takes only symmetric (zero-point 0) int8, and onnxruntime's CPU kernels run
-  S8S8 QDQ as fast as U8S8 on VNNI (measured within noise), so one file serves CPU, CUDA and TensorRT.
-- Calibration method: MinMax (default), Entropy and Percentile gave the same agreement on the tiny
-  model (precision/recall 0.965-0.988 over all detections, 1.000 over confident ones); MinMax is the
-  fastest to calibrate (one ReduceMin/ReduceMax per tensor instead of a histogram of every tensor)
-  and is what is kept; the others stay selectable.
+  explicit quantisation takes only symmetric (zero-point 0) int8, and on this CPU S8S8 ran within
+  5% of U8S8 (vit_base 2.14x vs 2.25x, tiny 1.43x vs 1.45x in another run), so one file serves CPU,
+  CUDA and TensorRT.
+- Calibration method: MinMax is the default. On the tiny model MinMax, Entropy and Percentile gave
+  the same agreement with float32 (precision/recall 0.97-0.99 over all detections above the
+  threshold, 1.000 over those scoring >= 0.5), and MinMax calibrates fastest (1.6 s against 3.6 s
+  and 8.3 s for 16 tiles: one ReduceMin/ReduceMax per tensor instead of a histogram of every
+  tensor); the others stay selectable.
 
 onnxruntime mechanics:
 - `quant_pre_process` must run with `skip_symbolic_shape=True`: symbolic shape inference stops on
