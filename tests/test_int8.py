@@ -140,3 +140,21 @@ def test_tensorrt_gets_int8_only_for_int8_models():
     assert provider_options(NAMES["tensorrt"], "int8")["trt_int8_enable"] is True
     assert "trt_int8_enable" not in provider_options(NAMES["tensorrt"], "float32")
     assert "trt_int8_calibration_table_name" not in provider_options(NAMES["tensorrt"], "int8")  # QDQ: no table
+
+
+def test_fp16_flag_is_a_deprecated_alias(tmp_path, monkeypatch, capsys):
+    from scalemae_det.cli import main
+
+    out = tmp_path / "m.onnx"
+    monkeypatch.setattr(sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(out), "--tile", "64",
+                                      "--batch", "1", "--fp16", "--no-validate", "--no-simplify"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 0
+    assert "warning: --fp16 is deprecated; use --precision fp16" in capsys.readouterr().err
+    assert ModelMetadata.from_file(out).precision == "float16"
+    monkeypatch.setattr(sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(tmp_path / "n.onnx"),
+                                      "--fp16", "--precision", "int8"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1 and "--fp16 and --precision int8 disagree" in capsys.readouterr().err
