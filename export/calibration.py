@@ -70,6 +70,8 @@ def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count:
                 continue
             for batch in batches(replace(scene, tiles=picked), READ_CHUNK, meta.tile):
                 skipped += batch.skipped
+                if not batch.tiles:  # only all-nodata tiles since the last batch
+                    continue
                 share = batch.nodata.reshape(len(batch.tiles), -1).mean(axis=1)
                 skipped += int((share > MAX_NODATA).sum())
                 found.extend(batch.images[share <= MAX_NODATA])

@@ -158,3 +158,30 @@ def test_fp16_flag_is_a_deprecated_alias(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 1 and "--fp16 and --precision int8 disagree" in capsys.readouterr().err
+
+
+def test_calibration_tiles_leave_out_nodata_and_match_the_runtime_reading(tmp_path):
+    """Tiles come from the runtime's reader (independent check: rasterio's own read of the same window)
+    and a tile that is mostly nodata, or a scene of nothing but nodata, gives no tile."""
+    from scalemae_det.export.calibration import read_tiles
+
+    profile = dict(driver="GTiff", width=512, height=256, count=3, dtype="uint8", crs="EPSG:32633", nodata=0,
+                   transform=Affine(GSD, 0, 500000, 0, -GSD, 5000000))
+    data = np.random.default_rng(0).integers(1, 255, (3, 256, 512), dtype=np.uint8)
+    data[:, :, 256:] = 0  # the right tile is all nodata
+    data[:, :200, :256] = 0  # the left one has data in its bottom 56 rows only: mostly nodata
+    with rasterio.open(tmp_path / "a.tif", "w", **profile) as ds:
+        ds.write(data)
+    data[:, :200, :256] = 7  # now the left tile has data
+    with rasterio.open(tmp_path / "b.tif", "w", **profile) as ds:
+        ds.write(data)
+    meta = ModelMetadata(class_names=["x"], gsd=GSD, res_per_metre=1.0, tile=TILE, batch=1, max_detections=10,
+                         score_threshold=0.5, model_config="t", source_sha256="", scalemae_det_version="", opset=17)
+    with rasterio.open(tmp_path / "empty.tif", "w", **profile) as ds:
+        ds.write(np.zeros_like(data))
+    for scene in ("a.tif", "empty.tif"):
+        with pytest.raises(UserError, match="give 0 tiles"):
+            read_tiles([tmp_path / scene], meta, 1, 0)
+    tiles = read_tiles([tmp_path], meta, 1, 0)  # the folder: a.tif and empty.tif give nothing, b.tif its left tile
+    assert tiles.skipped_nodata == 5 and tiles.candidates == 6
+    np.testing.assert_array_equal(tiles.calibration[0], data[:, :, :256].astype(np.float32) / 255)
