@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def child(model: str, scene: str, provider: str, threads: int) -> None:
     """Run one scene and print what was measured as JSON (runs torch-free, in its own process)."""
     sys.path.insert(0, str(REPO))
-    from runtime import Detector
+    from scalemae_det.runtime import Detector
 
     detector = Detector(model, provider, threads=threads or None)
     result = detector.detect_scene(scene)

@@ -80,18 +80,12 @@ def export_all(name: str, ckpt: Path, work: Path, tile: int, batch: int, scene: 
     return paths
 
 
-def detections(session, tiles: np.ndarray):
-    from scalemae_det.export.parity import Detections
-
-    return [Detections(b, s, l) for b, s, l in session.run(tiles)]
-
-
 def check(name: str, paths: dict[str, Path], held_out: np.ndarray, configs, passes: int, smoke: bool) -> list[dict]:
     from scalemae_det.export.agreement import agreement
     from scalemae_det.runtime.session import Session
 
     reference_session = Session(paths["fp32"], "cpu")
-    reference = detections(reference_session, held_out)
+    reference = reference_session.run(held_out)
     threshold = reference_session.metadata.score_threshold
     del reference_session
     rows = []
@@ -103,14 +97,14 @@ def check(name: str, paths: dict[str, Path], held_out: np.ndarray, configs, pass
             row["session_s"] = time.perf_counter() - t0
             row["providers"] = session.providers
             t0 = time.perf_counter()
-            got = detections(session, held_out[:session.batch])  # first run: TensorRT builds its engine here
+            session.run(held_out[:session.batch])  # first run: TensorRT builds its engine here
             row["first_run_s"] = time.perf_counter() - t0
             batch = held_out[:session.batch]
             t0 = time.perf_counter()
             for _ in range(passes):
                 session.run(batch)
             row["tiles_per_s"] = passes * len(batch) / (time.perf_counter() - t0)
-            got = detections(session, held_out)
+            got = session.run(held_out)
             p, r, ref_n, got_n = agreement(reference, got, threshold)
             row.update(agreement_precision=p, agreement_recall=r, reference_detections=ref_n, detections=got_n)
             del session

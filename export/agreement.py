@@ -18,19 +18,15 @@ Both shares must reach the bar (0.95 by default) for the export to be accepted.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
 from scalemae_det.evaluation import claim
-from scalemae_det.export.parity import Detections
+from scalemae_det.runtime.detections import Detections
 
 SCORE_MARGIN = 0.05  # score change int8 may bring to a detection near the threshold
 IOU_THRESHOLD = 0.5
 DEFAULT_MIN_AGREEMENT = 0.95
-
-Runner = Callable[[np.ndarray], list[Detections]]  # one fixed batch -> detections per tile
-
 
 def matched(found: Detections, partners: Detections, floor: float) -> tuple[int, int]:
     """(counted, matched): `found`'s detections scoring at least `floor`, and how many of them claim a
@@ -41,7 +37,7 @@ def matched(found: Detections, partners: Detections, floor: float) -> tuple[int,
         theirs = partners.boxes[partners.labels == label].astype(np.float64)
         claimed = np.zeros(len(theirs), bool)
         for i in np.flatnonzero(mine)[np.argsort(-found.scores[mine], kind="stable")]:
-            hits += claim(found.boxes[i].astype(np.float64), theirs, claimed, IOU_THRESHOLD)
+            hits += claim(found.boxes[i].astype(np.float64), theirs, claimed, IOU_THRESHOLD)[0]
         counted += int(mine.sum())
     return counted, hits
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.inputs import expand_scenes
 from scalemae_det.runtime.scene import batches, open_scene
@@ -42,17 +42,17 @@ def held_out_count(count: int, batch: int) -> int:
 
 
 def calibration_scenes(sources: Sequence[str | os.PathLike]) -> list:
-    """The rasters `sources` name (files, directories, globs); UserError naming the first that gives none."""
+    """The rasters `sources` name (files, directories, globs); ParameterError naming the first that gives none."""
     paths, problems = expand_scenes([str(s) for s in sources])
     if problems:
-        raise UserError(f"--calibration {problems[0]}")
+        raise ParameterError("calibration", f"`calibration` {problems[0]}")
     return paths
 
 
 def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count: int, held_out: int,
                seed: int = 0) -> CalibrationTiles:
     """`count` calibration and `held_out` gate tiles from `sources` (files, directories of rasters,
-    globs), at `meta`'s GSD and tile size. Raises UserError when the sources cannot give both."""
+    globs), at `meta`'s GSD and tile size. Raises ParameterError when the sources cannot give both."""
     paths = calibration_scenes(sources)
     scenes = [open_scene(p, meta, overlap=0.0) for p in paths]
     candidates = [(i, t) for i, scene in enumerate(scenes) for t in range(len(scene.tiles))]
@@ -76,10 +76,10 @@ def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count:
                 skipped += int((share > MAX_NODATA).sum())
                 found.extend(batch.images[share <= MAX_NODATA])
     if len(found) < wanted:
-        raise UserError(f"--calibration: {', '.join(str(p) for p in paths)} give {len(found)} tiles of "
-                        f"{meta.tile} px at {meta.gsd:g} m with data ({skipped} of {len(candidates)} mostly nodata); "
-                        f"{count} to calibrate and {held_out} to check the result are needed: add scenes or lower "
-                        "--calibration-tiles")
+        raise ParameterError("calibration", f"{', '.join(str(p) for p in paths)} give {len(found)} tiles of "
+                             f"{meta.tile} px at {meta.gsd:g} m with data ({skipped} of {len(candidates)} mostly "
+                             f"nodata); {count} to calibrate and {held_out} to check the result are needed: add "
+                             "scenes to `calibration` or lower `calibration_tiles`")
     tiles = np.stack(found[:wanted])
     return CalibrationTiles(tiles[:count], tiles[count:], [str(p) for p in paths], len(candidates), skipped)
 

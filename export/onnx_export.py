@@ -18,23 +18,22 @@ graph finds on held-out tiles (export/agreement.py); the gate's figures replace 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, replace
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.base.errors import UserError
 
 from scalemae_det.export.options import PRECISIONS, ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
 from scalemae_det.export.prepare import ExportResult, Prepared, prepare
+from scalemae_det.runtime.session import Session
 
 
 def trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -80,26 +79,12 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
     return True
 
 
-def ort_session(path: Path):
-    """An ONNX Runtime session on the GPU when one is usable (TF32 off: this is a parity check), else CPU."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    providers: list = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
-        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": 0}))
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def onnx_runner(path: Path):
-    """(runner for ParityCheck, provider name)."""
-    session = ort_session(path)
-
-    def run(images: np.ndarray):
-        return tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: images}))
-
-    return run, f"onnxruntime {session.get_providers()[0]}"
+def onnx_runner(path: Path, score_threshold: float | None = None):
+    """(runner for ParityCheck, provider name), at the graph's threshold or at `score_threshold`: the
+    runtime's own Session, so the model is checked against the contract and run with the provider
+    policy users get (CUDA when usable, without TF32)."""
+    session = Session(path, "auto", exact=True, score_threshold=score_threshold)
+    return session.run_checked, f"onnxruntime {session.provider}"
 
 
 def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, ParityReport, bool]:
@@ -110,12 +95,12 @@ def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, P
         log("simplifying with onnxslim")
         if simplify(raw, slim, prep.metadata):
             log("validating the simplified graph in ONNX Runtime")
-            report = check.run(*onnx_runner(slim))
+            report = check.run(lambda threshold: onnx_runner(slim, threshold))
             if report.passed:
                 return slim, report, True
             log(f"the simplified graph lost parity ({report.summary()}); keeping the traced one")
     log("validating the graph in ONNX Runtime")
-    return raw, check.run(*onnx_runner(raw)), False
+    return raw, check.run(lambda threshold: onnx_runner(raw, threshold)), False
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
@@ -124,8 +109,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
     out = Path(out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
-        raw, slim = Path(work) / "raw.onnx", Path(work) / "slim.onnx"
+    with work_dir(out) as work:  # beside the output; what an export killed earlier left there goes first
+        raw, slim = work / "raw.onnx", work / "slim.onnx"
         log(f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})")
         trace_to_onnx(prep.wrapper, prep.example(), raw, spec.opset)
         onnx.save(finish_graph(onnx.load(str(raw)), metadata), str(raw))
@@ -176,7 +161,6 @@ def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: P
     or UserError when the gate refuses it."""
     from scalemae_det.export.agreement import IOU_THRESHOLD, SCORE_MARGIN, AgreementReport, agreement
     from scalemae_det.export.calibration import held_out_count, read_tiles
-    from scalemae_det.export.parity import run_exported
 
     spec, float_meta = prep.spec, prep.metadata
     log(f"reading calibration tiles from {', '.join(spec.calibration)}")
@@ -187,25 +171,25 @@ def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: P
                                                  spec.calibration_method, table, table_path(out).name)
     log(f"checking the int8 graph against float32 on {len(tiles.held_out)} held-out tiles")
     run32, runtime = onnx_runner(float_graph)
-    reference, _ = run_exported(run32, tiles.held_out, spec.batch)
+    reference, _ = run32(tiles.held_out)
     del run32
-    exported, _ = run_exported(onnx_runner(int8_graph)[0], tiles.held_out, spec.batch)
+    exported, _ = onnx_runner(int8_graph)[0](tiles.held_out)
     precision, recall, ref_n, got_n = agreement(reference, exported, float_meta.score_threshold)
     ap50 = None
-    if spec.labels is not None:
+    if spec.int8_labels is not None:
         from scalemae_det.evaluation import runtime_ap50
 
-        log(f"AP50 of both graphs on {spec.labels}")
-        ap50 = {"labels": spec.labels, "float32": runtime_ap50(float_graph, spec.labels, spec.images),
-                "int8": runtime_ap50(int8_graph, spec.labels, spec.images)}
+        log(f"AP50 of both graphs on {spec.int8_labels}")
+        ap50 = {"labels": spec.int8_labels, "float32": runtime_ap50(float_graph, spec.int8_labels, spec.int8_images),
+                "int8": runtime_ap50(int8_graph, spec.int8_labels, spec.int8_images)}
     report = AgreementReport(
         precision="int8", runtime=runtime, tiles=len(tiles.held_out), reference_detections=ref_n, detections=got_n,
-        agreement_precision=precision, agreement_recall=recall, min_agreement=spec.min_agreement,
+        agreement_precision=precision, agreement_recall=recall, min_agreement=spec.int8_min_agreement,
         score_floor=float_meta.score_threshold + SCORE_MARGIN, iou_threshold=IOU_THRESHOLD,
         calibration={**quantised.describe(), "scenes": tiles.scenes, "held_out_tiles": len(tiles.held_out),
                      "tiles_left_out_nodata": tiles.skipped_nodata},
         ap50=ap50, float32_parity=None if parity is None else asdict(parity), passed=False)
-    report.passed = bool(ref_n > 0 and precision >= spec.min_agreement and recall >= spec.min_agreement)
+    report.passed = bool(ref_n > 0 and precision >= spec.int8_min_agreement and recall >= spec.int8_min_agreement)
     if not report.passed:
         why = ("; the float32 graph finds nothing on the held-out tiles, so there is nothing to check: "
                "calibrate on scenes with objects" if ref_n == 0 else "")

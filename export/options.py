@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 
 Log = Callable[[str], None]  # progress messages, one per step
 
@@ -13,6 +14,10 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16", "int8": "int8"}  # option va
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # export.quantize.METHODS, without importing onnx
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
+# Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
+# TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test
+# keeps the two equal), and ONNX Runtime has no RoiAlign for opset 22 anyway.
+MIN_OPSET, MAX_OPSET = 14, 20
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,9 @@ class ExportSpec:
     calibration: tuple[str, ...] = ()
     calibration_tiles: int = 64
     calibration_method: str = "minmax"
-    min_agreement: float = 0.95
-    labels: str | None = None
-    images: str | None = None
+    int8_min_agreement: float = 0.95
+    int8_labels: str | None = None
+    int8_images: str | None = None
 
     @property
     def fp16(self) -> bool:
@@ -47,39 +52,36 @@ class ExportSpec:
 
     def check(self) -> None:
         """The option errors that need no checkpoint."""
-        if self.tile < TILE_MULTIPLE or self.tile % TILE_MULTIPLE:
-            raise UserError(f"--tile {self.tile}: must be a positive multiple of {TILE_MULTIPLE}")
-        if self.batch < 1:
-            raise UserError(f"--batch {self.batch}: must be at least 1")
-        if self.gsd is not None and not self.gsd > 0:
-            raise UserError(f"--gsd {self.gsd}: must be positive (metres per pixel)")
-        if self.max_detections is not None and self.max_detections < 1:
-            raise UserError(f"--max-detections {self.max_detections}: must be at least 1")
-        if self.score_threshold is not None and not 0 <= self.score_threshold < 1:
-            raise UserError(f"--score-threshold {self.score_threshold}: must be in [0, 1)")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}")
+        checks.number("tile", self.tile, lo=TILE_MULTIPLE, integer=True)
+        if self.tile % TILE_MULTIPLE:
+            raise ParameterError("tile", f"must be a positive multiple of {TILE_MULTIPLE}", value=self.tile)
+        checks.number("batch", self.batch, lo=1, integer=True)
+        checks.number("gsd", self.gsd, lo=0, lo_open=True)  # metres per pixel
+        checks.number("max_detections", self.max_detections, lo=1, integer=True)
+        checks.number("score_threshold", self.score_threshold, lo=0, hi=1, hi_open=True)
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ParameterError("opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset)
+        checks.choice("precision", self.precision, PRECISIONS)
         self._check_int8()
 
     def _check_int8(self) -> None:
-        int8_only = {"--calibration": bool(self.calibration), "--int8-labels": self.labels is not None,
-                     "--int8-images": self.images is not None}
+        int8_only = {"calibration": bool(self.calibration), "int8_labels": self.int8_labels is not None,
+                     "int8_images": self.int8_images is not None}
         if not self.int8:
             given = [name for name, on in int8_only.items() if on]
             if given:
-                raise UserError(f"{given[0]}: only used with --precision int8 (this export is {self.precision})")
+                raise ParameterError(given[0], f"`{given[0]}` is only used with `precision` int8 (this export is "
+                                     f"{self.precision})")
             return
         if not self.calibration:
-            raise UserError("--precision int8 needs --calibration SCENE.tif|DIR ...: the scenes or chips to "
-                            "calibrate on, read as predict reads them")
-        if self.calibration_tiles < 1:
-            raise UserError(f"--calibration-tiles {self.calibration_tiles}: must be at least 1")
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise UserError(f"--calibration-method {self.calibration_method}: choose one of {', '.join(CALIBRATION_METHODS)}")
-        if not 0 < self.min_agreement <= 1:
-            raise UserError(f"--int8-min-agreement {self.min_agreement}: must be in (0, 1]")
-        if (self.labels is None) != (self.images is None):
-            raise UserError("--int8-labels and --int8-images go together (a COCO label file and its image folder)")
+            raise ParameterError("calibration", "`precision` int8 needs `calibration`: the scenes or chips to "
+                                 "calibrate on, read as predict reads them")
+        checks.number("calibration_tiles", self.calibration_tiles, lo=1, integer=True)
+        checks.choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        checks.number("int8_min_agreement", self.int8_min_agreement, lo=0, hi=1, lo_open=True)
+        if (self.int8_labels is None) != (self.int8_images is None):
+            raise ParameterError("int8_labels", "`int8_labels` and `int8_images` go together (a COCO label file "
+                                 "and its image folder)")
 
 
 def quiet(msg: str) -> None:

@@ -16,10 +16,11 @@ import torchvision  # noqa: F401  registers torchvision::nms and roi_align, whic
 
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError, UserError
 
+from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 from scalemae_det.export.options import ExportSpec, Log, quiet
-from scalemae_det.export.parity import ParityCheck, record_report
+from scalemae_det.export.parity import ParityCheck, batched, record_report
 from scalemae_det.export.prepare import ExportResult, prepare
 
 METADATA_FILE = "scalemae_det_metadata.json"  # holds ModelMetadata.to_props(), as in ONNX metadata_props
@@ -48,15 +49,18 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMet
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
 
 
-def torchscript_runner(module: torch.jit.ScriptModule):
-    """(runner for ParityCheck, runtime name)."""
+def torchscript_runner(module: torch.jit.ScriptModule, batch: int, score_threshold: float | None = None):
+    """(runner for ParityCheck, runtime name), at the module's threshold or at `score_threshold`."""
+    threshold = getattr(module, THRESHOLD_INITIALIZER)
+    own = float(threshold)
 
     def run(images):
+        threshold.fill_(own if score_threshold is None else score_threshold)
         # Without the profiling executor's warm-up passes, which cost seconds per call for a few calls.
         with torch.no_grad(), torch.jit.optimized_execution(False):
             return tuple(t.numpy() for t in module(torch.from_numpy(images)))
 
-    return run, "torch.jit (reloaded)"
+    return batched(run, batch), "torch.jit (reloaded)"
 
 
 def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
@@ -64,7 +68,8 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
     start = time.perf_counter()
     out = Path(out)
     if spec.int8:
-        raise UserError(f"{out}: --precision int8 is for ONNX exports (onnxruntime's quantisation); use --format onnx")
+        raise ParameterError("precision", "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
+                             value=spec.precision, source=str(out))
     prep = prepare(checkpoint, [out], spec, opset=NOT_ONNX)
     log(f"tracing the {prep.metadata.model_config} detector to TorchScript ({prep.metadata.precision})")
     with torch.no_grad(), _no_deprecation_warnings():
@@ -78,7 +83,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
             check = ParityCheck.build(prep)
             log("validating the reloaded TorchScript module")
             module, _ = load_torchscript(tmp)
-            report = check.run(*torchscript_runner(module))
+            report = check.run(lambda threshold: torchscript_runner(module, prep.spec.batch, threshold))
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
     report_path = record_report(out, report)

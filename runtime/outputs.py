@@ -14,12 +14,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 from rasterio.warp import transform as warp_transform
 
 from scalemae_det.runtime.detector import SceneResult
 from scalemae_det.base.atomic import atomic_path
 
-FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv"}
+FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv", "gpkg": ".gpkg"}  # gpkg: runtime/vector.py
 CRS_MODES = ("wgs84", "native")
 WGS84 = "EPSG:4326"
 
@@ -37,14 +38,12 @@ def _to_output_crs(result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_
 
 def box_rings(result: SceneResult, crs_mode: str = "wgs84") -> np.ndarray:
     """(N, 5, 2) closed, counter-clockwise box outlines in output coordinates."""
-    b = result.detections.boxes
-    cols = np.stack([b[:, 0], b[:, 0], b[:, 2], b[:, 2], b[:, 0]], 1)
-    rows = np.stack([b[:, 1], b[:, 3], b[:, 3], b[:, 1], b[:, 1]], 1)
-    xs, ys = _to_output_crs(result, cols, rows, crs_mode)
-    rings = np.stack([xs, ys], -1)
-    signed = np.sum(xs[:, :-1] * ys[:, 1:] - xs[:, 1:] * ys[:, :-1], axis=1)
-    rings[signed < 0] = rings[signed < 0, ::-1]  # RFC 7946: exterior rings counter-clockwise
-    return rings
+    from scalemae_det.runtime.vector import pixel_box_rings  # one outline rule for every format
+
+    scene = result.scene
+    if not scene.georeferenced:
+        return pixel_box_rings(result.detections.boxes, Affine.identity(), None, None)
+    return pixel_box_rings(result.detections.boxes, scene.transform, scene.crs, WGS84 if crs_mode == "wgs84" else None)
 
 
 def _crs_member(crs) -> dict:
@@ -100,6 +99,10 @@ def output_path(out_dir: str | os.PathLike, scene: str | os.PathLike, fmt: str) 
 
 def write(result: SceneResult, path: str | os.PathLike, fmt: str = "geojson", crs_mode: str = "wgs84") -> Path:
     """Write one scene's detections; the file appears complete or not at all."""
+    if fmt == "gpkg":
+        from scalemae_det.runtime.vector import write_scene
+
+        return write_scene(result, path, crs_mode)
     with atomic_path(path) as tmp:
         if fmt == "csv":
             with open(tmp, "w", newline="") as fh:

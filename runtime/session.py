@@ -27,9 +27,12 @@ from typing import Iterator
 
 import numpy as np
 
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, MetadataError, ModelMetadata, read_props
+from scalemae_det.base.metadata import (INPUT_NAME, OUTPUT_NAMES, THRESHOLD_INITIALIZER, MetadataError, ModelMetadata,
+                                        read_props)
 from scalemae_det.base.pixels import FILL
-from scalemae_det.base.errors import UserError
+from scalemae_det.runtime.detections import Detections, unpad
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError, UserError
 
 NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 CHOICES = ("auto", *NAMES)
@@ -41,10 +44,11 @@ def _trt_cache() -> str:
     return str(root)
 
 
-def provider_options(name: str, precision: str = "float32") -> dict:
+def provider_options(name: str, precision: str = "float32", exact: bool = False) -> dict:
     """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
-        return {"cudnn_conv_algo_search": "HEURISTIC"}  # tile shapes are fixed: no exhaustive search
+        # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
+        return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
         options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
         if precision == "int8":
@@ -90,43 +94,57 @@ def _reason(lines: list[str]) -> str:
 
 
 class Session:
-    """An onnxruntime.InferenceSession on a scalemae-det model, checked against the contract."""
+    """An onnxruntime.InferenceSession on a scalemae-det model, checked against the contract.
+
+    `exact=True` is for checking a model rather than running it (the export's parity check): CUDA
+    without TF32, and `auto` does not try TensorRT, whose engine build may pick reduced-precision
+    kernels and takes minutes for a large model. `score_threshold` overrides the threshold the graph
+    was exported with (the parity check's probe below it); predict applies its own on top instead.
+    """
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, *, exact: bool = False, score_threshold: float | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("onnxruntime is not installed: pip install 'scalemae-det[runtime]'") from None
 
         self.path = str(model_path)
-        if provider not in CHOICES:
-            raise UserError(f"unknown provider {provider!r}; choose one of {', '.join(CHOICES)}")
+        checks.choice("provider", provider, CHOICES)
         if not Path(self.path).is_file():
             raise UserError(f"{self.path}: model file not found")
         available = ort.get_available_providers()
-        wanted = [NAMES[p] for p in ("tensorrt", "cuda") if provider in ("auto", p) and NAMES[p] in available]
+        gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
+        wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
         if provider in ("cuda", "tensorrt") and not wanted:
-            raise UserError(f"{self.path}: --provider {provider} but this onnxruntime has no {NAMES[provider]}; "
-                            "install onnxruntime-gpu or use --provider cpu")
+            raise ParameterError("provider", f"this onnxruntime has no {NAMES[provider]}; install onnxruntime-gpu "
+                                 "or use `provider` cpu", value=provider, source=self.path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        # onnxruntime keeps no reference to an added initializer (nor the OrtValue to its numpy array):
+        # both must live as long as the session, or the session reads freed memory
+        self._initializers = []
+        if score_threshold is not None:
+            array = np.array(score_threshold, np.float32)
+            self._initializers = [array, ort.OrtValue.ortvalue_from_numpy(array)]
+            options.add_initializer(THRESHOLD_INITIALIZER, self._initializers[1])
         chain = [*wanted, NAMES["cpu"]]
         precision = _precision(self.path) if NAMES["tensorrt"] in wanted else "float32"
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[provider_options(p, precision) for p in chain])
+                                                    provider_options=[provider_options(p, precision, exact)
+                                                                      for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()
         missing = [p for p in wanted if p not in self.providers]
         self.note = f"{', '.join(missing)} not usable: {_reason(log)}" if missing else ""
         if provider != "auto" and NAMES[provider] not in self.providers:
-            raise UserError(f"{self.path}: --provider {provider} requested but {self.note}; "
-                            "use --provider cpu, or install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
+            raise ParameterError("provider", f"requested but {self.note}; use `provider` cpu, or install the "
+                                 "CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs", value=provider, source=self.path)
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.batch = self._check_io(batch)
         self.run_seconds = 0.0  # time spent inside session.run, for the benchmarks
@@ -146,16 +164,20 @@ class Session:
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
             raise UserError(f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says")
-        if batch is not None and batch < 1:
-            raise UserError(f"batch must be at least 1, got {batch}")
+        checks.number("batch", batch, lo=1, integer=True)
         fixed = self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         if fixed and batch and batch != fixed:
-            raise UserError(f"{self.path}: the graph has a fixed batch of {fixed}; re-export it with batch {batch}")
+            raise ParameterError("batch", f"the graph has a fixed batch of {fixed}; re-export it with batch {batch}",
+                                 value=batch, source=self.path)
         return fixed or batch or self.metadata.batch
 
-    def run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(N, 3, T, T) float32 in [0, 1] -> per image (boxes xyxy tile px, scores, labels)."""
-        out = []
+    def run(self, images: np.ndarray) -> list[Detections]:
+        """(N, 3, T, T) float32 in [0, 1] -> detections per image (boxes xyxy in tile pixels)."""
+        return self.run_checked(images)[0]
+
+    def run_checked(self, images: np.ndarray) -> tuple[list[Detections], bool]:
+        """`run`, and whether every padded output row was zero as the contract says."""
+        out, padding_zero = [], True
         for start in range(0, len(images), self.batch):
             chunk = np.ascontiguousarray(images[start:start + self.batch], np.float32)
             n = len(chunk)
@@ -164,5 +186,7 @@ class Session:
             t0 = time.perf_counter()
             boxes, scores, labels, num = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
             self.run_seconds += time.perf_counter() - t0
-            out.extend((boxes[i, :k], scores[i, :k], labels[i, :k]) for i, k in enumerate(num[:n].tolist()))
-        return out
+            dets, zero = unpad(boxes[:n], scores[:n], labels[:n], num[:n])
+            out += dets
+            padding_zero &= zero
+        return out, padding_zero

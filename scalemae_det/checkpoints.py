@@ -7,7 +7,6 @@ that the original ScaleMAE release pickles in its `args` entry.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pathlib
 import pickle
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +26,7 @@ _RELEASE_EXTRAS = ("decoder_", "mask_token", "mask_token_decoder", "pos_emb_proj
                    "fcn_high.", "fcn_low.")
 # Encoder entries the detector does not use: the cls token, the unused fixed table, a classifier.
 _UNUSED = ("cls_token", "pos_embed", "head.", "fc_norm.")
+_REL_POS = ("rel_pos_h", "rel_pos_w")  # models/vit.py's optional tables
 _SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
                  pathlib.PureWindowsPath]
 
@@ -57,22 +57,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class LoadReport:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # in the file, not used by the detector
     missing: list[str] = field(default_factory=list)  # trunk parameters the file did not provide
+    zeroed: list[str] = field(default_factory=list)  # relative position tables it lacks, set to zero
 
     def __str__(self) -> str:
-        return f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+        text = f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+        return text + (f", relative position tables zero-initialised {len(self.zeroed)}" if self.zeroed else "")
 
 
 def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -99,8 +93,12 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     if not usable:
         raise UserError(f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')")
     report.loaded = sorted(usable)
-    report.missing = sorted(set(own) - set(usable))
-    trunk.load_state_dict(usable, strict=False)
+    absent = sorted(set(own) - set(usable))
+    # MAE-style encoders have no relative position bias: ViTDet starts its tables at zero, so the
+    # trunk computes exactly what the pretrained encoder did (models/vit.py)
+    report.zeroed = [key for key in absent if key.rsplit(".", 1)[-1] in _REL_POS]
+    report.missing = [key for key in absent if key not in report.zeroed]
+    trunk.load_state_dict({**usable, **{key: torch.zeros_like(own[key]) for key in report.zeroed}}, strict=False)
     return report
 
 
@@ -136,6 +134,43 @@ def read_detector_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+SHOWN = 3  # mismatching keys named in a message; the rest are counted
+
+
+def _some(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def check_weights(path: str | Path, state: dict[str, torch.Tensor], model: nn.Module, expected: str) -> None:
+    """Refuse weights that do not fit `model` or are not finite, in one line.
+
+    `load_state_dict` would report every mismatching tensor (kilobytes for a checkpoint of another
+    model size); the first few keys and shapes and the config the model was built from say enough.
+    A NaN or infinite weight (a diverged run) would export and run, and detect nothing.
+    """
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
+        parts = ([f"shapes differ: {_some(wrong)}"] if wrong else []) + \
+                ([f"missing: {_some(missing)}"] if missing else []) + \
+                ([f"unexpected: {_some(unexpected)}"] if unexpected else [])
+        raise UserError(f"{path}: weights do not fit {expected}; {'; '.join(parts)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_some(bad)}); "
+                        "the run that wrote it diverged: use an earlier checkpoint")
+
+
+def describe(cfg: DetectorConfig, num_classes: int) -> str:
+    """The config a checkpoint's weights must fit, as a message names it."""
+    return (f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
+            f"with {num_classes} classes")
+
+
 def load_detector(path: str | Path, **overrides):
     """A detector checkpoint written by train.py -> (model in eval mode, the checkpoint dict)."""
     from scalemae_det.models.detector import ScaleMAEDetector
@@ -143,5 +178,6 @@ def load_detector(path: str | Path, **overrides):
     ckpt = read_detector_checkpoint(path)
     cfg = config_from_dict(ckpt["config"]).with_overrides(**overrides)
     model = ScaleMAEDetector(cfg, num_classes=len(ckpt["class_names"]))
+    check_weights(path, ckpt["model"], model, describe(cfg, len(ckpt["class_names"])))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

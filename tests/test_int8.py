@@ -22,7 +22,7 @@ from scalemae_det.demo import BUNDLED
 from scalemae_det.evaluation import runtime_ap50
 from scalemae_det.export.onnx_export import export_onnx, onnx_runner, table_path
 from scalemae_det.export.options import ExportSpec
-from scalemae_det.export.parity import report_path, run_exported
+from scalemae_det.export.parity import report_path
 from scalemae_det.synthetic import write_scene
 
 GSD, TILE, BATCH = 0.5, 256, 2
@@ -46,7 +46,7 @@ def float32(scenes, tmp_path_factory):
 def int8(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "int8.onnx"
     spec = ExportSpec(**SPEC, precision="int8", calibration=(str(scenes / "calibration.tif"),), calibration_tiles=16,
-                      labels=str(scenes / "test.json"), images=str(scenes))
+                      int8_labels=str(scenes / "test.json"), int8_images=str(scenes))
     return export_onnx(BUNDLED, out, spec)
 
 
@@ -85,8 +85,8 @@ def test_gate_catches_a_model_calibrated_on_constant_tiles(float32, scenes, tmp_
     held_out = read_tiles([scenes / "test.tif"], meta, 0, 4).held_out
     constant = [np.full((BATCH, 3, TILE, TILE), 0.5, np.float32)] * 2
     bad = quantize_int8(float32.path, tmp_path / "bad.onnx", constant, tmp_path)
-    reference, _ = run_exported(onnx_runner(float32.path)[0], held_out, BATCH)
-    got, _ = run_exported(onnx_runner(bad.path)[0], held_out, BATCH)
+    reference, _ = onnx_runner(float32.path)[0](held_out)
+    got, _ = onnx_runner(bad.path)[0](held_out)
     precision, recall, counted, _ = agreement(reference, got, meta.score_threshold)
     assert counted > 20 and min(precision, recall) < 0.95
 
@@ -111,12 +111,12 @@ def test_int8_calibrated_on_nonsense_is_refused_and_nothing_written(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--precision", "int8"], ["--precision int8 needs --calibration"]),
-    (["--calibration", "x.tif"], ["--calibration", "only used with --precision int8"]),
+    (["--calibration", "x.tif"], ["--calibration is only used with --precision int8"]),
     (["--precision", "int4"], ["--precision int4"]),
-    (["--precision", "int8", "--calibration", "nowhere.tif"], ["nowhere.tif", "no such file"]),
+    (["--precision", "int8", "--calibration", "nowhere.tif"], ["--calibration nowhere.tif: no such file"]),
     (["--precision", "int8", "--calibration", "{scene}", "--int8-min-agreement", "1.5"], ["--int8-min-agreement 1.5"]),
     (["--precision", "int8", "--calibration", "{scene}", "--int8-labels", "l.json"], ["--int8-labels and --int8-images"]),
-    (["--precision", "int8", "--calibration", "{scene}", "--format", "torchscript"], ["ONNX"]),
+    (["--precision", "int8", "--calibration", "{scene}", "--format", "torchscript"], ["--precision int8", "ONNX"]),
 ])
 def test_bad_int8_options_are_one_line_before_any_work(args, words, tmp_path, monkeypatch, capsys):
     from scalemae_det.cli import main

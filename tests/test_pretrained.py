@@ -1,4 +1,5 @@
-"""Loading the two published ScaleMAE layouts (FACTS.md), scaled down to the tiny config."""
+"""Loading the two published ScaleMAE layouts (the scale-mae release's full MAE checkpoint and torchgeo's
+encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the tiny config."""
 
 import argparse
 import os
@@ -14,7 +15,7 @@ D, DEPTH = 192, 4  # vit_tiny_patch16
 
 
 def encoder_state(dim: int = D, depth: int = DEPTH) -> dict[str, torch.Tensor]:
-    """The encoder keys and shapes of FACTS.md, at width `dim` and depth `depth`."""
+    """The released encoder's keys and shapes (scale-mae mae/models_vit.py), at width `dim` and depth `depth`."""
     g = torch.Generator().manual_seed(1)
     shapes = {"cls_token": (1, 1, dim), "pos_embed": (1, 197, dim),
               "patch_embed.proj.weight": (dim, 3, 16, 16), "patch_embed.proj.bias": (dim,),
@@ -62,6 +63,26 @@ def test_published_layouts_load(tmp_path, writer):
         torch.testing.assert_close(trunk_state[key], state[key])
     with torch.no_grad():
         assert not torch.allclose(before, model.backbone.trunk(x, 0.3))
+
+
+def test_relative_position_tables_the_encoder_lacks_start_at_zero(tmp_path):
+    """ViTDet's way with MAE weights: the trunk with the bias on computes exactly what the encoder did."""
+    path = tmp_path / "w.pth"
+    original_release(path, encoder_state())
+    plain = build_detector("vit_tiny_patch16", 2).eval()
+    biased = build_detector("vit_tiny_patch16", 2, rel_pos=True).eval()
+    tables = {n: p for n, p in biased.backbone.trunk.named_parameters() if "rel_pos" in n}
+    with torch.no_grad():
+        for p in tables.values():
+            p.fill_(0.5)  # whatever they held, loading an encoder without them starts them at zero
+    load_pretrained(plain, path)
+    report = load_pretrained(biased, path)
+    assert report.missing == [] and sorted(report.zeroed) == sorted(tables) and len(tables) == 2 * DEPTH
+    assert f"relative position tables zero-initialised {2 * DEPTH}" in str(report)
+    assert all(not p.any() for p in tables.values())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(plain.backbone.trunk(x, 0.3), biased.backbone.trunk(x, 0.3))
 
 
 def test_wrong_model_size_is_refused(tmp_path):

@@ -26,7 +26,8 @@ import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError, UserError
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)
@@ -35,26 +36,33 @@ STATS_SIDE = 1024  # longest side of the decimated read the stretch is computed 
 ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None means uint8 / 255
 
 
+def gdal_cause(exc: RasterioError) -> str:
+    """The line that says what went wrong: rasterio's own message is often "Read or write failed. See
+    previous exception for details", with GDAL's error (the previous exception) as its cause."""
+    return (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 @contextmanager
-def reading(ds, window=None) -> Iterator[None]:
-    """Turn GDAL read failures (corrupt files, truncated tiles) into one-line user errors."""
+def raster_errors(path, problem: str = "reading failed", window=None) -> Iterator[None]:
+    """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors that
+    name the file and GDAL's own reason: rasterio often raises "See previous exception for details"
+    with the reason only in the exception's cause."""
     try:
         yield
     except RasterioError as exc:
         where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
-        detail = str(exc.__cause__ or exc).splitlines()[0]
-        raise UserError(f"{ds.name}: reading failed{where}: {detail}") from None
+        raise UserError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
     """Three 1-based band numbers for the model's RGB input."""
     if bands:
-        bad = [b for b in bands if not 1 <= b <= ds.count]
+        bands = checks.bands("bands", bands)
+        bad = [b for b in bands if b > ds.count]
         if bad:
-            raise UserError(f"{ds.name}: band {bad[0]} requested but the raster has {ds.count} band(s)")
-        if len(bands) not in (1, 3):
-            raise UserError(f"{ds.name}: --bands takes 1 or 3 band numbers, got {len(bands)}")
-        return list(bands) * 3 if len(bands) == 1 else list(bands)
+            raise ParameterError("bands", f"band {bad[0]} requested but the raster has {ds.count} band(s)",
+                                 value=bands, source=ds.name)
+        return bands * 3 if len(bands) == 1 else bands
     interp = list(ds.colorinterp)
     rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
     if all(c in interp for c in rgb):
@@ -64,7 +72,7 @@ def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
         return colour[:3]
     if len(colour) == 1:
         return colour * 3
-    raise UserError(f"{ds.name}: {len(colour)} colour bands; choose 1 or 3 of them with --bands")
+    raise ParameterError("bands", f"{len(colour)} colour bands; choose 1 or 3 of them with `bands`", source=ds.name)
 
 
 def _dtype(ds, bands: Sequence[int]) -> np.dtype:
@@ -75,19 +83,16 @@ def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "au
                 percentiles: tuple[float, float] = PERCENTILES) -> ValueRange:
     """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi)."""
     n = len(bands)
+    scale = checks.value_scale("scale", scale)
     if not isinstance(scale, str):
-        lo, hi = (float(v) for v in scale)
-        if hi <= lo:
-            raise UserError(f"{ds.name}: --scale needs MIN < MAX, got {lo},{hi}")
+        lo, hi = scale
         return np.full(n, lo), np.full(n, hi)
-    if scale != "auto":
-        raise UserError(f"{ds.name}: unknown --scale {scale!r}; use auto or MIN,MAX")
     dtype = _dtype(ds, bands)
     if dtype == np.uint8:
         return None
     factor = max(ds.width, ds.height) / STATS_SIDE
     shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor))) if factor > 1 else (ds.height, ds.width)
-    with reading(ds):  # a decimated read: GDAL serves it from overviews when the file has them
+    with raster_errors(ds.name):  # a decimated read: GDAL serves it from overviews when the file has them
         data = ds.read(bands, out_shape=(n, *shape), resampling=Resampling.nearest)
     valid = ~nodata_mask(ds, bands, out_shape=shape, data=data)
     if np.issubdtype(dtype, np.integer):
@@ -116,7 +121,7 @@ def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int
     if all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in unique):
         mask = np.zeros(shape, bool)
     else:
-        with reading(ds, window):
+        with raster_errors(ds.name, window=window):
             masks = ds.read_masks(unique, window=window, out_shape=(len(unique), *shape),
                                   resampling=Resampling.nearest)
         mask = (masks == 0).all(axis=0)
@@ -144,11 +149,11 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
-    with reading(ds, window):
+    with raster_errors(ds.name, window=window):
         raw = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
     data = raw[[unique.index(b) for b in bands]]
     mask = nodata_mask(ds, bands, window=window, data=data)
     return to_unit(data, vr, mask), mask
 
 
-__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "reading", "select_bands", "to_unit", "value_range"]
+__all__ = ["FILL", "ValueRange", "gdal_cause", "nodata_mask", "read_unit", "raster_errors", "select_bands", "to_unit", "value_range"]

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
-from scalemae_det.export.options import ExportSpec
+from scalemae_det.export.options import MAX_OPSET, MIN_OPSET, ExportSpec
 
 DEFAULTS = ExportSpec()
+FORMATS = ("onnx", "torchscript", "all")
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    all = "all"
-
-
-def _outputs(out: Path, fmt: Format) -> list[tuple[str, Path]]:
-    if fmt is Format.all:
+def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
+    if fmt == "all":
         return [("onnx", out.with_suffix(".onnx")), ("torchscript", out.with_suffix(".pt"))]
-    return [(fmt.value, out)]
+    return [(fmt, out)]
 
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."),
-    fmt: Format = typer.Option(Format.onnx, "--format", help="onnx (main path), torchscript, or all."),
+    fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
     gsd: float | None = typer.Option(None, help="Metres per pixel the model will run at; the embedding is baked in.",
                                      show_default="the checkpoint's training GSD"),
     tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
@@ -41,10 +36,10 @@ def export_command(
     calibration: list[str] = typer.Option([], "--calibration", help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat the option), read as predict reads them at the export's GSD and tile."),
     calibration_tiles: int = typer.Option(DEFAULTS.calibration_tiles, "--calibration-tiles", help="int8: tiles to calibrate on; a quarter as many more, held out, judge the result."),
     calibration_method: str = typer.Option(DEFAULTS.calibration_method, "--calibration-method", help="int8: minmax, entropy or percentile."),
-    min_agreement: float = typer.Option(DEFAULTS.min_agreement, "--int8-min-agreement", help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this."),
-    labels: Path | None = typer.Option(None, "--int8-labels", help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report."),
-    images: Path | None = typer.Option(None, "--int8-images", help="int8: the image folder of --int8-labels."),
-    opset: int = typer.Option(DEFAULTS.opset, help="ONNX opset."),
+    int8_min_agreement: float = typer.Option(DEFAULTS.int8_min_agreement, "--int8-min-agreement", help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this."),
+    int8_labels: Path | None = typer.Option(None, "--int8-labels", help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report."),
+    int8_images: Path | None = typer.Option(None, "--int8-images", help="int8: the image folder of --int8-labels."),
+    opset: int = typer.Option(DEFAULTS.opset, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}."),
     validate: bool = typer.Option(DEFAULTS.validate, "--validate/--no-validate", help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json."),
     simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory."),
 ) -> None:
@@ -53,7 +48,7 @@ def export_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from scalemae_det.export.onnx_export import export_onnx
-    from scalemae_det.export.prepare import check_writable
+    from scalemae_det.export.prepare import check_outputs
     from scalemae_det.export.torchscript_export import export_torchscript
 
     console = Console(stderr=True)
@@ -65,12 +60,12 @@ def export_command(
     spec = ExportSpec(gsd=gsd, tile=tile, batch=batch, max_detections=max_detections, score_threshold=score_threshold,
                       opset=opset, precision=precision, validate=validate, simplify=simplify,
                       calibration=tuple(calibration), calibration_tiles=calibration_tiles,
-                      calibration_method=calibration_method, min_agreement=min_agreement,
-                      labels=None if labels is None else str(labels), images=None if images is None else str(images))
+                      calibration_method=calibration_method, int8_min_agreement=int8_min_agreement,
+                      int8_labels=None if int8_labels is None else str(int8_labels),
+                      int8_images=None if int8_images is None else str(int8_images))
     spec.check()
-    outputs = _outputs(out, fmt)
-    for _, path in outputs:  # all outputs, before the first is written
-        check_writable(path)
+    outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
+    check_outputs([path for _, path in outputs])  # all outputs, before the first is written
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     for kind, path in outputs:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,

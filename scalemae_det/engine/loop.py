@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from scalemae_det.data.coco import batch_gsd
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+AMP_CHOICES = ("auto", *AMP_DTYPES)
 
 
 def autocast(amp: str, device: torch.device):
@@ -36,7 +37,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
     if amp == "fp16" and device.type != "cuda":
-        raise UserError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
+        raise ParameterError("amp", "fp16 needs a GPU; use bf16 or off on the CPU", value=amp)
     return amp
 
 
@@ -53,12 +54,13 @@ def to_device(images: list[Tensor], targets: list[dict], device: torch.device):
 
 
 @dataclass
-class Progress:
+class Position:
     """Where training is: what a checkpoint records and a resumed run starts from."""
 
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps done in `epoch`
     global_step: int = 0
+    eval_pending: bool = False  # `epoch` counts the epoch before it as trained, but its evaluation has not run
 
 
 @dataclass
@@ -72,8 +74,8 @@ class StepStats:
 
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                progress: Progress, info: DistInfo, *, amp: str = "off", accum_steps: int = 1,
-                clip_grad: float = 0.0, on_step: Callable[[Progress, StepStats], None] = lambda p, s: None) -> None:
+                progress: Position, info: DistInfo, *, amp: str = "off", accum_steps: int = 1,
+                clip_grad: float = 0.0, on_step: Callable[[Position, StepStats], None] = lambda p, s: None) -> None:
     """Train on `batches` (the rest of the epoch), calling `on_step` after every optimizer step."""
     model.train()
     micro, stats, start = 0, StepStats(), time.perf_counter()
@@ -91,8 +93,9 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             stats.losses[k] = stats.losses.get(k, 0.0) + float(v.detach()) / accum_steps
         stats.images += len(images)
         if not math.isfinite(float(loss.detach())) and not scaler.is_enabled():
-            raise FloatingPointError(f"loss is {float(loss)} at epoch {progress.epoch} step {progress.step_in_epoch}: "
-                                     f"{ {k: float(v) for k, v in losses.items()} }")
+            parts = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+            raise FloatingPointError(f"loss is {float(loss)} at epoch {progress.epoch + 1}, step {progress.step_in_epoch + 1} "
+                                     f"(global step {progress.global_step + 1}; {parts})")
         if not stepping:
             continue
         if clip_grad > 0:
