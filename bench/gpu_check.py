@@ -5,7 +5,11 @@ batch 4 (random weights) on CUDA fp32/fp16 and TensorRT fp16/int8, and the int8 
     .venv/bin/python bench/gpu_check.py --smoke --out /tmp/smoke     # plumbing only, CPU, tiny model, tile 256
 
 NOT YET RUN ON A GPU: no GPU has been lent to this project so far; `--smoke` runs every stage on
-the CPU provider with vit_tiny_patch16 to check the script itself.
+the CPU provider with vit_tiny_patch16 to check the script itself (49 s on the 2-core machine).
+Expected time on a GPU machine, by estimate only: ViT-L traces (about 60 s each for float32 and
+fp16 on the CPU, as measured here), its quantisation (pre-processing and quantize_static on the
+CPU, calibration on CUDA: 2-4 min), two TensorRT engine builds (minutes each; cached under
+~/.cache/scalemae-det/tensorrt for a rerun). If it runs long, lower --calibration-tiles and --passes.
 
 Stages (each timed, results appended to OUT/gpu_check.json and printed as a markdown table):
 1. exports: vit_large_patch16 with random weights, float32 and fp16 (`export_onnx`, no onnxslim, no
