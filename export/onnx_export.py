@@ -9,15 +9,21 @@ Half precision: the backbone is exported in half precision from PyTorch (see fix
 onnxruntime.transformers.float16 converter was tried on the float32 graph and produces invalid
 models here: it duplicates Cast nodes under one name and mistypes the NMS `If` subgraphs
 (float vs float16 ReduceMax outputs); onnxconverter-common is not a dependency.
+
+int8: the float32 graph is traced and validated as usual, then quantised (export/quantize.py) on
+tiles of the user's scenes (export/calibration.py) and kept only when it finds what the float32
+graph finds on held-out tiles (export/agreement.py); the gate's figures replace the parity report.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, replace
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -25,7 +31,7 @@ from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.base.errors import UserError
 
-from scalemae_det.export.options import ExportSpec, Log, quiet
+from scalemae_det.export.options import PRECISIONS, ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
 from scalemae_det.export.prepare import ExportResult, Prepared, prepare
 from scalemae_det.runtime.session import Session
@@ -118,7 +124,75 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
             chosen, report, simplified = _validated(prep, raw, slim, log)
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
+        if spec.int8:
+            int8_graph, table, metadata, report = _int8(prep, chosen, report, out, Path(work), log)
+            with atomic_path(table_path(out)) as tmp:
+                os.replace(table, tmp)
+            chosen = int8_graph
+        else:
+            table_path(out).unlink(missing_ok=True)  # an earlier int8 export's table would describe another model
         with atomic_path(out) as tmp:
             os.replace(chosen, tmp)
     report_path = record_report(out, report)
     return ExportResult(out, metadata, report, report_path, simplified, time.perf_counter() - start, out.stat().st_size)
+
+
+def table_path(model_path: Path) -> Path:
+    """Where an int8 export's TensorRT calibration table goes: beside the model, named after it."""
+    return model_path.with_name(model_path.name + ".trt-calibration.flatbuffers")
+
+
+def int8_model(float_graph: Path, float_meta: ModelMetadata, tiles: np.ndarray, work: Path, method: str = "minmax",
+               table: Path | None = None, table_name: str | None = None, providers: list[str] | None = None):
+    """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated on
+    `tiles`: (path, export.quantize.Quantised, its metadata). No gate: see `_int8`."""
+    from scalemae_det.export.calibration import in_batches
+    from scalemae_det.export.quantize import quantize_int8
+
+    quantised = quantize_int8(float_graph, work / "int8.onnx", in_batches(tiles, float_meta.batch), work, method,
+                              table, providers)
+    metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_name)
+    path = work / "int8_final.onnx"
+    onnx.save(finish_graph(onnx.load(str(quantised.path)), metadata), str(path))
+    return path, quantised, metadata
+
+
+def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log):
+    """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in `work`,
+    or UserError when the gate refuses it."""
+    from scalemae_det.export.agreement import IOU_THRESHOLD, SCORE_MARGIN, AgreementReport, agreement
+    from scalemae_det.export.calibration import held_out_count, read_tiles
+
+    spec, float_meta = prep.spec, prep.metadata
+    log(f"reading calibration tiles from {', '.join(spec.calibration)}")
+    tiles = read_tiles(spec.calibration, float_meta, spec.calibration_tiles, held_out_count(spec.calibration_tiles, spec.batch))
+    log(f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising to int8")
+    table = work / "table.flatbuffers"
+    int8_graph, quantised, metadata = int8_model(float_graph, float_meta, tiles.calibration, work,
+                                                 spec.calibration_method, table, table_path(out).name)
+    log(f"checking the int8 graph against float32 on {len(tiles.held_out)} held-out tiles")
+    run32, runtime = onnx_runner(float_graph)
+    reference, _ = run32(tiles.held_out)
+    del run32
+    exported, _ = onnx_runner(int8_graph)[0](tiles.held_out)
+    precision, recall, ref_n, got_n = agreement(reference, exported, float_meta.score_threshold)
+    ap50 = None
+    if spec.int8_labels is not None:
+        from scalemae_det.evaluation import runtime_ap50
+
+        log(f"AP50 of both graphs on {spec.int8_labels}")
+        ap50 = {"labels": spec.int8_labels, "float32": runtime_ap50(float_graph, spec.int8_labels, spec.int8_images),
+                "int8": runtime_ap50(int8_graph, spec.int8_labels, spec.int8_images)}
+    report = AgreementReport(
+        precision="int8", runtime=runtime, tiles=len(tiles.held_out), reference_detections=ref_n, detections=got_n,
+        agreement_precision=precision, agreement_recall=recall, min_agreement=spec.int8_min_agreement,
+        score_floor=float_meta.score_threshold + SCORE_MARGIN, iou_threshold=IOU_THRESHOLD,
+        calibration={**quantised.describe(), "scenes": tiles.scenes, "held_out_tiles": len(tiles.held_out),
+                     "tiles_left_out_nodata": tiles.skipped_nodata},
+        ap50=ap50, float32_parity=None if parity is None else asdict(parity), passed=False)
+    report.passed = bool(ref_n > 0 and precision >= spec.int8_min_agreement and recall >= spec.int8_min_agreement)
+    if not report.passed:
+        why = ("; the float32 graph finds nothing on the held-out tiles, so there is nothing to check: "
+               "calibrate on scenes with objects" if ref_n == 0 else "")
+        raise UserError(f"{out}: {report.summary()}{why}; nothing written")
+    return int8_graph, table, metadata, report

@@ -10,6 +10,8 @@ from scalemae_det.base.errors import ParameterError
 
 Log = Callable[[str], None]  # progress messages, one per step
 
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "int8": "int8"}  # option value -> metadata precision
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # export.quantize.METHODS, without importing onnx
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 # Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
@@ -28,9 +30,25 @@ class ExportSpec:
     max_detections: int | None = None
     score_threshold: float | None = None
     opset: int = DEFAULT_OPSET
-    fp16: bool = False
+    precision: str = "fp32"  # a key of PRECISIONS
     validate: bool = True
     simplify: bool = True  # onnxslim, kept only when parity holds: needs validate
+    # int8 only: scenes/chips (files, directories, globs) to calibrate on, tiles to calibrate with,
+    # the calibration method, the gate's bar, and an optional labelled set (COCO labels + image folder)
+    calibration: tuple[str, ...] = ()
+    calibration_tiles: int = 64
+    calibration_method: str = "minmax"
+    int8_min_agreement: float = 0.95
+    int8_labels: str | None = None
+    int8_images: str | None = None
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
 
     def check(self) -> None:
         """The option errors that need no checkpoint."""
@@ -43,6 +61,27 @@ class ExportSpec:
         checks.number("score_threshold", self.score_threshold, lo=0, hi=1, hi_open=True)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ParameterError("opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset)
+        checks.choice("precision", self.precision, PRECISIONS)
+        self._check_int8()
+
+    def _check_int8(self) -> None:
+        int8_only = {"calibration": bool(self.calibration), "int8_labels": self.int8_labels is not None,
+                     "int8_images": self.int8_images is not None}
+        if not self.int8:
+            given = [name for name, on in int8_only.items() if on]
+            if given:
+                raise ParameterError(given[0], f"`{given[0]}` is only used with `precision` int8 (this export is "
+                                     f"{self.precision})")
+            return
+        if not self.calibration:
+            raise ParameterError("calibration", "`precision` int8 needs `calibration`: the scenes or chips to "
+                                 "calibrate on, read as predict reads them")
+        checks.number("calibration_tiles", self.calibration_tiles, lo=1, integer=True)
+        checks.choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        checks.number("int8_min_agreement", self.int8_min_agreement, lo=0, hi=1, lo_open=True)
+        if (self.int8_labels is None) != (self.int8_images is None):
+            raise ParameterError("int8_labels", "`int8_labels` and `int8_images` go together (a COCO label file "
+                                 "and its image folder)")
 
 
 def quiet(msg: str) -> None:

@@ -15,6 +15,7 @@ from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
+from scalemae_det.export.calibration import calibration_scenes
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import ParityReport, report_path
@@ -53,10 +54,22 @@ def check_outputs(outs: list[Path]) -> None:
         checks.output_file(report_path(out))
 
 
+def check_int8_inputs(spec: ExportSpec) -> None:
+    """The calibration sources and the labelled set exist (their tiles are read after tracing)."""
+    calibration_scenes(spec.calibration)
+    if spec.int8_labels is not None:
+        if not Path(spec.int8_labels).is_file():
+            raise ParameterError("int8_labels", "no such file", value=spec.int8_labels)
+        if not Path(spec.int8_images).is_dir():
+            raise ParameterError("int8_images", "no such directory", value=spec.int8_images)
+
+
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
     """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
     spec.check()
     check_outputs(outs)
+    if spec.int8:
+        check_int8_inputs(spec)
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
     if spec.tile % cfg.patch_size:
@@ -66,6 +79,8 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
     spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
     wrapper = FixedScaleDetector(model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16).eval()
+    # an int8 export is traced and validated in float32, then quantised (export.quantize): the metadata
+    # says float32 until the int8 graph is written
     metadata = ModelMetadata(
         class_names=list(ckpt["class_names"]), gsd=gsd, res_per_metre=cfg.res_per_metre, tile=spec.tile,
         batch=spec.batch, max_detections=max_det, score_threshold=threshold, model_config=cfg.name,

@@ -3,12 +3,21 @@
 onnxruntime-gpu falls back to the CPU without a word when CUDA or TensorRT libraries are missing,
 so the providers the session really got are reported (`providers`, `note`), and an explicit
 `cuda`/`tensorrt` request that cannot be met is an error rather than a slow CPU run.
+
+An int8 model (QDQ graph, `precision: int8` in its metadata) runs on TensorRT with
+`trt_int8_enable`: TensorRT then takes the graph's QuantizeLinear/DequantizeLinear nodes as its
+quantisation (explicit quantisation). No calibration table is passed for such a graph: onnxruntime's
+TensorRT EP documentation says a table must not be given with Q/DQ nodes, which TensorRT refuses.
+Layers the export left in float32 stay float32 on TensorRT too (fp16 is not switched on with int8).
+The metadata is read from the file before the session is made (`read_props`): the TensorRT options
+have to be known when the engine is built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -18,7 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, THRESHOLD_INITIALIZER, ModelMetadata
+from scalemae_det.base.metadata import (INPUT_NAME, OUTPUT_NAMES, THRESHOLD_INITIALIZER, MetadataError, ModelMetadata,
+                                        read_props)
 from scalemae_det.base.pixels import FILL
 from scalemae_det.runtime.detections import Detections, unpad
 from scalemae_det.base import checks
@@ -34,13 +44,26 @@ def _trt_cache() -> str:
     return str(root)
 
 
-def _options(name: str, exact: bool) -> dict:
+def provider_options(name: str, precision: str = "float32", exact: bool = False) -> dict:
+    """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
         # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
         return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        if precision == "int8":
+            options["trt_int8_enable"] = True  # explicit quantisation from the graph's Q/DQ nodes
+        return options
     return {}
+
+
+def _precision(path: str) -> str:
+    """The precision a model's metadata states, "float32" when it cannot be read here (the session
+    reports the problem properly once made)."""
+    try:
+        return json.loads(read_props(path).get("precision", '"float32"'))
+    except (MetadataError, json.JSONDecodeError, OSError):
+        return "float32"
 
 
 @contextlib.contextmanager
@@ -108,10 +131,12 @@ class Session:
             self._initializers = [array, ort.OrtValue.ortvalue_from_numpy(array)]
             options.add_initializer(THRESHOLD_INITIALIZER, self._initializers[1])
         chain = [*wanted, NAMES["cpu"]]
+        precision = _precision(self.path) if NAMES["tensorrt"] in wanted else "float32"
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[_options(p, exact) for p in chain])
+                                                    provider_options=[provider_options(p, precision, exact)
+                                                                      for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()

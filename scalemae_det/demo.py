@@ -32,19 +32,6 @@ def _stage(console: Console, name: str, timings: dict[str, float]):
     console.print(f"[green]done[/] {name} ({timings[name]:.1f} s)")
 
 
-def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
-    """The runtime's COCO results, re-keyed to the ground truth's image id and category ids (by name)."""
-    from scalemae_det.runtime import outputs
-
-    by_name = {c["name"]: c["id"] for c in gt["categories"]}
-    image_id = gt["images"][0]["id"]
-    dets = outputs.coco(result)
-    for d in dets:
-        d["image_id"] = image_id
-        d["category_id"] = by_name[model_classes[d["category_id"] - 1]]
-    return dets
-
-
 MIN_SIZE = 256
 
 
@@ -68,7 +55,7 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
     from scalemae_det.export.options import ExportSpec
     from scalemae_det.runtime import Detector, outputs
     from scalemae_det.runtime.preview import write_preview
-    from scalemae_det.evaluation import evaluate_detections
+    from scalemae_det.evaluation import evaluate_detections, scene_results
     from scalemae_det.synthetic import write_scene
 
     check_demo(out, size, gsd, tile, checkpoint)
@@ -85,7 +72,7 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
         outputs.write(result, out / "detections.geojson", "geojson")
         write_preview(result, out / "preview.png")
     with _stage(console, "evaluate: AP@0.5 against the scene's ground truth", timings):
-        dets = _scene_detections(result, gt, detector.metadata.class_names)
+        dets = scene_results(result, gt["images"][0]["id"], gt["categories"], detector.metadata.class_names)
         metrics = evaluate_detections(out / "scene.json", dets, max_dets=max(len(dets), 100))
     report = {
         "scene": {"path": str(scene_path), "size": size, "gsd": gsd, "seed": seed, "objects": len(gt["annotations"])},

@@ -197,12 +197,9 @@ def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 
             img_boxes = boxes.get(det["image_id"])
             if img_boxes is None:
                 continue
-            ious = box_iou(np.asarray([xyxy(det["bbox"])]), img_boxes)[0]
-            best = int(ious.argmax())
-            if ious[best] >= iou_threshold:
+            tp[i], best = claim(np.asarray(xyxy(det["bbox"])), img_boxes, claimed[det["image_id"]], iou_threshold)
+            if best is not None:
                 best_of[i] = (det["image_id"], best)
-                if not claimed[det["image_id"]][best]:
-                    claimed[det["image_id"]][best] = tp[i] = True
         out[cat_id] = ClassMatches(dets, tp, best_of, boxes)
     return out
 
@@ -230,6 +227,23 @@ def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float =
             n_gt = sum(len(b) for b in m.gt_boxes.values())
         aps[cat_id] = voc_ap(m.tp, n_gt)
     return aps
+
+
+def claim(box: np.ndarray, targets: np.ndarray, claimed: np.ndarray, iou_threshold: float = 0.5
+          ) -> tuple[bool, int | None]:
+    """The xView scorer's matching step: `box` claims the target of highest IoU when that IoU reaches
+    `iou_threshold` and the target is still unclaimed (`claimed` is updated). Call it for detections
+    in decreasing score order. Returns (true positive, index of that best target, or None when its IoU
+    is below the threshold)."""
+    if not len(targets):
+        return False, None
+    ious = box_iou(box[None], targets)[0]
+    best = int(ious.argmax())
+    if ious[best] < iou_threshold:
+        return False, None
+    hit = not claimed[best]
+    claimed[best] = True
+    return hit, best
 
 
 def voc_ap(tp: np.ndarray, n_gt: int) -> float:
@@ -263,6 +277,33 @@ def xyxy(bbox: Sequence[float]) -> list[float]:
     """COCO xywh -> xyxy."""
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
+
+
+def scene_results(result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]) -> list[dict]:
+    """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id and
+    category ids (matched to the model's classes by name)."""
+    from scalemae_det.runtime import outputs
+
+    by_name = {c["name"]: c["id"] for c in categories}
+    dets = outputs.coco(result)
+    for d in dets:
+        d["image_id"] = image_id
+        d["category_id"] = by_name[model_classes[d["category_id"] - 1]]
+    return dets
+
+
+def runtime_ap50(model: str | os.PathLike, labels: str | os.PathLike, images: str | os.PathLike,
+                 provider: str = "auto") -> float:
+    """COCO AP50 of an exported model run by the runtime over every image of a COCO label file."""
+    from scalemae_det.runtime.detector import Detector
+
+    gt = load_coco_json(labels)
+    detector = Detector(model, provider)
+    dets = []
+    for image in gt["images"]:
+        result = detector.detect_scene(os.path.join(images, image["file_name"]))
+        dets += scene_results(result, image["id"], gt["categories"], detector.metadata.class_names)
+    return evaluate_detections(gt, dets, max_dets=max(100, len(dets)))["AP50"]
 
 
 def write_results(path: str | os.PathLike, results: dict | list) -> None:

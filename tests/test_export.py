@@ -163,7 +163,7 @@ def test_torchscript_reloads_and_agrees(tiny_export, tiny_onnx, tiles, reference
 
 def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(tiny_export, tiny_onnx, tiles, reference):
     """Half precision may reorder near-equal scores, so detections are matched (scalemae_det.export.parity.compare) before comparing."""
-    result = tiny_export("onnx", batch=1, fp16=True, simplify=False)
+    result = tiny_export("onnx", batch=1, precision="fp16", simplify=False)
     model = onnx.load(str(result.path))
     assert result.metadata.precision == "float16" and result.report.precision == "float16"
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)

@@ -2,11 +2,18 @@
 
 Each field is one `metadata_props` entry whose value is JSON, so any ONNX tool can read it.
 The exporter writes it (export/), the runtime refuses a model without it.
+
+`read_props` reads these entries straight from the file's top-level protobuf fields, seeking past
+the graph, so the runtime knows a model's precision before it builds a session (TensorRT's int8
+switch is a session option, and building a TensorRT engine twice costs minutes on large models)
+without the onnx package or loading the weights. The field numbers are those of ModelProto in
+onnx/onnx.proto (`metadata_props = 14`, each a StringStringEntryProto of key = 1, value = 2).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import MISSING, asdict, dataclass, fields
 
 from scalemae_det.base.errors import UserError
@@ -16,6 +23,7 @@ FORMAT_VERSION = 1
 # Graph I/O names, fixed by the contract.
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
+PRECISIONS = ("float32", "float16", "int8")
 # The graph's score threshold is an initializer of this name, so a session can override it
 # (onnxruntime SessionOptions.add_initializer): the export's parity check probes below it.
 THRESHOLD_INITIALIZER = "score_threshold"
@@ -41,7 +49,10 @@ class ModelMetadata:
     input_range: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    precision: str = "float32"
+    precision: str = "float32"  # one of PRECISIONS; int8 graphs carry QuantizeLinear/DequantizeLinear (QDQ)
+    # int8 only: file name, in the model's folder, of the TensorRT calibration table (onnxruntime's
+    # flatbuffers format) measured on the same calibration tiles
+    calibration_table: str | None = None
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:
@@ -64,3 +75,60 @@ class ModelMetadata:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "ModelMetadata":
+        return cls.from_props(read_props(path), str(path))
+
+
+def _varint(f) -> int:
+    shift = value = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            raise EOFError
+        value |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if byte[0] < 0x80:
+            return value
+
+
+def _entry(data: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto: (key, value)."""
+    import io
+
+    f, out = io.BytesIO(data), {1: b"", 2: b""}
+    while f.tell() < len(data):
+        tag = _varint(f)
+        if tag & 7 != 2:
+            raise ValueError("unexpected wire type in a metadata entry")
+        out[tag >> 3] = f.read(_varint(f))
+    return out[1].decode(), out[2].decode()
+
+
+def read_props(path: str | os.PathLike) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file, read without parsing the graph; raises MetadataError when
+    the file is not a protobuf ModelProto."""
+    props = {}
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        try:
+            while f.tell() < size:
+                tag = _varint(f)
+                kind, number = tag & 7, tag >> 3
+                if kind == 0:
+                    _varint(f)
+                elif kind == 2:
+                    length = _varint(f)
+                    if number == 14:
+                        key, value = _entry(f.read(length))
+                        props[key] = value
+                    else:
+                        f.seek(length, 1)
+                elif kind in (1, 5):
+                    f.seek(8 if kind == 1 else 4, 1)
+                else:
+                    raise ValueError(f"wire type {kind}")
+        except (EOFError, ValueError, UnicodeDecodeError):
+            raise MetadataError(f"{path}: not an ONNX model (unreadable protobuf)") from None
+    return props

@@ -131,7 +131,7 @@ def describe_model(model: Path, detector, job: Job, say) -> None:
     meta, session = detector.metadata, detector.session
     note = f" ({session.note})" if session.note else ""
     say(f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
-        f"onnxruntime runs on {', '.join(session.providers)}{note}")
+        f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}")
     if job.shard.count > 1:
         say(f"shard {job.shard} ({job.shard.source}): {len(job.targets)} of {len(job.job_names)} scenes")
 
