@@ -14,9 +14,8 @@ from rasterio.warp import transform as warp
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.outputs import geojson, image_id, write
 from scalemae_det.runtime.preview import PALETTE, write_preview
-from test_runtime_standin import SIZE, build_model, scene_with_squares
-
-REAL = Path(__file__).parents[2] / "shared" / "realdata"
+from helpers.realdata import ORIGINS, raster
+from helpers.standin import SIZE, build_model, scene_with_squares
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +42,14 @@ def _check_ring(ring, expected, atol):
 
 
 @pytest.mark.parametrize("crs_mode", ["wgs84", "native"])
-def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, crs_mode):
-    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, origin, crs_mode):
+    scene = raster("RGB.byte.tif", origin, tmp_path)
+    result = detector.detect_scene(scene, gsd_mode="as-is")
     assert len(result.detections) > 100
     path = write(result, tmp_path / "out.geojson", "geojson", crs_mode)
     doc = json.loads(path.read_text())
-    with rasterio.open(REAL / "RGB.byte.tif") as ds:
+    with rasterio.open(scene) as ds:
         transform, crs = ds.transform, ds.crs
     assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(result.detections)
     if crs_mode == "native":
@@ -138,8 +139,9 @@ def test_preview_png_outlines_boxes_in_class_colours(tmp_path, detector):
         assert (png.width, png.height) == (1024, round(1200 / (2500 / 1024)))
 
 
-def test_geojson_reads_back_with_a_gis_library(tmp_path, detector):
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_geojson_reads_back_with_a_gis_library(tmp_path, detector, origin):
     gpd = pytest.importorskip("geopandas", reason="geopandas is not installed; the JSON itself is checked above")
-    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+    result = detector.detect_scene(raster("RGB.byte.tif", origin, tmp_path), gsd_mode="as-is")
     frame = gpd.read_file(write(result, tmp_path / "x.geojson", "geojson", "wgs84"))
     assert len(frame) == len(result.detections) and frame.crs.to_epsg() == 4326
