@@ -31,16 +31,13 @@ def _stage(console: Console, name: str, timings: dict[str, float]):
 
 
 def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
-    """The runtime's COCO results, re-keyed to the ground truth's image id and category ids (by name)."""
-    from runtime import outputs
+    """The runtime's detections as COCO results keyed to the ground truth's image id and category ids (by name)."""
+    from scalemae_det.base.records import coco_results
 
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
-    image_id = gt["images"][0]["id"]
-    dets = outputs.coco(result)
-    for d in dets:
-        d["image_id"] = image_id
-        d["category_id"] = by_name[model_classes[d["category_id"] - 1]]
-    return dets
+    det = result.detections
+    category_ids = [by_name[model_classes[label - 1]] for label in det.labels.tolist()]
+    return coco_results(gt["images"][0]["id"], det.boxes, det.scores, category_ids)
 
 
 def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_SEED, tile: int = 512,

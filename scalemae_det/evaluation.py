@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.records import coco_results
 from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
@@ -40,12 +41,10 @@ def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],
     results = []
     for out, tgt in zip(outputs, targets, strict=True):
         sx, sy = _box_scale(tgt)
-        image_id = int(tgt["image_id"])
-        for (x0, y0, x1, y1), score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
-                                                  out["labels"].tolist()):
-            x0, x1, y0, y1 = x0 / sx, x1 / sx, y0 / sy, y1 / sy
-            results.append({"image_id": image_id, "category_id": int(category_ids[int(label) - 1]),
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+        boxes = np.asarray(out["boxes"].tolist(), np.float64).reshape(-1, 4) / (sx, sy, sx, sy)
+        labels = np.asarray(out["labels"].tolist(), np.int64)
+        results += coco_results(int(tgt["image_id"]), boxes, out["scores"].tolist(),
+                                np.asarray(category_ids, np.int64)[labels - 1])
     return results
 
 
