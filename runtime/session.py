@@ -3,6 +3,12 @@
 onnxruntime-gpu falls back to the CPU without a word when CUDA or TensorRT libraries are missing,
 so the providers the session really got are reported (`providers`, `note`), and an explicit
 `cuda`/`tensorrt` request that cannot be met is an error rather than a slow CPU run.
+
+TensorRT's engine cache (trt_engine_cache_path, ONNX Runtime's TensorRT EP options) is a folder under
+XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and removed again
+when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run leaves it for nothing.
+A home that cannot be written (read-only edge boxes) is TensorRT's problem alone: `auto` goes on
+without TensorRT and says why; `--provider tensorrt` is refused naming the folder.
 """
 
 from __future__ import annotations
@@ -26,17 +32,33 @@ NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider
 CHOICES = ("auto", *NAMES)
 
 
-def _trt_cache() -> str:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scalemae-det" / "tensorrt"
-    root.mkdir(parents=True, exist_ok=True)
-    return str(root)
+def trt_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scalemae-det" / "tensorrt"
 
 
-def _options(name: str) -> dict:
+def _make_dirs(path: Path) -> list[Path]:
+    """`mkdir -p path`, returning the folders it created (outermost first) so they can be taken back."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    missing.reverse()
+    for folder in missing:
+        folder.mkdir()
+    return missing
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):  # not empty after all: leave it
+            folder.rmdir()
+
+
+def _options(name: str, trt_cache: Path | None) -> dict:
     if name == NAMES["cuda"]:
         return {"cudnn_conv_algo_search": "HEURISTIC"}  # tile shapes are fixed: no exhaustive search
     if name == NAMES["tensorrt"]:
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}
     return {}
 
 
@@ -91,16 +113,33 @@ class Session:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        trt_cache, created, notes = None, [], []
+        if NAMES["tensorrt"] in wanted:
+            trt_cache = trt_cache_dir()
+            try:
+                created = _make_dirs(trt_cache)
+            except OSError as exc:
+                problem = (f"cannot create its engine cache {trt_cache} ({exc.strerror}); "
+                           "set XDG_CACHE_HOME to a writable folder")
+                if provider == "tensorrt":
+                    raise UserError(f"{self.path}: --provider tensorrt: {problem}") from None
+                wanted.remove(NAMES["tensorrt"])
+                notes.append(f"{NAMES['tensorrt']} not usable: {problem}")
         chain = [*wanted, NAMES["cpu"]]
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[_options(p) for p in chain])
+                                                    provider_options=[_options(p, trt_cache) for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            _remove_dirs(created)
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()
+        if NAMES["tensorrt"] not in self.providers:
+            _remove_dirs(created)  # TensorRT is not used: no cache folder made for nothing
         missing = [p for p in wanted if p not in self.providers]
-        self.note = f"{', '.join(missing)} not usable: {_reason(log)}" if missing else ""
+        if missing:
+            notes.append(f"{', '.join(missing)} not usable: {_reason(log)}")
+        self.note = "; ".join(notes)
         if provider != "auto" and NAMES[provider] not in self.providers:
             raise UserError(f"{self.path}: --provider {provider} requested but {self.note}; "
                             "use --provider cpu, or install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
