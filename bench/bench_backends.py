@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scalemae_det.runtime.detections import Detections
+
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("ort", "ort-b2", "torch", "sahi")
 
@@ -42,10 +44,10 @@ def progress_bar(label: str):
 
 
 class TorchSession:
-    """Stands in for scalemae_det.runtime.session.Session in a Detector: the PyTorch model, eager, on the same batches."""
+    """A Detector's session made of the PyTorch model, eager, on the same batches as onnxruntime's."""
 
-    def __init__(self, model, gsd: float, batch: int):
-        self.model, self.gsd, self.batch = model, gsd, batch
+    def __init__(self, model, metadata, batch: int):
+        self.model, self.metadata, self.gsd, self.batch = model, metadata, metadata.gsd, batch
         self.providers = ["PyTorch eager CPU"]
         self.run_seconds = 0.0
 
@@ -60,15 +62,15 @@ class TorchSession:
         with torch.inference_mode():
             outs = self.model(list(torch.from_numpy(images)), gsd=self.gsd)
         self.run_seconds += time.perf_counter() - start
-        return [(o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy()) for o in outs]
+        return [Detections(o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy()) for o in outs]
 
 
 def run_detector(backend: str, args: argparse.Namespace) -> dict:
-    """ort / ort-b2 / torch: runtime.Detector.detect_scene; torch only replaces the session."""
-    sys.path.insert(0, str(REPO))
-    from runtime import Detector
+    """ort / ort-b2 / torch: runtime.Detector.detect_scene; torch only passes another session."""
+    from scalemae_det.runtime import Detector
+    from scalemae_det.runtime.session import Session
 
-    detector = Detector(args.workdir / f"model_b{2 if backend == 'ort-b2' else 1}.onnx", "cpu", threads=args.threads)
+    session = Session(args.workdir / f"model_b{2 if backend == 'ort-b2' else 1}.onnx", "cpu", threads=args.threads)
     if backend == "torch":
         import torch
 
@@ -76,7 +78,8 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
 
         torch.set_num_threads(args.threads)
         model, _ = load_detector(args.checkpoint)
-        detector.session = TorchSession(model, detector.metadata.gsd, batch=1)
+        session = TorchSession(model, session.metadata, batch=1)
+    detector = Detector(session)
     bar, update = progress_bar(backend)
     with bar:
         result = detector.detect_scene(args.scene, overlap=args.overlap, progress=update)
@@ -89,7 +92,6 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
 
 def run_sahi(args: argparse.Namespace) -> dict:
     """sahi.predict.get_sliced_prediction with a DetectionModel wrapping the PyTorch detector."""
-    sys.path.insert(0, str(REPO))
     if args.sahi_path:
         sys.path.insert(0, str(args.sahi_path))
     import numpy as np
@@ -171,7 +173,7 @@ def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int)
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
     from scalemae_det.runtime.session import Session
-    from scalemae_det.checkpoints import sha256_file
+    from scalemae_det.base.digest import sha256_file
 
     path = workdir / f"model_b{batch}.onnx"
     if path.exists():
@@ -185,7 +187,7 @@ def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int)
 
 def coco_detections(m: dict, gt: dict) -> list[dict]:
     """Scene-pixel xyxy boxes and class names -> COCO results keyed to the ground truth's ids."""
-    from scalemae_det.base.records import coco_results
+    from scalemae_det.base.rows import coco_results
 
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
     return coco_results(gt["images"][0]["id"], m["boxes"], m["scores"],
@@ -222,8 +224,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args)
 
-    sys.path.insert(0, str(REPO))
-    from bench_predict import scene
+    from bench_predict import scene  # bench/ is on sys.path: it holds this script
     from scalemae_det.base.atomic import atomic_path
     from scalemae_det.evaluation import xview_class_aps
 

@@ -19,7 +19,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -30,6 +29,7 @@ from scalemae_det.base.errors import UserError
 from scalemae_det.export.options import ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
 from scalemae_det.export.prepare import ExportResult, Prepared, prepare
+from scalemae_det.runtime.session import Session
 
 
 def trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -75,26 +75,11 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
     return True
 
 
-def ort_session(path: Path):
-    """An ONNX Runtime session on the GPU when one is usable (TF32 off: this is a parity check), else CPU."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    providers: list = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
-        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": 0}))
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
 def onnx_runner(path: Path):
-    """(runner for ParityCheck, provider name)."""
-    session = ort_session(path)
-
-    def run(images: np.ndarray):
-        return tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: images}))
-
-    return run, f"onnxruntime {session.get_providers()[0]}"
+    """(runner for ParityCheck, provider name): the runtime's own Session, so the model is checked
+    against the contract and run with the provider policy users get (CUDA when usable, without TF32)."""
+    session = Session(path, "auto", exact=True)
+    return session.run_checked, f"onnxruntime {session.provider}"
 
 
 def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, ParityReport, bool]:

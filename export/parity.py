@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.models.detector import ScaleMAEDetector
+from scalemae_det.runtime.detections import Detections, unpad
 
 BLANK_INDEX = 1  # the blank tile sits between busy ones, so it has neighbours on both sides in a batch
 
@@ -32,13 +33,8 @@ class Tolerance:
 TOLERANCES = {"float32": Tolerance(box_px=0.01, score=1e-4), "float16": Tolerance(box_px=1.0, score=5e-3)}
 
 
-class Detections(NamedTuple):
-    boxes: np.ndarray  # (n, 4) float32 xyxy tile px
-    scores: np.ndarray  # (n,)
-    labels: np.ndarray  # (n,) int64
-
-
-BatchRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+# The exported model over all tiles: detections per tile, and whether the padded rows were all zero.
+Runner = Callable[[np.ndarray], tuple[list[Detections], bool]]
 
 
 def validation_tiles(tile: int, batch: int, seed: int = 0) -> np.ndarray:
@@ -60,24 +56,18 @@ def validation_tiles(tile: int, batch: int, seed: int = 0) -> np.ndarray:
     return tiles
 
 
-def unpad(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple[list[Detections], bool]:
-    """Padded batch outputs -> per-image detections, and whether every row past the count is zero."""
-    dets, padding_zero = [], True
-    for b, s, l, n in zip(boxes, scores, labels, counts):
-        n = int(n)
-        dets.append(Detections(b[:n], s[:n], l[:n]))
-        padding_zero &= not (b[n:].any() or s[n:].any() or l[n:].any())
-    return dets, bool(padding_zero)
+def batched(run_batch: Callable[[np.ndarray], tuple[np.ndarray, ...]], batch: int) -> Runner:
+    """A Runner from a function of one batch that returns the contract's padded outputs."""
 
+    def run(tiles: np.ndarray) -> tuple[list[Detections], bool]:
+        dets, padding_zero = [], True
+        for start in range(0, len(tiles), batch):
+            d, ok = unpad(*run_batch(tiles[start:start + batch]))
+            dets += d
+            padding_zero &= ok
+        return dets, padding_zero
 
-def run_exported(run: BatchRunner, tiles: np.ndarray, batch: int) -> tuple[list[Detections], bool]:
-    """The exported model over all tiles, batch by batch."""
-    dets, padding_zero = [], True
-    for start in range(0, len(tiles), batch):
-        d, ok = unpad(*run(tiles[start:start + batch]))
-        dets += d
-        padding_zero &= ok
-    return dets, padding_zero
+    return run
 
 
 @torch.no_grad()
@@ -145,8 +135,7 @@ def compare(reference: list[Detections], exported: list[Detections], score_thres
     for ref, got in zip(reference, exported, strict=True):
         floor = score_threshold if len(ref.scores) < max_detections else float(ref.scores.min())
         cut = floor + tol.score
-        ref_c = Detections(*(a[ref.scores > cut] for a in ref))
-        got_c = Detections(*(a[got.scores > cut] for a in got))
+        ref_c, got_c = ref.take(ref.scores > cut), got.take(got.scores > cut)
         n, boxes, scores = _match(ref_c, got_c)
         compared += len(ref_c.scores)
         matched += n
@@ -184,8 +173,8 @@ class ParityCheck:
         reference = run_reference(prep.model, tiles, spec.batch, spec.gsd)
         return cls(tiles, reference, spec.batch, spec.score_threshold, spec.max_detections, prep.metadata.precision)
 
-    def run(self, runner: BatchRunner, runtime: str) -> ParityReport:
-        exported, padding_zero = run_exported(runner, self.tiles, self.batch)
+    def run(self, runner: Runner, runtime: str) -> ParityReport:
+        exported, padding_zero = runner(self.tiles)
         return compare(self.reference, exported, self.score_threshold, self.max_detections,
                        self.precision, runtime, padding_zero)
 

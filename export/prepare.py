@@ -10,7 +10,8 @@ import torch
 
 import scalemae_det
 from scalemae_det.base.metadata import ModelMetadata
-from scalemae_det.checkpoints import load_detector, sha256_file
+from scalemae_det.base.digest import sha256_file
+from scalemae_det.checkpoints import load_detector
 from scalemae_det.base.errors import UserError
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 

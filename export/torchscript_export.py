@@ -19,7 +19,7 @@ from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
 
 from scalemae_det.export.options import ExportSpec, Log, quiet
-from scalemae_det.export.parity import ParityCheck, record_report
+from scalemae_det.export.parity import ParityCheck, batched, record_report
 from scalemae_det.export.prepare import ExportResult, prepare
 
 METADATA_FILE = "scalemae_det_metadata.json"  # holds ModelMetadata.to_props(), as in ONNX metadata_props
@@ -48,7 +48,7 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMet
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
 
 
-def torchscript_runner(module: torch.jit.ScriptModule):
+def torchscript_runner(module: torch.jit.ScriptModule, batch: int):
     """(runner for ParityCheck, runtime name)."""
 
     def run(images):
@@ -56,7 +56,7 @@ def torchscript_runner(module: torch.jit.ScriptModule):
         with torch.no_grad(), torch.jit.optimized_execution(False):
             return tuple(t.numpy() for t in module(torch.from_numpy(images)))
 
-    return run, "torch.jit (reloaded)"
+    return batched(run, batch), "torch.jit (reloaded)"
 
 
 def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
@@ -76,7 +76,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
             check = ParityCheck.build(prep)
             log("validating the reloaded TorchScript module")
             module, _ = load_torchscript(tmp)
-            report = check.run(*torchscript_runner(module))
+            report = check.run(*torchscript_runner(module, prep.spec.batch))
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
     report_path = record_report(out, report)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.merge import merge
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.prefetch import prefetch as prefetched
@@ -21,25 +22,6 @@ from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import Tile
 
 TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it
-
-
-@dataclass
-class Detections:
-    boxes: np.ndarray  # (N, 4) xyxy pixels (tile pixels from detect_tiles, scene pixels from detect_scene)
-    scores: np.ndarray  # (N,) float32
-    labels: np.ndarray  # (N,) int64, 1..classes
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def concat(cls, parts: Sequence["Detections"]) -> "Detections":
-        if not parts:
-            return cls(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "labels")))
-
-    def take(self, index: np.ndarray) -> "Detections":
-        return Detections(self.boxes[index], self.scores[index], self.labels[index])
 
 
 @dataclass
@@ -60,11 +42,18 @@ class SceneResult:
 
 
 class Detector:
-    """A scalemae-det ONNX model ready to run; `provider` is auto, tensorrt, cuda or cpu."""
+    """A scalemae-det model ready to run over scenes.
 
-    def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
+    `model` is an exported model's path, opened as a `Session` with `provider` (auto, tensorrt, cuda
+    or cpu), `batch` and `threads`; or a ready session, passed in the way torchvision's `FasterRCNN`
+    takes its heads: anything with Session's `run`, `metadata`, `batch`, `provider` and
+    `run_seconds` (the benchmarks pass the PyTorch model in its place to compare engines on the same
+    tiles, reads and merge).
+    """
+
+    def __init__(self, model: str | os.PathLike | Session, provider: str = "auto", batch: int | None = None,
                  threads: int | None = None):
-        self.session = Session(model_path, provider, batch, threads)
+        self.session = Session(model, provider, batch, threads) if isinstance(model, (str, os.PathLike)) else model
         self.metadata: ModelMetadata = self.session.metadata
 
     @property
@@ -77,11 +66,7 @@ class Detector:
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
         thr = self.metadata.score_threshold if score_threshold is None else score_threshold
-        out = []
-        for boxes, scores, labels in self.session.run(images):
-            keep = scores >= thr
-            out.append(Detections(boxes[keep], scores[keep], labels[keep]))
-        return out
+        return [det.take(det.scores >= thr) for det in self.session.run(images)]
 
     def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
         t = self.metadata.tile

@@ -40,10 +40,10 @@ def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
     first = np.floor(boxes[:, 1] / height).astype(np.int64)
     last = np.floor(boxes[:, 3] / height).astype(np.int64)
     stride = float(np.max(boxes[:, 2], initial=0)) + 1  # band * stride + x orders by band, then x
-    starts = np.unique(np.sort(first)[::_GROUP])  # first band of each group
-    ends = [*starts[1:], int(last.max(initial=0)) + 1]
+    group_starts = np.unique(np.sort(first)[::_GROUP])  # first band of each group
+    group_ends = [*group_starts[1:], int(last.max(initial=0)) + 1]
     found = []
-    for lo, hi in zip(starts.tolist(), ends):
+    for lo, hi in zip(group_starts.tolist(), group_ends):
         members = np.flatnonzero((first < hi) & (last >= lo))
         found += _sweep(boxes, labels, tiles, members, np.maximum(first[members], lo), np.minimum(last[members], hi - 1),
                         height, stride)
@@ -56,29 +56,29 @@ def _sweep(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray, members: np
            last: np.ndarray, height: float, stride: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The pairs among `members` whose intersection's top lies in one of bands first..last (per member)."""
     span = last - first + 1
-    copy = np.repeat(members, span)  # box of each entry
-    band = np.repeat(first, span) + np.arange(len(copy)) - np.repeat(np.cumsum(span) - span, span)
-    order = np.lexsort((boxes[copy, 0], band))
-    copy, band = copy[order], band[order]
-    starts = band * stride + boxes[copy, 0]
-    ends = np.searchsorted(starts, band * stride + boxes[copy, 2], side="left")  # entries starting before each ends
-    counts = np.maximum(ends - np.arange(len(copy)) - 1, 0)
-    total = np.cumsum(counts)
+    entry_box = np.repeat(members, span)  # the box behind each (box, band) entry
+    band = np.repeat(first, span) + np.arange(len(entry_box)) - np.repeat(np.cumsum(span) - span, span)
+    order = np.lexsort((boxes[entry_box, 0], band))
+    entry_box, band = entry_box[order], band[order]
+    starts = band * stride + boxes[entry_box, 0]
+    ends = np.searchsorted(starts, band * stride + boxes[entry_box, 2], side="left")  # entries starting before each ends
+    candidates = np.maximum(ends - np.arange(len(entry_box)) - 1, 0)  # later entries of the band it may overlap
+    running = np.cumsum(candidates)
     found = []
-    lo = 0
-    while lo < len(copy):  # runs of entries whose candidate lists together stay under _CHUNK
-        hi = max(lo + 1, int(np.searchsorted(total, total[lo] - counts[lo] + _CHUNK, side="right")))
-        c = counts[lo:hi]
-        p = np.repeat(np.arange(lo, hi), c)
-        q = p + 1 + np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
-        i, j = copy[p], copy[q]
+    start = 0
+    while start < len(entry_box):  # runs of entries whose candidate lists together stay under _CHUNK
+        stop = max(start + 1, int(np.searchsorted(running, running[start] - candidates[start] + _CHUNK, side="right")))
+        per_entry = candidates[start:stop]
+        first_entry = np.repeat(np.arange(start, stop), per_entry)
+        second_entry = first_entry + 1 + np.arange(per_entry.sum()) - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+        i, j = entry_box[first_entry], entry_box[second_entry]
         bi, bj = boxes[i], boxes[j]
         w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
         h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
         top = np.floor(np.maximum(bi[:, 1], bj[:, 1]) / height).astype(np.int64)
-        keep = (w > 0) & (h > 0) & (labels[i] == labels[j]) & (tiles[i] != tiles[j]) & (top == band[p])
+        keep = (w > 0) & (h > 0) & (labels[i] == labels[j]) & (tiles[i] != tiles[j]) & (top == band[first_entry])
         found.append((i[keep], j[keep], (w * h)[keep]))
-        lo = hi
+        start = stop
     return found
 
 
@@ -87,15 +87,15 @@ def _greedy(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     order = np.lexsort((np.arange(len(scores)), -scores))  # by score, ties by index: deterministic
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    hi = np.where(rank[i] < rank[j], i, j)
-    lo = np.where(rank[i] < rank[j], j, i)
-    by = np.argsort(hi, kind="stable")
-    hi, lo = hi[by], lo[by]
-    bounds = np.searchsorted(hi, np.arange(len(scores) + 1))
+    winner = np.where(rank[i] < rank[j], i, j)  # the higher-scored of each pair
+    loser = np.where(rank[i] < rank[j], j, i)
+    by = np.argsort(winner, kind="stable")
+    winner, loser = winner[by], loser[by]
+    bounds = np.searchsorted(winner, np.arange(len(scores) + 1))
     alive = np.ones(len(scores), bool)
     for k in order:
         if alive[k]:
-            alive[lo[bounds[k]:bounds[k + 1]]] = False
+            alive[loser[bounds[k]:bounds[k + 1]]] = False
     return alive
 
 

@@ -6,8 +6,8 @@ unless `crs="native"`, which keeps the scene's CRS and names it in a `crs` membe
 georeference keeps pixel coordinates (col, row) in every mode, flagged by `"pixel_coordinates": true`.
 
 Files are streamed: detections stay numpy arrays until written, and each format is produced
-`base.records.CHUNK` detections at a time, reprojected and formatted into a row template (see
-scalemae_det/base/records.py for why not json.dumps of dicts), so memory does not grow with the number
+`base.rows.CHUNK` detections at a time, reprojected and formatted into a row template (see
+scalemae_det/base/rows.py for why not json.dumps of dicts), so memory does not grow with the number
 of detections (a 300k-detection scene held ~800 MB of feature dicts before). Output coordinates get
 9 decimals (COORD: 1e-9 degree is 0.1 mm; RFC 7946 section 11.2 finds 6, about 10 cm, enough), which
 formats twice as fast as the shortest round-trip repr; pixel boxes and scores keep that repr (what
@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from affine import Affine
 from rasterio.warp import transform as warp_transform
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.records import chunks, coco_results_json, format_rows, literal
+from scalemae_det.base.rows import chunks, coco_results, coco_results_json, format_rows, literal
 from scalemae_det.runtime.detector import SceneResult
 
-FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv"}
+FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv", "gpkg": ".gpkg"}  # gpkg: runtime/vector.py
 CRS_MODES = ("wgs84", "native")
 WGS84 = "EPSG:4326"
 COORD = "%.9f"  # output coordinates: 9 decimals
@@ -50,14 +51,12 @@ def _to_output_crs(result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_
 
 def box_rings(result: SceneResult, crs_mode: str = "wgs84", part: slice = slice(None)) -> np.ndarray:
     """(N, 5, 2) closed, counter-clockwise box outlines in output coordinates (of detections[part])."""
-    b = result.detections.boxes[part].astype(np.float64)  # float32 map coordinates would be off by centimetres
-    cols = np.stack([b[:, 0], b[:, 0], b[:, 2], b[:, 2], b[:, 0]], 1)
-    rows = np.stack([b[:, 1], b[:, 3], b[:, 3], b[:, 1], b[:, 1]], 1)
-    xs, ys = _to_output_crs(result, cols, rows, crs_mode)
-    rings = np.stack([xs, ys], -1)
-    signed = np.sum(xs[:, :-1] * ys[:, 1:] - xs[:, 1:] * ys[:, :-1], axis=1)
-    rings[signed < 0] = rings[signed < 0, ::-1]  # RFC 7946: exterior rings counter-clockwise
-    return rings
+    from scalemae_det.runtime.vector import pixel_box_rings  # one outline rule for every format
+
+    scene, boxes = result.scene, result.detections.boxes[part]
+    if not scene.georeferenced:
+        return pixel_box_rings(boxes, Affine.identity(), None, None)
+    return pixel_box_rings(boxes, scene.transform, scene.crs, WGS84 if crs_mode == "wgs84" else None)
 
 
 def _crs_member(crs) -> dict:
@@ -98,6 +97,12 @@ def image_id(path: str) -> int | str:
     return int(stem) if stem.isdigit() else Path(path).name
 
 
+def coco(result: SceneResult) -> list[dict]:
+    """COCO results as dicts (category ids are the model's labels, 1..classes)."""
+    det = result.detections
+    return coco_results(image_id(result.path), det.boxes, det.scores, det.labels)
+
+
 def coco_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
     """COCO results (category ids are the model's labels, 1..classes; pixel boxes whatever `crs_mode`)."""
     det = result.detections
@@ -135,6 +140,10 @@ def output_path(out_dir: str | os.PathLike, scene: str | os.PathLike, fmt: str) 
 
 def write(result: SceneResult, path: str | os.PathLike, fmt: str = "geojson", crs_mode: str = "wgs84") -> Path:
     """Write one scene's detections, streamed; the file appears complete or not at all."""
+    if fmt == "gpkg":
+        from scalemae_det.runtime.vector import write_scene
+
+        return write_scene(result, path, crs_mode)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         fh.writelines(TEXT[fmt](result, crs_mode))
     return Path(path)

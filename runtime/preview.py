@@ -22,7 +22,7 @@ PALETTE = np.array([[255, 64, 64], [64, 220, 64], [64, 128, 255], [255, 200, 0],
                     [255, 140, 0], [160, 90, 255]], np.uint8)
 
 
-def render(result: SceneResult, side: int = SIDE) -> np.ndarray:
+def quicklook(result: SceneResult, side: int = SIDE) -> np.ndarray:
     """(3, h, w) uint8 quicklook with box outlines."""
     scene = result.scene
     k = max(1.0, max(scene.width, scene.height) / side)
@@ -42,7 +42,7 @@ def render(result: SceneResult, side: int = SIDE) -> np.ndarray:
 
 
 def write_preview(result: SceneResult, path: str | os.PathLike, side: int = SIDE) -> None:
-    image = render(result, side)
+    image = quicklook(result, side)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(tmp, "w", driver="PNG", width=image.shape[2], height=image.shape[1], count=3,

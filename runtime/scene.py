@@ -14,10 +14,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import RasterioError
 
 from scalemae_det.base.metadata import ModelMetadata
-from scalemae_det.base.pixels import FILL, ValueRange, read_unit, select_bands, value_range
+from scalemae_det.base.pixels import FILL, raster_errors, ValueRange, read_unit, select_bands, value_range
 from scalemae_det.runtime.tiling import Tile, plan
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.geo import gsd_m
@@ -80,10 +79,8 @@ def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[
     """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
     path = str(path)
     check_options(gsd_mode, overlap)
-    try:
+    with raster_errors(path, "not a readable raster"):
         ds = rasterio.open(path)
-    except RasterioError as exc:
-        raise UserError(f"{path}: not a readable raster ({exc})") from None
     with ds:
         crs = ds.crs
         gsd = gsd_m(crs, ds.transform, ds.width, ds.height)

@@ -27,6 +27,7 @@ import numpy as np
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.base.pixels import FILL
 from scalemae_det.base.errors import UserError
+from scalemae_det.runtime.detections import Detections, unpad
 
 NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 CHOICES = ("auto", *NAMES)
@@ -54,9 +55,10 @@ def _remove_dirs(created: list[Path]) -> None:
             folder.rmdir()
 
 
-def _options(name: str, trt_cache: Path | None) -> dict:
+def _options(name: str, exact: bool, trt_cache: Path | None) -> dict:
     if name == NAMES["cuda"]:
-        return {"cudnn_conv_algo_search": "HEURISTIC"}  # tile shapes are fixed: no exhaustive search
+        # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
+        return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
         return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}
     return {}
@@ -90,10 +92,15 @@ def _reason(lines: list[str]) -> str:
 
 
 class Session:
-    """An onnxruntime.InferenceSession on a scalemae-det model, checked against the contract."""
+    """An onnxruntime.InferenceSession on a scalemae-det model, checked against the contract.
+
+    `exact=True` is for checking a model rather than running it (the export's parity check): CUDA
+    without TF32, and `auto` does not try TensorRT, whose engine build may pick reduced-precision
+    kernels and takes minutes for a large model.
+    """
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, *, exact: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -105,7 +112,8 @@ class Session:
         if not Path(self.path).is_file():
             raise UserError(f"{self.path}: model file not found")
         available = ort.get_available_providers()
-        wanted = [NAMES[p] for p in ("tensorrt", "cuda") if provider in ("auto", p) and NAMES[p] in available]
+        gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
+        wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
         if provider in ("cuda", "tensorrt") and not wanted:
             raise UserError(f"{self.path}: --provider {provider} but this onnxruntime has no {NAMES[provider]}; "
                             "install onnxruntime-gpu or use --provider cpu")
@@ -129,7 +137,7 @@ class Session:
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[_options(p, trt_cache) for p in chain])
+                                                    provider_options=[_options(p, exact, trt_cache) for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             _remove_dirs(created)
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
@@ -169,9 +177,13 @@ class Session:
             raise UserError(f"{self.path}: the graph has a fixed batch of {fixed}; re-export it with batch {batch}")
         return fixed or batch or self.metadata.batch
 
-    def run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(N, 3, T, T) float32 in [0, 1] -> per image (boxes xyxy tile px, scores, labels)."""
-        out = []
+    def run(self, images: np.ndarray) -> list[Detections]:
+        """(N, 3, T, T) float32 in [0, 1] -> detections per image (boxes xyxy in tile pixels)."""
+        return self.run_checked(images)[0]
+
+    def run_checked(self, images: np.ndarray) -> tuple[list[Detections], bool]:
+        """`run`, and whether every padded output row was zero as the contract says."""
+        out, padding_zero = [], True
         for start in range(0, len(images), self.batch):
             chunk = np.ascontiguousarray(images[start:start + self.batch], np.float32)
             n = len(chunk)
@@ -180,5 +192,7 @@ class Session:
             t0 = time.perf_counter()
             boxes, scores, labels, num = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
             self.run_seconds += time.perf_counter() - t0
-            out.extend((boxes[i, :k], scores[i, :k], labels[i, :k]) for i, k in enumerate(num[:n].tolist()))
-        return out
+            dets, zero = unpad(boxes[:n], scores[:n], labels[:n], num[:n])
+            out += dets
+            padding_zero &= zero
+        return out, padding_zero

@@ -7,7 +7,6 @@ that the original ScaleMAE release pickles in its `args` entry.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pathlib
 import pickle
 from dataclasses import asdict, dataclass, field, fields
@@ -55,14 +54,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -32,7 +32,7 @@ def _stage(console: Console, name: str, timings: dict[str, float]):
 
 def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
     """The runtime's detections as COCO results keyed to the ground truth's image id and category ids (by name)."""
-    from scalemae_det.base.records import coco_results
+    from scalemae_det.base.rows import coco_results
 
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
     det = result.detections
@@ -45,7 +45,7 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
     """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
-    from runtime import Detector, outputs
+    from scalemae_det.runtime import Detector, outputs
     from scalemae_det.runtime.preview import write_preview
     from scalemae_det.evaluation import evaluate_detections
     from scalemae_det.synthetic import write_scene

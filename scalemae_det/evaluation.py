@@ -3,6 +3,16 @@
 Inputs are plain lists of COCO result dicts (image_id, category_id, bbox xywh, score) so that
 distributed ranks can gather theirs with `all_gather_object` and concatenate them before one
 call here. Everything is numpy/pycocotools: no torch needed to score a results file.
+
+The xView metric follows the official scorer (DIUx-xView/xView1_baseline, scoring/score.py and
+matching.py): per-class VOC AP at IoU 0.5 with greedy matching, detections with score <= 0
+dropped, the mean over classes. It differs in one thing on purpose. The official scorer adds a
+class's ground truth of an image to its count only when that image has a detection of the class
+(`num_gt_per_cls[i] += len(gt_matched)`, and `greedy_match` returns no ground truth when there is
+no detection), so objects in images where the class was never predicted are not missed, they do
+not exist; a class never predicted where it has boxes gets NaN and leaves the mean. That inflates
+recall. "xView AP (corrected)", the default here, counts every ground-truth box;
+`xview_counting="official"` reproduces the official counting, to compare with the leaderboard.
 """
 
 from __future__ import annotations
@@ -14,14 +24,18 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.records import coco_results
+from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
+MAX_DETECTIONS = 300  # the configs' detections_per_image: COCOeval's own cap of 100 would cut recall
+COUNTINGS = ("corrected", "official")
+XVIEW_NAMES = {"corrected": "xView AP (corrected)", "official": "xView AP (official counting)"}
 
 
 def load_coco_json(coco_gt: str | os.PathLike | dict) -> dict:
@@ -58,19 +72,24 @@ def _box_scale(target: dict) -> tuple[float, float]:
 
 def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[dict], *,
                         ignore_category_ids: Iterable[int] = (), iou_threshold: float = 0.5,
-                        max_dets: int = 100) -> dict:
+                        max_dets: int = MAX_DETECTIONS, xview_counting: str = "corrected") -> dict:
     """COCO AP family and the xView metric of `detections` against the labels `coco_gt`.
 
-    Returns a JSON-ready dict: AP, AP50, AP75, APs, APm, APl (pycocotools, `max_dets`
-    detections per image; -1 where pycocotools has no ground truth), `xview_mAP` (mean
-    per-class VOC AP at `iou_threshold` over classes with ground truth, leaving out
-    `ignore_category_ids`), and `per_class`: one row per category with its id, name, number of
-    ground-truth boxes, AP50 and xView AP (None where the class has no ground truth).
+    Detections with score <= 0 are dropped first (as the official xView scorer does). Returns a
+    JSON-ready dict: AP, AP50, AP75, APs, APm, APl (pycocotools, `max_dets` detections per image;
+    -1 where pycocotools has no ground truth), `xview_mAP` (mean per-class VOC AP at
+    `iou_threshold` over the classes that get one, leaving out `ignore_category_ids`; counting as
+    `xview_counting` says, see the module doc; named in `xview_metric`), and `per_class`: one row
+    per category with its id, name, number of ground-truth boxes, AP50 and xView AP (None where
+    the class has no (counted) ground truth).
     """
+    if xview_counting not in COUNTINGS:
+        raise ValueError(f"xview_counting must be one of {COUNTINGS}, got {xview_counting!r}")
     gt = _with_areas(load_coco_json(coco_gt))
     ignore = set(ignore_category_ids)
+    detections = [d for d in detections if d["score"] > 0]
     coco_stats, ap50 = _coco_eval(gt, detections, max_dets)
-    xview_ap = xview_class_aps(gt, detections, iou_threshold)
+    xview_ap = xview_class_aps(gt, detections, iou_threshold, counting=xview_counting)
     num_gt = defaultdict(int)
     for ann in gt.get("annotations", []):
         num_gt[ann["category_id"]] += not ann.get("iscrowd", 0)
@@ -80,6 +99,7 @@ def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[
                  for cat in sorted(gt["categories"], key=lambda c: c["id"])]
     scored = [xview_ap[c] for c in xview_ap if c not in ignore]
     return {**coco_stats, "xview_mAP": float(np.mean(scored)) if scored else None,
+            "xview_metric": XVIEW_NAMES[xview_counting], "max_detections": max_dets,
             "num_detections": len(detections), "num_images": len(gt["images"]),
             "per_class": per_class}
 
@@ -114,11 +134,17 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    stats = {name: float(v) for name, v in zip(COCO_METRICS, ev.stats)}
     # precision: [iou thresholds, recall points, categories, area ranges, max dets]; iou 0.5 is
-    # the first threshold, area "all" the first range, the largest max-dets the last.
-    precision = ev.eval["precision"][0, :, :, 0, -1]
+    # the first threshold, area "all" the first range, the largest max-dets the last. The stats
+    # are COCOeval.summarize's, read at `max_dets`: summarize itself reads AP at a hard-coded 100
+    # detections and reports -1 when maxDets lacks 100.
+    all_precision = ev.eval["precision"]
+    iou_index = {t: int(np.argmin(np.abs(ev.params.iouThrs - t))) for t in (0.5, 0.75)}
+    parts = {"AP": all_precision[:, :, :, 0, -1], "AP50": all_precision[iou_index[0.5], :, :, 0, -1],
+             "AP75": all_precision[iou_index[0.75], :, :, 0, -1], "APs": all_precision[:, :, :, 1, -1],
+             "APm": all_precision[:, :, :, 2, -1], "APl": all_precision[:, :, :, 3, -1]}
+    stats = {name: float(v[v > -1].mean()) if (v > -1).any() else -1.0 for name, v in parts.items()}
+    precision = all_precision[0, :, :, 0, -1]
     ap50 = {}
     for k, cat_id in enumerate(ev.params.catIds):
         p = precision[:, k]
@@ -126,40 +152,80 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
     return stats, ap50
 
 
-def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5
-                    ) -> dict[int, float]:
-    """Per-category VOC all-point AP with the xView scorer's greedy matching.
+@dataclass
+class ClassMatches:
+    """One category's detections matched greedily to its ground truth (see `greedy_matches`)."""
+
+    detections: list[dict]  # by decreasing score
+    tp: np.ndarray  # (D,) bool: claimed a ground-truth box
+    best: list[tuple[int, int] | None]  # (image id, box index) of the best box when its IoU reached the threshold
+    gt_boxes: dict[int, np.ndarray] = field(default_factory=dict)  # image id -> (N, 4) xyxy
+
+    @property
+    def duplicate(self) -> np.ndarray:
+        """Detections whose best box reached the threshold but was claimed already: a second detection of one object."""
+        return np.array([b is not None and not t for b, t in zip(self.best, self.tp)], bool)
+
+
+def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5) -> dict[int, ClassMatches]:
+    """The xView scorer's greedy matching, per category of the ground truth or the detections.
 
     Within a category, detections are taken by decreasing score; each is compared with the
     ground-truth boxes of its image and claims the one of highest IoU if that IoU reaches
-    `iou_threshold` and the box is still unclaimed, else it is a false positive. Only
-    categories with ground truth get an AP (a category with boxes but no detections gets 0).
-    Crowd annotations are left out.
+    `iou_threshold` and the box is still unclaimed, else it is a false positive (the official
+    matcher does not fall back to the next best box). Crowd annotations are left out.
     """
     gt_boxes: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     for ann in gt.get("annotations", []):
         if not ann.get("iscrowd", 0):
-            gt_boxes[ann["category_id"]][ann["image_id"]].append(_xyxy(ann["bbox"]))
+            gt_boxes[ann["category_id"]][ann["image_id"]].append(xyxy(ann["bbox"]))
     dets_by_cat: dict[int, list[dict]] = defaultdict(list)
     for det in detections:
         dets_by_cat[det["category_id"]].append(det)
 
-    aps = {}
-    for cat_id, by_image in gt_boxes.items():
-        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in by_image.items()}
+    out = {}
+    for cat_id in set(gt_boxes) | set(dets_by_cat):
+        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in gt_boxes.get(cat_id, {}).items()}
         claimed = {img: np.zeros(len(b), dtype=bool) for img, b in boxes.items()}
         dets = sorted(dets_by_cat.get(cat_id, []), key=lambda d: -d["score"])
         tp = np.zeros(len(dets), dtype=bool)
+        best_of: list[tuple[int, int] | None] = [None] * len(dets)
         for i, det in enumerate(dets):
             img_boxes = boxes.get(det["image_id"])
             if img_boxes is None:
                 continue
-            ious = box_iou(np.asarray([_xyxy(det["bbox"])]), img_boxes)[0]
+            ious = box_iou(np.asarray([xyxy(det["bbox"])]), img_boxes)[0]
             best = int(ious.argmax())
-            if ious[best] >= iou_threshold and not claimed[det["image_id"]][best]:
-                claimed[det["image_id"]][best] = tp[i] = True
-        n_gt = sum(len(b) for b in boxes.values())
-        aps[cat_id] = voc_ap(tp, n_gt)
+            if ious[best] >= iou_threshold:
+                best_of[i] = (det["image_id"], best)
+                if not claimed[det["image_id"]][best]:
+                    claimed[det["image_id"]][best] = tp[i] = True
+        out[cat_id] = ClassMatches(dets, tp, best_of, boxes)
+    return out
+
+
+def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
+                    counting: str = "corrected") -> dict[int, float]:
+    """Per-category VOC all-point AP over `greedy_matches`.
+
+    "corrected": every category with ground truth gets an AP (0 when it has no detection).
+    "official": a category's boxes in an image count only when the image has a detection of it,
+    and a category with no box counted gets no AP (see the module doc). (The official scorer
+    matches in the order of each image's file; by score here, the same for files sorted by score,
+    as predict writes them.)
+    """
+    aps = {}
+    for cat_id, m in greedy_matches(gt, detections, iou_threshold).items():
+        if not m.gt_boxes:
+            continue
+        if counting == "official":
+            predicted = {d["image_id"] for d in m.detections}
+            n_gt = sum(len(b) for img, b in m.gt_boxes.items() if img in predicted)
+            if n_gt == 0:
+                continue
+        else:
+            n_gt = sum(len(b) for b in m.gt_boxes.values())
+        aps[cat_id] = voc_ap(m.tp, n_gt)
     return aps
 
 
@@ -190,7 +256,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _xyxy(bbox: Sequence[float]) -> list[float]:
+def xyxy(bbox: Sequence[float]) -> list[float]:
+    """COCO xywh -> xyxy."""
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
 
@@ -211,10 +278,11 @@ def print_metrics(metrics: dict, console=None) -> None:
     def fmt(v):
         return "-" if v is None or v < 0 else f"{v:.3f}"
 
-    summary = "  ".join(f"{k} {fmt(metrics[k])}" for k in (*COCO_METRICS, "xview_mAP"))
+    summary = "  ".join([*(f"{k} {fmt(metrics[k])}" for k in COCO_METRICS),
+                         f"{metrics.get('xview_metric', XVIEW_NAMES['corrected'])} {fmt(metrics['xview_mAP'])}"])
     table = Table(title="per-class AP at IoU 0.5")
     for col, justify in (("id", "right"), ("class", "left"), ("gt boxes", "right"),
-                         ("AP50 (COCO)", "right"), ("AP (xView)", "right")):
+                         ("AP50 (COCO)", "right"), (metrics.get("xview_metric", XVIEW_NAMES["corrected"]), "right")):
         table.add_column(col, justify=justify)
     for row in metrics["per_class"]:
         table.add_row(str(row["id"]), row["name"], str(row["num_gt"]), fmt(row["AP50"]),

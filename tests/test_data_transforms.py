@@ -74,7 +74,7 @@ def test_lsj_boxes_follow_the_image(seed):
     the object has grown by the same factor the GSD shrank, and dropped boxes are mostly gone."""
     rects = [(8, 6, 40, 30), (50, 44, 78, 70), (0, 60, 20, 80)]
     image, target = _scene(80, 96, rects, gsd=0.3)
-    cfg = AugmentConfig(input_size=72, photometric=0.1)
+    cfg = AugmentConfig(input_size=72, photometric=0.1, min_visible=0.5, min_box_size=1.0)  # the area rule
     torch.manual_seed(seed)
     out_image, out = TrainTransform(cfg)(image, target)
     assert out_image.shape == (3, 72, 72) and out_image.dtype == torch.float32
@@ -149,3 +149,22 @@ def test_crop_clips_boxes_and_drops_mostly_outside_ones():
     assert out["labels"].tolist() == [1]
     assert torch.equal(out["boxes"], torch.tensor([[0.0, 5.0, 6.0, 15.0]]))
     assert torch.equal(_bright_extent(out_image, out["boxes"][0], 1), out["boxes"][0])
+
+
+def test_lsj_pads_with_the_mean_colour_and_keeps_boxes_two_px_visible():
+    """ViTDet's LSJ: padding is the mean colour (zero once normalised), and any box with 2+ px left is kept."""
+    from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD
+
+    image, target = _scene(40, 30, [(1, 2, 20, 30), (26, 30, 30, 38)])
+    torch.manual_seed(0)
+    cfg = AugmentConfig(input_size=64, scale_range=(1.0, 1.0), flips=False, rotations=False, photometric=0)
+    out_image, out = TrainTransform(cfg)(image, target)
+    assert torch.equal(out_image[:, :40, :30], image)  # smaller than the crop: placed at (0, 0)
+    normalised = (out_image - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert normalised[:, 40:].abs().max() < 1e-6 and normalised[:, :, 30:].abs().max() < 1e-6
+    # a window through box 1 leaving 3 of its 19 px of width (16%): kept, clipped, as ViTDet keeps it
+    _, cut = crop(image, target, 0, 17, 13, cfg.min_visible, cfg.min_box_size)
+    assert cut["labels"].tolist() == [1] and torch.equal(cut["boxes"], torch.tensor([[0.0, 2.0, 3.0, 13.0]]))
+    # ... and one leaving 1 px is not
+    _, cut = crop(image, target, 0, 19, 7, cfg.min_visible, cfg.min_box_size)
+    assert cut["labels"].tolist() == []

@@ -1,6 +1,5 @@
 """The bundled model through export and the torch-free runtime on a generated scene: seams and accuracy."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def scene_run(tmp_path_factory):
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
-    from runtime import Detector
+    from scalemae_det.runtime import Detector
     from scalemae_det.synthetic import write_scene
 
     work = tmp_path_factory.mktemp("e2e")

@@ -152,3 +152,48 @@ def test_label_file_not_json(tmp_path):
     bad.write_text("not json {")
     with pytest.raises(UserError, match="labels.json: not a JSON file"):
         evaluate_detections(bad, [])
+
+
+def test_official_xview_counting_differs_from_the_corrected_one_hand_worked():
+    """Two images; classes 1, 2, 3 (the official scorer, DIUx-xView/xView1_baseline scoring/score.py).
+
+    Ground truth: image 1 holds a1 (class 1) and c1 (class 3); image 2 holds a2 (class 1) and b2 (class 2).
+    Detections: image 1: a1 exactly (0.9), a false class-1 box (0.7), c1 exactly but score 0 (dropped,
+    as the official scorer keeps only score > 0); image 2: b2 exactly (0.8).
+    Corrected: class 1 has 2 boxes, TP then FP: precision 1 at recall 1/2 -> AP 1/2; class 2 AP 1;
+    class 3 has a box and no (kept) detection -> AP 0. Mean (1/2 + 1 + 0) / 3 = 1/2.
+    Official: image 2 has no class-1 detection, so a2 is not counted: class 1 has 1 box, found first
+    -> AP 1; class 2 AP 1; class 3 has no box counted (no detection anywhere) -> no AP, out of the mean.
+    Mean (1 + 1) / 2 = 1. Had the score-0 detection been kept, class 3 would score 1 in both.
+    """
+    boxes = {"a1": (0, 0, 10, 10), "c1": (30, 30, 50, 50), "a2": (5, 5, 20, 20), "b2": (40, 0, 60, 12)}
+    anns = [(1, 1, "a1"), (1, 3, "c1"), (2, 1, "a2"), (2, 2, "b2")]
+    gt = {"images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
+          "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
+          "annotations": [{"id": i, "image_id": img, "category_id": c, "bbox": _box(*boxes[b]), "iscrowd": 0}
+                          for i, (img, c, b) in enumerate(anns, 1)]}
+    dets = [(1, 1, 0.9, boxes["a1"]), (1, 1, 0.7, (50, 50, 60, 60)), (1, 3, 0.0, boxes["c1"]),
+            (2, 2, 0.8, boxes["b2"])]
+    dets = [{"image_id": img, "category_id": c, "score": s, "bbox": _box(*b)} for img, c, s, b in dets]
+
+    corrected = evaluate_detections(gt, dets)
+    official = evaluate_detections(gt, dets, xview_counting="official")
+    assert [r["xview_AP"] for r in corrected["per_class"]] == pytest.approx([0.5, 1.0, 0.0])
+    assert corrected["xview_mAP"] == pytest.approx(0.5) and corrected["xview_metric"] == "xView AP (corrected)"
+    assert [r["xview_AP"] for r in official["per_class"]][:2] == pytest.approx([1.0, 1.0])
+    assert official["per_class"][2]["xview_AP"] is None
+    assert official["xview_mAP"] == pytest.approx(1.0)
+    assert corrected["num_detections"] == 3  # the score-0 detection is not scored
+    # pycocotools sees the same three detections: class 3 gets AP50 0, not 1
+    assert corrected["per_class"][2]["AP50"] == 0.0
+
+
+def test_coco_cap_is_the_models_300_detections_per_image():
+    """pycocotools keeps the top 100 per image unless told; a tile holds more objects than that."""
+    n = 150
+    gt = {"images": [{"id": 1, "width": 2000, "height": 2000}], "categories": [{"id": 1, "name": "car"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [13 * k, 5, 10, 10], "iscrowd": 0}
+                          for k in range(n)]}
+    dets = [{"image_id": 1, "category_id": 1, "score": 1 - k / 1000, "bbox": [13 * k, 5, 10, 10]} for k in range(n)]
+    assert evaluate_detections(gt, dets)["AP50"] == pytest.approx(1.0)
+    assert evaluate_detections(gt, dets, max_dets=100)["AP50"] == pytest.approx(100 / n, abs=0.01)

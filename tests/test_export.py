@@ -14,7 +14,8 @@ from onnx import numpy_helper
 
 import scalemae_det
 from conftest import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
-from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, Detections, compare, validation_tiles
+from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
+from scalemae_det.runtime.detections import Detections
 from scalemae_det.export.torchscript_export import load_torchscript
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.checkpoints import load_detector

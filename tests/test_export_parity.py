@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalemae_det.export.parity import Detections, compare, unpad, validation_tiles
+from scalemae_det.export.parity import compare, validation_tiles
+from scalemae_det.runtime.detections import Detections, unpad
 
 THRESHOLD, K = 0.3, 10
 

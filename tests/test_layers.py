@@ -23,7 +23,7 @@ LAYERS = {
     "scalemae_det.base": 0,
     "scalemae_det.runtime": 1,
     "scalemae_det.models": 2, "scalemae_det.checkpoints": 2, "scalemae_det.data": 2,
-    "scalemae_det.evaluation": 2, "scalemae_det.engine": 2, "scalemae_det.synthetic": 2,
+    "scalemae_det.evaluation": 2, "scalemae_det.scoring": 2, "scalemae_det.engine": 2, "scalemae_det.synthetic": 2,
     "scalemae_det.export": 3,
     "scalemae_det.demo": 4, "scalemae_det.cli": 4,
 }

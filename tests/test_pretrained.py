@@ -1,4 +1,5 @@
-"""Loading the two published ScaleMAE layouts (FACTS.md), scaled down to the tiny config."""
+"""Loading the two published ScaleMAE layouts (the scale-mae release's full MAE checkpoint and torchgeo's
+encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the tiny config."""
 
 import argparse
 import os
@@ -14,7 +15,7 @@ D, DEPTH = 192, 4  # vit_tiny_patch16
 
 
 def encoder_state(dim: int = D, depth: int = DEPTH) -> dict[str, torch.Tensor]:
-    """The encoder keys and shapes of FACTS.md, at width `dim` and depth `depth`."""
+    """The released encoder's keys and shapes (scale-mae mae/models_vit.py), at width `dim` and depth `depth`."""
     g = torch.Generator().manual_seed(1)
     shapes = {"cls_token": (1, 1, dim), "pos_embed": (1, 197, dim),
               "patch_embed.proj.weight": (dim, 3, 16, 16), "patch_embed.proj.bias": (dim,),

@@ -65,11 +65,16 @@ def test_predict_runs_without_torch(tmp_path, model):
     assert len(doc["features"]) == 2 and (tmp_path / "a.png").stat().st_size > 0
 
 
+def numbered_scenes(folder: Path, count: int, side: int) -> Path:
+    """`folder` with scenes s0.tif .. s{count - 1}.tif, scene k holding k + 1 squares."""
+    folder.mkdir()
+    for k in range(count):
+        scene_with_squares(folder / f"s{k}.tif", side, side, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)])
+    return folder
+
+
 def test_killed_run_leaves_only_complete_outputs_and_rerun_skips_them(tmp_path, model):
-    scenes = tmp_path / "scenes"
-    scenes.mkdir()
-    for k in range(6):
-        scene_with_squares(scenes / f"s{k}.tif", 1000, 1000, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)])
+    scenes = numbered_scenes(tmp_path / "scenes", 6, 1000)
     out = tmp_path / "out"
     proc = start(scenes, "--model", model, "--out", out)
     deadline = time.monotonic() + 60
@@ -114,7 +119,7 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model, origi
         assert any(name in e and problem in e for e in errors), (name, errors)
     assert "4 of 5 inputs failed" in done.stderr
     assert (tmp_path / "out" / "good.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "records"]  # records: the run's log
 
 
 @pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option", "batch 0"])

@@ -180,7 +180,7 @@ def _expected_features(result, crs_mode) -> list[dict]:
 def test_streamed_files_equal_the_objects_they_stand_for(tmp_path, detector, monkeypatch, kind, crs_mode):
     """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to the
     dicts and rows an object-building writer makes from the same detections, coordinates by rasterio."""
-    monkeypatch.setattr("scalemae_det.base.records.CHUNK", 7)
+    monkeypatch.setattr("scalemae_det.base.rows.CHUNK", 7)
     geo = {"utm": {}, "rotated": {"transform": Affine.translation(500_000, 4_000_000) @ Affine.rotation(-20)},
            "geographic": {"crs": "EPSG:4326", "transform": Affine(1e-5, 0, 12.5, 0, -1e-5, 41.9)}, "bare": {"crs": None}}[kind]
     path = scene_with_squares(tmp_path / 'odd "name", 100%.tif', 150, 120, [(10, 10)], **geo)

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 import scalemae_det.runtime.detector as detector_mod
 from scalemae_det.runtime import Detector

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from scalemae_det.cli import app
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.geo import gsd_m
-from scalemae_det.synthetic import CLASS_NAMES, make_scene, render, write_chips, write_scene
+from scalemae_det.synthetic import CLASS_NAMES, make_scene, render_window, write_chips, write_scene
 
 
 def _read(path):
@@ -44,7 +44,7 @@ def test_ground_truth_agrees_with_pixels(scene):
     path, coco = scene
     img, _, _ = _read(path)
     layout = make_scene(384, 320, 0.5, 5)
-    background = render(dataclasses.replace(layout, objects=()), 0, 0, 320, 384)
+    background = render_window(dataclasses.replace(layout, objects=()), 0, 0, 320, 384)
     changed = (img != background).any(0)
     anns = coco["annotations"]
     assert {a["category_id"] for a in anns} == {1, 2, 3}
@@ -72,8 +72,8 @@ def test_blocks_render_like_the_whole(tmp_path):
     assert np.array_equal(img_a, img_b)
     assert a["annotations"] == b["annotations"]
     layout = make_scene(300, 200, 0.5, 1, nodata_collar=True)
-    assert np.array_equal(render(layout, 0, 0, 200, 300), img_a)
-    assert np.array_equal(render(layout, 37, 91, 113, 199), img_a[:, 37:150, 91:290])
+    assert np.array_equal(render_window(layout, 0, 0, 200, 300), img_a)
+    assert np.array_equal(render_window(layout, 37, 91, 113, 199), img_a[:, 37:150, 91:290])
 
 
 def test_georeference(scene):

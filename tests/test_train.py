@@ -31,7 +31,7 @@ from scalemae_det.data.coco import collate
 from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.engine.loop import Progress, make_scaler, train_epoch
+from scalemae_det.engine.loop import Position, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.run import main
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
@@ -214,7 +214,7 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     sampler = TrainSampler(3, batch_size=3, seed=11)
     loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=collate)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
-    progress = Progress()
+    progress = Position()
     for epoch in range(3):
         sampler.set_epoch(epoch)
         train_epoch(model, loader, opt, build_scheduler(opt, 10, 0, "cosine"), make_scaler("off", info.device),
@@ -274,45 +274,76 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys)
 
 # ---------------------------------------------------------------- distributed training and evaluation
 
-def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(tmp_path):
-    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated.
+# Every image has the same box layout and the samplers take every anchor and RoI, so each image
+# contributes the same number of samples to torchvision's batch-mean losses and no random
+# subsampling happens: then DDP's gradient average is exactly the larger batch's.
+TAKE_ALL = {"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000, "rpn_post_nms_top_n": [16, 16]}
 
-    Every image has the same box layout and the samplers take every anchor and RoI, so each
-    image contributes the same number of samples to torchvision's batch-mean losses and no
-    random subsampling happens: then DDP's gradient average is exactly the larger batch's.
-    """
-    images, labels = make_dataset(tmp_path, 4, fixed_layout=True)
-    take_all = {"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000, "rpn_post_nms_top_n": [16, 16]}
+
+@pytest.fixture(scope="module")
+def global_batch(tmp_path_factory):
+    """The equal-batch runs' data, their arguments, and one process's run with the global batch (2)."""
+    root = tmp_path_factory.mktemp("global_batch")
+    images, labels = make_dataset(root, 4, fixed_layout=True)
 
     def args(folder: str, batch: int) -> list[str]:
-        return [*train_args(images, labels, tmp_path / folder / "checkpoint.pth"), *overrides(take_all),
+        return [*train_args(images, labels, root / folder / "checkpoint.pth"), *overrides(TAKE_ALL),
                 "--no_augment", "--batch_size", str(batch), "--num_epochs", "2", "--clip_grad", "1.0",
                 "--log_every", "1"]
 
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "train.py", *args("ddp", 1)])
     run([sys.executable, "train.py", *args("single", 2)])
-    run([sys.executable, "train.py", *args("accum", 1), "--accum_steps", "2"])
-    assert log_events(tmp_path / "ddp", "start")[0]["world_size"] == 2
-    assert log_events(tmp_path / "ddp", "train")[-1]["global_step"] == 4
+    return root, args
 
+
+def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
+    """`other` logged the same loss and (pre-clipping) gradient norm at every step as the one process
+    with the global batch, and ended at the same weights: equal gradients, scale included."""
     torch.manual_seed(0)  # train.py seeds with --seed (0) before building the model
-    init = build_detector("vit_tiny_patch16", 2, **{**TINY, **take_all}).state_dict()
-    single = weights(tmp_path / "single" / "checkpoint.pth")
+    init = build_detector("vit_tiny_patch16", 2, **{**TINY, **TAKE_ALL}).state_dict()
+    single = weights(root / "single" / "checkpoint.pth")
     moved = sum(float((single[k] - init[k]).norm() ** 2) for k in init) ** 0.5
     assert moved > 0.05
-    reference = log_events(tmp_path / "single", "train")
+    reference = log_events(root / "single", "train")
+    logged = log_events(root / other, "train")
+    assert [r["global_step"] for r in logged] == [r["global_step"] for r in reference] == [1, 2, 3, 4]
+    for a, b in zip(logged, reference):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    w = weights(root / other / "checkpoint.pth")
+    apart = sum(float((single[k] - w[k]).norm() ** 2) for k in init) ** 0.5
+    # Adam turns float noise in near-zero gradients into ~1e-5 relative differences
+    assert apart < 1e-3 * moved, (other, apart, moved)
+
+
+def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(global_batch):
+    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated."""
+    root, args = global_batch
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "train.py", *args("ddp", 1)])
+    run([sys.executable, "train.py", *args("accum", 1), "--accum_steps", "2"])
+    assert log_events(root / "ddp", "start")[0]["world_size"] == 2
     for other in ("ddp", "accum"):
-        # the same loss and (pre-clipping) gradient norm at every step: equal gradients, scale included
-        logged = log_events(tmp_path / other, "train")
-        assert [r["global_step"] for r in logged] == [r["global_step"] for r in reference] == [1, 2, 3, 4]
-        for a, b in zip(logged, reference):
-            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-        w = weights(tmp_path / other / "checkpoint.pth")
-        apart = sum(float((single[k] - w[k]).norm() ** 2) for k in init) ** 0.5
-        # Adam turns float noise in near-zero gradients into ~1e-5 relative differences
-        assert apart < 1e-3 * moved, (other, apart, moved)
+        assert_trained_like_the_global_batch(root, other)
+
+
+def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch):
+    """Two machines as the README's multi-node command runs them: two torchrun agents (one process each)
+    meeting through a c10d rendezvous on 127.0.0.1, against one process with their global batch."""
+    root, args = global_batch
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                               "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=two-nodes", "train.py", *args("nodes", 1)],
+                              cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    try:
+        logs = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert log_events(root / "nodes", "start")[0]["world_size"] == 2
+    assert_trained_like_the_global_batch(root, "nodes")
 
 
 def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
@@ -398,3 +429,40 @@ def test_resume_auto_takes_the_newest_checkpoint_that_loads(tmp_path):
     path, ckpt = newest_valid(save)
     assert path == step_path(save, 3) and ckpt["train"]["global_step"] == 3
     assert newest_valid(tmp_path / "other.pth") is None
+
+
+def test_anchor_sizes_option_reaches_the_model(tmp_path):
+    from scalemae_det.base.errors import UserError
+    from scalemae_det.engine.options import parse_args
+    from scalemae_det.models.configs import get_config
+
+    images, labels = make_dataset(tmp_path, 1)
+    args = parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "8", "16", "32", "64", "128"))
+    model = build_detector(args.model, 2, **args.overrides)
+    sizes = [a[0] for a in model.rpn.anchor_generator.sizes]
+    assert sizes == [8, 16, 32, 64, 128]
+    for name in ("vit_large_patch16", "vit_base_patch16"):  # xView-fit defaults, not COCO's 32-512
+        assert get_config(name).anchor_sizes == (16, 32, 64, 128, 256)
+    with pytest.raises(UserError, match="--anchor_sizes"):
+        parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"))
+
+
+def test_warmup_in_steps_or_epochs(tmp_path):
+    from scalemae_det.base.errors import UserError
+    from scalemae_det.engine.options import parse_args, warmup_steps
+
+    images, labels = make_dataset(tmp_path, 1)
+    base = train_args(images, labels, tmp_path / "c.pth")
+    base = base[:base.index("--warmup_steps")] + base[base.index("--warmup_steps") + 2:]
+
+    def steps(*extra: str, per_epoch: int = 40) -> int:
+        return warmup_steps(parse_args([*base, *extra]).warmup, per_epoch)
+
+    assert steps() == 250  # the default
+    assert steps("--warmup", "120") == steps("--warmup", "120steps") == steps("--warmup_steps", "120") == 120
+    assert steps("--warmup", "1.5epochs") == steps("--warmup", "1.5ep") == 60
+    assert steps("--warmup", "0.5epochs", per_epoch=7) == 4  # rounded to the nearest step
+    for bad, needle in ((["--warmup", "10", "--warmup_steps", "10"], "give one"), (["--warmup", "2.5steps"], "whole"),
+                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "negative")):
+        with pytest.raises(UserError, match=needle):
+            parse_args([*base, *bad])

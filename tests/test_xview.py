@@ -138,7 +138,7 @@ def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
         cat_name = {c["id"]: c["name"] for c in cats}
         cx0, cy0, cw, ch = img["x0"], img["y0"], img["width"], img["height"]
         sw, sh = SCENES[img["scene"]][:2]
-        expected = []
+        expected, ignored = [], []
         for scene, type_id, (x0, y0, x1, y1) in boxes:
             if scene != img["scene"] or type_id not in name_of:
                 continue
@@ -149,16 +149,21 @@ def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
             kx0, ky0 = max(sx0 - cx0, 0), max(sy0 - cy0, 0)
             kx1, ky1 = min(sx1 - cx0, cw), min(sy1 - cy0, ch)
             kw, kh = kx1 - kx0, ky1 - ky0
-            if kw >= 2 and kh >= 2 and kw * kh >= 0.5 * (sx1 - sx0) * (sy1 - sy0):
+            # per axis, against what the chip can show of that side; the rest that touches it is ignored
+            if kw >= 2 and kh >= 2 and kw >= 0.5 * min(sx1 - sx0, cw) and kh >= 0.5 * min(sy1 - sy0, ch):
                 expected.append((name_of[type_id], kx0, ky0, kw, kh))
-        got = [(cat_name[a["category_id"]], *a["bbox"]) for a in anns]
+            elif kw > 0 and kh > 0:
+                ignored.append((name_of[type_id], kx0, ky0, kw, kh))
+        got = [(cat_name[a["category_id"]], *a["bbox"]) for a in anns if not a["iscrowd"]]
         assert sorted(got) == sorted(expected), file_name
+        crowd = [(cat_name[a["category_id"]], *a["bbox"]) for a in anns if a["iscrowd"]]
+        assert sorted(crowd) == sorted(ignored), file_name
         for a in anns:
             assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
 
     # each small box lies whole in at least one chip, unclipped
     whole = {(r[1]["scene"], a["bbox"][0] + r[1]["x0"], a["bbox"][1] + r[1]["y0"], a["bbox"][2], a["bbox"][3])
-             for r in records.values() for a in r[2]}
+             for r in records.values() for a in r[2] if not a["iscrowd"]}
     for scene, type_id, (x0, y0, x1, y1) in boxes:
         if scene in SCENES and type_id != 75 and x1 - x0 < 40 and y1 - y0 < 40:
             assert (scene, x0, y0, x1 - x0, y1 - y0) in whole
@@ -225,3 +230,34 @@ def test_streamed_features_equal_json_load(xview):
     seen = []
     assert list(iter_features(path, seen.append, chunk_size=97)) == expected
     assert sum(seen) == path.stat().st_size
+
+
+def test_box_larger_than_a_chip_and_box_across_a_corner_are_kept_clipped(tmp_path):
+    """The area rule lost both: a 500 px box is at most 64% inside a 400 px chip, and a box 60% inside
+    along each side of a chip corner is 36% inside by area."""
+    (tmp_path / "images").mkdir()
+    with rasterio.open(tmp_path / "images" / "9.tif", "w", driver="GTiff", width=1000, height=900, count=3,
+                       dtype="uint8", crs="EPSG:4326", transform=from_origin(10, 20, 2.7e-6, 2.7e-6)) as dst:
+        dst.write(np.full((3, 900, 1000), 7, np.uint8))
+    huge, corner, sliver = (150, 200, 650, 700), (330, 320, 430, 420), (395, 100, 425, 130)
+    rng = np.random.default_rng(1)
+    geojson = tmp_path / "labels.geojson"
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature("9.tif", t, b, rng) for t, b in ((77, huge), (73, corner), (18, sliver))]}))
+    prepare_xview(geojson, tmp_path / "images", tmp_path / "out", cfg=ChipConfig(CHIP, OVERLAP), val_fraction=0,
+                  progress=False)
+    records = _load(tmp_path / "out")
+    chip = next(r for r in records.values() if (r[1]["x0"], r[1]["y0"]) == (0, 0))
+    boxes = {(a["category_id"], a["iscrowd"]): a["bbox"] for a in chip[2]}
+    cat = {c["xview_type_id"]: c["id"] for c in chip[3]}
+    # chip (0, 0) is 400 x 400: the huge box appears clipped to it, the corner box as its 70 x 80 part
+    assert boxes[(cat[77], 0)] == [150, 200, 250, 200]
+    assert boxes[(cat[73], 0)] == [330, 320, 70, 80]
+    # 5 of the sliver's 30 px are in the chip: an ignore region, not a box and not lost
+    assert boxes[(cat[18], 1)] == [395, 100, 5, 30] and (cat[18], 0) not in boxes
+    # the huge box, in every chip: kept where at least half of a chip side of it shows (200 px), else ignored
+    for r in records.values():
+        x0, y0 = r[1]["x0"], r[1]["y0"]
+        shown_x, shown_y = min(650, x0 + 400) - max(150, x0), min(700, y0 + 400) - max(200, y0)
+        kinds = [a["iscrowd"] for a in r[2] if a["category_id"] == cat[77]]
+        assert kinds == [0 if min(shown_x, shown_y) >= 200 else 1], (x0, y0)

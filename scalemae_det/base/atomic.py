@@ -9,10 +9,14 @@ from typing import Iterator
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
+
+    `keep_suffix` ends the temporary name with the final suffix too, for writers (GDAL's GeoPackage
+    and FlatGeobuf drivers) that judge a file by its extension.
+    """
     final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}{final.suffix if keep_suffix else ''}")
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -36,14 +36,16 @@ ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None mea
 
 
 @contextmanager
-def reading(ds, window=None) -> Iterator[None]:
-    """Turn GDAL read failures (corrupt files, truncated tiles) into one-line user errors."""
+def raster_errors(path, problem: str = "reading failed", window=None) -> Iterator[None]:
+    """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors that
+    name the file and GDAL's own reason: rasterio often raises "See previous exception for details"
+    with the reason only in the exception's cause."""
     try:
         yield
     except RasterioError as exc:
         where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         detail = str(exc.__cause__ or exc).splitlines()[0]
-        raise UserError(f"{ds.name}: reading failed{where}: {detail}") from None
+        raise UserError(f"{path}: {problem}{where}: {detail}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
@@ -87,7 +89,7 @@ def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "au
         return None
     factor = max(ds.width, ds.height) / STATS_SIDE
     shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor))) if factor > 1 else (ds.height, ds.width)
-    with reading(ds):  # a decimated read: GDAL serves it from overviews when the file has them
+    with raster_errors(ds.name):  # a decimated read: GDAL serves it from overviews when the file has them
         data = ds.read(bands, out_shape=(n, *shape), resampling=Resampling.nearest)
     valid = ~nodata_mask(ds, bands, out_shape=shape, data=data)
     if np.issubdtype(dtype, np.integer):
@@ -116,7 +118,7 @@ def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int
     if all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in unique):
         mask = np.zeros(shape, bool)
     else:
-        with reading(ds, window):
+        with raster_errors(ds.name, window=window):
             masks = ds.read_masks(unique, window=window, out_shape=(len(unique), *shape),
                                   resampling=Resampling.nearest)
         mask = (masks == 0).all(axis=0)
@@ -144,11 +146,11 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
-    with reading(ds, window):
+    with raster_errors(ds.name, window=window):
         raw = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
     data = raw[[unique.index(b) for b in bands]]
     mask = nodata_mask(ds, bands, window=window, data=data)
     return to_unit(data, vr, mask), mask
 
 
-__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "reading", "select_bands", "to_unit", "value_range"]
+__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "raster_errors", "select_bands", "to_unit", "value_range"]

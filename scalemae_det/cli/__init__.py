@@ -21,8 +21,11 @@ from scalemae_det.base.errors import UserError
 from scalemae_det.cli.demo import demo_command
 from scalemae_det.cli.evaluate import evaluate_command
 from scalemae_det.cli.export import export_command
+from scalemae_det.cli.merge import merge_command
 from scalemae_det.cli.predict import predict
 from scalemae_det.cli.prepare_xview import prepare_xview_command
+from scalemae_det.cli.score import score_command
+from scalemae_det.cli.status import status_command
 from scalemae_det.cli.synth import synth_chips, synth_scene
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,8 +35,11 @@ app.command("synth-scene")(synth_scene)
 app.command("synth-chips")(synth_chips)
 app.command("prepare-xview")(prepare_xview_command)
 app.command("evaluate")(evaluate_command)
+app.command("score")(score_command)
 app.command("export")(export_command)
 app.command("predict")(predict)
+app.command("status")(status_command)
+app.command("merge")(merge_command)
 
 USAGE_ERROR = 2  # click's exit status for usage errors
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from scalemae_det.base.errors import UserError
+
 
 def evaluate_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by train.py"),
@@ -23,6 +25,15 @@ def evaluate_command(
     bands: list[int] = typer.Option(None, "--band", help="1-based band to read; give 1 or 3 times"),
     ignore_category: list[int] = typer.Option(
         [], "--ignore-category", help="category id left out of the xView mean (repeatable)"),
+    official_counting: bool = typer.Option(
+        False, "--official-counting", help="xView AP with the official scorer's counting (ground truth only in "
+        "images where its class was predicted), to compare with the leaderboard; default: every box counted"),
+    scene_level: bool = typer.Option(
+        False, "--scene-level", help="score whole scenes: chip detections stitched into their scenes (the chip "
+        "records' scene, x0, y0) and merged at the seams as predict merges tiles"),
+    scene_labels: Path = typer.Option(
+        None, "--scene-labels", help="scene-pixel ground truth for --scene-level [default: the label file's "
+        "NAME_scenes.json, as prepare-xview writes it]"),
 ) -> None:
     """Score a checkpoint: COCO AP, AP50, AP75, AP by size, per-class AP50 and the xView metric.
 
@@ -33,7 +44,12 @@ def evaluate_command(
 
     if amp not in ("auto", "bf16", "fp16", "off"):
         raise typer.BadParameter(f"{amp!r} is not one of auto, bf16, fp16, off", param_hint="--amp")
-    evaluate_checkpoint(checkpoint, image_dir, label_file,
+    if scene_labels is not None and not scene_level:
+        raise UserError("--scene-labels goes with --scene-level")
+    if scene_level and scene_labels is None:
+        scene_labels = label_file.with_name(f"{label_file.stem}_scenes.json")
+    evaluate_checkpoint(checkpoint, image_dir, label_file, scene_labels=scene_labels,
+                        xview_counting="official" if official_counting else "corrected",
                         output=output or checkpoint.with_name(f"{checkpoint.stem}.eval.json"),
                         detections_out=detections, input_size=input_size, batch_size=batch_size,
                         device=device, amp=amp, num_workers=num_workers, bands=bands or None,

@@ -23,7 +23,8 @@ def prepare_xview_command(
     drop_classes: str = typer.Option(",".join(map(str, DEFAULT_DROP)), "--drop-classes",
                                      help="comma-separated xView type ids to leave out"),
     min_visible: float = typer.Option(DEFAULTS.min_visible, "--min-visible",
-                                      help="keep a box cut by a chip edge if this fraction remains"),
+                                      help="keep a box cut by a chip edge if, along x and along y, this fraction "
+                                           "of what a chip can show of it remains (else an ignore region)"),
 ) -> None:
     """Cut xView scenes into georeferenced chips with COCO train/val labels (split by scene)."""
     try:

@@ -14,14 +14,13 @@ from contextlib import contextmanager
 
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from scalemae_det.base.pixels import read_unit, select_bands, value_range
+from scalemae_det.base.pixels import raster_errors, read_unit, select_bands, value_range
 from scalemae_det.data.labels import ImageRecord, index_coco
-from scalemae_det.base.errors import UserError
 from scalemae_det.base.geo import gsd_m
 
 Transform = Callable[[Tensor, dict], tuple[Tensor, dict]]
@@ -96,13 +95,10 @@ def read_image(path: os.PathLike, bands: Sequence[int] | None = None,
 @contextmanager
 def open_raster(path: os.PathLike) -> Iterator[rasterio.DatasetReader]:
     """`rasterio.open`, quiet about PNG/JPEG without a georeference; a failed read is a one-line UserError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
-            with rasterio.open(path) as ds:
-                yield ds
-    except RasterioIOError as exc:
-        raise UserError(f"{path}: reading failed: {exc}") from None
+    with raster_errors(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
+        with rasterio.open(path) as ds:
+            yield ds
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:

@@ -128,12 +128,13 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     return CocoIndex(list(records.values()), cats, skipped)
 
 
-def coco_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float]) -> dict:
-    """The COCO annotation of an xyxy pixel box."""
+def coco_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float],
+                    iscrowd: int = 0) -> dict:
+    """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored on)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x0, y0, w, h],
-            "area": w * h, "iscrowd": 0}
+            "area": w * h, "iscrowd": iscrowd}
 
 
 def indexed_coco(images: list[ImageRecord], categories: list[dict]) -> dict:

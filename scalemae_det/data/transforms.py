@@ -10,12 +10,15 @@ global generator: seeding torch (DataLoader workers seed it per worker) reproduc
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
+
+from scalemae_det.models.detector import IMAGENET_MEAN
 
 Sample = tuple[Tensor, dict]
 
@@ -27,8 +30,11 @@ class AugmentConfig:
     flips: bool = True  # horizontal and vertical, each with probability 1/2
     rotations: bool = True  # 0, 90, 180 or 270 degrees, uniformly (overhead imagery has no up)
     photometric: float = 0.1  # brightness, contrast, saturation each scaled by 1 +- this at most
-    min_visible: float = 0.5  # a cropped box is kept when this fraction of it is left
-    min_box_size: float = 1.0  # ... and it is at least this many pixels wide and high
+    # A cropped box is kept when at least min_box_size px of its width and of its height are left
+    # (and min_visible of its area, off by default). ViTDet keeps any non-empty box; dropping the
+    # boxes under half visible (as this did) trained cut objects as background.
+    min_visible: float = 0.0
+    min_box_size: float = 2.0
 
 
 def _geometric(op, image: Tensor, target: dict, *args, **kwargs) -> Sample:
@@ -65,14 +71,20 @@ def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 
 def crop(image: Tensor, target: dict, top: int, left: int, size: int,
-         min_visible: float, min_box_size: float) -> Sample:
-    """A size x size window at (top, left), zero-padded where it passes the image's edge.
+         min_visible: float, min_box_size: float, fill: Sequence[float] | None = None) -> Sample:
+    """A size x size window at (top, left) (both >= 0), padded where it passes the image's edge
+    with `fill` (one value per channel; None: zero).
 
     Boxes are clipped to the window; a box is dropped when less than `min_visible` of its
     area, or less than `min_box_size` pixels of its width or height, is left.
     """
     before = target["boxes"]
+    h, w = image.shape[-2:]
     image, target = _geometric(F.crop, image, target, top, left, size, size)
+    if fill is not None:
+        colour = torch.tensor(fill, dtype=image.dtype).view(-1, 1, 1)
+        image[:, max(0, h - top):] = colour
+        image[:, :, max(0, w - left):] = colour
     after = target["boxes"]
     wh = after[:, 2:] - after[:, :2]
     area_before = (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1])
@@ -96,7 +108,9 @@ class TrainTransform:
 
     Large-scale jitter resizes by s ~ U(scale_range) relative to the native pixels (so the
     GSD range seen in training is gsd/2 .. gsd*10 for the default range), then takes a random
-    input_size crop, zero-padded at the bottom/right when the image is smaller.
+    input_size crop, padded at the bottom/right when the image is smaller with the mean colour
+    (0 after normalisation), as ViTDet's LSJ does: shrunk images leave most of the crop padding,
+    and black there would be a large artificial edge the backbone learns from.
     """
 
     def __init__(self, cfg: AugmentConfig = AugmentConfig()):
@@ -119,7 +133,7 @@ class TrainTransform:
         h, w = image.shape[-2:]
         top = int(torch.randint(h - cfg.input_size + 1, ())) if h > cfg.input_size else 0
         left = int(torch.randint(w - cfg.input_size + 1, ())) if w > cfg.input_size else 0
-        return crop(image, target, top, left, cfg.input_size, cfg.min_visible, cfg.min_box_size)
+        return crop(image, target, top, left, cfg.input_size, cfg.min_visible, cfg.min_box_size, IMAGENET_MEAN)
 
 
 class EvalTransform:

@@ -6,11 +6,22 @@ by scene (chips of one scene never straddle train and val), seeded, over the sce
 
 Output layout, ready for train.py's --train_image_dir/--train_label_file (and val):
 
-    OUT/train/<scene>_<x0>_<y0>.tif   OUT/train.json
-    OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json
+    OUT/train/<scene>_<x0>_<y0>.tif   OUT/train.json   OUT/train_scenes.json
+    OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json     OUT/val_scenes.json
+
+`<split>_scenes.json` holds the same boxes per whole scene, in scene pixels (one image record per
+scene, `file_name` the scene's): the ground truth of scene-level evaluation (scalemae_det.scoring).
 
 Category ids in the JSON are 1..K in xView type-id order; each category keeps its
 `xview_type_id`. Image records keep their `scene` and chip offset (`x0`, `y0`).
+
+A box cut by a chip edge is judged per axis against what the chip can show: it is kept (clipped)
+when, along x and along y, at least `min_visible` of min(box side, chip side) is inside. So a box
+larger than a chip (xView's facilities, lots, ships) is kept clipped in the chips it crosses, and
+a box across a chip corner is not lost to an area rule (60% of each side is 36% of the area).
+What intersects a chip without passing is written as a COCO `iscrowd` region rather than dropped:
+pycocotools ignores detections on it when scoring the label file, and train.py's dataset leaves it
+out (torchvision's heads have no ignore regions). Scene-level evaluation has no chip edges at all.
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.data.labels import coco_annotation
+from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
 from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import raster_errors
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +71,7 @@ DEFAULT_DROP = (75, 82)  # type ids in the labels with almost no boxes and no cl
 class ChipConfig:
     chip: int = 800
     overlap: float = 0.1  # fraction of the chip shared with the next one
-    min_visible: float = 0.5  # keep a clipped box when at least this fraction of it is in the chip
+    min_visible: float = 0.5  # keep a clipped box when, per axis, this fraction of what the chip can show is in it
     min_size: float = 2.0  # ... and it is at least this many pixels wide and high
 
 
@@ -128,23 +141,23 @@ def read_labels(path: Path, on_bytes: Callable[[int], None] = lambda n: None
 
 # --- chipping ------------------------------------------------------------------------------
 
-def chip_origins(length: int, chip: int, stride: int) -> list[int]:
-    """Offsets of chips covering [0, length): every `stride`, the last one flush with the end."""
-    if length <= chip:
-        return [0]
-    return [*range(0, length - chip, stride), length - chip]
-
-
 def clip_boxes(boxes: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
     """Boxes (N, 4 xyxy) clipped to the window at (x0, y0), in window pixels."""
     return np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
 
 
-def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig) -> np.ndarray:
-    """Which clipped boxes keep enough of their box to be labelled in the chip."""
+def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig, width: int, height: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, ignored) masks of boxes clipped to a width x height chip (see the module doc).
+
+    Kept: per axis, the visible side is at least `min_visible` of what the chip can show of that
+    side, min(side, chip side), and at least `min_size` px. Ignored: the others that intersect the chip.
+    """
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (w >= cfg.min_size) & (h >= cfg.min_size) & (w * h >= cfg.min_visible * area)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    kept = ((w >= cfg.min_size) & (h >= cfg.min_size)
+            & (w >= cfg.min_visible * np.minimum(bw, width)) & (h >= cfg.min_visible * np.minimum(bh, height)))
+    return kept, (w > 0) & (h > 0) & ~kept
 
 
 def split_scenes(scenes: Iterable[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -173,11 +186,14 @@ class _CocoWriter:
     def __init__(self, cats: list[dict]):
         self.cats, self.images, self.annotations = cats, [], []
 
-    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray = np.zeros((0, 4)),
+            crowd_labels: np.ndarray = np.zeros(0, int)) -> None:
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
-        for box, label in zip(boxes.tolist(), labels.tolist()):
-            self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box))
+        for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
+            for box, label in zip(group.tolist(), group_labels.tolist()):
+                self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box,
+                                                        iscrowd=iscrowd))
 
     def write(self, path: Path) -> None:
         with atomic_path(path) as tmp:
@@ -186,33 +202,37 @@ class _CocoWriter:
 
 
 def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir: Path,
-               writer: _CocoWriter, cfg: ChipConfig) -> tuple[int, int, int]:
+               writer: _CocoWriter, cfg: ChipConfig, scenes: _CocoWriter | None = None) -> tuple[int, int, int]:
     """Write one scene's chips as GeoTIFFs with their window's georeference and record them.
 
     Boxes are first clipped to the scene (those left empty are counted as outside), then to
-    each chip. Chips that are blank (all zero) and hold no box are skipped.
-    Returns the numbers of chips and boxes written and of boxes outside the scene.
+    each chip, kept or made ignore regions by `visible`. Chips that are blank (all zero) and hold
+    no box are skipped. The scene itself and its clipped boxes go to `scenes`. Returns the numbers
+    of chips and kept boxes written and of boxes outside the scene.
     """
     import rasterio
     from rasterio.windows import Window
 
     stride = max(1, cfg.chip - round(cfg.overlap * cfg.chip))
     n_chips = n_boxes = 0
-    try:
+    with raster_errors(scene_path):
         with rasterio.open(scene_path) as src:
             scene_boxes = clip_boxes(boxes, 0, 0, src.width, src.height)
             inside = (scene_boxes[:, 2] > scene_boxes[:, 0]) & (scene_boxes[:, 3] > scene_boxes[:, 1])
             scene_boxes, scene_labels = scene_boxes[inside], labels[inside]
+            if scenes is not None:
+                scenes.add({"file_name": scene_path.name, "width": src.width, "height": src.height},
+                           scene_boxes, scene_labels)
             profile = {k: v for k, v in src.profile.items()
                        if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
-            for y0 in chip_origins(src.height, cfg.chip, stride):
-                for x0 in chip_origins(src.width, cfg.chip, stride):
+            for y0 in offsets(src.height, cfg.chip, stride):
+                for x0 in offsets(src.width, cfg.chip, stride):
                     win = Window(x0, y0, min(cfg.chip, src.width), min(cfg.chip, src.height))
-                    chip_boxes = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
-                    keep = visible(scene_boxes, chip_boxes, cfg)
-                    chip_boxes = chip_boxes[keep]
+                    clipped = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
+                    keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
+                    chip_boxes = clipped[keep]
                     data = src.read(window=win)
-                    if not len(chip_boxes) and not data.any():
+                    if not keep.any() and not ignore.any() and not data.any():
                         continue
                     name = f"{scene_path.stem}_{x0}_{y0}.tif"
                     with atomic_path(out_dir / name) as tmp:
@@ -224,11 +244,9 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
                             dst.colorinterp = src.colorinterp
                     writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
                                 "scene": scene_path.name, "x0": x0, "y0": y0},
-                               chip_boxes, scene_labels[keep])
+                               chip_boxes, scene_labels[keep], clipped[ignore], scene_labels[ignore])
                     n_chips += 1
                     n_boxes += len(chip_boxes)
-    except rasterio.errors.RasterioError as exc:
-        raise UserError(f"{scene_path}: reading failed: {exc}") from None
     return n_chips, n_boxes, int((~inside).sum())
 
 
@@ -274,7 +292,7 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
     with Progress(disable=not progress, transient=True) as bar:
         for split, scenes in (("train", train), ("val", val)):
             (out / split).mkdir(parents=True, exist_ok=True)
-            writer = _CocoWriter(cats)
+            writer, scene_writer = _CocoWriter(cats), _CocoWriter(cats)
             task = bar.add_task(f"chipping {split}", total=len(scenes))
             n_chips = n_boxes = 0
             for scene in scenes:
@@ -282,11 +300,12 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
                 known = np.isin(boxes[:, 0].astype(int), list(label_of))
                 labels = np.array([label_of[t] for t in boxes[known, 0].astype(int).tolist()], int)
                 c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, out / split,
-                                           writer, cfg)
+                                           writer, cfg, scene_writer)
                 n_chips, n_boxes = n_chips + c, n_boxes + b
                 counts["boxes_outside_scene"] += outside
                 bar.advance(task)
             writer.write(out / f"{split}.json")
+            scene_writer.write(out / f"{split}_scenes.json")
             counts["chips"][split], counts["boxes"][split] = n_chips, n_boxes
     _report(counts, images)
     return counts

@@ -26,11 +26,16 @@ class DataSplit:
     coco: dict  # ground truth for scoring
 
 
-def train_transform(input_size: int, scale_range: tuple[float, float] | None) -> Transform:
-    """Augmentation with large-scale jitter over `scale_range`; None: no augmentation at all."""
+def train_transform(input_size: int, scale_range: tuple[float, float] | None,
+                    min_visible_px: float = AugmentConfig.min_box_size) -> Transform:
+    """Augmentation with large-scale jitter over `scale_range`; None: no augmentation at all.
+
+    A box cut by the crop is kept when at least `min_visible_px` of its width and height are left.
+    """
     if scale_range is None:
         return EvalTransform(input_size)
-    return TrainTransform(AugmentConfig(input_size=input_size, scale_range=tuple(scale_range)))
+    return TrainTransform(AugmentConfig(input_size=input_size, scale_range=tuple(scale_range),
+                                        min_box_size=min_visible_px))
 
 
 def load_split(image_dir: Path, label_file: Path, *, transform: Transform, default_gsd: float,

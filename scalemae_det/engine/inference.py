@@ -18,7 +18,9 @@ from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distr
 from scalemae_det.engine.loop import predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
+from scalemae_det.data.labels import read_coco_json
 from scalemae_det.evaluation import detections_to_coco, evaluate_detections, print_metrics, write_results
+from scalemae_det.scoring import chip_records, read_truth, score_scenes, stitch_chips
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
@@ -46,22 +48,36 @@ def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[i
 
 
 def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore_category_ids: Sequence[int] = (),
-                   **kwargs) -> tuple[dict, list[dict]] | None:
-    """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`."""
+                   xview_counting: str = "corrected", **kwargs) -> tuple[dict, list[dict]] | None:
+    """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`.
+
+    COCO AP counts up to the model's own detections per image (not pycocotools' 100).
+    """
     detections = predict_dataset(model, split.dataset, split.category_ids, info, **kwargs)
     if detections is None:
         return None
-    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids), detections
+    max_dets = getattr(model, "module", model).config.detections_per_image
+    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids, max_dets=max_dets,
+                               xview_counting=xview_counting), detections
 
 
 def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
                         detections_out: Path | None = None, input_size: int | None = None,
                         batch_size: int = 1, device: str = "auto", amp: str = "auto", num_workers: int = 2,
-                        bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = ()) -> dict | None:
-    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0."""
+                        bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = (),
+                        xview_counting: str = "corrected", scene_labels: Path | None = None) -> dict | None:
+    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0.
+
+    `scene_labels` (COCO in scene pixels, `prepare-xview`'s `<split>_scenes.json`): score at scene
+    level instead, the chips' detections stitched into their scenes and merged at the seams as
+    predict merges tiles (`scoring.stitch_chips`); `detections_out` then holds the scene detections.
+    """
     info = init_distributed(device)
     try:
         console = Console(stderr=True, quiet=not info.is_main)
+        scenes = None
+        if scene_labels is not None:  # read first: a bad file fails before the model loads
+            scenes = (read_truth(scene_labels), chip_records(read_coco_json(label_file), label_file))
         model, ckpt = load_detector(checkpoint)
         trained = ckpt.get("args", {})
         transform = EvalTransform(input_size or trained.get("input_size", 800))
@@ -69,8 +85,14 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
                            bands=bands or trained.get("bands"), class_names=ckpt["class_names"])
         console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
                       f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
-        result = evaluate_split(model.to(info.device), split, info, ignore_category_ids=ignore_category_ids,
-                                batch_size=batch_size, num_workers=num_workers, amp=resolve_amp(amp, info.device))
+        options = {"batch_size": batch_size, "num_workers": num_workers, "amp": resolve_amp(amp, info.device)}
+        if scenes is None:
+            result = evaluate_split(model.to(info.device), split, info, ignore_category_ids=ignore_category_ids,
+                                    xview_counting=xview_counting, **options)
+        else:
+            chip_detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info, **options)
+            result = None if chip_detections is None else _score_scene_level(
+                chip_detections, *scenes, split.category_ids, ignore_category_ids, xview_counting)
         if result is None:
             return None
         metrics, detections = result
@@ -82,3 +104,16 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
         return metrics
     finally:
         shutdown()
+
+
+def _score_scene_level(chip_detections: list[dict], scene_truth: dict, chips: dict[int, dict],
+                       category_ids: Sequence[int], ignore_category_ids: Sequence[int],
+                       xview_counting: str) -> tuple[dict, list[dict]]:
+    """Scene-level metrics over the model's categories, and the stitched scene detections."""
+    keep = set(category_ids)
+    scene_truth = {**scene_truth, "categories": [c for c in scene_truth["categories"] if c["id"] in keep],
+                   "annotations": [a for a in scene_truth.get("annotations", []) if a["category_id"] in keep]}
+    detections = stitch_chips(chip_detections, chips, scene_truth)
+    metrics = score_scenes(scene_truth, detections, xview_counting=xview_counting,
+                           ignore_category_ids=ignore_category_ids)
+    return {"level": "scene", **metrics}, detections

@@ -53,7 +53,7 @@ def to_device(images: list[Tensor], targets: list[dict], device: torch.device):
 
 
 @dataclass
-class Progress:
+class Position:
     """Where training is: what a checkpoint records and a resumed run starts from."""
 
     epoch: int = 0
@@ -72,8 +72,8 @@ class StepStats:
 
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                progress: Progress, info: DistInfo, *, amp: str = "off", accum_steps: int = 1,
-                clip_grad: float = 0.0, on_step: Callable[[Progress, StepStats], None] = lambda p, s: None) -> None:
+                progress: Position, info: DistInfo, *, amp: str = "off", accum_steps: int = 1,
+                clip_grad: float = 0.0, on_step: Callable[[Position, StepStats], None] = lambda p, s: None) -> None:
     """Train on `batches` (the rest of the epoch), calling `on_step` after every optimizer step."""
     model.train()
     micro, stats, start = 0, StepStats(), time.perf_counter()

@@ -1,6 +1,7 @@
 """train.py's command line.
 
-Every option is accepted with underscores (the seed's spelling) and with dashes. Unknown
+Every option is accepted with underscores (the spelling of the original ScaleMAE-Det train.py that
+users' scripts call) and with dashes. Unknown
 arguments are an error, except the old launcher's `--local-rank`/`--local_rank`, which is
 declared. Values are checked here so that a bad one fails before any process group forms.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from scalemae_det.base.errors import UserError
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(data, "scale_range", type=float, nargs=2, default=(0.1, 2.0), metavar=("LO", "HI"),
          help="large-scale jitter: resize factors relative to native pixels")
     _add(data, "no_augment", action="store_true", help="train without augmentation (as evaluated)")
+    _add(data, "min_visible_px", type=float, default=2.0,
+         help="keep a box cut by the training crop when this many px of its width and height are left")
     _add(data, "gsd", type=float, default=0.3,
          help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
     _add(data, "bands", type=int, nargs="+", help="1-based bands to read (1 or 3; default: RGB by colour "
@@ -50,13 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add(model, "override", action="append", default=[], metavar="FIELD=VALUE",
          help="change a model config field, e.g. depth=2 (JSON value); repeatable")
     _add(model, "grad_checkpointing", action="store_true", help="recompute block activations in backward")
+    _add(model, "anchor_sizes", type=int, nargs=5, metavar="PX",
+         help="RPN anchor side per level p2..p6, px (default: the config's, 16 32 64 128 256)")
 
     opt = p.add_argument_group("optimisation")
     _add(opt, "batch_size", type=int, default=1, help="images per process per step")
     _add(opt, "learning_rate", type=float, default=1e-4)
     _add(opt, "num_epochs", type=int, default=40)
     _add(opt, "schedule", choices=("cosine", "step"), default="cosine")
-    _add(opt, "warmup_steps", type=int, default=250)
+    _add(opt, "warmup", metavar="N[steps|epochs]",
+         help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]")
+    _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
     _add(opt, "layer_decay", type=float, help="layer-wise lr decay rate (default: the model config's)")
     _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
@@ -95,18 +103,47 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+DEFAULT_WARMUP_STEPS = 250
+_WARMUP = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(steps?|epochs?|ep)?")
+
+
+def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
+    """`--warmup` (or the older `--warmup_steps`) -> (length, "steps" or "epochs")."""
+    if text is not None and steps is not None:
+        raise UserError("--warmup and --warmup_steps say the same thing; give one")
+    if text is None:
+        steps = DEFAULT_WARMUP_STEPS if steps is None else steps
+        if steps < 0:
+            raise UserError(f"--warmup_steps must not be negative, got {steps}")
+        return float(steps), "steps"
+    match = _WARMUP.fullmatch(text.strip().lower())
+    if not match:
+        raise UserError(f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)")
+    value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
+    if unit == "steps" and not value.is_integer():
+        raise UserError(f"--warmup {text}: a number of steps must be whole")
+    return value, unit
+
+
+def warmup_steps(warmup: tuple[float, str], steps_per_epoch: int) -> int:
+    """Optimizer steps of warmup for `parse_warmup`'s value, epochs rounded to the nearest step."""
+    value, unit = warmup
+    return round(value * steps_per_epoch) if unit == "epochs" else int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("learning_rate", "gsd"):
+    for name in ("learning_rate", "gsd", "min_visible_px"):
         if not getattr(args, name) > 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
-    for name in ("warmup_steps", "weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
+    for name in ("weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
                  "keep_checkpoints"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+    args.warmup = parse_warmup(args.warmup, args.warmup_steps)
     lo, hi = args.scale_range
     if not 0 < lo <= hi:
         raise UserError(f"--scale_range {lo} {hi}: need 0 < LO <= HI")
@@ -116,4 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.overrides = parse_overrides(args.override)
     if args.grad_checkpointing:
         args.overrides["grad_checkpointing"] = True
+    if args.anchor_sizes:
+        if not all(0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])):
+            raise UserError(f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes")
+        args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
     return args

@@ -30,9 +30,9 @@ from scalemae_det.engine.distributed import (
 )
 from scalemae_det.engine.inference import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
-from scalemae_det.engine.loop import Progress, StepStats, make_scaler, resolve_amp, train_epoch
+from scalemae_det.engine.loop import Position, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
-from scalemae_det.engine.options import parse_args
+from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
 from scalemae_det.base.errors import UserError
@@ -72,7 +72,7 @@ class Run:
     sampler: TrainSampler
     train: DataSplit
     gsd: float  # the training images' median GSD, metres: the checkpoint's
-    progress: Progress
+    progress: Position
     global_batch: int
     log: JsonLines
 
@@ -122,7 +122,8 @@ def train(args: Namespace, info: DistInfo) -> None:
     folder = args.save_checkpoint_path.parent
     common = {"default_gsd": args.gsd, "bands": args.bands}
     train_split = load_split(args.train_image_dir, args.train_label_file, **common,
-                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range))
+                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range,
+                                                       args.min_visible_px))
     gsd = train_split.dataset.median_gsd()  # read here, so that an unreadable image fails before training
     val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
                             class_names=train_split.class_names, **common)
@@ -141,9 +142,10 @@ def train(args: Namespace, info: DistInfo) -> None:
     if steps_per_epoch == 0:
         raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
                         f"global batch of {global_batch} (batch size x processes x accumulation)")
-    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs, args.warmup_steps, args.schedule)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs,
+                                warmup_steps(args.warmup, steps_per_epoch), args.schedule)
     scaler = make_scaler(args.amp, info.device)
-    progress = Progress()
+    progress = Position()
     if resume_path:
         progress = restore(resume_path, model, optimizer, scheduler, scaler, sampler, info, global_batch, console)
     else:
@@ -215,11 +217,11 @@ def build_model(args: Namespace, num_classes: int, pretrained: Path | None, cons
 
 
 def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampler, info: DistInfo,
-            global_batch: int, console: Console) -> Progress:
+            global_batch: int, console: Console) -> Position:
     """Load a training checkpoint into everything; returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
-    progress = Progress(state["epoch"], state["step_in_epoch"], state["global_step"])
+    progress = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
     if state["global_batch"] != global_batch and progress.step_in_epoch:
         raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
                         f"{global_batch}; resume with the same batch size, processes and accumulation")
@@ -244,7 +246,7 @@ def step_callback(run: Run, steps_per_epoch: int, advance):
     args, info = run.args, run.info
     window = {"images": 0, "seconds": 0.0}
 
-    def on_step(p: Progress, stats: StepStats) -> None:
+    def on_step(p: Position, stats: StepStats) -> None:
         window["images"] += stats.images
         window["seconds"] += stats.seconds
         lr = stats.lr

@@ -6,11 +6,14 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNConvFCHead, FastRCNNPredictor
-from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
@@ -59,6 +62,51 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
+def box_regression_loss(deltas: Tensor, targets: Tensor, beta: float, normaliser: int) -> Tensor:
+    """Smooth L1 summed over the positives' deltas and divided by the number of sampled anchors or RoIs.
+
+    beta 0 is plain L1, ViTDet's choice for both heads (detectron2's `smooth_l1_beta` 0 in its RPN
+    and box head configs); torchvision hard-codes beta 1/9, whose quadratic zone damps the
+    small corrections that small objects need. The normalisation is torchvision's and detectron2's.
+    """
+    return F.smooth_l1_loss(deltas, targets, beta=beta, reduction="sum") / max(normaliser, 1)
+
+
+class L1RegionProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN with the box loss of `box_loss_beta` (see `box_regression_loss`)."""
+
+    box_loss_beta: float = 0.0
+
+    def compute_loss(self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor],
+                     regression_targets: list[Tensor]) -> tuple[Tensor, Tensor]:
+        positive, negative = self.fg_bg_sampler(labels)
+        positive = torch.where(torch.cat(positive))[0]
+        sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], torch.cat(labels)[sampled])
+        box_loss = box_regression_loss(pred_bbox_deltas[positive], torch.cat(regression_targets)[positive],
+                                       self.box_loss_beta, sampled.numel())
+        return objectness_loss, box_loss
+
+
+class L1RoIHeads(RoIHeads):
+    """torchvision's RoI heads with the box loss of `box_loss_beta` (class-specific deltas, as ViTDet)."""
+
+    box_loss_beta: float = 0.0
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if not self.training:
+            return super().forward(features, proposals, image_shapes, targets)
+        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        pooled = self.box_roi_pool(features, proposals, image_shapes)
+        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
+        labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+        positive = torch.where(labels > 0)[0]
+        deltas = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
+        return [], {"loss_classifier": F.cross_entropy(class_logits, labels),
+                    "loss_box_reg": box_regression_loss(deltas, regression_targets[positive],
+                                                        self.box_loss_beta, labels.numel())}
+
+
 class TileTransform(GeneralizedRCNNTransform):
     """Normalise and pad to a multiple of 32, never resize: tiles are used at their own GSD."""
 
@@ -66,7 +114,20 @@ class TileTransform(GeneralizedRCNNTransform):
         return image, target
 
 
-class ScaleMAEDetector(FasterRCNN):
+def float32_heads(device: torch.device):
+    """Autocast off for the RPN and RoI heads: the backbone alone runs in reduced precision.
+
+    torchvision decodes box deltas in the dtype of the regression output, so under bf16 autocast
+    proposals and final boxes would come out in bfloat16 (8 significant bits: every coordinate
+    above 512 px a multiple of 4), and the losses would compare bf16 boxes. detectron2 casts deltas
+    to float32 before decoding for the same reason (`Box2BoxTransform.apply_deltas`); the export
+    runs the heads in float32 too (export/fixed_scale.py), so training, evaluation and deployment
+    see the same boxes. The heads are a few percent of the compute of a ViT-B/L.
+    """
+    return torch.autocast(device.type, enabled=False)
+
+
+class ScaleMAEDetector(GeneralizedRCNN):
     """Faster R-CNN whose backbone also takes each image's GSD.
 
     `model(images, targets=None, gsd=...)`: images a list of (3, H, W) tensors in [0, 1]; gsd in
@@ -75,25 +136,27 @@ class ScaleMAEDetector(FasterRCNN):
     """
 
     def __init__(self, cfg: DetectorConfig, num_classes: int):
-        backbone = ScaleMAEBackbone(cfg)
-        n_anchors = len(cfg.aspect_ratios)
-        super().__init__(
-            backbone,
-            rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes),
-                                                 (cfg.aspect_ratios,) * len(cfg.anchor_sizes)),
-            rpn_head=RPNHead(cfg.pyramid_dim, n_anchors, conv_depth=2),
-            box_roi_pool=AlignedMultiScaleRoIAlign(list(SimpleFeaturePyramid.names[:4]), 7, 0),
-            box_head=FastRCNNConvFCHead((cfg.pyramid_dim, 7, 7), [cfg.pyramid_dim] * cfg.box_head_convs,
-                                        [cfg.box_head_fc], norm_layer=LayerNorm2d),
-            box_predictor=FastRCNNPredictor(cfg.box_head_fc, num_classes + 1),
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n[0], rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n[1],
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n[0], rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n[1],
-            rpn_batch_size_per_image=cfg.rpn_batch_per_image, box_batch_size_per_image=cfg.roi_batch_per_image,
-            box_detections_per_img=cfg.detections_per_image, box_score_thresh=cfg.score_thresh,
-            box_nms_thresh=cfg.nms_thresh,
-        )
-        self.transform = TileTransform(min_size=0, max_size=0, image_mean=list(IMAGENET_MEAN),
-                                       image_std=list(IMAGENET_STD), size_divisible=32)
+        # torchvision's FasterRCNN defaults, which are also ViTDet's: RPN IoU 0.7/0.3, half positives,
+        # NMS 0.7; RoI IoU 0.5, a quarter positives, box weights (10, 10, 5, 5).
+        rpn = L1RegionProposalNetwork(
+            AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), (cfg.aspect_ratios,) * len(cfg.anchor_sizes)),
+            RPNHead(cfg.pyramid_dim, len(cfg.aspect_ratios), conv_depth=2),
+            fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=cfg.rpn_batch_per_image,
+            positive_fraction=0.5, nms_thresh=0.7,
+            pre_nms_top_n={"training": cfg.rpn_pre_nms_top_n[0], "testing": cfg.rpn_pre_nms_top_n[1]},
+            post_nms_top_n={"training": cfg.rpn_post_nms_top_n[0], "testing": cfg.rpn_post_nms_top_n[1]})
+        roi_heads = L1RoIHeads(
+            AlignedMultiScaleRoIAlign(list(SimpleFeaturePyramid.names[:4]), 7, 0),
+            FastRCNNConvFCHead((cfg.pyramid_dim, 7, 7), [cfg.pyramid_dim] * cfg.box_head_convs,
+                               [cfg.box_head_fc], norm_layer=LayerNorm2d),
+            FastRCNNPredictor(cfg.box_head_fc, num_classes + 1),
+            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=cfg.roi_batch_per_image,
+            positive_fraction=0.25, bbox_reg_weights=None, score_thresh=cfg.score_thresh,
+            nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_image)
+        rpn.box_loss_beta = roi_heads.box_loss_beta = cfg.box_loss_beta
+        transform = TileTransform(min_size=0, max_size=0, image_mean=list(IMAGENET_MEAN),
+                                  image_std=list(IMAGENET_STD), size_divisible=32)
+        super().__init__(ScaleMAEBackbone(cfg), rpn, roi_heads, transform)
         self.config = cfg
         self.num_classes = num_classes
 
@@ -115,8 +178,10 @@ class ScaleMAEDetector(FasterRCNN):
         image_list, targets = self.transform(images, targets)
         res = self.res_factors(gsd, len(images), image_list.tensors.device)
         features = self.backbone(image_list.tensors, res)
-        proposals, rpn_losses = self.rpn(image_list, features, targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        with float32_heads(image_list.tensors.device):
+            features = OrderedDict((name, f.float()) for name, f in features.items())
+            proposals, rpn_losses = self.rpn(image_list, features, targets)
+            detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

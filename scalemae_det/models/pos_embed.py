@@ -1,4 +1,6 @@
-"""ScaleMAE's GSD-aware 2-D sin-cos positional embedding (FACTS.md).
+"""ScaleMAE's GSD-aware 2-D sin-cos positional embedding (Reed et al., "Scale-MAE", ICCV 2023,
+arXiv:2212.14532, section 3.1; upstream `get_2d_sincos_pos_embed_with_resolution` in
+bair-climate-initiative/scale-mae, mae/util/pos_embed.py).
 
 Patch (row i, column j) sits at x = j * res, y = i * res, so the same ground distance gets the
 same phase whatever the pixel size: that is what makes the backbone scale-aware.

@@ -83,7 +83,11 @@ class ScaleMAEViT(nn.Module):
         """Same, with the positional embedding given: (H*W, C) or (B, H*W, C). Export bakes it in here."""
         x = self.patch_embed(x)
         b, h, w, c = x.shape
-        x = x + pos_embed.to(x.dtype).reshape(-1, h, w, c)
+        # The residual stream keeps the parameters' dtype (float32 when training, whatever autocast
+        # makes of the attention and MLP branches), as detectron2's ViT and ScaleMAE do; casting to
+        # the branches' bf16 would round every block's sum. A half-precision export keeps it half.
+        stream = self.patch_embed.proj.weight.dtype
+        x = x.to(stream) + pos_embed.to(stream).reshape(-1, h, w, c)
         for block in self.blocks:
             x = checkpoint(block, x, use_reentrant=False) if self.grad_checkpointing and self.training else block(x)
         return self.norm(x).permute(0, 3, 1, 2)

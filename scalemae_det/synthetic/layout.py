@@ -69,7 +69,7 @@ class CollarEdge:
 
 
 @dataclass(frozen=True)
-class Scene:
+class Layout:
     width: int  # px
     height: int
     gsd: float  # metres per pixel
@@ -105,7 +105,7 @@ def _extent_m(o: Obj, shadow: tuple[float, float]) -> tuple[float, float, float,
 class _Placer:
     """Accepts objects that keep clear of the others, the roads, the edges and the collar."""
 
-    def __init__(self, scene: Scene):
+    def __init__(self, scene: Layout):
         self.scene, self.cell, self.grid, self.reach = scene, 50.0, {}, 0.0
         self.placed: list[Obj] = []
 
@@ -141,7 +141,7 @@ def _colour(rng: np.random.Generator, palette) -> tuple[float, float, float]:
     return tuple((base * rng.uniform(0.9, 1.08)).clip(0, 255).tolist())
 
 
-def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_collar: bool = False) -> Scene:
+def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_collar: bool = False) -> Layout:
     """Roads on a loose street grid, vehicles along them, tank clusters and buildings in between."""
     rng = np.random.default_rng([seed, 1])
     w_m, h_m = width * gsd, height * gsd
@@ -158,7 +158,7 @@ def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_
         sides = ["left", "right"] + [s for s in ("top", "bottom") if rng.random() < 0.4]
         collar = tuple(CollarEdge(s, *(rng.uniform(0.02, 0.12, 2) * (width if s in ("left", "right") else height)),
                                   0.006 * min(width, height)) for s in sides)
-    placer = _Placer(Scene(width, height, gsd, seed, shadow, tuple(roads), (), collar))
+    placer = _Placer(Layout(width, height, gsd, seed, shadow, tuple(roads), (), collar))
 
     reach = math.hypot(w_m, h_m)  # vehicles drive in the lanes; those off the scene are dropped
     for rd in roads:
@@ -183,4 +183,4 @@ def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_
         placer.add(Obj(BUILDING, rng.uniform(0, w_m), rng.uniform(0, h_m), length,
                        rng.uniform(10, min(length, 24)), angle, rng.uniform(3, 15), _colour(rng, _ROOF_COLOURS),
                        int(rng.integers(2))))
-    return Scene(width, height, gsd, seed, shadow, tuple(roads), tuple(placer.placed), collar)
+    return Layout(width, height, gsd, seed, shadow, tuple(roads), tuple(placer.placed), collar)

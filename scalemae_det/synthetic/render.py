@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from scalemae_det.synthetic.layout import BUILDING, TANK, VEHICLE, Obj, Road, Scene
+from scalemae_det.synthetic.layout import BUILDING, TANK, VEHICLE, Obj, Road, Layout
 from scalemae_det.synthetic.noise import hash2, noise2d, unit
 
 CHUNK = 256  # px; roads and objects are looked up per chunk
@@ -22,7 +22,7 @@ _PAINT = np.array([225, 225, 215], _F)[:, None, None]
 _GLASS = np.array([35, 40, 52], _F)[:, None, None]
 
 
-def render(scene: Scene, row: int, col: int, height: int, width: int) -> np.ndarray:
+def render_window(scene: Layout, row: int, col: int, height: int, width: int) -> np.ndarray:
     """The window's pixels as a (3, height, width) uint8 array; 0 in all bands only in the collar."""
     out = np.empty((3, height, width), np.uint8)
     for r in range(0, height, CHUNK):
@@ -41,7 +41,7 @@ def _blend(img: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None:
     img += (colour - img) * alpha[None]
 
 
-def _chunk(scene: Scene, row: int, col: int, h: int, w: int) -> np.ndarray:
+def _chunk(scene: Layout, row: int, col: int, h: int, w: int) -> np.ndarray:
     g = scene.gsd
     rows, cols = np.arange(row, row + h) + 0.5, np.arange(col, col + w) + 0.5
     xs, ys = cols * g, rows * g
@@ -65,7 +65,7 @@ def _chunk(scene: Scene, row: int, col: int, h: int, w: int) -> np.ndarray:
     return out
 
 
-def _ground(scene: Scene, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def _ground(scene: Layout, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Fields aligned with the first road, with warped borders, crop rows and multi-scale tone."""
     s, a = scene.seed, scene.roads[0].angle
     X, Y = xs.astype(_F)[None, :], ys.astype(_F)[:, None]
@@ -92,7 +92,7 @@ def _road(img: np.ndarray, rd: Road, X: np.ndarray, Y: np.ndarray, g: float) -> 
     _blend(img, _ASPHALT + (_PAINT - _ASPHALT) * np.maximum(edge, centre)[None], alpha)
 
 
-def _object(img: np.ndarray, o: Obj, X: np.ndarray, Y: np.ndarray, scene: Scene) -> None:
+def _object(img: np.ndarray, o: Obj, X: np.ndarray, Y: np.ndarray, scene: Layout) -> None:
     """Shadow first (darkening what is under it), then the object itself."""
     g = scene.gsd
     px, py = X - _F(o.x), Y - _F(o.y)

@@ -11,16 +11,17 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, RasterioError
+from rasterio.errors import CRSError
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from rich.progress import Progress
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.geo import gsd_m
-from scalemae_det.synthetic.layout import CLASS_NAMES, Scene, make_scene
-from scalemae_det.synthetic.render import render
+from scalemae_det.synthetic.layout import CLASS_NAMES, Layout, make_scene
+from scalemae_det.synthetic.render import render_window
 
 MIN_SIZE = 64
 CATEGORIES = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)]
@@ -63,25 +64,22 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     return crs_obj, x0, y0
 
 
-def _write_tif(path: Path, scene: Scene, crs: CRS, transform: Affine, block_rows: int,
+def _write_tif(path: Path, scene: Layout, crs: CRS, transform: Affine, block_rows: int,
                progress: Progress | None = None) -> None:
     profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=3, dtype="uint8", crs=crs,
                    transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
                    predictor=2, photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER",
                    nodata=0 if scene.collar else None)
     task = progress.add_task(f"rendering {path.name}", total=scene.height) if progress else None
-    try:
-        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for row in range(0, scene.height, block_rows):
-                h = min(block_rows, scene.height - row)
-                dst.write(render(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
-                if progress:
-                    progress.advance(task, h)
-    except RasterioError as exc:
-        raise UserError(f"{path}: writing failed: {exc}") from None
+    with raster_errors(path, "writing failed"), atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(0, scene.height, block_rows):
+            h = min(block_rows, scene.height - row)
+            dst.write(render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
+            if progress:
+                progress.advance(task, h)
 
 
-def _annotations(scene: Scene, transform: Affine, image_id: int, first_id: int) -> list[dict]:
+def _annotations(scene: Layout, transform: Affine, image_id: int, first_id: int) -> list[dict]:
     anns = []
     for k, o in enumerate(scene.objects):
         x0, y0, x1, y1 = (round(float(v) / scene.gsd, 2) for v in o.bbox_m())
@@ -93,7 +91,7 @@ def _annotations(scene: Scene, transform: Affine, image_id: int, first_id: int) 
     return anns
 
 
-def _image(image_id: int, name: str, scene: Scene, crs: CRS) -> dict:
+def _image(image_id: int, name: str, scene: Layout, crs: CRS) -> dict:
     return {"id": image_id, "file_name": name, "width": scene.width, "height": scene.height,
             "gsd": scene.gsd, "crs": crs.to_string()}
 

@@ -1,4 +1,4 @@
-"""Detections as records: COCO results from xyxy boxes, as dicts or streamed as JSON text.
+"""Detections as rows of text: COCO results from xyxy boxes, as dicts or streamed as JSON text.
 
 A COCO result is `{"image_id", "category_id", "bbox": [x, y, width, height], "score"}` (the
 "results format" of cocodataset.org/#format-results, what pycocotools' `COCO.loadRes` reads).

@@ -1,0 +1,52 @@
+"""`scalemae-det score`: detections of whole scenes against labelled ground truth (scalemae_det.scoring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scalemae_det.base.errors import UserError
+
+
+def score_command(
+    detections: list[Path] = typer.Argument(..., help="predict's GeoJSON or COCO results files, one or many scenes"),
+    truth: Path = typer.Option(..., "--truth", help="ground truth: COCO JSON in scene pixels (file_name = the "
+                               "scene's), GeoJSON polygons in any CRS (needs --scene), or xView's GeoJSON"),
+    scenes: list[Path] = typer.Option([], "--scene", help="a scene raster, to place GeoJSON polygons in its "
+                                      "pixels (repeatable)"),
+    output: Path = typer.Option(None, "--output", "-o", help="also write the metrics as JSON"),
+    iou: float = typer.Option(0.5, "--iou", help="IoU a detection needs to match, for the xView AP and the "
+                              "duplicates (COCO AP50 is at 0.5)"),
+    official_counting: bool = typer.Option(
+        False, "--official-counting", help="xView AP with the official scorer's counting (ground truth only in "
+        "scenes where its class was predicted); default: every box counted"),
+    tile: int = typer.Option(None, "--tile", help="predict's tile in scene pixels, to count duplicates at its seams"),
+    overlap: float = typer.Option(0.2, "--overlap", help="predict's tile overlap, with --tile"),
+) -> None:
+    """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at tile seams."""
+    from rich.console import Console
+
+    from scalemae_det.evaluation import print_metrics, write_results
+    from scalemae_det.scoring import read_detections, read_truth, score_scenes
+
+    if not 0 < iou < 1:
+        raise UserError(f"--iou must be in (0, 1), got {iou}")
+    if tile is not None and tile < 1 or not 0 <= overlap < 1:
+        raise UserError(f"--tile must be positive and --overlap in [0, 1), got {tile}, {overlap}")
+    for path in (*detections, truth, *scenes):
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    if output is not None and not output.parent.is_dir():
+        raise UserError(f"{output}: its folder does not exist")
+    gt = read_truth(truth, scenes)
+    dets = read_detections(detections, gt)
+    metrics = score_scenes(gt, dets, iou_threshold=iou, tile=tile, overlap=overlap,
+                           xview_counting="official" if official_counting else "corrected")
+    console = Console()
+    print_metrics(metrics, console)
+    seams = f", {metrics['seam_duplicates']} at tile seams" if "seam_duplicates" in metrics else ""
+    console.print(f"{metrics['num_detections']} detections in {metrics['num_images']} scene(s); "
+                  f"{metrics['duplicates']} duplicate(s){seams}")
+    if output is not None:
+        write_results(output, metrics)

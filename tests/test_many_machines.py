@@ -1,0 +1,246 @@
+"""Many machines: sharded predict (K/N, Slurm arrays, Kubernetes Indexed Jobs), run records, the job's
+state, and `merge` into one GeoPackage with the duplicates of overlapping scenes removed.
+
+The shards run as users run them, in subprocesses (one killed with SIGKILL and rerun); the scenes
+hold bright squares that the ONNX stand-in (test_runtime_standin.py) finds exactly, so every
+expected box is known; the merged layer is read back with pyogrio and checked against rasterio's
+reprojection of each square's true outline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+from rasterio.warp import transform as warp_transform
+
+from scalemae_det.base.errors import UserError
+from scalemae_det.runtime.records import job_state
+from scalemae_det.runtime.shards import parse_shard, shard_of
+from test_runtime_cli import NO_TORCH, REPO, numbered_scenes
+from test_runtime_standin import SIZE, build_model, scene_with_squares
+
+needs_pyogrio = pytest.mark.skipif(find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)")
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-c", NO_TORCH, *map(str, args)]
+
+
+def run(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("model") / "standin.onnx")
+
+
+# ---------------------------------------------------------------- which shard runs what
+
+@pytest.mark.parametrize("env, count, expected", [
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "9",
+      "SLURM_ARRAY_TASK_COUNT": "10"}, None, (1, 10)),  # --array=0-9
+    ({"SLURM_ARRAY_TASK_ID": "10", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "10",
+      "SLURM_ARRAY_TASK_COUNT": "10"}, None, (10, 10)),  # --array=1-10
+    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "11",
+      "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, None, (3, 4)),  # --array=5-11:2
+    ({"JOB_COMPLETION_INDEX": "0"}, 4, (1, 4)),
+    ({"JOB_COMPLETION_INDEX": "3", "SCALEMAE_DET_SHARD_COUNT": "4"}, None, (4, 4)),
+])
+def test_shard_auto_reads_the_schedulers_index(env, count, expected):
+    shard = parse_shard("auto", count, env)
+    assert (shard.index, shard.count) == expected
+
+
+@pytest.mark.parametrize("text, count, env, problem", [
+    ("auto", None, {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9",
+                    "SLURM_ARRAY_TASK_COUNT": "3"}, "not evenly spaced"),  # --array=1,4,9
+    ("auto", None, {"JOB_COMPLETION_INDEX": "2"}, "give --shard-count N"),
+    ("auto", 2, {"JOB_COMPLETION_INDEX": "2"}, "shard 3 is outside 1..2"),
+    ("auto", None, {}, "neither SLURM_ARRAY_TASK_ID"),
+    ("0/3", None, {}, "shard 0 is outside 1..3"),
+    ("2-3", None, {}, "expected K/N"),
+    ("1/3", 3, {}, "--shard-count goes with --shard auto"),
+])
+def test_bad_shard_options_are_one_line_errors(text, count, env, problem):
+    with pytest.raises(UserError, match=problem):
+        parse_shard(text, count, env)
+
+
+def test_the_split_depends_on_each_scene_name_only():
+    names = [f"scene_{i:04d}.tif" for i in range(3000)]
+    first = {n: shard_of(n, 8) for n in names}
+    assert first == {n: shard_of(Path("/elsewhere/mount") / n, 8) for n in reversed(names)}
+    sizes = np.bincount(list(first.values()), minlength=9)[1:]
+    assert sizes.min() > 0.8 * 3000 / 8 and sizes.max() < 1.2 * 3000 / 8  # within binomial spread of even
+
+
+# ---------------------------------------------------------------- three shards, one killed
+
+def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, model):
+    scenes = numbered_scenes(tmp_path / "scenes", 7, 700)
+    out = tmp_path / "out"
+    by_shard = {s: [k for k in range(7) if shard_of(f"s{k}.tif", 3) == s] for s in (1, 2, 3)}
+    victim = max(by_shard, key=lambda s: len(by_shard[s]))
+    others = [s for s in (1, 2, 3) if s != victim]
+    assert len(by_shard[victim]) >= 2, by_shard
+    # every shard gets the scenes its own way: the folder, or the files in reverse order
+    how = {victim: ([scenes], {"SLURM_ARRAY_TASK_ID": str(victim), "SLURM_ARRAY_TASK_MIN": "1",
+                               "SLURM_ARRAY_TASK_MAX": "3", "SLURM_ARRAY_TASK_COUNT": "3"}, ["--shard", "auto"]),
+           others[0]: (sorted(scenes.glob("*.tif"), reverse=True), {}, ["--shard", f"{others[0]}/3"]),
+           others[1]: ([scenes], {"JOB_COMPLETION_INDEX": str(others[1] - 1)}, ["--shard", "auto", "--shard-count", 3])}
+
+    def args(s):
+        inputs, env, shard = how[s]
+        return ["predict", *inputs, "--model", model, "--out", out, *shard], env
+
+    # the victim and a second shard run at the same time into one OUT; the victim is killed part-way
+    a, env_a = args(victim)
+    proc = subprocess.Popen(cli(*a), cwd=REPO, env={**os.environ, **env_a},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b, env_b = args(others[0])
+    second = subprocess.Popen(cli(*b), cwd=REPO, env={**os.environ, **env_b}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    victims = {f"s{k}.geojson" for k in by_shard[victim]}
+    deadline = time.monotonic() + 60
+    while not victims & {p.name for p in out.glob("*.geojson")} and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    first = victims & {p.name for p in out.glob("*.geojson")}
+    assert 1 <= len(first) < len(victims), "the shard should have been killed part-way"
+    state = job_state(out)
+    assert len(state.done) == len(first) + len(by_shard[others[0]]) and state.left > 0
+    assert [a.start["shard"] for a in state.open_attempts] == [f"{victim}/3"]
+    assert run("status", out).returncode == 3
+
+    again = run(*a, env=env_a)
+    assert again.returncode == 0, again.stderr
+    third_args, env_c = args(others[1])
+    third = run(*third_args, env=env_c)
+    assert third.returncode == 0, third.stderr
+
+    records = [json.loads(line) for p in sorted((out / "records").glob("*.jsonl"))
+               for line in p.read_text().splitlines()]
+    starts = [r for r in records if r["kind"] == "start"]
+    assert sorted(r["shard"] for r in starts) == sorted(["1/3", "2/3", "3/3", f"{victim}/3"])
+    assert len({r["job_key"] for r in starts}) == 1  # every shard saw the same job, whatever the order
+    ok = [r["scene"] for r in records if r["kind"] == "scene" and r["status"] == "ok"]
+    assert sorted(ok) == [f"s{k}.tif" for k in range(7)]  # each scene run to the end exactly once
+    skipped = sorted(r["scene"] for r in records if r["kind"] == "scene" and r["status"] == "skipped")
+    assert skipped == sorted(n.replace(".geojson", ".tif") for n in first)  # the rerun skips what was done
+    for r in records:
+        if r["kind"] == "scene" and r["status"] == "ok":
+            assert r["detections"] == int(r["scene"][1]) + 1 and r["tiles"] > 0 and r["seconds"] > 0
+            assert r["provider"] == "CPUExecutionProvider" and len(r["model_sha256"]) == 64
+    for k in range(7):
+        assert len(json.loads((out / f"s{k}.geojson").read_text())["features"]) == k + 1
+
+    status = run("status", out)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines() == ["7 scenes in 3 shards: 7 done, 0 failed, 0 left"]
+
+
+def test_failed_scenes_are_reported_with_their_reason(tmp_path, model):
+    scene_with_squares(tmp_path / "good.tif", 100, 80, [(10, 10)])
+    (tmp_path / "bad.tif").write_text("not a raster")
+    done = run("predict", tmp_path / "good.tif", tmp_path / "bad.tif", "--model", model, "--out", tmp_path / "out")
+    assert done.returncode == 1
+    status = run("status", tmp_path / "out")
+    assert status.returncode == 3
+    lines = status.stdout.splitlines()
+    assert lines[0] == "2 scenes in 1 shard: 1 done, 1 failed, 0 left"
+    assert lines[1].startswith("failed: bad.tif: ") and "not a readable raster" in lines[1]
+    empty = run("status", tmp_path)
+    assert empty.returncode == 1 and empty.stderr.startswith("error: ") and "no run records" in empty.stderr
+
+
+# ---------------------------------------------------------------- merge across overlapping scenes
+
+def _polygons(path: Path) -> tuple[np.ndarray, dict]:
+    """Bounds (N, 4) of the Polygon features in a layer, decoded from pyogrio's WKB, and the fields."""
+    import pyogrio
+
+    meta, _, geometry, values = pyogrio.raw.read(path)
+    bounds = []
+    for wkb in geometry:
+        order, kind, rings, points = struct.unpack("<BIII", wkb[:13])
+        assert (order, kind, rings, points) == (1, 3, 1, 5)
+        xy = np.frombuffer(wkb[13:], "<f8").reshape(5, 2)
+        bounds.append([*xy.min(0), *xy.max(0)])
+    return np.asarray(bounds).reshape(-1, 4), {"crs": meta["crs"], **dict(zip(meta["fields"], values))}
+
+
+@needs_pyogrio
+@pytest.mark.parametrize("match", ["ios", "iou"])
+def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path, model, match):
+    """Scenes A (x 0-600 m) and B (x 300-900 m) share 300 m; squares lie in A only, in B only, in the
+    overlap (seen whole by both) and across A's east edge (a part in A, whole in B)."""
+    x0, y0 = 500_000.0, 4_000_000.0
+    squares = [(40, 50), (150, 200), (250, 120),  # A only
+               (320, 30), (400, 140), (470, 230), (555, 90),  # both, whole
+               (594, 180),  # cut by A's east edge at 600
+               (640, 60), (760, 170), (860, 250)]  # B only
+    blue = {1, 4, 9}
+    for name, left in (("a", 0), ("b", 300)):
+        inside = [(i, (x - left, y)) for i, (x, y) in enumerate(squares) if left <= x and x - left < 600]
+        scene_with_squares(tmp_path / f"{name}.tif", 600, 300, [c for _, c in inside],
+                           blue={k for k, (i, _) in enumerate(inside) if i in blue},
+                           transform=from_origin(x0 + left, y0, 1.0, 1.0))
+    out = tmp_path / "out"
+    done = run("predict", tmp_path / "a.tif", tmp_path / "b.tif", "--model", model, "--out", out, "--format", "gpkg")
+    assert done.returncode == 0, done.stderr
+    # the per-scene GeoPackages: A sees 8 squares (one cut), B sees 8
+    assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
+
+    merged = tmp_path / "all.gpkg"
+    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
+    assert result.returncode == 0, result.stderr
+    assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
+    bounds, fields = _polygons(merged)
+    assert fields["crs"] == "EPSG:3857" and len(bounds) == len(squares)
+    # the reference: each square's true outline in UTM, reprojected by rasterio
+    for i, (x, y) in enumerate(squares):
+        xs, ys = warp_transform("EPSG:32631", "EPSG:3857", [x0 + x, x0 + x + SIZE] * 2,
+                                [y0 - y, y0 - y, y0 - y - SIZE, y0 - y - SIZE])
+        ref = np.array([min(xs), min(ys), max(xs), max(ys)])
+        hits = np.flatnonzero(np.all(np.abs(bounds - ref) < 1e-3, axis=1))
+        assert len(hits) == 1, (i, (x, y), hits)  # once, and whole (the cut square comes from B)
+        k = hits[0]
+        assert fields["class_id"][k] == (2 if i in blue else 1)
+        assert fields["label"][k] == ("blue thing" if i in blue else "red thing")
+        seen_whole_by = "a.tif" if x + SIZE <= 300 else "b.tif" if x + SIZE > 600 else None  # else by both
+        assert seen_whole_by in (None, fields["scene"][k])
+
+
+@needs_pyogrio
+def test_merge_refuses_bad_options_before_writing(tmp_path, model):
+    scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
+    out = tmp_path / "out"
+    assert run("predict", tmp_path / "a.tif", "--model", model, "--out", out).returncode == 0
+    for args, problem in ((["--to", tmp_path / "x.shp"], "expected a .gpkg"),
+                          (["--to", tmp_path / "x.gpkg", "--crs", "EPSG:99999999"], "not a CRS"),
+                          (["--to", tmp_path / "x.gpkg", "--match", "giou"], "--match"),
+                          (["--to", tmp_path / "nowhere" / "x.gpkg"], "folder does not exist")):
+        done = run("merge", out, *args)
+        assert done.returncode == 1 and done.stderr.startswith("error: ") and problem in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "out"]
+    fgb = tmp_path / "all.fgb"
+    done = run("merge", out, "--to", fgb)
+    assert done.returncode == 0, done.stderr
+    bounds, fields = _polygons(fgb)
+    assert fields["crs"] == "EPSG:4326" and len(bounds) == 1
