@@ -6,7 +6,8 @@
 """
 
 from scalemae_det.cli import report_user_errors
+from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.run import main
 
 if __name__ == "__main__":
-    report_user_errors(main)
+    report_user_errors(main, spell=train_flag)

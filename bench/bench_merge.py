@@ -33,7 +33,8 @@ def write_job(out: Path, grid: int, per_scene: int, overlap_m: float, seed: int)
     from affine import Affine
     from rasterio.crs import CRS as RioCRS
 
-    from scalemae_det.runtime.detector import Detections, SceneResult
+    from scalemae_det.runtime.detections import Detections
+    from scalemae_det.runtime.detector import SceneResult
     from scalemae_det.runtime.outputs import write
     from scalemae_det.runtime.records import RunRecord, footprint
     from scalemae_det.runtime.scene import Scene

@@ -11,6 +11,10 @@ Why this shape of graph:
   none of those data-dependent batch shapes.
 - Each image's detections are padded with zero rows to `max_detections` so the outputs are
   fixed-size tensors: boxes (B, K, 4), scores (B, K), labels (B, K), num_detections (B,).
+- The score threshold is a buffer, `score_threshold`, which the RoI heads compare scores with: in
+  the graph it is an initializer of that name (THRESHOLD_INITIALIZER), so the parity check can run
+  the very graph it validates at a lower threshold (ONNX Runtime's `add_initializer` overrides it)
+  and always have detections to compare, even for a model whose scores stay under the threshold.
 - Half precision (`half=True`) covers the backbone only, on a copy of it: the ViT and the
   pyramid are most of the compute and are what ViTs are routinely run at in fp16, while the RPN
   and box heads, box decoding, RoIAlign and NMS stay float32, where pixel coordinates of
@@ -27,11 +31,12 @@ from torchvision.models.detection.image_list import ImageList
 
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
+from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 
 
-def set_postprocess(model: ScaleMAEDetector, score_threshold: float, max_detections: int) -> None:
+def set_postprocess(model: ScaleMAEDetector, score_threshold: float | Tensor, max_detections: int) -> None:
     """Give the model's RoI heads the export's threshold and detection cap (the PyTorch reference uses them too)."""
-    model.roi_heads.score_thresh = float(score_threshold)
+    model.roi_heads.score_thresh = score_threshold if isinstance(score_threshold, Tensor) else float(score_threshold)
     model.roi_heads.detections_per_img = int(max_detections)
 
 
@@ -87,13 +92,14 @@ class FixedScaleDetector(nn.Module):
     """images (B, 3, T, T) in [0, 1] -> boxes, scores, labels, num_detections (see the module doc).
 
     Shares its heads (and, in float32, its backbone) with `model`, and sets the model's score
-    threshold and detection cap.
+    threshold (to its own `score_threshold` buffer: changing the buffer changes both) and detection cap.
     """
 
     def __init__(self, model: ScaleMAEDetector, gsd: float, tile: int, batch: int,
                  max_detections: int, score_threshold: float, half: bool = False):
         super().__init__()
-        set_postprocess(model, score_threshold, max_detections)
+        self.register_buffer(THRESHOLD_INITIALIZER, torch.tensor(float(score_threshold)))
+        set_postprocess(model, getattr(self, THRESHOLD_INITIALIZER), max_detections)  # shared: the heads read the buffer
         self.features = FixedScaleBackbone(model, gsd, tile, half)
         self.rpn, self.roi_heads = model.rpn, model.roi_heads
         self.tile, self.batch, self.max_detections = tile, batch, max_detections

@@ -14,7 +14,6 @@ models here: it duplicates Cast nodes under one name and mistypes the NMS `If` s
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ import onnx
 import torch
 
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.base.errors import UserError
 
 from scalemae_det.export.options import ExportSpec, Log, quiet
@@ -75,10 +74,11 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
     return True
 
 
-def onnx_runner(path: Path):
-    """(runner for ParityCheck, provider name): the runtime's own Session, so the model is checked
-    against the contract and run with the provider policy users get (CUDA when usable, without TF32)."""
-    session = Session(path, "auto", exact=True)
+def onnx_runner(path: Path, score_threshold: float | None = None):
+    """(runner for ParityCheck, provider name), at the graph's threshold or at `score_threshold`: the
+    runtime's own Session, so the model is checked against the contract and run with the provider
+    policy users get (CUDA when usable, without TF32)."""
+    session = Session(path, "auto", exact=True, score_threshold=score_threshold)
     return session.run_checked, f"onnxruntime {session.provider}"
 
 
@@ -90,12 +90,12 @@ def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, P
         log("simplifying with onnxslim")
         if simplify(raw, slim, prep.metadata):
             log("validating the simplified graph in ONNX Runtime")
-            report = check.run(*onnx_runner(slim))
+            report = check.run(lambda threshold: onnx_runner(slim, threshold))
             if report.passed:
                 return slim, report, True
             log(f"the simplified graph lost parity ({report.summary()}); keeping the traced one")
     log("validating the graph in ONNX Runtime")
-    return raw, check.run(*onnx_runner(raw)), False
+    return raw, check.run(lambda threshold: onnx_runner(raw, threshold)), False
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
@@ -104,8 +104,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
     out = Path(out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
-        raw, slim = Path(work) / "raw.onnx", Path(work) / "slim.onnx"
+    with work_dir(out) as work:  # beside the output; what an export killed earlier left there goes first
+        raw, slim = work / "raw.onnx", work / "slim.onnx"
         log(f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})")
         trace_to_onnx(prep.wrapper, prep.example(), raw, spec.opset)
         onnx.save(finish_graph(onnx.load(str(raw)), metadata), str(raw))

@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 
 Log = Callable[[str], None]  # progress messages, one per step
 
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
+# Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
+# TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test
+# keeps the two equal), and ONNX Runtime has no RoiAlign for opset 22 anyway.
+MIN_OPSET, MAX_OPSET = 14, 20
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,15 @@ class ExportSpec:
 
     def check(self) -> None:
         """The option errors that need no checkpoint."""
-        if self.tile < TILE_MULTIPLE or self.tile % TILE_MULTIPLE:
-            raise UserError(f"--tile {self.tile}: must be a positive multiple of {TILE_MULTIPLE}")
-        if self.batch < 1:
-            raise UserError(f"--batch {self.batch}: must be at least 1")
-        if self.gsd is not None and not self.gsd > 0:
-            raise UserError(f"--gsd {self.gsd}: must be positive (metres per pixel)")
-        if self.max_detections is not None and self.max_detections < 1:
-            raise UserError(f"--max-detections {self.max_detections}: must be at least 1")
-        if self.score_threshold is not None and not 0 <= self.score_threshold < 1:
-            raise UserError(f"--score-threshold {self.score_threshold}: must be in [0, 1)")
+        checks.number("tile", self.tile, lo=TILE_MULTIPLE, integer=True)
+        if self.tile % TILE_MULTIPLE:
+            raise ParameterError("tile", f"must be a positive multiple of {TILE_MULTIPLE}", value=self.tile)
+        checks.number("batch", self.batch, lo=1, integer=True)
+        checks.number("gsd", self.gsd, lo=0, lo_open=True)  # metres per pixel
+        checks.number("max_detections", self.max_detections, lo=1, integer=True)
+        checks.number("score_threshold", self.score_threshold, lo=0, hi=1, hi_open=True)
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ParameterError("opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset)
 
 
 def quiet(msg: str) -> None:

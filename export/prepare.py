@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,12 +11,13 @@ import scalemae_det
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.digest import sha256_file
 from scalemae_det.checkpoints import load_detector
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import ExportSpec
-from scalemae_det.export.parity import ParityReport
+from scalemae_det.export.parity import ParityReport, report_path
 
 
 @dataclass
@@ -46,25 +46,21 @@ class ExportResult:
     size_bytes: int
 
 
-def check_writable(out: Path) -> None:
-    if out.is_dir():
-        raise UserError(f"{out}: is a directory; give a file name")
-    parent = out.parent
-    if not parent.is_dir():
-        raise UserError(f"{out}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{out}: output directory {parent} is not writable")
+def check_outputs(outs: list[Path]) -> None:
+    """Each output and the parity report beside it can be written."""
+    for out in outs:
+        checks.output_file(out, "out")
+        checks.output_file(report_path(out))
 
 
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
     """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
     spec.check()
-    for out in outs:
-        check_writable(out)
+    check_outputs(outs)
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
     if spec.tile % cfg.patch_size:
-        raise UserError(f"--tile {spec.tile}: not a multiple of the model's patch size {cfg.patch_size}")
+        raise ParameterError("tile", f"not a multiple of the model's patch size {cfg.patch_size}", value=spec.tile)
     gsd = float(ckpt["gsd"]) if spec.gsd is None else spec.gsd
     max_det = cfg.detections_per_image if spec.max_detections is None else spec.max_detections
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold

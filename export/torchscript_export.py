@@ -18,6 +18,7 @@ from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
 
+from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 from scalemae_det.export.options import ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, batched, record_report
 from scalemae_det.export.prepare import ExportResult, prepare
@@ -48,10 +49,13 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMet
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
 
 
-def torchscript_runner(module: torch.jit.ScriptModule, batch: int):
-    """(runner for ParityCheck, runtime name)."""
+def torchscript_runner(module: torch.jit.ScriptModule, batch: int, score_threshold: float | None = None):
+    """(runner for ParityCheck, runtime name), at the module's threshold or at `score_threshold`."""
+    threshold = getattr(module, THRESHOLD_INITIALIZER)
+    own = float(threshold)
 
     def run(images):
+        threshold.fill_(own if score_threshold is None else score_threshold)
         # Without the profiling executor's warm-up passes, which cost seconds per call for a few calls.
         with torch.no_grad(), torch.jit.optimized_execution(False):
             return tuple(t.numpy() for t in module(torch.from_numpy(images)))
@@ -76,7 +80,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
             check = ParityCheck.build(prep)
             log("validating the reloaded TorchScript module")
             module, _ = load_torchscript(tmp)
-            report = check.run(*torchscript_runner(module, prep.spec.batch))
+            report = check.run(lambda threshold: torchscript_runner(module, prep.spec.batch, threshold))
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
     report_path = record_report(out, report)

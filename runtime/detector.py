@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from scalemae_det.runtime.detections import Detections
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.runtime.merge import merge
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.prefetch import prefetch as prefetched
@@ -60,12 +63,27 @@ class Detector:
     def provider(self) -> str:
         return self.session.provider
 
+    def threshold(self, score_threshold: float | None) -> float:
+        """The score cut-off to apply: the model's own when None. One below the model's is refused, not
+        ignored: the graph drops detections under its own threshold before they reach us, so a lower cut-off
+        would silently give the same detections as the model's."""
+        own = self.metadata.score_threshold
+        if score_threshold is None:
+            return own
+        checks.number("score_threshold", score_threshold, lo=0, hi=1)
+        if score_threshold < own:
+            raise ParameterError(
+                "score_threshold", f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
+                f"under which the graph keeps no detection; use {own:g} or more, or re-export the model with "
+                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})", value=score_threshold)
+        return score_threshold
+
     def detect_tiles(self, images: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
         """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile, tile pixels."""
         t = self.metadata.tile
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
-        thr = self.metadata.score_threshold if score_threshold is None else score_threshold
+        thr = self.threshold(score_threshold)
         return [det.take(det.scores >= thr) for det in self.session.run(images)]
 
     def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
@@ -86,8 +104,8 @@ class Detector:
         """Detect over a whole raster. `progress(done, total)` is called as tiles are done."""
         start = time.perf_counter()
         run_before = self.session.run_seconds
+        thr = self.threshold(score_threshold)
         scene = open_scene(path, self.metadata, bands=bands, scale=scale, gsd_mode=gsd_mode, overlap=overlap)
-        thr = self.metadata.score_threshold if score_threshold is None else score_threshold
         result = SceneResult(scene, Detections.concat([]), self.metadata.class_names, self.provider, notes=list(scene.notes))
         reader = batches(scene, self.session.batch, self.metadata.tile)
         parts, tile_ids, truncated = [], [], []

@@ -18,7 +18,8 @@ from affine import Affine
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.pixels import FILL, raster_errors, ValueRange, read_unit, select_bands, value_range
 from scalemae_det.runtime.tiling import Tile, plan
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.geo import gsd_m
 
 GSD_MODES = ("resample", "as-is")
@@ -61,17 +62,16 @@ def _factor(path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes:
         return 1.0
     if not 1 / MAX_RESAMPLE <= ratio <= MAX_RESAMPLE:
         way = f"upsampling {1 / ratio:.3g}x" if ratio < 1 else f"downsampling {ratio:.3g}x"
-        raise UserError(f"{path}: GSD {gsd:.3g} m vs the model's {meta.gsd:.3g} m would need {way} (limit {MAX_RESAMPLE:g}x); "
-                        "use --gsd-mode as-is, or a model exported for this GSD")
+        raise ParameterError("gsd_mode", f"GSD {gsd:.3g} m vs the model's {meta.gsd:.3g} m would need {way} "
+                             f"(limit {MAX_RESAMPLE:g}x); use `gsd_mode` as-is, or a model exported for this GSD",
+                             source=path)
     return ratio
 
 
 def check_options(gsd_mode: str, overlap: float) -> None:
     """The option errors that need no raster; the CLI checks them once, before any scene."""
-    if gsd_mode not in GSD_MODES:
-        raise UserError(f"unknown --gsd-mode {gsd_mode!r}; choose one of {', '.join(GSD_MODES)}")
-    if not 0 <= overlap < 1:
-        raise UserError(f"--overlap must be in [0, 1), got {overlap}")
+    checks.choice("gsd_mode", gsd_mode, GSD_MODES)
+    checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
 
 
 def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[int] | None = None,

@@ -24,10 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, THRESHOLD_INITIALIZER, ModelMetadata
 from scalemae_det.base.pixels import FILL
-from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.detections import Detections, unpad
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError, UserError
 
 NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 CHOICES = ("auto", *NAMES)
@@ -96,41 +97,43 @@ class Session:
 
     `exact=True` is for checking a model rather than running it (the export's parity check): CUDA
     without TF32, and `auto` does not try TensorRT, whose engine build may pick reduced-precision
-    kernels and takes minutes for a large model.
+    kernels and takes minutes for a large model. `score_threshold` overrides the threshold the graph
+    was exported with (the parity check's probe below it); predict applies its own on top instead.
     """
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
-                 threads: int | None = None, *, exact: bool = False):
+                 threads: int | None = None, *, exact: bool = False, score_threshold: float | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("onnxruntime is not installed: pip install 'scalemae-det[runtime]'") from None
 
         self.path = str(model_path)
-        if provider not in CHOICES:
-            raise UserError(f"unknown provider {provider!r}; choose one of {', '.join(CHOICES)}")
+        checks.choice("provider", provider, CHOICES)
         if not Path(self.path).is_file():
             raise UserError(f"{self.path}: model file not found")
         available = ort.get_available_providers()
         gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
         wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
         if provider in ("cuda", "tensorrt") and not wanted:
-            raise UserError(f"{self.path}: --provider {provider} but this onnxruntime has no {NAMES[provider]}; "
-                            "install onnxruntime-gpu or use --provider cpu")
+            raise ParameterError("provider", f"this onnxruntime has no {NAMES[provider]}; install onnxruntime-gpu "
+                                 "or use `provider` cpu", value=provider, source=self.path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        if score_threshold is not None:
+            options.add_initializer(THRESHOLD_INITIALIZER,
+                                    ort.OrtValue.ortvalue_from_numpy(np.array(score_threshold, np.float32)))
         trt_cache, created, notes = None, [], []
         if NAMES["tensorrt"] in wanted:
             trt_cache = trt_cache_dir()
             try:
                 created = _make_dirs(trt_cache)
             except OSError as exc:
-                problem = (f"cannot create its engine cache {trt_cache} ({exc.strerror}); "
-                           "set XDG_CACHE_HOME to a writable folder")
+                problem = f"cannot create its engine cache {trt_cache} ({exc.strerror}); set XDG_CACHE_HOME to a writable folder"
                 if provider == "tensorrt":
-                    raise UserError(f"{self.path}: --provider tensorrt: {problem}") from None
+                    raise ParameterError("provider", problem, value=provider, source=self.path) from None
                 wanted.remove(NAMES["tensorrt"])
                 notes.append(f"{NAMES['tensorrt']} not usable: {problem}")
         chain = [*wanted, NAMES["cpu"]]
@@ -149,8 +152,8 @@ class Session:
             notes.append(f"{', '.join(missing)} not usable: {_reason(log)}")
         self.note = "; ".join(notes)
         if provider != "auto" and NAMES[provider] not in self.providers:
-            raise UserError(f"{self.path}: --provider {provider} requested but {self.note}; "
-                            "use --provider cpu, or install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
+            raise ParameterError("provider", f"requested but {self.note}; use `provider` cpu, or install the "
+                                 "CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs", value=provider, source=self.path)
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.batch = self._check_io(batch)
         self.run_seconds = 0.0  # time spent inside session.run, for the benchmarks
@@ -170,11 +173,11 @@ class Session:
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
             raise UserError(f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says")
-        if batch is not None and batch < 1:
-            raise UserError(f"batch must be at least 1, got {batch}")
+        checks.number("batch", batch, lo=1, integer=True)
         fixed = self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         if fixed and batch and batch != fixed:
-            raise UserError(f"{self.path}: the graph has a fixed batch of {fixed}; re-export it with batch {batch}")
+            raise ParameterError("batch", f"the graph has a fixed batch of {fixed}; re-export it with batch {batch}",
+                                 value=batch, source=self.path)
         return fixed or batch or self.metadata.batch
 
     def run(self, images: np.ndarray) -> list[Detections]:

@@ -127,6 +127,43 @@ def read_detector_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+SHOWN = 3  # mismatching keys named in a message; the rest are counted
+
+
+def _some(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def check_weights(path: str | Path, state: dict[str, torch.Tensor], model: nn.Module, expected: str) -> None:
+    """Refuse weights that do not fit `model` or are not finite, in one line.
+
+    `load_state_dict` would report every mismatching tensor (kilobytes for a checkpoint of another
+    model size); the first few keys and shapes and the config the model was built from say enough.
+    A NaN or infinite weight (a diverged run) would export and run, and detect nothing.
+    """
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
+        parts = ([f"shapes differ: {_some(wrong)}"] if wrong else []) + \
+                ([f"missing: {_some(missing)}"] if missing else []) + \
+                ([f"unexpected: {_some(unexpected)}"] if unexpected else [])
+        raise UserError(f"{path}: weights do not fit {expected}; {'; '.join(parts)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_some(bad)}); "
+                        "the run that wrote it diverged: use an earlier checkpoint")
+
+
+def describe(cfg: DetectorConfig, num_classes: int) -> str:
+    """The config a checkpoint's weights must fit, as a message names it."""
+    return (f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
+            f"with {num_classes} classes")
+
+
 def load_detector(path: str | Path, **overrides):
     """A detector checkpoint written by train.py -> (model in eval mode, the checkpoint dict)."""
     from scalemae_det.models.detector import ScaleMAEDetector
@@ -134,5 +171,6 @@ def load_detector(path: str | Path, **overrides):
     ckpt = read_detector_checkpoint(path)
     cfg = config_from_dict(ckpt["config"]).with_overrides(**overrides)
     model = ScaleMAEDetector(cfg, num_classes=len(ckpt["class_names"]))
+    check_weights(path, ckpt["model"], model, describe(cfg, len(ckpt["class_names"])))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -15,7 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.errors import ParameterError
 
 BUNDLED = Path(__file__).parent / "assets" / "vit_tiny_synthetic.pth"
 DEMO_SEED = 2026  # the bundled model's chips used seeds 1 (train) and 2 (val)
@@ -40,6 +42,22 @@ def _scene_detections(result, gt: dict, model_classes: list[str]) -> list[dict]:
     return coco_results(gt["images"][0]["id"], det.boxes, det.scores, category_ids)
 
 
+MIN_SIZE = 256
+
+
+def check_demo(out: Path, size: int, gsd: float, tile: int, checkpoint: Path) -> None:
+    """Everything the demo's stages would refuse, before the first of them runs; creates `out`."""
+    from scalemae_det.export.options import ExportSpec
+
+    checks.number("size", size, lo=MIN_SIZE, integer=True)
+    ExportSpec(gsd=gsd, tile=tile, batch=1).check()
+    if not Path(checkpoint).is_file():
+        raise ParameterError("checkpoint", "no such checkpoint file", value=str(checkpoint))
+    checks.output_dir(out, "out")
+    for name in ("report.json", "report.md"):  # a run that fails part-way must not leave an earlier run's report
+        (out / name).unlink(missing_ok=True)
+
+
 def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_SEED, tile: int = 512,
              checkpoint: Path = BUNDLED, console: Console | None = None) -> dict:
     """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
@@ -50,8 +68,8 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
     from scalemae_det.evaluation import evaluate_detections
     from scalemae_det.synthetic import write_scene
 
+    check_demo(out, size, gsd, tile, checkpoint)
     console = console or Console(stderr=True)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     scene_path, model_path = out / "scene.tif", out / "model.onnx"
     with _stage(console, f"scene: {size} x {size} px at {gsd} m, seed {seed}", timings):

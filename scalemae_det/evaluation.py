@@ -77,7 +77,7 @@ def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[
 
     Detections with score <= 0 are dropped first (as the official xView scorer does). Returns a
     JSON-ready dict: AP, AP50, AP75, APs, APm, APl (pycocotools, `max_dets` detections per image;
-    -1 where pycocotools has no ground truth), `xview_mAP` (mean per-class VOC AP at
+    None where pycocotools has no ground truth), `xview_mAP` (mean per-class VOC AP at
     `iou_threshold` over the classes that get one, leaving out `ignore_category_ids`; counting as
     `xview_counting` says, see the module doc; named in `xview_metric`), and `per_class`: one row
     per category with its id, name, number of ground-truth boxes, AP50 and xView AP (None where
@@ -143,7 +143,9 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
     parts = {"AP": all_precision[:, :, :, 0, -1], "AP50": all_precision[iou_index[0.5], :, :, 0, -1],
              "AP75": all_precision[iou_index[0.75], :, :, 0, -1], "APs": all_precision[:, :, :, 1, -1],
              "APm": all_precision[:, :, :, 2, -1], "APl": all_precision[:, :, :, 3, -1]}
-    stats = {name: float(v[v > -1].mean()) if (v > -1).any() else -1.0 for name, v in parts.items()}
+    # COCOeval marks an undefined value (no ground truth, e.g. in an area range) -1; JSON says null, as for
+    # the per-class APs and the xView mean, so that no reader averages a -1 in
+    stats = {name: float(v[v > -1].mean()) if (v > -1).any() else None for name, v in parts.items()}
     precision = all_precision[0, :, :, 0, -1]
     ap50 = {}
     for k, cat_id in enumerate(ev.params.catIds):
@@ -276,7 +278,7 @@ def print_metrics(metrics: dict, console=None) -> None:
     console = console or Console()
 
     def fmt(v):
-        return "-" if v is None or v < 0 else f"{v:.3f}"
+        return "-" if v is None else f"{v:.3f}"
 
     summary = "  ".join([*(f"{k} {fmt(metrics[k])}" for k in COCO_METRICS),
                          f"{metrics.get('xview_metric', XVIEW_NAMES['corrected'])} {fmt(metrics['xview_mAP'])}"])

@@ -30,28 +30,40 @@ def assert_one_line_error(code, err, *words):
     assert all(w in lines[0] for w in words), lines[0]
 
 
-@pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "foreign_dict", "tile", "batch", "parent_is_a_file"])
+def _junk(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_text("not a checkpoint")
+    return path
+
+
+def _encoder(tmp_path):
+    path = tmp_path / "encoder.pt"
+    torch.save({"model": {"blocks.0.norm1.weight": torch.ones(3)}}, path)
+    return path
+
+
+def _under_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "m.onnx"
+
+
+BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the error line)
+    "missing": (lambda tmp: tmp / "nope.pt", None, [], ["nope.pt", "no such checkpoint"]),
+    "not_a_checkpoint": (_junk, None, [], ["junk.pt"]),
+    "foreign_dict": (_encoder, None, [], ["encoder.pt", "not a scalemae-det detector checkpoint"]),
+    "tile": (None, None, ["--tile", "100"], ["--tile 100", "multiple of 32"]),
+    "batch": (None, None, ["--batch", "0"], ["--batch 0"]),
+    "parent_is_a_file": (None, _under_a_file, [], ["m.onnx", "is a file, not a folder"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, monkeypatch, capsys, tiny_checkpoint):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    ckpt, out, extra, words = tiny_checkpoint, out_dir / "m.onnx", [], []
-    if case == "missing":
-        ckpt, words = tmp_path / "nope.pt", ["nope.pt", "no such checkpoint"]
-    elif case == "not_a_checkpoint":
-        ckpt = tmp_path / "junk.pt"
-        ckpt.write_text("not a checkpoint")
-        words = ["junk.pt"]
-    elif case == "foreign_dict":
-        ckpt = tmp_path / "encoder.pt"
-        torch.save({"model": {"blocks.0.norm1.weight": torch.ones(3)}}, ckpt)
-        words = ["encoder.pt", "not a scalemae-det detector checkpoint"]
-    elif case == "tile":
-        extra, words = ["--tile", "100"], ["--tile 100", "multiple of 32"]
-    elif case == "batch":
-        extra, words = ["--batch", "0"], ["--batch 0"]
-    else:
-        (tmp_path / "file").write_text("")
-        out, words = tmp_path / "file" / "m.onnx", ["m.onnx", "does not exist"]
+    make_ckpt, make_out, extra, words = BAD[case]
+    ckpt = make_ckpt(tmp_path) if make_ckpt else tiny_checkpoint
+    out = make_out(tmp_path) if make_out else out_dir / "m.onnx"
     code, _, err = run_cli(monkeypatch, capsys, ckpt, "--out", out, "--tile", 64, "--batch", 1, *extra)
     assert_one_line_error(code, err, *words)
     assert list(out_dir.iterdir()) == []

@@ -122,26 +122,30 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model, origi
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "records"]  # records: the run's log
 
 
-@pytest.mark.parametrize("case", ["no metadata", "output is a file", "preview name", "bad option", "batch 0"])
+def _bare_model(tmp_path, args):
+    args[3] = build_model(tmp_path / "bare.onnx", with_metadata=False)
+
+
+def _output_is_a_file(tmp_path, args):
+    (tmp_path / "taken").write_text("")
+    args[5] = tmp_path / "taken"
+
+
+UNUSABLE = {  # case: (change to the arguments [scene, scene, --model, M, --out, O], words of the one error line)
+    "no metadata": (_bare_model, "bare.onnx: not a scalemae-det model"),
+    "output is a file": (_output_is_a_file, "taken: is a file, not a folder"),
+    "preview name": (lambda tmp, args: args.extend(["--preview", tmp / "p.png"]), "with several scenes the name needs {scene}"),
+    "bad option": (lambda tmp, args: args.extend(["--scale", "low,high"]), "--scale low,high: expected auto or MIN,MAX"),
+    "batch 0": (lambda tmp, args: args.extend(["--batch", "0"]), "--batch 0: must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
 def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
+    change, expected = UNUSABLE[case]
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
     args = [scene, scene_with_squares(tmp_path / "b.tif", 100, 80, [(10, 10)]), "--model", model, "--out", tmp_path / "out"]
-    if case == "no metadata":
-        args[3] = build_model(tmp_path / "bare.onnx", with_metadata=False)
-        expected = "bare.onnx: not a scalemae-det model"
-    elif case == "output is a file":
-        (tmp_path / "taken").write_text("")
-        args[5] = tmp_path / "taken"
-        expected = "taken: cannot create the output directory"
-    elif case == "preview name":
-        args += ["--preview", tmp_path / "p.png"]
-        expected = "with several scenes the name needs {scene}"
-    elif case == "batch 0":
-        args += ["--batch", "0"]
-        expected = "batch must be at least 1, got 0"
-    else:
-        args += ["--scale", "low,high"]
-        expected = "--scale: expected auto or MIN,MAX"
+    change(tmp_path, args)
     done = predict(*args)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert _errors(done.stderr) == [line for line in done.stderr.splitlines() if expected in line]
@@ -158,5 +162,5 @@ def test_no_gpu_means_a_cuda_request_fails(tmp_path, model):
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
     done = predict(scene, "--model", model, "--out", tmp_path / "out", "--provider", "cuda")
     assert done.returncode == 1 and len(_errors(done.stderr)) == 1
-    assert "--provider cuda requested but CUDAExecutionProvider not usable" in done.stderr
+    assert "--provider cuda: requested but CUDAExecutionProvider not usable" in done.stderr
     assert not (tmp_path / "out" / "a.geojson").exists()

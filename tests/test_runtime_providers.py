@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers.standin import build_model, scene_with_squares
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError, dashed_flag
 from scalemae_det.runtime.session import NAMES, Session, trt_cache_dir
 
 TRT = NAMES["tensorrt"]
@@ -53,11 +53,12 @@ def test_auto_with_an_unwritable_home_goes_on_without_tensorrt(model, blocked_ho
 
 
 def test_tensorrt_asked_for_with_an_unwritable_home_is_refused_naming_the_folder(model, blocked_home, trt_listed):
-    with pytest.raises(UserError) as err:
+    with pytest.raises(ParameterError) as err:
         Session(model, "tensorrt")
-    message = str(err.value)
-    assert message == (f"{model}: --provider tensorrt: cannot create its engine cache "
-                       f"{blocked_home}/.cache/scalemae-det/tensorrt (Not a directory); set XDG_CACHE_HOME to a writable folder")
+    problem = (f"cannot create its engine cache {blocked_home}/.cache/scalemae-det/tensorrt (Not a directory); "
+               "set XDG_CACHE_HOME to a writable folder")
+    assert str(err.value) == f"{model}: provider='tensorrt': {problem}"
+    assert err.value.render(dashed_flag) == f"{model}: --provider tensorrt: {problem}"
 
 
 def test_the_cache_folder_exists_only_when_tensorrt_runs(model, tmp_path, monkeypatch):

@@ -111,7 +111,7 @@ def test_gsd_limits_and_as_is_warnings(tmp_path, detector):
     def scene(gsd):
         return scene_with_squares(tmp_path / f"{gsd}.tif", 100, 80, [(10, 10)], res=gsd)
 
-    with pytest.raises(UserError, match=r"0.2.tif: GSD 0.2 m .* downsampling 5x .*--gsd-mode as-is"):
+    with pytest.raises(UserError, match=r"0.2.tif: GSD 0.2 m .* downsampling 5x .*use gsd_mode as-is"):
         detector.detect_scene(scene(0.2))
     with pytest.raises(UserError, match=r"upsampling 5x"):
         detector.detect_scene(scene(5.0))
@@ -208,6 +208,6 @@ def test_session_refuses_what_it_cannot_run(tmp_path, model):
     try:
         gpu = Session(model, "cuda")
     except UserError as exc:  # no usable GPU here: an error, never a silent CPU run
-        assert "--provider cuda requested but CUDAExecutionProvider not usable" in str(exc)
+        assert "provider='cuda': requested but CUDAExecutionProvider not usable" in str(exc)
     else:
         assert gpu.provider == "CUDAExecutionProvider"

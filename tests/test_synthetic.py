@@ -159,6 +159,5 @@ def test_cli(tmp_path):
     bad = subprocess.run([str(exe), "synth-scene", "--out", str(tmp_path / "bad.tif"), "--size", "10"],
                          capture_output=True, text=True)
     assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.tif'}: size must be at least 64 px a side, "
-                                               "got 10 x 10"]
+    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.tif'}: --size 10: must be at least 64"]
     assert not (tmp_path / "bad.tif").exists()

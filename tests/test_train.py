@@ -32,6 +32,7 @@ from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
 from scalemae_det.engine.loop import Position, make_scaler, train_epoch
+from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.run import main
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
@@ -259,17 +260,15 @@ def test_label_file_not_json_is_one_line_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys):
+@pytest.mark.parametrize("images, extra, needle", [("nowhere", [], "nowhere"), ("images", ["--amp", "fp8"], "--amp"),
+                                                   ("images", ["--batch-size", "0"], "--batch_size")])
+def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys, images, extra, needle):
     _, labels = make_dataset(tmp_path, 1)
-    cases = [(train_args(tmp_path / "nowhere", labels, tmp_path / "c.pth"), "nowhere"),
-             (train_args(tmp_path / "images", labels, tmp_path / "c.pth", "--amp", "fp8"), "--amp"),
-             (train_args(tmp_path / "images", labels, tmp_path / "c.pth", "--batch-size", "0"), "--batch_size")]
-    for argv, needle in cases:
-        with pytest.raises(SystemExit) as exc:
-            report_user_errors(main, argv)
-        assert exc.value.code == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    with pytest.raises(SystemExit) as exc:
+        report_user_errors(main, train_args(tmp_path / images, labels, tmp_path / "c.pth", *extra), spell=train_flag)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
 # ---------------------------------------------------------------- distributed training and evaluation

@@ -16,6 +16,9 @@ FORMAT_VERSION = 1
 # Graph I/O names, fixed by the contract.
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
+# The graph's score threshold is an initializer of this name, so a session can override it
+# (onnxruntime SessionOptions.add_initializer): the export's parity check probes below it.
+THRESHOLD_INITIALIZER = "score_threshold"
 
 
 class MetadataError(UserError):

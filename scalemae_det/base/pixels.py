@@ -26,13 +26,20 @@ import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError, UserError
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)
 STATS_SIDE = 1024  # longest side of the decimated read the stretch is computed from
 
 ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None means uint8 / 255
+
+
+def gdal_cause(exc: RasterioError) -> str:
+    """The line that says what went wrong: rasterio's own message is often "Read or write failed. See
+    previous exception for details", with GDAL's error (the previous exception) as its cause."""
+    return (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @contextmanager
@@ -44,19 +51,18 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
         yield
     except RasterioError as exc:
         where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
-        detail = str(exc.__cause__ or exc).splitlines()[0]
-        raise UserError(f"{path}: {problem}{where}: {detail}") from None
+        raise UserError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
     """Three 1-based band numbers for the model's RGB input."""
     if bands:
-        bad = [b for b in bands if not 1 <= b <= ds.count]
+        bands = checks.bands("bands", bands)
+        bad = [b for b in bands if b > ds.count]
         if bad:
-            raise UserError(f"{ds.name}: band {bad[0]} requested but the raster has {ds.count} band(s)")
-        if len(bands) not in (1, 3):
-            raise UserError(f"{ds.name}: --bands takes 1 or 3 band numbers, got {len(bands)}")
-        return list(bands) * 3 if len(bands) == 1 else list(bands)
+            raise ParameterError("bands", f"band {bad[0]} requested but the raster has {ds.count} band(s)",
+                                 value=bands, source=ds.name)
+        return bands * 3 if len(bands) == 1 else bands
     interp = list(ds.colorinterp)
     rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
     if all(c in interp for c in rgb):
@@ -66,7 +72,7 @@ def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
         return colour[:3]
     if len(colour) == 1:
         return colour * 3
-    raise UserError(f"{ds.name}: {len(colour)} colour bands; choose 1 or 3 of them with --bands")
+    raise ParameterError("bands", f"{len(colour)} colour bands; choose 1 or 3 of them with `bands`", source=ds.name)
 
 
 def _dtype(ds, bands: Sequence[int]) -> np.dtype:
@@ -77,13 +83,10 @@ def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "au
                 percentiles: tuple[float, float] = PERCENTILES) -> ValueRange:
     """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi)."""
     n = len(bands)
+    scale = checks.value_scale("scale", scale)
     if not isinstance(scale, str):
-        lo, hi = (float(v) for v in scale)
-        if hi <= lo:
-            raise UserError(f"{ds.name}: --scale needs MIN < MAX, got {lo},{hi}")
+        lo, hi = scale
         return np.full(n, lo), np.full(n, hi)
-    if scale != "auto":
-        raise UserError(f"{ds.name}: unknown --scale {scale!r}; use auto or MIN,MAX")
     dtype = _dtype(ds, bands)
     if dtype == np.uint8:
         return None
@@ -153,4 +156,4 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     return to_unit(data, vr, mask), mask
 
 
-__all__ = ["FILL", "ValueRange", "nodata_mask", "read_unit", "raster_errors", "select_bands", "to_unit", "value_range"]
+__all__ = ["FILL", "ValueRange", "gdal_cause", "nodata_mask", "read_unit", "raster_errors", "select_bands", "to_unit", "value_range"]

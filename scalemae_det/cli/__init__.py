@@ -13,11 +13,13 @@ draw as a framed panel.
 
 from __future__ import annotations
 
+import signal
 import sys
+from contextlib import contextmanager
 
 import typer
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import Spelling, UserError, dashed_flag
 from scalemae_det.cli.demo import demo_command
 from scalemae_det.cli.evaluate import evaluate_command
 from scalemae_det.cli.export import export_command
@@ -44,13 +46,40 @@ app.command("merge")(merge_command)
 USAGE_ERROR = 2  # click's exit status for usage errors
 
 
-def report_user_errors(entry, *args) -> None:
-    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1 (train.py uses it too)."""
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+TERMINATED = 143  # ... and by SIGTERM
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (`kill`, a job scheduler, torchrun stopping its workers) ends the process the way Ctrl-C does,
+    through every `finally`, so temporary files and work folders are removed instead of left behind."""
+    def stop(signum, frame):
+        raise SystemExit(TERMINATED)
+
     try:
-        entry(*args)
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def report_user_errors(entry, *args, spell: Spelling = dashed_flag) -> None:
+    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1, parameters spelled as
+    this command's flags by `spell` (train.py uses it too, with its own spelling); Ctrl-C one line and 130."""
+    try:
+        with _sigterm_unwinds():
+            entry(*args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.render(spell)}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED)
 
 
 def _run_app() -> None:
@@ -61,8 +90,10 @@ def _run_app() -> None:
         where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", USAGE_ERROR))
-    except typer.Abort:  # Ctrl-C at a prompt
-        sys.exit(130)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    if status == INTERRUPTED:  # typer's answer to Ctrl-C in a command, after every `finally` has run
+        print("error: interrupted", file=sys.stderr)
     sys.exit(status if isinstance(status, int) else 0)
 
 

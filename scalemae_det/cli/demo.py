@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from scalemae_det.base.errors import UserError
 from scalemae_det.demo import BUNDLED, DEMO_SEED, run_demo
 
 
@@ -18,6 +17,4 @@ def demo_command(
     checkpoint: Path = typer.Option(BUNDLED, help="Detector checkpoint to demonstrate.", show_default="the bundled tiny model"),
 ) -> None:
     """Generate a scene, export the bundled model, detect over the scene, and score the result."""
-    if size < 256:
-        raise UserError(f"--size {size}: the demo scene must be at least 256 px")
     run_demo(out, size=size, seed=seed, tile=tile, checkpoint=checkpoint)

@@ -6,23 +6,32 @@ from pathlib import Path
 
 import typer
 
+from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
+
+DEFAULT_OUTPUT = "CHECKPOINT_NAME.eval.json in the current folder"
+
+
+def default_output(checkpoint: Path) -> Path:
+    """The metrics file when -o is not given: in the current folder, never beside the checkpoint, which may
+    be the bundled model inside the installed package or a read-only model store."""
+    return Path(f"{checkpoint.stem}.eval.json")
 
 
 def evaluate_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by train.py"),
     image_dir: Path = typer.Option(..., "--image-dir", "--image_dir", help="folder of the images"),
     label_file: Path = typer.Option(..., "--label-file", "--label_file", help="COCO JSON ground truth"),
-    output: Path = typer.Option(None, "--output", "-o",
-                                help="metrics JSON [default: beside the checkpoint, NAME.eval.json]"),
+    output: Path = typer.Option(None, "--output", "-o", help="metrics JSON", show_default=DEFAULT_OUTPUT),
     detections: Path = typer.Option(None, "--detections", help="also write the detections (COCO results JSON)"),
-    input_size: int = typer.Option(None, "--input-size", "--input_size",
-                                   help="evaluation size, px [default: the training --input_size]"),
-    batch_size: int = typer.Option(1, "--batch-size", "--batch_size", min=1),
+    input_size: int = typer.Option(None, "--input-size", "--input_size", help="evaluation size, px",
+                                   show_default="the training --input_size"),
+    batch_size: int = typer.Option(1, "--batch-size", "--batch_size"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     amp: str = typer.Option("auto", help="auto (bf16 on a GPU that has it), bf16, fp16 or off"),
-    num_workers: int = typer.Option(2, "--num-workers", "--num_workers", min=0),
-    bands: list[int] = typer.Option(None, "--band", help="1-based band to read; give 1 or 3 times"),
+    num_workers: int = typer.Option(2, "--num-workers", "--num_workers"),
+    bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
+                              show_default="those the checkpoint was trained with"),
     ignore_category: list[int] = typer.Option(
         [], "--ignore-category", help="category id left out of the xView mean (repeatable)"),
     official_counting: bool = typer.Option(
@@ -40,17 +49,16 @@ def evaluate_command(
     Runs under torchrun too (`torchrun --nproc_per_node=N $(which scalemae-det) evaluate ...`):
     each process predicts a share of the images and the first one scores them all.
     """
+    band_list = checks.bands("bands", bands)
     from scalemae_det.engine.inference import evaluate_checkpoint
 
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise typer.BadParameter(f"{amp!r} is not one of auto, bf16, fp16, off", param_hint="--amp")
     if scene_labels is not None and not scene_level:
         raise UserError("--scene-labels goes with --scene-level")
     if scene_level and scene_labels is None:
         scene_labels = label_file.with_name(f"{label_file.stem}_scenes.json")
     evaluate_checkpoint(checkpoint, image_dir, label_file, scene_labels=scene_labels,
                         xview_counting="official" if official_counting else "corrected",
-                        output=output or checkpoint.with_name(f"{checkpoint.stem}.eval.json"),
-                        detections_out=detections, input_size=input_size, batch_size=batch_size,
-                        device=device, amp=amp, num_workers=num_workers, bands=bands or None,
+                        output=output or default_output(checkpoint),
+                        detections=detections, input_size=input_size, batch_size=batch_size,
+                        device=device, amp=amp, num_workers=num_workers, bands=band_list,
                         ignore_category_ids=ignore_category)

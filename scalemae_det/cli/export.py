@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from scalemae_det.export.options import ExportSpec
+from scalemae_det.base import checks
+from scalemae_det.export.options import MAX_OPSET, MIN_OPSET, ExportSpec
 
 DEFAULTS = ExportSpec()
+FORMATS = ("onnx", "torchscript", "all")
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    all = "all"
-
-
-def _outputs(out: Path, fmt: Format) -> list[tuple[str, Path]]:
-    if fmt is Format.all:
+def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
+    if fmt == "all":
         return [("onnx", out.with_suffix(".onnx")), ("torchscript", out.with_suffix(".pt"))]
-    return [(fmt.value, out)]
+    return [(fmt, out)]
 
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."),
-    fmt: Format = typer.Option(Format.onnx, "--format", help="onnx (main path), torchscript, or all."),
+    fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
     gsd: float | None = typer.Option(None, help="Metres per pixel the model will run at; the embedding is baked in.",
                                      show_default="the checkpoint's training GSD"),
     tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
@@ -36,7 +31,7 @@ def export_command(
                                                 show_default="the checkpoint config's, 300"),
     score_threshold: float | None = typer.Option(None, help="Applied in the graph.", show_default="the checkpoint config's, 0.05"),
     fp16: bool = typer.Option(DEFAULTS.fp16, "--fp16", help="Half-precision backbone, float32 heads and box decoding; parity is reported against float32."),
-    opset: int = typer.Option(DEFAULTS.opset, help="ONNX opset."),
+    opset: int = typer.Option(DEFAULTS.opset, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}."),
     validate: bool = typer.Option(DEFAULTS.validate, "--validate/--no-validate", help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json."),
     simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory."),
 ) -> None:
@@ -45,15 +40,14 @@ def export_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from scalemae_det.export.onnx_export import export_onnx
-    from scalemae_det.export.prepare import check_writable
+    from scalemae_det.export.prepare import check_outputs
     from scalemae_det.export.torchscript_export import export_torchscript
 
     spec = ExportSpec(gsd=gsd, tile=tile, batch=batch, max_detections=max_detections, score_threshold=score_threshold,
                       opset=opset, fp16=fp16, validate=validate, simplify=simplify)
     spec.check()
-    outputs = _outputs(out, fmt)
-    for _, path in outputs:  # all outputs, before the first is written
-        check_writable(path)
+    outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
+    check_outputs([path for _, path in outputs])  # all outputs, before the first is written
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     console = Console(stderr=True)
     for kind, path in outputs:

@@ -11,32 +11,10 @@ from pathlib import Path
 
 import typer
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base import checks
+from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime.inputs import expand_scenes
 from scalemae_det.runtime.shards import parse_shard, select
-
-def _parse_bands(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
-        raise UserError(f"--bands: expected comma-separated band numbers, got {text!r}") from None
-
-
-def _parse_scale(text: str) -> str | tuple[float, float]:
-    if text == "auto":
-        return text
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--scale: expected auto or MIN,MAX, got {text!r}") from None
-    return lo, hi
-
-
-def _check_choice(name: str, value: str, choices) -> None:
-    if value not in choices:
-        raise UserError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 def predict(
@@ -45,9 +23,11 @@ def predict(
     out: Path = typer.Option(..., "--out", help="output directory (one file per scene)"),
     provider: str = typer.Option("auto", "--provider", help="auto | tensorrt | cuda | cpu"),
     overlap: float = typer.Option(0.2, "--overlap", help="fraction of a tile shared with its neighbour"),
-    batch: int = typer.Option(None, "--batch", help="tiles per run (default: the model's)"),
-    score_threshold: float = typer.Option(None, "--score-threshold", help="default: the model's"),
-    bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, e.g. 4,3,2 (default: RGB or the first three)"),
+    batch: int = typer.Option(None, "--batch", help="tiles per run", show_default="the model's"),
+    score_threshold: float = typer.Option(None, "--score-threshold", show_default="the model's",
+                                          help="in [0, 1]; not below the model's, which its graph applies"),
+    bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
+                              show_default="RGB by colour interpretation, else the first three"),
     scale: str = typer.Option("auto", "--scale", help="auto (2-98% stretch; uint8 /255) or MIN,MAX"),
     gsd_mode: str = typer.Option("resample", "--gsd-mode", help="resample to the model's GSD, or as-is"),
     crs: str = typer.Option("wgs84", "--crs", help="wgs84 (RFC 7946) or native (the scene's CRS)"),
@@ -55,7 +35,7 @@ def predict(
     match: str = typer.Option("ios", "--match", help="seam merging: ios (intersection over smaller) or iou"),
     preview: Path = typer.Option(None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"),
     overwrite: bool = typer.Option(False, "--overwrite", help="redo scenes whose output exists"),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for onnxruntime (default: all)"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for onnxruntime", show_default="all"),
     shard: str = typer.Option(None, "--shard", help="K/N: run only shard K of N (by scene name), or auto "
                               "(Slurm array task, Kubernetes completion index)"),
     shard_count: int = typer.Option(None, "--shard-count", help="N for --shard auto in a Kubernetes Indexed Job "
@@ -73,12 +53,18 @@ def predict(
     from scalemae_det.runtime.records import RunRecord, footprint
     from scalemae_det.runtime.vector import pyogrio
     from scalemae_det.runtime.scene import check_options
+    from scalemae_det.runtime.session import CHOICES as PROVIDERS
 
-    _check_choice("--format", fmt, FORMATS)
-    _check_choice("--crs", crs, CRS_MODES)
+    # every option and output path, before the model is loaded or a scene read
+    checks.choice("format", fmt, FORMATS)
+    checks.choice("crs", crs, CRS_MODES)
+    checks.choice("match", match, METRICS)
+    checks.choice("provider", provider, PROVIDERS)
     check_options(gsd_mode, overlap)  # once here, not once per scene
-    _check_choice("--match", match, METRICS)
-    band_list, value_scale = _parse_bands(bands), _parse_scale(scale)
+    checks.number("batch", batch, lo=1, integer=True)
+    checks.number("threads", threads, lo=1, integer=True)
+    checks.number("score_threshold", score_threshold, lo=0, hi=1)
+    band_list, value_scale = checks.bands("bands", bands), checks.value_scale("scale", scale)
     paths, problems = expand_scenes(scenes)
     this_shard = parse_shard(shard, shard_count)
     if fmt == "gpkg":
@@ -93,16 +79,17 @@ def predict(
             raise UserError(f"{p} and {clash} would both write {target}; run them separately")
     job_names, paths = [p.name for p in paths], select(paths, this_shard)  # clashes checked over the whole job
     targets = {p: targets[p] for p in paths}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+    previews = {p: Path(str(preview).replace("{scene}", p.stem)) for p in paths} if preview else {}
+    for path in previews.values():
+        checks.output_file(path, "preview")
+    checks.output_dir(out, "out")
 
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     say = lambda text, style=None: console.print(text, style=style, markup=False)  # noqa: E731
     for line in problems:
         say(f"error: {line}", "red")
     detector = Detector(model, provider, batch, threads)
+    detector.threshold(score_threshold)  # one below the graph's own would silently change nothing
     meta = detector.metadata
     note = f" ({detector.session.note})" if detector.session.note else ""
     say(f"{model.name}: tile {meta.tile}, batch {detector.session.batch}, GSD {meta.gsd:g} m; "
@@ -132,11 +119,10 @@ def predict(
                 for line in result.notes:
                     say(f"warning: {path.name}: {line}", "yellow")
                 if preview:  # before the output, so an existing output means the preview is there too
-                    write_preview(result, str(preview).replace("{scene}", path.stem))
+                    write_preview(result, previews[path])
                 write(result, target, fmt, crs)
             except (UserError, OSError) as exc:
-                reason = (str(exc) if isinstance(exc, UserError)
-                          else f"{exc.filename or target}: cannot write ({exc.strerror})")
+                reason = exc.render(dashed_flag) if isinstance(exc, UserError) else checks.write_failed(target, exc)
                 say(f"error: {reason}", "red")
                 failed += 1
                 record.scene(path, target, "failed", seconds=time.perf_counter() - began, reason=reason)

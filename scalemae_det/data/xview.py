@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import random
 import re
 from array import array
@@ -39,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base import checks
+from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.data.labels import coco_annotation
 from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.base.pixels import raster_errors
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ XVIEW_CLASSES: dict[int, str] = {
     93: "Pylon", 94: "Tower",
 }
 DEFAULT_DROP = (75, 82)  # type ids in the labels with almost no boxes and no class of their own
+DEFAULT_VAL_FRACTION, DEFAULT_SEED = 0.25, 13
 
 
 @dataclass(frozen=True)
@@ -252,10 +255,29 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
 
 # --- the whole conversion ------------------------------------------------------------------
 
+OUTPUTS = ("train", "val", "train.json", "val.json", "train_scenes.json", "val_scenes.json")  # what a run writes under `out`, all replaced together
+
+
+def check_options(cfg: ChipConfig, val_fraction: float) -> None:
+    checks.number("val_fraction", val_fraction, lo=0, hi=1, hi_open=True)
+    checks.number("chip", cfg.chip, lo=1, integer=True)
+    checks.number("overlap", cfg.overlap, lo=0, hi=1, hi_open=True)
+    checks.number("min_visible", cfg.min_visible, lo=0, hi=1, lo_open=True)
+    checks.number("min_size", cfg.min_size, lo=0)
+
+
 def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = ChipConfig(),
-                  val_fraction: float = 0.25, seed: int = 13,
-                  drop_classes: Iterable[int] = DEFAULT_DROP, progress: bool = True) -> dict:
-    """Convert xView to chips + COCO JSON under `out`; returns counts for the summary."""
+                  val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED,
+                  drop_classes: Iterable[int] = DEFAULT_DROP, progress: bool = True,
+                  skip_unreadable: bool = False) -> dict:
+    """Convert xView to chips + COCO JSON under `out`; returns counts for the summary.
+
+    Everything is written into a work folder inside `out` and moved into place only when every scene
+    is done, replacing the previous run's train/, val/ and label files as a whole: a failed or killed
+    run leaves the previous output as it was (and its work folder is removed by the next run), and a
+    rerun never keeps chips of a scene that has changed split. An unreadable scene stops the run,
+    naming GDAL's cause, unless `skip_unreadable`, which leaves it out and counts it.
+    """
     from rich.progress import Progress
 
     geojson, images, out = Path(geojson), Path(images), Path(out)
@@ -263,10 +285,8 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
         raise UserError(f"{geojson}: no such file")
     if not images.is_dir():
         raise UserError(f"{images}: images directory not found")
-    if not 0 <= val_fraction < 1:
-        raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if not 0 <= cfg.overlap < 1 or cfg.chip < 1:
-        raise UserError(f"--chip must be positive and --overlap in [0, 1), got {cfg.chip}, {cfg.overlap}")
+    check_options(cfg, val_fraction)
+    checks.output_dir(out, "out")
     drop = set(drop_classes)
     cats = categories(drop)
     label_of = {c["xview_type_id"]: c["id"] for c in cats}
@@ -288,10 +308,10 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
     counts = {"scenes": {"train": len(train), "val": len(val)}, "chips": {}, "boxes": {},
               "missing_scenes": missing, "bad_features": bad,
               "dropped_boxes": sum(type_counts[t] for t in drop), "unknown_type_ids": unknown,
-              "boxes_outside_scene": 0}
-    with Progress(disable=not progress, transient=True) as bar:
+              "boxes_outside_scene": 0, "unreadable_scenes": []}
+    with work_dir(out / "prepare-xview") as stage, Progress(disable=not progress, transient=True) as bar:
         for split, scenes in (("train", train), ("val", val)):
-            (out / split).mkdir(parents=True, exist_ok=True)
+            (stage / split).mkdir()
             writer, scene_writer = _CocoWriter(cats), _CocoWriter(cats)
             task = bar.add_task(f"chipping {split}", total=len(scenes))
             n_chips = n_boxes = 0
@@ -299,16 +319,47 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
                 boxes = per_scene[scene]
                 known = np.isin(boxes[:, 0].astype(int), list(label_of))
                 labels = np.array([label_of[t] for t in boxes[known, 0].astype(int).tolist()], int)
-                c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, out / split,
-                                           writer, cfg, scene_writer)
+                kept = [(w, len(w.images), len(w.annotations)) for w in (writer, scene_writer)]
+                try:
+                    c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, stage / split,
+                                               writer, cfg, scene_writer)
+                except UserError as exc:
+                    if not skip_unreadable:
+                        raise ParameterError("skip_unreadable", f"{exc} (`skip_unreadable` leaves such scenes out)") from None
+                    _forget(kept, stage / split)
+                    counts["unreadable_scenes"].append(str(exc))
+                    counts["scenes"][split] -= 1
+                    bar.advance(task)
+                    continue
                 n_chips, n_boxes = n_chips + c, n_boxes + b
                 counts["boxes_outside_scene"] += outside
                 bar.advance(task)
-            writer.write(out / f"{split}.json")
-            scene_writer.write(out / f"{split}_scenes.json")
+            writer.write(stage / f"{split}.json")
+            scene_writer.write(stage / f"{split}_scenes.json")
             counts["chips"][split], counts["boxes"][split] = n_chips, n_boxes
+        _publish(stage, out)
     _report(counts, images)
     return counts
+
+
+def _forget(kept: list[tuple[_CocoWriter, int, int]], folder: Path) -> None:
+    """Undo what a scene that failed part-way added: its chips, and their records and the scene's in each
+    writer (kept: the writer and its numbers of images and annotations before the scene)."""
+    chips, n_images, _ = kept[0]
+    for record in chips.images[n_images:]:
+        (folder / record["file_name"]).unlink(missing_ok=True)
+    for writer, n_images, n_annotations in kept:
+        del writer.images[n_images:], writer.annotations[n_annotations:]
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the finished outputs from `stage` into `out`, the previous run's into `stage` (removed with it)."""
+    old = stage / "previous"
+    old.mkdir()
+    for name in OUTPUTS:
+        if (out / name).exists():
+            os.replace(out / name, old / name)
+        os.replace(stage / name, out / name)
 
 
 def _report(counts: dict, images: Path) -> None:
@@ -321,6 +372,9 @@ def _report(counts: dict, images: Path) -> None:
         log.warning(f"warning: boxes of type ids outside the xView classes skipped: {ids}")
     if counts["boxes_outside_scene"]:
         log.warning(f"warning: {counts['boxes_outside_scene']} box(es) lying outside their scene skipped")
+    if counts["unreadable_scenes"]:
+        log.warning(f"warning: {len(counts['unreadable_scenes'])} unreadable scene(s) skipped: "
+                    + "; ".join(counts["unreadable_scenes"][:3]) + ("; ..." if len(counts["unreadable_scenes"]) > 3 else ""))
     if counts["bad_features"]:
         log.warning(f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
                     "type_id or bounds_imcoords skipped")

@@ -10,7 +10,6 @@ Everything is stored as tensors and plain Python values so `read_checkpoint`
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -22,9 +21,6 @@ import torch
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.checkpoints import read_checkpoint
 from scalemae_det.base.errors import UserError
-
-_TEMP = re.compile(r"^\..+\.tmp(\d+)$")  # atomic_path's temporary names
-
 
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's RNG states (torch CPU and GPU, numpy, Python) as plain values."""
@@ -67,24 +63,6 @@ def prune(save_path: Path, keep: int) -> None:
     """Delete all but the newest `keep` step checkpoints."""
     for old in step_paths(save_path)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Delete temporary files left by writers that no longer run (killed mid-write)."""
-    for p in folder.glob(".*"):
-        m = _TEMP.match(p.name)
-        if m and not _pid_alive(int(m[1])):
-            p.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_training_checkpoint(ckpt: dict[str, Any]) -> bool:

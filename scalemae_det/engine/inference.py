@@ -10,12 +10,14 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from scalemae_det.base import checks
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine.data import DataSplit, load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
-from scalemae_det.engine.loop import predict, resolve_amp
+from scalemae_det.engine.loop import AMP_CHOICES, predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
 from scalemae_det.data.labels import read_coco_json
@@ -62,16 +64,31 @@ def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore
 
 
 def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
-                        detections_out: Path | None = None, input_size: int | None = None,
+                        detections: Path | None = None, input_size: int | None = None,
                         batch_size: int = 1, device: str = "auto", amp: str = "auto", num_workers: int = 2,
                         bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = (),
                         xview_counting: str = "corrected", scene_labels: Path | None = None) -> dict | None:
     """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0.
 
+    Every value and both output paths are checked before the model is loaded, so a typo in `output`
+    fails at once instead of after the whole evaluation.
+
     `scene_labels` (COCO in scene pixels, `prepare-xview`'s `<split>_scenes.json`): score at scene
     level instead, the chips' detections stitched into their scenes and merged at the seams as
-    predict merges tiles (`scoring.stitch_chips`); `detections_out` then holds the scene detections.
+    predict merges tiles (`scoring.stitch_chips`); `detections` then holds the scene detections.
     """
+    checks.number("input_size", input_size, lo=32, integer=True)
+    checks.number("batch_size", batch_size, lo=1, integer=True)
+    checks.number("num_workers", num_workers, lo=0, integer=True)
+    checks.choice("amp", amp, AMP_CHOICES)
+    checks.choice("xview_counting", xview_counting, ("corrected", "official"))
+    bands = checks.bands("bands", bands)
+    checks.output_file(output, "output")
+    if detections is not None:
+        checks.output_file(detections, "detections")
+    if scene_labels is not None and not Path(scene_labels).is_file():
+        raise ParameterError("scene_labels", "no such file (prepare-xview writes it as <split>_scenes.json)",
+                             value=scene_labels)
     info = init_distributed(device)
     try:
         console = Console(stderr=True, quiet=not info.is_main)
@@ -95,12 +112,12 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
                 chip_detections, *scenes, split.category_ids, ignore_category_ids, xview_counting)
         if result is None:
             return None
-        metrics, detections = result
+        metrics, found = result
         print_metrics(metrics, console)
         write_results(output, metrics)
-        if detections_out:
-            write_results(detections_out, detections)
-        console.print(f"wrote {output}" + (f" and {detections_out}" if detections_out else ""))
+        if detections:
+            write_results(detections, found)
+        console.print(f"wrote {output}" + (f" and {detections}" if detections else ""))
         return metrics
     finally:
         shutdown()

@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from scalemae_det.data.coco import batch_gsd
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+AMP_CHOICES = ("auto", *AMP_DTYPES)
 
 
 def autocast(amp: str, device: torch.device):
@@ -36,7 +37,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
     if amp == "fp16" and device.type != "cuda":
-        raise UserError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
+        raise ParameterError("amp", "fp16 needs a GPU; use bf16 or off on the CPU", value=amp)
     return amp
 
 
@@ -59,6 +60,7 @@ class Position:
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps done in `epoch`
     global_step: int = 0
+    eval_pending: bool = False  # `epoch` counts the epoch before it as trained, but its evaluation has not run
 
 
 @dataclass
@@ -91,8 +93,9 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             stats.losses[k] = stats.losses.get(k, 0.0) + float(v.detach()) / accum_steps
         stats.images += len(images)
         if not math.isfinite(float(loss.detach())) and not scaler.is_enabled():
-            raise FloatingPointError(f"loss is {float(loss)} at epoch {progress.epoch} step {progress.step_in_epoch}: "
-                                     f"{ {k: float(v) for k, v in losses.items()} }")
+            parts = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+            raise FloatingPointError(f"loss is {float(loss)} at epoch {progress.epoch + 1}, step {progress.step_in_epoch + 1} "
+                                     f"(global step {progress.global_step + 1}; {parts})")
         if not stepping:
             continue
         if clip_grad > 0:

@@ -1,9 +1,11 @@
 """train.py's command line.
 
-Every option is accepted with underscores (the spelling of the original ScaleMAE-Det train.py that
-users' scripts call) and with dashes. Unknown
-arguments are an error, except the old launcher's `--local-rank`/`--local_rank`, which is
-declared. Values are checked here so that a bad one fails before any process group forms.
+Every option is accepted with underscores (the spelling of the public ScaleMAE-Det training script,
+timothygao8710/ScaleDet train.py, whose commands users already have) and with dashes; errors name
+them with underscores (`train_flag`). Unknown arguments are an error, except the old launcher's
+`--local-rank`/`--local_rank`, which is declared. Values are checked here, with the checks every
+command uses (`scalemae_det.base.checks`), so that a bad one fails before any process group forms
+or any image is read.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import json
 import re
 from pathlib import Path
 
+from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
+from scalemae_det.engine.loop import AMP_CHOICES
+SCHEDULES = ("cosine", "step")
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+def train_flag(param: str) -> str:
+    """train.py's spelling of a parameter in messages: --learning_rate."""
+    return f"--{param}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="keep a box cut by the training crop when this many px of its width and height are left")
     _add(data, "gsd", type=float, default=0.3,
          help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
-    _add(data, "bands", type=int, nargs="+", help="1-based bands to read (1 or 3; default: RGB by colour "
-         "interpretation, else the first three)")
+    _add(data, "bands", metavar="B[,G,R]", help="1 or 3 band numbers, 1-based, e.g. 4,3,2 (default: RGB by "
+         "colour interpretation, else the first three)")
     _add(data, "num_workers", type=int, default=4)
 
     model = p.add_argument_group("model")
@@ -61,14 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(opt, "batch_size", type=int, default=1, help="images per process per step")
     _add(opt, "learning_rate", type=float, default=1e-4)
     _add(opt, "num_epochs", type=int, default=40)
-    _add(opt, "schedule", choices=("cosine", "step"), default="cosine")
+    _add(opt, "schedule", default="cosine", help=" or ".join(SCHEDULES))
     _add(opt, "warmup", metavar="N[steps|epochs]",
          help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]")
     _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
     _add(opt, "layer_decay", type=float, help="layer-wise lr decay rate (default: the model config's)")
     _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
-    _add(opt, "amp", choices=AMP_CHOICES, default="auto", help="auto: bf16 on a GPU that has it, else off")
+    _add(opt, "amp", default="auto", help=f"{', '.join(AMP_CHOICES)}; auto: bf16 on a GPU that has it, else off")
     _add(opt, "accum_steps", type=int, default=1, help="micro-batches per optimizer step")
     _add(opt, "seed", type=int, default=0)
     _add(opt, "deterministic", action="store_true", help="deterministic kernels (slower)")
@@ -133,22 +141,7 @@ def warmup_steps(warmup: tuple[float, str], steps_per_epoch: int) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("learning_rate", "gsd", "min_visible_px"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
-    for name in ("weight_decay", "clip_grad", "save_every", "eval_every", "seed", "num_workers",
-                 "keep_checkpoints"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
-    args.warmup = parse_warmup(args.warmup, args.warmup_steps)
-    lo, hi = args.scale_range
-    if not 0 < lo <= hi:
-        raise UserError(f"--scale_range {lo} {hi}: need 0 < LO <= HI")
-    if (args.val_image_dir is None) != (args.val_label_file is None):
-        raise UserError("--val_image_dir and --val_label_file go together")
+    check_args(args)
     args.log_every = max(args.log_every, 1)
     args.overrides = parse_overrides(args.override)
     if args.grad_checkpointing:
@@ -158,3 +151,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise UserError(f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes")
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
     return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every value and the output path, before any work (NaN and infinity are refused everywhere)."""
+    for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
+        checks.number(name, getattr(args, name), lo=1, integer=True)
+    for name in ("learning_rate", "gsd", "min_visible_px"):
+        checks.number(name, getattr(args, name), lo=0, lo_open=True)
+    for name in ("warmup_steps", "save_every", "eval_every", "seed", "num_workers", "keep_checkpoints", "log_every"):
+        checks.number(name, getattr(args, name), lo=0, integer=True)
+    for name in ("weight_decay", "clip_grad"):
+        checks.number(name, getattr(args, name), lo=0)
+    checks.number("layer_decay", args.layer_decay, lo=0, hi=1, lo_open=True)
+    lo, hi = args.scale_range
+    checks.number("scale_range", lo, lo=0, lo_open=True)
+    checks.number("scale_range", hi, lo=lo)
+    checks.choice("amp", args.amp, AMP_CHOICES)
+    checks.choice("schedule", args.schedule, SCHEDULES)
+    args.warmup = parse_warmup(args.warmup, args.warmup_steps)
+    args.bands = checks.bands("bands", args.bands)
+    if (args.val_image_dir is None) != (args.val_label_file is None):
+        raise UserError("--val_image_dir and --val_label_file go together")
+    checks.output_file(args.save_checkpoint_path, "save_checkpoint_path", new_folder=True)

@@ -15,9 +15,10 @@ from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from scalemae_det.checkpoints import detector_state, load_pretrained
+from scalemae_det.checkpoints import check_weights, describe, detector_state, load_pretrained
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
+from scalemae_det.base.atomic import remove_stale_temps
 from scalemae_det.engine import checkpointing
 from scalemae_det.engine.data import DataSplit, load_split, train_transform
 from scalemae_det.engine.distributed import (
@@ -35,7 +36,7 @@ from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.evaluation import print_metrics, write_results
 from scalemae_det.models.detector import build_detector
 
@@ -87,7 +88,8 @@ class Run:
             return {}
         train_state = {
             "epoch": self.progress.epoch, "step_in_epoch": self.progress.step_in_epoch,
-            "global_step": self.progress.global_step, "global_batch": self.global_batch,
+            "global_step": self.progress.global_step, "eval_pending": self.progress.eval_pending,
+            "global_batch": self.global_batch,
             "world_size": self.info.world_size, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(), "rng": rngs}
@@ -124,6 +126,9 @@ def train(args: Namespace, info: DistInfo) -> None:
     train_split = load_split(args.train_image_dir, args.train_label_file, **common,
                              transform=train_transform(args.input_size, None if args.no_augment else args.scale_range,
                                                        args.min_visible_px))
+    if not any(len(rec.boxes) for rec in train_split.dataset.records):
+        raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
+                        "nothing to learn from")
     gsd = train_split.dataset.median_gsd()  # read here, so that an unreadable image fails before training
     val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
                             class_names=train_split.class_names, **common)
@@ -167,18 +172,29 @@ def train(args: Namespace, info: DistInfo) -> None:
                       f"({len(train_split.class_names)} classes), {info.world_size} process(es) on {info.device}, "
                       f"global batch {global_batch}, {steps_per_epoch} steps/epoch, amp {args.amp}")
 
+    if progress.eval_pending and val_split:  # stopped during an epoch's evaluation: that epoch is not done yet
+        evaluate_epoch(run, val_split, console)
+    progress.eval_pending = False
     for epoch in range(progress.epoch, args.num_epochs):
         sampler.set_epoch(epoch, progress.step_in_epoch * args.accum_steps)
         with progress_bar(f"epoch {epoch + 1}/{args.num_epochs}", steps_per_epoch, info.is_main) as advance:
             advance(progress.step_in_epoch)
-            train_epoch(model, loader, optimizer, scheduler, scaler, progress, info, amp=args.amp,
-                        accum_steps=args.accum_steps, clip_grad=args.clip_grad,
-                        on_step=step_callback(run, steps_per_epoch, advance))
-        progress.epoch, progress.step_in_epoch = epoch + 1, 0
-        run.save(checkpointing.step_path(run.save_path, progress.global_step))
+            try:
+                train_epoch(model, loader, optimizer, scheduler, scaler, progress, info, amp=args.amp,
+                            accum_steps=args.accum_steps, clip_grad=args.clip_grad,
+                            on_step=step_callback(run, steps_per_epoch, advance))
+            except FloatingPointError as exc:
+                raise ParameterError("learning_rate", f"training diverged, {exc}: lower the learning rate, or clip "
+                                     f"gradients with `clip_grad` (now {args.clip_grad:g})", value=args.learning_rate) from None
         last = epoch + 1 == args.num_epochs
-        if val_split and (last or (args.eval_every and (epoch + 1) % args.eval_every == 0)):
+        # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped during
+        # the evaluation runs it when resumed instead of counting the epoch as done
+        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        progress.eval_pending = bool(val_split) and (last or bool(args.eval_every and (epoch + 1) % args.eval_every == 0))
+        run.save(checkpointing.step_path(run.save_path, progress.global_step))
+        if progress.eval_pending:
             evaluate_epoch(run, val_split, console)
+            progress.eval_pending = False
     run.save(run.save_path)
     if info.is_main:
         console.print(f"saved {run.save_path}")
@@ -194,7 +210,7 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
     if info.is_main:
         folder = args.save_checkpoint_path.parent
         if folder.is_dir():
-            checkpointing.remove_stale_temps(folder)
+            remove_stale_temps(folder)
         if args.resume == "auto":
             found = checkpointing.newest_valid(args.save_checkpoint_path)
             path = str(found[0]) if found else None
@@ -221,14 +237,13 @@ def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampl
     """Load a training checkpoint into everything; returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
-    progress = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
+    progress = Position(state["epoch"], state["step_in_epoch"], state["global_step"], state.get("eval_pending", False))
     if state["global_batch"] != global_batch and progress.step_in_epoch:
         raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
                         f"{global_batch}; resume with the same batch size, processes and accumulation")
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: does not fit this model ({str(exc).splitlines()[0]})") from None
+    num_classes = model.roi_heads.box_predictor.cls_score.out_features - 1
+    check_weights(path, ckpt["model"], model, describe(model.config, num_classes) + " (from --model and --override)")
+    model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])

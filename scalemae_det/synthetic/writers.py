@@ -16,6 +16,7 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from rich.progress import Progress
 
+from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import raster_errors
@@ -27,25 +28,16 @@ MIN_SIZE = 64
 CATEGORIES = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)]
 
 
-def _check_out(path: Path) -> None:
-    parent = path.parent.resolve()
-    if not parent.is_dir():
-        raise UserError(f"{path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{path}: directory {parent} is not writable")
-
-
 def _size(path: Path, size: int | tuple[int, int]) -> tuple[int, int]:
     width, height = (size, size) if isinstance(size, int) else size
-    if min(width, height) < MIN_SIZE:
-        raise UserError(f"{path}: size must be at least {MIN_SIZE} px a side, got {width} x {height}")
+    for side in (width, height):
+        checks.number("size", side, lo=MIN_SIZE, integer=True, source=str(path))
     return int(width), int(height)
 
 
 def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     """The CRS and an upper-left corner inside its area, where its metres are ground metres."""
-    if not gsd > 0:
-        raise UserError(f"{path}: GSD must be positive, got {gsd}")
+    checks.number("gsd", gsd, lo=0, lo_open=True, source=str(path))
     try:
         with rasterio.Env():  # GDAL reports through the exception, not on stderr
             crs_obj = CRS.from_user_input(crs)
@@ -104,8 +96,8 @@ def _write_json(path: Path, coco: dict) -> None:
 def write_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int = 0, gsd: float = 0.5,
                 crs: str = "EPSG:32633", nodata_collar: bool = False, block_rows: int = 512) -> dict:
     """Write a streamed GeoTIFF scene and `<stem>.json` (COCO) beside it; return the COCO dict."""
-    path = Path(path)
-    _check_out(path)
+    path = checks.output_file(path, "out")
+    checks.output_file(path.with_suffix(".json"))
     width, height = _size(path, size)
     crs_obj, x0, y0 = _georef(path, crs, gsd)
     transform = Affine(gsd, 0, x0, 0, -gsd, y0)
@@ -123,17 +115,15 @@ def write_chips(out_dir: str | os.PathLike, count: int, size: int = 256, seed: i
     """Write `count` GeoTIFF chips (GSD fixed or uniform in a (min, max) range) and labels.json."""
     out = Path(out_dir)
     labels = out / "labels.json"
-    if count < 1:
-        raise UserError(f"{out}: chip count must be at least 1, got {count}")
+    checks.number("count", count, lo=1, integer=True)
     _size(out, size)
     lo, hi = (gsd, gsd) if isinstance(gsd, (int, float)) else gsd
     crs_obj, x0, y0 = _georef(out, crs, lo)
     _georef(out, crs, hi)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the folder: {exc.strerror}") from None
-    _check_out(labels)
+    checks.number("gsd_max", hi, lo=lo)
+    if labels.is_dir():
+        raise UserError(f"{labels}: is a folder; cannot write the labels there")
+    checks.output_dir(out, "out")
     gsds = np.round(np.random.default_rng([seed, 2]).uniform(lo, hi, count), 4)
     images, anns = [], []
     side, step = math.ceil(math.sqrt(count)), 1000 * math.ceil(size * hi / 1000)  # a grid: chips never overlap
