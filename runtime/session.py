@@ -122,9 +122,13 @@ class Session:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        # onnxruntime keeps no reference to an added initializer (nor the OrtValue to its numpy array):
+        # both must live as long as the session, or the session reads freed memory
+        self._initializers = []
         if score_threshold is not None:
-            options.add_initializer(THRESHOLD_INITIALIZER,
-                                    ort.OrtValue.ortvalue_from_numpy(np.array(score_threshold, np.float32)))
+            array = np.array(score_threshold, np.float32)
+            self._initializers = [array, ort.OrtValue.ortvalue_from_numpy(array)]
+            options.add_initializer(THRESHOLD_INITIALIZER, self._initializers[1])
         trt_cache, created, notes = None, [], []
         if NAMES["tensorrt"] in wanted:
             trt_cache = trt_cache_dir()

@@ -27,6 +27,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from scalemae_det.runtime import records
 from scalemae_det.checkpoints import read_checkpoint
 from scalemae_det.cli import main, report_user_errors
 from scalemae_det.engine.options import train_flag
@@ -146,7 +147,9 @@ def run(line: str, values: dict, monkeypatch, capsys) -> tuple[int, str, str]:
 
 
 def files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    """Everything under `folder` but predict's run records (runtime.records), which log failed scenes too."""
+    found = folder.rglob("*") if folder.exists() else []
+    return sorted(str(p.relative_to(folder)) for p in found if p.relative_to(folder).parts[0] != records.FOLDER)
 
 
 def nothing(place: dict, world: dict) -> None:

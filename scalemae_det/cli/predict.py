@@ -122,7 +122,7 @@ def predict(
                     write_preview(result, previews[path])
                 write(result, target, fmt, crs)
             except (UserError, OSError) as exc:
-                reason = exc.render(dashed_flag) if isinstance(exc, UserError) else checks.write_failed(target, exc)
+                reason = (exc if isinstance(exc, UserError) else checks.write_failed(target, exc)).render(dashed_flag)
                 say(f"error: {reason}", "red")
                 failed += 1
                 record.scene(path, target, "failed", seconds=time.perf_counter() - began, reason=reason)
