@@ -26,6 +26,7 @@ _RELEASE_EXTRAS = ("decoder_", "mask_token", "mask_token_decoder", "pos_emb_proj
                    "fcn_high.", "fcn_low.")
 # Encoder entries the detector does not use: the cls token, the unused fixed table, a classifier.
 _UNUSED = ("cls_token", "pos_embed", "head.", "fc_norm.")
+_REL_POS = ("rel_pos_h", "rel_pos_w")  # models/vit.py's optional tables
 _SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
                  pathlib.PureWindowsPath]
 
@@ -61,9 +62,11 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # in the file, not used by the detector
     missing: list[str] = field(default_factory=list)  # trunk parameters the file did not provide
+    zeroed: list[str] = field(default_factory=list)  # relative position tables it lacks, set to zero
 
     def __str__(self) -> str:
-        return f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+        text = f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+        return text + (f", relative position tables zero-initialised {len(self.zeroed)}" if self.zeroed else "")
 
 
 def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -90,8 +93,12 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     if not usable:
         raise UserError(f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')")
     report.loaded = sorted(usable)
-    report.missing = sorted(set(own) - set(usable))
-    trunk.load_state_dict(usable, strict=False)
+    absent = sorted(set(own) - set(usable))
+    # MAE-style encoders have no relative position bias: ViTDet starts its tables at zero, so the
+    # trunk computes exactly what the pretrained encoder did (models/vit.py)
+    report.zeroed = [key for key in absent if key.rsplit(".", 1)[-1] in _REL_POS]
+    report.missing = [key for key in absent if key not in report.zeroed]
+    trunk.load_state_dict({**usable, **{key: torch.zeros_like(own[key]) for key in report.zeroed}}, strict=False)
     return report
 
 

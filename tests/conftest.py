@@ -26,9 +26,11 @@ _SEEDS, _LOGIT_SCALE, _MARGIN = 20, 8.0, 0.01
 _MIN_BUSY = 5  # detections each busy validation tile must get for the tests to mean something
 
 
-def _calibrated_detector():
+def calibrated_detector(init=None, **overrides):
     """The first of a few seeds whose detector, logits scaled, puts several busy-tile detections above the
-    blank tile's best score (seeds are tried, not fixed, so that a change of the tiny config keeps this working)."""
+    blank tile's best score (seeds are tried, not fixed, so that a change of the tiny config keeps this working).
+
+    `overrides` change the tiny config; `init(model)` changes the weights of each candidate (seeded) first."""
     from scalemae_det.export.parity import BLANK_INDEX, run_reference, validation_tiles
     from scalemae_det.models.detector import build_detector
 
@@ -36,7 +38,9 @@ def _calibrated_detector():
     for seed in range(_SEEDS):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = build_detector("vit_tiny_patch16", len(TINY_CLASSES)).eval()
+            model = build_detector("vit_tiny_patch16", len(TINY_CLASSES), **overrides).eval()
+            if init is not None:
+                init(model)
         with torch.no_grad():
             model.roi_heads.box_predictor.cls_score.weight.mul_(_LOGIT_SCALE)
         model.roi_heads.score_thresh = 0.0
@@ -55,7 +59,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from scalemae_det.checkpoints import detector_state
 
     path = tmp_path_factory.mktemp("tiny") / "tiny_detector.pt"
-    torch.save(detector_state(_calibrated_detector(), TINY_CLASSES, TINY_GSD), path)
+    torch.save(detector_state(calibrated_detector(), TINY_CLASSES, TINY_GSD), path)
     return path
 
 

@@ -49,10 +49,10 @@ def _under_a_file(tmp_path):
 
 BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the error line)
     "missing": (lambda tmp: tmp / "nope.pt", None, [], ["nope.pt", "no such checkpoint"]),
-    "not_a_checkpoint": (_junk, None, [], ["junk.pt"]),
+    "not_a_checkpoint": (_junk, None, [], ["junk.pt", "not a readable PyTorch checkpoint"]),
     "foreign_dict": (_encoder, None, [], ["encoder.pt", "not a scalemae-det detector checkpoint"]),
     "tile": (None, None, ["--tile", "100"], ["--tile 100", "multiple of 32"]),
-    "batch": (None, None, ["--batch", "0"], ["--batch 0"]),
+    "batch": (None, None, ["--batch", "0"], ["--batch 0", "at least 1"]),
     "parent_is_a_file": (None, _under_a_file, [], ["m.onnx", "is a file, not a folder"]),
 }
 

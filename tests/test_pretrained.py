@@ -65,6 +65,26 @@ def test_published_layouts_load(tmp_path, writer):
         assert not torch.allclose(before, model.backbone.trunk(x, 0.3))
 
 
+def test_relative_position_tables_the_encoder_lacks_start_at_zero(tmp_path):
+    """ViTDet's way with MAE weights: the trunk with the bias on computes exactly what the encoder did."""
+    path = tmp_path / "w.pth"
+    original_release(path, encoder_state())
+    plain = build_detector("vit_tiny_patch16", 2).eval()
+    biased = build_detector("vit_tiny_patch16", 2, rel_pos=True).eval()
+    tables = {n: p for n, p in biased.backbone.trunk.named_parameters() if "rel_pos" in n}
+    with torch.no_grad():
+        for p in tables.values():
+            p.fill_(0.5)  # whatever they held, loading an encoder without them starts them at zero
+    load_pretrained(plain, path)
+    report = load_pretrained(biased, path)
+    assert report.missing == [] and sorted(report.zeroed) == sorted(tables) and len(tables) == 2 * DEPTH
+    assert f"relative position tables zero-initialised {2 * DEPTH}" in str(report)
+    assert all(not p.any() for p in tables.values())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(plain.backbone.trunk(x, 0.3), biased.backbone.trunk(x, 0.3))
+
+
 def test_wrong_model_size_is_refused(tmp_path):
     torch.save(encoder_state(dim=96), tmp_path / "small.pth")
     model = build_detector("vit_tiny_patch16", 2)

@@ -215,9 +215,9 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
     (tmp_path / "val_scenes.json").write_text(json.dumps(scenes))
     common = {"input_size": 128, "device": "cpu", "amp": "off", "num_workers": 0}
     evaluate_checkpoint(tiny_checkpoint, tmp_path / "chips", labels, output=tmp_path / "chip.json",
-                        detections_out=tmp_path / "chip_dets.json", **common)
+                        detections=tmp_path / "chip_dets.json", **common)
     metrics = evaluate_checkpoint(tiny_checkpoint, tmp_path / "chips", labels, output=tmp_path / "scene.json",
-                                  detections_out=tmp_path / "scene_dets.json", scene_labels=tmp_path / "val_scenes.json",
+                                  detections=tmp_path / "scene_dets.json", scene_labels=tmp_path / "val_scenes.json",
                                   **common)
     chip_dets = json.loads((tmp_path / "chip_dets.json").read_text())
     expected = stitch_chips(chip_dets, {img["id"]: img for img in images}, scenes)

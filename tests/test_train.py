@@ -446,6 +446,32 @@ def test_anchor_sizes_option_reaches_the_model(tmp_path):
         parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"))
 
 
+def test_rel_pos_option_trains_tables_from_zero_sized_for_the_crop(tmp_path):
+    from scalemae_det.engine.options import parse_args
+    from scalemae_det.engine.run import training_overrides
+    from test_pretrained import encoder_state
+
+    images, labels = make_dataset(tmp_path, 2)
+    torch.save(encoder_state(TINY["embed_dim"], TINY["depth"]), tmp_path / "encoder.pth")  # has no tables
+    save = tmp_path / "ck" / "c.pth"
+    proc = run([sys.executable, "train.py", *train_args(images, labels, save, "--rel_pos", "--pretrained",
+                                                        str(tmp_path / "encoder.pth"), "--num_epochs", "1",
+                                                        "--batch_size", "2", "--eval_every", "0")])
+    assert f"relative position tables zero-initialised {2 * TINY['depth']}" in proc.stderr
+    ckpt = read_checkpoint(save)
+    assert ckpt["config"]["rel_pos"] and ckpt["config"]["rel_pos_grid"] == 64 // 16  # the 64 px crop's grid
+    window = ckpt["config"]["window_size"]
+    for i in range(TINY["depth"]):
+        side = 4 if i in TINY["global_blocks"] else window
+        for axis in "hw":
+            table = ckpt["model"][f"backbone.trunk.blocks.{i}.attn.rel_pos_{axis}"]
+            assert table.shape == (2 * side - 1, TINY["embed_dim"] // TINY["num_heads"]) and table.any()  # learnt
+    # the grid of a crop padded to the next multiple of 32, unless given
+    assert training_overrides(parse_args(train_args(images, labels, save, "--rel_pos", "--input_size", "70")))["rel_pos_grid"] == 6
+    assert training_overrides(parse_args(train_args(images, labels, save, "--rel_pos", "--override", "rel_pos_grid=9")))["rel_pos_grid"] == 9
+    assert "rel_pos" not in training_overrides(parse_args(train_args(images, labels, save)))
+
+
 def test_warmup_in_steps_or_epochs(tmp_path):
     from scalemae_det.base.errors import UserError
     from scalemae_det.engine.options import parse_args, warmup_steps
@@ -462,6 +488,6 @@ def test_warmup_in_steps_or_epochs(tmp_path):
     assert steps("--warmup", "1.5epochs") == steps("--warmup", "1.5ep") == 60
     assert steps("--warmup", "0.5epochs", per_epoch=7) == 4  # rounded to the nearest step
     for bad, needle in ((["--warmup", "10", "--warmup_steps", "10"], "give one"), (["--warmup", "2.5steps"], "whole"),
-                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "negative")):
+                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "at least 0")):
         with pytest.raises(UserError, match=needle):
             parse_args([*base, *bad])

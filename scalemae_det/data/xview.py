@@ -37,6 +37,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from scalemae_det.data.labels import coco_annotation
 from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
 from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.base.pixels import raster_errors
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,7 @@ def split_scenes(scenes: Iterable[str], val_fraction: float, seed: int) -> tuple
 
 
 def _natural_key(name: str) -> tuple:
+    """Sort key ordering digit runs by value: "2.tif" before "10.tif"."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
@@ -191,6 +196,7 @@ class _CocoWriter:
 
     def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray = np.zeros((0, 4)),
             crowd_labels: np.ndarray = np.zeros(0, int)) -> None:
+        """Record one image with its boxes and their category ids, and its ignore (iscrowd) regions."""
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
         for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
@@ -199,9 +205,43 @@ class _CocoWriter:
                                                         iscrowd=iscrowd))
 
     def write(self, path: Path) -> None:
+        """Write the split's COCO label file atomically."""
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps({"images": self.images, "annotations": self.annotations,
                                        "categories": self.cats}))
+
+
+def chip_windows(width: int, height: int, cfg: ChipConfig) -> Iterator[Window]:
+    """The rasterio Windows of a width x height scene's chips, row by row: laid out by the runtime's
+    `offsets` (every stride, the last one flush with the far edge), each at most cfg.chip square."""
+    from rasterio.windows import Window
+
+    stride = max(1, cfg.chip - round(cfg.overlap * cfg.chip))
+    for y0 in offsets(height, cfg.chip, stride):
+        for x0 in offsets(width, cfg.chip, stride):
+            yield Window(x0, y0, min(cfg.chip, width), min(cfg.chip, height))
+
+
+def inside_scene(boxes: np.ndarray, labels: np.ndarray, width: int, height: int
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Boxes clipped to a width x height scene, those left with an area and their labels; and the
+    number of boxes lying wholly outside it."""
+    clipped = clip_boxes(boxes, 0, 0, width, height)
+    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped[inside], labels[inside], int((~inside).sum())
+
+
+def write_chip(path: Path, data: np.ndarray, src, win) -> None:
+    """Write one chip's pixels atomically as a deflate GeoTIFF with its window's georeference, keeping
+    the scene's profile (less its block layout, which a smaller chip may not fit) and colour bands."""
+    import rasterio
+
+    profile = {k: v for k, v in src.profile.items() if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
+    profile.update(driver="GTiff", width=win.width, height=win.height, transform=src.window_transform(win),
+                   compress="deflate")
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+        dst.colorinterp = src.colorinterp
 
 
 def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir: Path,
@@ -214,43 +254,27 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
     of chips and kept boxes written and of boxes outside the scene.
     """
     import rasterio
-    from rasterio.windows import Window
 
-    stride = max(1, cfg.chip - round(cfg.overlap * cfg.chip))
     n_chips = n_boxes = 0
-    with raster_errors(scene_path):
-        with rasterio.open(scene_path) as src:
-            scene_boxes = clip_boxes(boxes, 0, 0, src.width, src.height)
-            inside = (scene_boxes[:, 2] > scene_boxes[:, 0]) & (scene_boxes[:, 3] > scene_boxes[:, 1])
-            scene_boxes, scene_labels = scene_boxes[inside], labels[inside]
-            if scenes is not None:
-                scenes.add({"file_name": scene_path.name, "width": src.width, "height": src.height},
-                           scene_boxes, scene_labels)
-            profile = {k: v for k, v in src.profile.items()
-                       if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
-            for y0 in offsets(src.height, cfg.chip, stride):
-                for x0 in offsets(src.width, cfg.chip, stride):
-                    win = Window(x0, y0, min(cfg.chip, src.width), min(cfg.chip, src.height))
-                    clipped = clip_boxes(scene_boxes, x0, y0, win.width, win.height)
-                    keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
-                    chip_boxes = clipped[keep]
-                    data = src.read(window=win)
-                    if not keep.any() and not ignore.any() and not data.any():
-                        continue
-                    name = f"{scene_path.stem}_{x0}_{y0}.tif"
-                    with atomic_path(out_dir / name) as tmp:
-                        with rasterio.open(tmp, "w", **{**profile, "driver": "GTiff",
-                                                        "width": win.width, "height": win.height,
-                                                        "transform": src.window_transform(win),
-                                                        "compress": "deflate"}) as dst:
-                            dst.write(data)
-                            dst.colorinterp = src.colorinterp
-                    writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
-                                "scene": scene_path.name, "x0": x0, "y0": y0},
-                               chip_boxes, scene_labels[keep], clipped[ignore], scene_labels[ignore])
-                    n_chips += 1
-                    n_boxes += len(chip_boxes)
-    return n_chips, n_boxes, int((~inside).sum())
+    with raster_errors(scene_path), rasterio.open(scene_path) as src:
+        scene_boxes, scene_labels, n_outside = inside_scene(boxes, labels, src.width, src.height)
+        if scenes is not None:
+            scenes.add({"file_name": scene_path.name, "width": src.width, "height": src.height},
+                       scene_boxes, scene_labels)
+        for win in chip_windows(src.width, src.height, cfg):
+            clipped = clip_boxes(scene_boxes, win.col_off, win.row_off, win.width, win.height)
+            keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
+            data = src.read(window=win)
+            if not keep.any() and not ignore.any() and not data.any():
+                continue  # blank, and nothing to learn or ignore there
+            name = f"{scene_path.stem}_{win.col_off}_{win.row_off}.tif"
+            write_chip(out_dir / name, data, src, win)
+            writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
+                        "scene": scene_path.name, "x0": win.col_off, "y0": win.row_off},
+                       clipped[keep], scene_labels[keep], clipped[ignore], scene_labels[ignore])
+            n_chips += 1
+            n_boxes += int(keep.sum())
+    return n_chips, n_boxes, n_outside
 
 
 # --- the whole conversion ------------------------------------------------------------------
@@ -259,11 +283,22 @@ OUTPUTS = ("train", "val", "train.json", "val.json", "train_scenes.json", "val_s
 
 
 def check_options(cfg: ChipConfig, val_fraction: float) -> None:
+    """Raise a ParameterError naming the first chipping option or split fraction out of its range."""
     checks.number("val_fraction", val_fraction, lo=0, hi=1, hi_open=True)
     checks.number("chip", cfg.chip, lo=1, integer=True)
     checks.number("overlap", cfg.overlap, lo=0, hi=1, hi_open=True)
     checks.number("min_visible", cfg.min_visible, lo=0, hi=1, lo_open=True)
     checks.number("min_size", cfg.min_size, lo=0)
+
+
+def check_inputs(geojson: Path, images: Path, out: Path, cfg: ChipConfig, val_fraction: float) -> None:
+    """Check the label file, the images folder, the options and the output folder before any work."""
+    if not geojson.is_file():
+        raise UserError(f"{geojson}: no such file")
+    if not images.is_dir():
+        raise UserError(f"{images}: images directory not found")
+    check_options(cfg, val_fraction)
+    checks.output_dir(out, "out")
 
 
 def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = ChipConfig(),
@@ -281,65 +316,105 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
     from rich.progress import Progress
 
     geojson, images, out = Path(geojson), Path(images), Path(out)
-    if not geojson.is_file():
-        raise UserError(f"{geojson}: no such file")
-    if not images.is_dir():
-        raise UserError(f"{images}: images directory not found")
-    check_options(cfg, val_fraction)
-    checks.output_dir(out, "out")
+    check_inputs(geojson, images, out, cfg, val_fraction)
     drop = set(drop_classes)
     cats = categories(drop)
+    per_scene, bad = _read_labels_shown(geojson, progress)
+    missing, present = _scenes_on_disk(per_scene, images)
+    train, val = split_scenes(present, val_fraction, seed)
     label_of = {c["xview_type_id"]: c["id"] for c in cats}
+    counts = _first_counts(per_scene, label_of, drop, train, val, missing, bad)
+    run = _Conversion(images, per_scene, label_of, cats, cfg, skip_unreadable, counts)
+    with work_dir(out / "prepare-xview") as stage, Progress(disable=not progress, transient=True) as bar:
+        for split, scenes in (("train", train), ("val", val)):
+            run.convert_split(split, scenes, stage, bar)
+        _publish(stage, out)
+    _report(counts, images)
+    return counts
+
+
+def _read_labels_shown(geojson: Path, progress: bool) -> tuple[dict[str, np.ndarray], int]:
+    """`read_labels`, with a progress bar over the file's bytes when `progress`."""
+    from rich.progress import Progress
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("reading labels", total=geojson.stat().st_size)
-        per_scene, bad = read_labels(geojson, lambda n: bar.advance(task, n))
+        return read_labels(geojson, lambda n: bar.advance(task, n))
 
-    type_counts = Counter()
-    for boxes in per_scene.values():
-        type_counts.update(boxes[:, 0].astype(int).tolist())
-    unknown = {t: n for t, n in type_counts.items() if t not in label_of and t not in drop}
+
+def _scenes_on_disk(per_scene: dict[str, np.ndarray], images: Path) -> tuple[list[str], list[str]]:
+    """The labelled scenes missing from `images` (in natural order) and those present; an error
+    when none is present."""
     missing = sorted((s for s in per_scene if not (images / s).is_file()), key=_natural_key)
     present = sorted(set(per_scene) - set(missing))
     if not present:
         raise UserError(f"{images}: none of the {len(per_scene)} labelled scenes is there")
-    train, val = split_scenes(present, val_fraction, seed)
+    return missing, present
 
-    counts = {"scenes": {"train": len(train), "val": len(val)}, "chips": {}, "boxes": {},
-              "missing_scenes": missing, "bad_features": bad,
-              "dropped_boxes": sum(type_counts[t] for t in drop), "unknown_type_ids": unknown,
-              "boxes_outside_scene": 0, "unreadable_scenes": []}
-    with work_dir(out / "prepare-xview") as stage, Progress(disable=not progress, transient=True) as bar:
-        for split, scenes in (("train", train), ("val", val)):
-            (stage / split).mkdir()
-            writer, scene_writer = _CocoWriter(cats), _CocoWriter(cats)
-            task = bar.add_task(f"chipping {split}", total=len(scenes))
-            n_chips = n_boxes = 0
-            for scene in scenes:
-                boxes = per_scene[scene]
-                known = np.isin(boxes[:, 0].astype(int), list(label_of))
-                labels = np.array([label_of[t] for t in boxes[known, 0].astype(int).tolist()], int)
-                kept = [(w, len(w.images), len(w.annotations)) for w in (writer, scene_writer)]
-                try:
-                    c, b, outside = chip_scene(images / scene, boxes[known, 1:], labels, stage / split,
-                                               writer, cfg, scene_writer)
-                except UserError as exc:
-                    if not skip_unreadable:
-                        raise ParameterError("skip_unreadable", f"{exc} (`skip_unreadable` leaves such scenes out)") from None
-                    _forget(kept, stage / split)
-                    counts["unreadable_scenes"].append(str(exc))
-                    counts["scenes"][split] -= 1
-                    bar.advance(task)
-                    continue
-                n_chips, n_boxes = n_chips + c, n_boxes + b
-                counts["boxes_outside_scene"] += outside
-                bar.advance(task)
-            writer.write(stage / f"{split}.json")
-            scene_writer.write(stage / f"{split}_scenes.json")
-            counts["chips"][split], counts["boxes"][split] = n_chips, n_boxes
-        _publish(stage, out)
-    _report(counts, images)
-    return counts
+
+def _first_counts(per_scene: dict[str, np.ndarray], label_of: dict[int, int], drop: set[int], train: list[str],
+                  val: list[str], missing: list[str], bad: int) -> dict:
+    """The summary's counts known before chipping: scenes per split, what the labels leave out (missing
+    scenes, unusable features, boxes of dropped or unknown classes); chipping fills in the rest."""
+    type_counts = Counter()
+    for boxes in per_scene.values():
+        type_counts.update(boxes[:, 0].astype(int).tolist())
+    unknown = {t: n for t, n in type_counts.items() if t not in label_of and t not in drop}
+    return {"scenes": {"train": len(train), "val": len(val)}, "chips": {}, "boxes": {},
+            "missing_scenes": missing, "bad_features": bad,
+            "dropped_boxes": sum(type_counts[t] for t in drop), "unknown_type_ids": unknown,
+            "boxes_outside_scene": 0, "unreadable_scenes": []}
+
+
+@dataclass
+class _Conversion:
+    """One run's inputs that every scene is chipped with, and the counts it adds to."""
+
+    images: Path
+    per_scene: dict[str, np.ndarray]
+    label_of: dict[int, int]  # xView type id -> category id, for the classes kept
+    cats: list[dict]
+    cfg: ChipConfig
+    skip_unreadable: bool
+    counts: dict
+
+    def convert_split(self, split: str, scenes: list[str], stage: Path, bar) -> None:
+        """Chip one split's scenes into stage/<split>/ and write its chip and whole-scene label files."""
+        folder = stage / split
+        folder.mkdir()
+        chips, whole = _CocoWriter(self.cats), _CocoWriter(self.cats)
+        self.counts["chips"][split] = self.counts["boxes"][split] = 0
+        task = bar.add_task(f"chipping {split}", total=len(scenes))
+        for scene in scenes:
+            self.convert_scene(split, scene, folder, chips, whole)
+            bar.advance(task)
+        chips.write(stage / f"{split}.json")
+        whole.write(stage / f"{split}_scenes.json")
+
+    def convert_scene(self, split: str, scene: str, folder: Path, chips: _CocoWriter, whole: _CocoWriter) -> None:
+        """Chip one scene into `folder` and count it. An unreadable scene stops the run, or with
+        `skip_unreadable` is forgotten (its chips and records removed) and counted as unreadable."""
+        boxes, labels = self.known_boxes(scene)
+        before = [(w, len(w.images), len(w.annotations)) for w in (chips, whole)]
+        try:
+            n_chips, n_boxes, outside = chip_scene(self.images / scene, boxes, labels, folder, chips, self.cfg, whole)
+        except UserError as exc:
+            if not self.skip_unreadable:
+                raise ParameterError("skip_unreadable", f"{exc} (`skip_unreadable` leaves such scenes out)") from None
+            _forget(before, folder)
+            self.counts["unreadable_scenes"].append(str(exc))
+            self.counts["scenes"][split] -= 1
+            return
+        self.counts["chips"][split] += n_chips
+        self.counts["boxes"][split] += n_boxes
+        self.counts["boxes_outside_scene"] += outside
+
+    def known_boxes(self, scene: str) -> tuple[np.ndarray, np.ndarray]:
+        """A scene's boxes (xyxy) of the classes kept, and their category ids."""
+        boxes = self.per_scene[scene]
+        type_ids = boxes[:, 0].astype(int)
+        known = np.isin(type_ids, list(self.label_of))
+        return boxes[known, 1:], np.array([self.label_of[t] for t in type_ids[known].tolist()], int)
 
 
 def _forget(kept: list[tuple[_CocoWriter, int, int]], folder: Path) -> None:
@@ -363,6 +438,7 @@ def _publish(stage: Path, out: Path) -> None:
 
 
 def _report(counts: dict, images: Path) -> None:
+    """Log one warning line for each kind of input the run left out."""
     missing = counts["missing_scenes"]
     if missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")

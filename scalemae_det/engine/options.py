@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(model, "grad_checkpointing", action="store_true", help="recompute block activations in backward")
     _add(model, "anchor_sizes", type=int, nargs=5, metavar="PX",
          help="RPN anchor side per level p2..p6, px (default: the config's, 16 32 64 128 256)")
+    _add(model, "rel_pos", action="store_true",
+         help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized for --input_size)")
 
     opt = p.add_argument_group("optimisation")
     _add(opt, "batch_size", type=int, default=1, help="images per process per step")
@@ -150,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not all(0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])):
             raise UserError(f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes")
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
+    if args.rel_pos:
+        args.overrides["rel_pos"] = True
     return args
 
 

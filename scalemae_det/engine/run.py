@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
 from argparse import Namespace
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
 from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.evaluation import print_metrics, write_results
-from scalemae_det.models.detector import build_detector
+from scalemae_det.models.configs import get_config
+from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
 
 LOG_NAME = "train_log.jsonl"
 
@@ -62,20 +64,22 @@ def set_determinism(enabled: bool) -> None:
 
 @dataclass
 class Run:
-    """What a checkpoint captures, and what step callbacks need."""
+    """Everything one training run holds: what a checkpoint captures, and what step callbacks need."""
 
-    args: Namespace
+    args: Namespace  # as given: nothing here rewrites the user's options
     info: DistInfo
-    model: torch.nn.Module  # DDP-wrapped when distributed
+    amp: str  # --amp resolved for the device (auto -> bf16 or off)
+    model: torch.nn.Module  # DDP-wrapped when distributed, once restored
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     sampler: TrainSampler
     train: DataSplit
     gsd: float  # the training images' median GSD, metres: the checkpoint's
-    progress: Position
+    steps_per_epoch: int
     global_batch: int
     log: JsonLines
+    progress: Position = field(default_factory=Position)
 
     @property
     def save_path(self) -> Path:
@@ -119,9 +123,23 @@ def plain_args(args: Namespace) -> dict[str, Any]:
 
 def train(args: Namespace, info: DistInfo) -> None:
     console = Console(stderr=True, quiet=not info.is_main)
-    args.amp = resolve_amp(args.amp, info.device)
     set_determinism(args.deterministic)
-    folder = args.save_checkpoint_path.parent
+    train_split, val_split, gsd = load_data(args)
+    resume_path = find_resume(args, info)
+    run = build_run(args, info, train_split, gsd, None if resume_path else args.pretrained, console)
+    if resume_path:
+        run.progress = restore(resume_path, run, console)
+    else:
+        torch.manual_seed(derived_seed(args.seed, info.rank))  # per-rank randomness from here on
+    if info.distributed:
+        run.model = DistributedDataParallel(run.model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    announce(run, resume_path, console)
+    fit(run, val_split, console)
+
+
+def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
+    """The training split (refused when it has nothing to learn from), the validation split, and the
+    training images' median GSD (read here, so that an unreadable image fails before training)."""
     common = {"default_gsd": args.gsd, "bands": args.bands}
     train_split = load_split(args.train_image_dir, args.train_label_file, **common,
                              transform=train_transform(args.input_size, None if args.no_augment else args.scale_range,
@@ -129,15 +147,18 @@ def train(args: Namespace, info: DistInfo) -> None:
     if not any(len(rec.boxes) for rec in train_split.dataset.records):
         raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
                         "nothing to learn from")
-    gsd = train_split.dataset.median_gsd()  # read here, so that an unreadable image fails before training
+    gsd = train_split.dataset.median_gsd()
     val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
                             class_names=train_split.class_names, **common)
                  if args.val_image_dir else None)
+    return train_split, val_split, gsd
 
-    resume_path = find_resume(args, info)
+
+def build_run(args: Namespace, info: DistInfo, train_split: DataSplit, gsd: float, pretrained: Path | None,
+              console: Console) -> Run:
+    """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial weights."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = build_model(args, len(train_split.class_names), pretrained=None if resume_path else args.pretrained,
-                        console=console).to(info.device)
+    model = build_model(args, len(train_split.class_names), pretrained, console).to(info.device)
     layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, layer_decay)
     sampler = TrainSampler(len(train_split.dataset), args.batch_size, info.rank, info.world_size, args.seed,
@@ -149,43 +170,43 @@ def train(args: Namespace, info: DistInfo) -> None:
                         f"global batch of {global_batch} (batch size x processes x accumulation)")
     scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs,
                                 warmup_steps(args.warmup, steps_per_epoch), args.schedule)
-    scaler = make_scaler(args.amp, info.device)
-    progress = Position()
-    if resume_path:
-        progress = restore(resume_path, model, optimizer, scheduler, scaler, sampler, info, global_batch, console)
-    else:
-        torch.manual_seed(derived_seed(args.seed, info.rank))  # per-rank randomness from here on
-    if info.distributed:
-        model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    amp = resolve_amp(args.amp, info.device)
+    log = JsonLines(args.save_checkpoint_path.parent / LOG_NAME, info.is_main)
+    return Run(args, info, amp, model, optimizer, scheduler, make_scaler(amp, info.device), sampler, train_split, gsd,
+               steps_per_epoch, global_batch, log)
 
-    log = JsonLines(folder / LOG_NAME, info.is_main)
-    run = Run(args, info, model, optimizer, scheduler, scaler, sampler, train_split, gsd, progress, global_batch, log)
-    loader = DataLoader(SeededSamples(train_split.dataset), batch_size=args.batch_size, sampler=sampler,
-                        num_workers=args.num_workers, collate_fn=collate,
-                        pin_memory=info.device.type == "cuda", persistent_workers=False,
-                        generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG out of it
-    if info.is_main:
-        log.write({"event": "start", "world_size": info.world_size, "global_batch": global_batch,
-                   "steps_per_epoch": steps_per_epoch, "resumed_from": str(resume_path) if resume_path else None,
-                   "args": plain_args(args)})
-        console.print(f"training {model_name(model)} on {len(train_split.dataset)} images "
-                      f"({len(train_split.class_names)} classes), {info.world_size} process(es) on {info.device}, "
-                      f"global batch {global_batch}, {steps_per_epoch} steps/epoch, amp {args.amp}")
 
+def announce(run: Run, resume_path: Path | None, console: Console) -> None:
+    """The start event in the log and the one-line summary on the console (rank 0)."""
+    if not run.info.is_main:
+        return
+    run.log.write({"event": "start", "world_size": run.info.world_size, "global_batch": run.global_batch,
+                   "steps_per_epoch": run.steps_per_epoch, "resumed_from": str(resume_path) if resume_path else None,
+                   "args": plain_args(run.args)})
+    console.print(f"training {model_name(run.model)} on {len(run.train.dataset)} images "
+                  f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on {run.info.device}, "
+                  f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}")
+
+
+def train_loader(run: Run) -> DataLoader:
+    args = run.args
+    return DataLoader(SeededSamples(run.train.dataset), batch_size=args.batch_size, sampler=run.sampler,
+                      num_workers=args.num_workers, collate_fn=collate,
+                      pin_memory=run.info.device.type == "cuda", persistent_workers=False,
+                      generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG out of it
+
+
+def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
+    """The epochs from where the run stands, each complete only with its evaluation, then the final save."""
+    args, progress, loader = run.args, run.progress, train_loader(run)
     if progress.eval_pending and val_split:  # stopped during an epoch's evaluation: that epoch is not done yet
         evaluate_epoch(run, val_split, console)
     progress.eval_pending = False
     for epoch in range(progress.epoch, args.num_epochs):
-        sampler.set_epoch(epoch, progress.step_in_epoch * args.accum_steps)
-        with progress_bar(f"epoch {epoch + 1}/{args.num_epochs}", steps_per_epoch, info.is_main) as advance:
+        run.sampler.set_epoch(epoch, progress.step_in_epoch * args.accum_steps)
+        with progress_bar(f"epoch {epoch + 1}/{args.num_epochs}", run.steps_per_epoch, run.info.is_main) as advance:
             advance(progress.step_in_epoch)
-            try:
-                train_epoch(model, loader, optimizer, scheduler, scaler, progress, info, amp=args.amp,
-                            accum_steps=args.accum_steps, clip_grad=args.clip_grad,
-                            on_step=step_callback(run, steps_per_epoch, advance))
-            except FloatingPointError as exc:
-                raise ParameterError("learning_rate", f"training diverged, {exc}: lower the learning rate, or clip "
-                                     f"gradients with `clip_grad` (now {args.clip_grad:g})", value=args.learning_rate) from None
+            train_one_epoch(run, loader, advance)
         last = epoch + 1 == args.num_epochs
         # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped during
         # the evaluation runs it when resumed instead of counting the epoch as done
@@ -196,8 +217,19 @@ def train(args: Namespace, info: DistInfo) -> None:
             evaluate_epoch(run, val_split, console)
             progress.eval_pending = False
     run.save(run.save_path)
-    if info.is_main:
+    if run.info.is_main:
         console.print(f"saved {run.save_path}")
+
+
+def train_one_epoch(run: Run, loader: DataLoader, advance) -> None:
+    args = run.args
+    try:
+        train_epoch(run.model, loader, run.optimizer, run.scheduler, run.scaler, run.progress, run.info, amp=run.amp,
+                    accum_steps=args.accum_steps, clip_grad=args.clip_grad,
+                    on_step=step_callback(run, run.steps_per_epoch, advance))
+    except FloatingPointError as exc:
+        raise ParameterError("learning_rate", f"training diverged, {exc}: lower the learning rate, or clip "
+                             f"gradients with `clip_grad` (now {args.clip_grad:g})", value=args.learning_rate) from None
 
 
 def model_name(model: torch.nn.Module) -> str:
@@ -222,7 +254,7 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
 
 def build_model(args: Namespace, num_classes: int, pretrained: Path | None, console: Console) -> torch.nn.Module:
     try:
-        model = build_detector(args.model, num_classes, **args.overrides)
+        model = build_detector(args.model, num_classes, **training_overrides(args))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
                         f"{exc.args[0] if exc.args else exc}") from None
@@ -232,28 +264,40 @@ def build_model(args: Namespace, num_classes: int, pretrained: Path | None, cons
     return model
 
 
-def restore(path: Path, model, optimizer, scheduler, scaler, sampler: TrainSampler, info: DistInfo,
-            global_batch: int, console: Console) -> Position:
-    """Load a training checkpoint into everything; returns where training stopped."""
+def training_overrides(args: Namespace) -> dict:
+    """--override and the options that set config fields; with the relative position bias on, the
+    global blocks' tables fit the training crop's grid (as ViTDet's fit its 1024 px input) unless
+    --override rel_pos_grid=N says otherwise."""
+    overrides = dict(args.overrides)
+    if overrides.get("rel_pos") and "rel_pos_grid" not in overrides:
+        patch = get_config(args.model, **overrides).patch_size
+        overrides["rel_pos_grid"] = math.ceil(args.input_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE // patch
+    return overrides
+
+
+def restore(path: Path, run: Run, console: Console) -> Position:
+    """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order, RNG);
+    returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
-    progress = Position(state["epoch"], state["step_in_epoch"], state["global_step"], state.get("eval_pending", False))
-    if state["global_batch"] != global_batch and progress.step_in_epoch:
+    position = Position(state["epoch"], state["step_in_epoch"], state["global_step"], state.get("eval_pending", False))
+    if state["global_batch"] != run.global_batch and position.step_in_epoch:
         raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
-                        f"{global_batch}; resume with the same batch size, processes and accumulation")
+                        f"{run.global_batch}; resume with the same batch size, processes and accumulation")
+    model, info = run.model, run.info
     num_classes = model.roi_heads.box_predictor.cls_score.out_features - 1
     check_weights(path, ckpt["model"], model, describe(model.config, num_classes) + " (from --model and --override)")
     model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    sampler.seed = state["sampler"]["seed"]  # the run's data order, whatever --seed says now
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.sampler.seed = state["sampler"]["seed"]  # the run's data order, whatever --seed says now
     if len(state["rng"]) == info.world_size:
         checkpointing.set_rng_state(state["rng"][info.rank], info.device)
     else:
-        torch.manual_seed(derived_seed(state["sampler"]["seed"], info.rank, progress.global_step))
-    console.print(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
-    return progress
+        torch.manual_seed(derived_seed(state["sampler"]["seed"], info.rank, position.global_step))
+    console.print(f"resuming from {path}: epoch {position.epoch + 1}, step {position.step_in_epoch}")
+    return position
 
 
 def step_callback(run: Run, steps_per_epoch: int, advance):
@@ -289,7 +333,7 @@ def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
     args, info = run.args, run.info
     start = time.perf_counter()
     result = evaluate_split(run.model, val, info, batch_size=args.batch_size, num_workers=args.num_workers,
-                            amp=args.amp)
+                            amp=run.amp)
     if result is None:
         return
     metrics, _ = result

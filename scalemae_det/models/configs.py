@@ -18,6 +18,14 @@ class DetectorConfig:
     drop_path: float = 0.0
     grad_checkpointing: bool = False
     res_per_metre: float = 1.0  # positional-embedding factor per metre of GSD
+    # ViTDet's decomposed relative position bias in every block (see vit.py). ViTDet turns it on
+    # for MAE-pretrained backbones, whose checkpoints lack it, with zero-initialised tables. Off by
+    # default for every config here: ScaleMAE's checkpoints lack it too, and the recipe and the
+    # bundled demo model were made without it. train.py's --rel_pos turns it on.
+    rel_pos: bool = False
+    # Side, in patches, of the grid the global blocks' tables are built for: the training grid
+    # (ViTDet: 1024 / 16 = 64; train.py sets it from --input_size); other grids interpolate.
+    rel_pos_grid: int = 64
     layer_decay: float = 0.8  # ViTDet layer-wise lr decay, used by the optimizer
     # Simple feature pyramid and heads
     pyramid_dim: int = 256
@@ -41,6 +49,8 @@ class DetectorConfig:
     def __post_init__(self):
         if len(self.anchor_sizes) != 5 or not all(s > 0 for s in self.anchor_sizes):
             raise ValueError(f"anchor_sizes needs 5 positive sizes, one per level p2..p6, got {self.anchor_sizes}")
+        if self.rel_pos_grid < 1:
+            raise ValueError(f"rel_pos_grid must be at least 1 patch, got {self.rel_pos_grid}")
 
     def with_overrides(self, **overrides) -> "DetectorConfig":
         known = {f.name for f in fields(self)}

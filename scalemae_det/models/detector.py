@@ -107,8 +107,11 @@ class L1RoIHeads(RoIHeads):
                                                         self.box_loss_beta, labels.numel())}
 
 
+SIZE_DIVISIBLE = 32  # images are padded to multiples of this, the stride of p5
+
+
 class TileTransform(GeneralizedRCNNTransform):
-    """Normalise and pad to a multiple of 32, never resize: tiles are used at their own GSD."""
+    """Normalise and pad to a multiple of SIZE_DIVISIBLE, never resize: tiles are used at their own GSD."""
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
         return image, target
@@ -155,7 +158,7 @@ class ScaleMAEDetector(GeneralizedRCNN):
             nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_image)
         rpn.box_loss_beta = roi_heads.box_loss_beta = cfg.box_loss_beta
         transform = TileTransform(min_size=0, max_size=0, image_mean=list(IMAGENET_MEAN),
-                                  image_std=list(IMAGENET_STD), size_divisible=32)
+                                  image_std=list(IMAGENET_STD), size_divisible=SIZE_DIVISIBLE)
         super().__init__(ScaleMAEBackbone(cfg), rpn, roi_heads, transform)
         self.config = cfg
         self.num_classes = num_classes
