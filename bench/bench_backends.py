@@ -187,10 +187,11 @@ def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int)
 
 def coco_detections(m: dict, gt: dict) -> list[dict]:
     """Scene-pixel xyxy boxes and class names -> COCO results keyed to the ground truth's ids."""
+    from scalemae_det.base.rows import coco_results
+
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
-    image_id = gt["images"][0]["id"]
-    return [{"image_id": image_id, "category_id": by_name[name], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score}
-            for (x0, y0, x1, y1), score, name in zip(m["boxes"], m["scores"], m["classes"])]
+    return coco_results(gt["images"][0]["id"], m["boxes"], m["scores"],
+                        [by_name[name] for name in m["classes"]])
 
 
 def measure(backend: str, args: argparse.Namespace) -> dict:

@@ -7,7 +7,7 @@
 Scenes are synthetic GeoTIFFs (`scalemae_det.synthetic.write_scene`, at the model's GSD, cached in
 --workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak RSS
 (ru_maxrss) belongs to that scene alone; the streaming claim is that the 16k scene's peak stays
-within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/test_runtime_standin.py,
+within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/helpers/standin.py,
 tile 512) is used: it makes the runtime's own costs (reading, tiling, merging) visible, which a real
 detector's inference hides; pass an exported model for real throughput.
 """
@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def child(model: str, scene: str, provider: str, threads: int) -> None:
     """Run one scene and print what was measured as JSON (runs torch-free, in its own process)."""
-    sys.path.insert(0, str(REPO))
     from scalemae_det.runtime import Detector
 
     detector = Detector(model, provider, threads=threads or None)
@@ -42,7 +41,7 @@ def child(model: str, scene: str, provider: str, threads: int) -> None:
 
 def standin(path: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from test_runtime_standin import build_model, metadata
+    from helpers.standin import build_model, metadata
 
     return build_model(path, metadata(gsd=0.5, tile=512, batch=4, max_detections=100))
 
@@ -70,7 +69,6 @@ def main() -> None:
         return child(*args.child, args.provider, args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else standin(args.workdir / "standin.onnx")
-    sys.path.insert(0, str(REPO))
     from scalemae_det.runtime.session import Session
 
     gsd = Session(model, "cpu").metadata.gsd

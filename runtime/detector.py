@@ -121,9 +121,10 @@ class Detector:
             if progress:
                 progress(done, len(scene.tiles))
         found = Detections.concat(parts)
+        tile_ids, truncated = np.concatenate(tile_ids or [[]]), np.concatenate(truncated or [[]])
+        parts.clear()  # the per-tile copies go before the merge: peak memory is one copy plus the merge's
         if len(found):
-            keep = merge(found.boxes, found.scores, found.labels, np.concatenate(tile_ids), np.concatenate(truncated),
-                         match, match_threshold)
+            keep = merge(found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold)
             found = found.take(keep)
         result.detections = found
         result.seconds = time.perf_counter() - start

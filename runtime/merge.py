@@ -20,6 +20,7 @@ import numpy as np
 
 METRICS = ("iou", "ios")
 _CHUNK = 1 << 16  # candidate pairs examined at a time, bounding memory on huge scenes
+_GROUP = 1 << 15  # boxes (by their top band) swept at a time
 
 
 def _area(b: np.ndarray) -> np.ndarray:
@@ -32,14 +33,31 @@ def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
 
     Boxes are put in horizontal bands at least as tall as the tallest box (a box lands in the one
     or two bands it spans) and swept by x within each band; a pair is reported by the band holding
-    the top of its intersection, so once.
+    the top of its intersection, so once. Bands are swept in groups holding about _GROUP boxes each,
+    so the sweep's working arrays stay the same size however many boxes the scene has.
     """
     height = max(1.0, float(np.max(boxes[:, 3] - boxes[:, 1], initial=0)))
     first = np.floor(boxes[:, 1] / height).astype(np.int64)
-    span = np.floor(boxes[:, 3] / height).astype(np.int64) - first + 1
-    entry_box = np.repeat(np.arange(len(boxes)), span)  # the box behind each (box, band) entry
-    band = first[entry_box] + np.arange(len(entry_box)) - np.repeat(np.cumsum(span) - span, span)
+    last = np.floor(boxes[:, 3] / height).astype(np.int64)
     stride = float(np.max(boxes[:, 2], initial=0)) + 1  # band * stride + x orders by band, then x
+    group_starts = np.unique(np.sort(first)[::_GROUP])  # first band of each group
+    group_ends = [*group_starts[1:], int(last.max(initial=0)) + 1]
+    found = []
+    for lo, hi in zip(group_starts.tolist(), group_ends):
+        members = np.flatnonzero((first < hi) & (last >= lo))
+        found += _sweep(boxes, labels, tiles, members, np.maximum(first[members], lo), np.minimum(last[members], hi - 1),
+                        height, stride)
+    if not found:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
+def _sweep(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray, members: np.ndarray, first: np.ndarray,
+           last: np.ndarray, height: float, stride: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The pairs among `members` whose intersection's top lies in one of bands first..last (per member)."""
+    span = last - first + 1
+    entry_box = np.repeat(members, span)  # the box behind each (box, band) entry
+    band = np.repeat(first, span) + np.arange(len(entry_box)) - np.repeat(np.cumsum(span) - span, span)
     order = np.lexsort((boxes[entry_box, 0], band))
     entry_box, band = entry_box[order], band[order]
     starts = band * stride + boxes[entry_box, 0]
@@ -61,9 +79,7 @@ def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
         keep = (w > 0) & (h > 0) & (labels[i] == labels[j]) & (tiles[i] != tiles[j]) & (top == band[first_entry])
         found.append((i[keep], j[keep], (w * h)[keep]))
         start = stop
-    if not found:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    return tuple(np.concatenate(parts) for parts in zip(*found))
+    return found
 
 
 def _greedy(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@ TensorRT EP documentation says a table must not be given with Q/DQ nodes, which 
 Layers the export left in float32 stay float32 on TensorRT too (fp16 is not switched on with int8).
 The metadata is read from the file before the session is made (`read_props`): the TensorRT options
 have to be known when the engine is built.
+
+TensorRT's engine cache (trt_engine_cache_path, ONNX Runtime's TensorRT EP options) is a folder under
+XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and removed again
+when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run leaves it for nothing.
+A home that cannot be written (read-only edge boxes) is TensorRT's problem alone: `auto` goes on
+without TensorRT and says why; `--provider tensorrt` is refused naming the folder.
 """
 
 from __future__ import annotations
@@ -38,19 +44,35 @@ NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider
 CHOICES = ("auto", *NAMES)
 
 
-def _trt_cache() -> str:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scalemae-det" / "tensorrt"
-    root.mkdir(parents=True, exist_ok=True)
-    return str(root)
+def trt_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scalemae-det" / "tensorrt"
 
 
-def provider_options(name: str, precision: str = "float32", exact: bool = False) -> dict:
+def _make_dirs(path: Path) -> list[Path]:
+    """`mkdir -p path`, returning the folders it created (outermost first) so they can be taken back."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    missing.reverse()
+    for folder in missing:
+        folder.mkdir()
+    return missing
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):  # not empty after all: leave it
+            folder.rmdir()
+
+
+def provider_options(name: str, precision: str = "float32", exact: bool = False, trt_cache: Path | None = None) -> dict:
     """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
         # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
         return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache()}
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache or trt_cache_dir())}
         if precision == "int8":
             options["trt_int8_enable"] = True  # explicit quantisation from the graph's Q/DQ nodes
         return options
@@ -130,18 +152,34 @@ class Session:
             array = np.array(score_threshold, np.float32)
             self._initializers = [array, ort.OrtValue.ortvalue_from_numpy(array)]
             options.add_initializer(THRESHOLD_INITIALIZER, self._initializers[1])
+        trt_cache, created, notes = None, [], []
+        if NAMES["tensorrt"] in wanted:
+            trt_cache = trt_cache_dir()
+            try:
+                created = _make_dirs(trt_cache)
+            except OSError as exc:
+                problem = f"cannot create its engine cache {trt_cache} ({exc.strerror}); set XDG_CACHE_HOME to a writable folder"
+                if provider == "tensorrt":
+                    raise ParameterError("provider", problem, value=provider, source=self.path) from None
+                wanted.remove(NAMES["tensorrt"])
+                notes.append(f"{NAMES['tensorrt']} not usable: {problem}")
         chain = [*wanted, NAMES["cpu"]]
         precision = _precision(self.path) if NAMES["tensorrt"] in wanted else "float32"
         try:
             with _captured() as log:
                 self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[provider_options(p, precision, exact)
+                                                    provider_options=[provider_options(p, precision, exact, trt_cache)
                                                                       for p in chain])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            _remove_dirs(created)
             raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()
+        if NAMES["tensorrt"] not in self.providers:
+            _remove_dirs(created)  # TensorRT is not used: no cache folder made for nothing
         missing = [p for p in wanted if p not in self.providers]
-        self.note = f"{', '.join(missing)} not usable: {_reason(log)}" if missing else ""
+        if missing:
+            notes.append(f"{', '.join(missing)} not usable: {_reason(log)}")
+        self.note = "; ".join(notes)
         if provider != "auto" and NAMES[provider] not in self.providers:
             raise ParameterError("provider", f"requested but {self.note}; use `provider` cpu, or install the "
                                  "CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs", value=provider, source=self.path)

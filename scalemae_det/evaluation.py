@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
+from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
@@ -54,12 +55,10 @@ def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],
     results = []
     for out, tgt in zip(outputs, targets, strict=True):
         sx, sy = _box_scale(tgt)
-        image_id = int(tgt["image_id"])
-        for (x0, y0, x1, y1), score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
-                                                  out["labels"].tolist()):
-            x0, x1, y0, y1 = x0 / sx, x1 / sx, y0 / sy, y1 / sy
-            results.append({"image_id": image_id, "category_id": int(category_ids[int(label) - 1]),
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+        boxes = np.asarray(out["boxes"].tolist(), np.float64).reshape(-1, 4) / (sx, sy, sx, sy)
+        labels = np.asarray(out["labels"].tolist(), np.int64)
+        results += coco_results(int(tgt["image_id"]), boxes, out["scores"].tolist(),
+                                np.asarray(category_ids, np.int64)[labels - 1])
     return results
 
 
@@ -282,14 +281,9 @@ def xyxy(bbox: Sequence[float]) -> list[float]:
 def scene_results(result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]) -> list[dict]:
     """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id and
     category ids (matched to the model's classes by name)."""
-    from scalemae_det.runtime import outputs
-
     by_name = {c["name"]: c["id"] for c in categories}
-    dets = outputs.coco(result)
-    for d in dets:
-        d["image_id"] = image_id
-        d["category_id"] = by_name[model_classes[d["category_id"] - 1]]
-    return dets
+    det = result.detections
+    return coco_results(image_id, det.boxes, det.scores, [by_name[model_classes[k - 1]] for k in det.labels.tolist()])
 
 
 def runtime_ap50(model: str | os.PathLike, labels: str | os.PathLike, images: str | os.PathLike,

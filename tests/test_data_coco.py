@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,7 @@ from scalemae_det.data.transforms import AugmentConfig, TrainTransform
 from scalemae_det.base.errors import UserError
 from scalemae_det.evaluation import evaluate_detections
 from scalemae_det.base.geo import gsd_m
-
-REALDATA = Path(__file__).parents[2] / "shared" / "realdata"
+from helpers.realdata import ORIGINS, raster
 
 
 def _write(path, data, driver, **geo):
@@ -27,8 +25,8 @@ def _write(path, data, driver, **geo):
         dst.write(data)
 
 
-@pytest.fixture
-def dataset_dir(tmp_path):
+@pytest.fixture(params=ORIGINS)
+def dataset_dir(tmp_path, request):
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     pixels = {"a.png": rng.integers(0, 256, (3, 30, 40), dtype=np.uint8),
@@ -41,13 +39,16 @@ def dataset_dir(tmp_path):
     _write(images / "c.jpg", pixels["c.jpg"], "JPEG")
     _write(images / "sub" / "d.png", pixels["sub/d.png"], "PNG")
     _write(tmp_path / "outside.png", pixels["a.png"], "PNG")
-    (images / "real16.tif").symlink_to(REALDATA / "RGBA.uint16.tif")  # a symlinked image is fine
+    real16 = raster("RGBA.uint16.tif", request.param, tmp_path)  # the real 16-bit scene, or its equivalent
+    (images / "real16.tif").symlink_to(real16)  # a symlinked image is fine
+    with rasterio.open(real16) as ds:
+        real16_size = {"width": ds.width, "height": ds.height}
 
     imgs = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30, "gsd": 0.5},
             {"id": 2, "file_name": "b.tif", "width": 50, "height": 60, "gsd": 0.7},
             {"id": 3, "file_name": "c.jpg", "width": 32, "height": 32},
             {"id": 4, "file_name": "sub/d.png", "width": 20, "height": 20},  # no annotations
-            {"id": 5, "file_name": "real16.tif", "width": 634, "height": 411},
+            {"id": 5, "file_name": "real16.tif", **real16_size},
             {"id": 6, "file_name": "missing.png", "width": 10, "height": 10},
             {"id": 7, "file_name": "../outside.png", "width": 40, "height": 30},
             {"id": 8, "file_name": "a.png", "width": 0, "height": 30},
@@ -112,8 +113,9 @@ def test_pixel_values_and_band_choice(dataset_dir):
     image, _ = CocoDetection(images, labels, bands=(3, 1, 2))[1]
     expected = pixels["b.tif"][[2, 0, 1]].astype(np.float32) / np.float32(255)
     assert torch.equal(image, torch.from_numpy(expected))
-    image, _ = CocoDetection(images, labels)[4]  # the real uint16 RGBA scene, stretched
-    assert image.shape == (3, 411, 634) and 0 <= image.min() and image.max() <= 1
+    image, _ = CocoDetection(images, labels)[4]  # the uint16 RGBA scene, stretched
+    with rasterio.open(images / "real16.tif") as ds:
+        assert image.shape == (3, ds.height, ds.width) and 0 <= image.min() and image.max() <= 1
 
 
 def test_transform_and_collate(dataset_dir):
@@ -151,9 +153,10 @@ def test_no_usable_record(dataset_dir, tmp_path):
         CocoDetection(images, labels)
 
 
-def test_unreadable_image_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_unreadable_image_is_a_one_line_error(tmp_path, origin):
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "corrupt.tif").symlink_to(REALDATA / "corrupt.tif")
+    (tmp_path / "images" / "corrupt.tif").symlink_to(raster("corrupt.tif", origin, tmp_path))
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"images": [{"id": 1, "file_name": "corrupt.tif", "width": 5,
                                               "height": 5}], "categories": [{"id": 1}]}))

@@ -2,7 +2,7 @@
 state, and `merge` into one GeoPackage with the duplicates of overlapping scenes removed.
 
 The shards run as users run them, in subprocesses (one killed with SIGKILL and rerun); the scenes
-hold bright squares that the ONNX stand-in (test_runtime_standin.py) finds exactly, so every
+hold bright squares that the ONNX stand-in (tests/helpers/standin.py) finds exactly, so every
 expected box is known; the merged layer is read back with pyogrio and checked against rasterio's
 reprojection of each square's true outline.
 """
@@ -28,7 +28,7 @@ from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
 from test_runtime_cli import NO_TORCH, REPO, numbered_scenes
-from test_runtime_standin import SIZE, build_model, scene_with_squares
+from helpers.standin import SIZE, build_model, scene_with_squares
 
 needs_pyogrio = pytest.mark.skipif(find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)")
 

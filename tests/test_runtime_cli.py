@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_runtime_standin import build_model, scene_with_squares
+from helpers.realdata import ORIGINS, raster
+from helpers.standin import build_model, scene_with_squares
 
 REPO = Path(__file__).parents[1]
-REAL = REPO.parent / "shared" / "realdata"
 # Run the CLI with torch made unimportable: any attempt is reported on stderr and fails.
 NO_TORCH = """
 import sys
@@ -97,8 +97,10 @@ def test_killed_run_leaves_only_complete_outputs_and_rerun_skips_them(tmp_path, 
     assert redo.returncode == 0 and (out / "s0.geojson").stat().st_mtime_ns != stamps.get(out / "s0.geojson", 0)
 
 
-def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model):
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model, origin):
     good = scene_with_squares(tmp_path / "good.tif", 120, 100, [(30, 30)])
+    (tmp_path / "made").mkdir()
     text = tmp_path / "notes.tif"
     text.write_text("not a raster")
     two = tmp_path / "two.tif"
@@ -106,7 +108,7 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model):
 
     with rasterio.open(two, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint8") as ds:
         ds.write(np.zeros((2, 8, 8), np.uint8))
-    done = predict(text, REAL / "corrupt.tif", two, tmp_path / "missing.tif", good, "--model", model,
+    done = predict(text, raster("corrupt.tif", origin, tmp_path / "made"), two, tmp_path / "missing.tif", good, "--model", model,
                    "--out", tmp_path / "out", "--gsd-mode", "as-is", "--format", "csv")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr

@@ -87,9 +87,12 @@ def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, m
     assert len(same_tile) == 150
 
 
-def test_overlapping_pairs_are_exactly_the_brute_force_ones():
+@pytest.mark.parametrize("group", [1 << 15, 5])  # one sweep, or bands swept a few boxes at a time
+def test_overlapping_pairs_are_exactly_the_brute_force_ones(group, monkeypatch):
+    monkeypatch.setattr(merge_mod, "_GROUP", group)
     boxes, _, labels, tiles = _random(120, 2)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)
+    assert len(i) == len({tuple(sorted(p)) for p in zip(i.tolist(), j.tolist())}) > 0  # each pair once
     found = {tuple(sorted(p)): a for p, a in zip(zip(i.tolist(), j.tolist()), inter)}
     expected = {}
     for a in range(120):

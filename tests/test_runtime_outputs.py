@@ -11,12 +11,11 @@ from affine import Affine
 from rasterio.transform import xy
 from rasterio.warp import transform as warp
 
-from scalemae_det.runtime import Detector
+from scalemae_det.runtime import Detections, Detector
 from scalemae_det.runtime.outputs import geojson, image_id, write
 from scalemae_det.runtime.preview import PALETTE, write_preview
-from test_runtime_standin import SIZE, build_model, scene_with_squares
-
-REAL = Path(__file__).parents[2] / "shared" / "realdata"
+from helpers.realdata import ORIGINS, raster
+from helpers.standin import SIZE, build_model, scene_with_squares
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +42,14 @@ def _check_ring(ring, expected, atol):
 
 
 @pytest.mark.parametrize("crs_mode", ["wgs84", "native"])
-def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, crs_mode):
-    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, origin, crs_mode):
+    scene = raster("RGB.byte.tif", origin, tmp_path)
+    result = detector.detect_scene(scene, gsd_mode="as-is")
     assert len(result.detections) > 100
     path = write(result, tmp_path / "out.geojson", "geojson", crs_mode)
     doc = json.loads(path.read_text())
-    with rasterio.open(REAL / "RGB.byte.tif") as ds:
+    with rasterio.open(scene) as ds:
         transform, crs = ds.transform, ds.crs
     assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(result.detections)
     if crs_mode == "native":
@@ -138,8 +139,84 @@ def test_preview_png_outlines_boxes_in_class_colours(tmp_path, detector):
         assert (png.width, png.height) == (1024, round(1200 / (2500 / 1024)))
 
 
-def test_geojson_reads_back_with_a_gis_library(tmp_path, detector):
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_geojson_reads_back_with_a_gis_library(tmp_path, detector, origin):
     gpd = pytest.importorskip("geopandas", reason="geopandas is not installed; the JSON itself is checked above")
-    result = detector.detect_scene(REAL / "RGB.byte.tif", gsd_mode="as-is")
+    result = detector.detect_scene(raster("RGB.byte.tif", origin, tmp_path), gsd_mode="as-is")
     frame = gpd.read_file(write(result, tmp_path / "x.geojson", "geojson", "wgs84"))
     assert len(frame) == len(result.detections) and frame.crs.to_epsg() == 4326
+
+
+def _random_detections(rng, n, width, height) -> Detections:
+    x1, y1 = rng.uniform(0, width - 20, n), rng.uniform(0, height - 20, n)
+    w, h = rng.uniform(0.5, 20, (2, n))
+    boxes = np.stack([x1, y1, x1 + w, y1 + h], 1).astype(np.float32)
+    return Detections(boxes, rng.uniform(0.3, 1, n).astype(np.float32), rng.integers(1, 3, n))
+
+
+def _expected_features(result, crs_mode) -> list[dict]:
+    """What the writer built as objects before it streamed: one dict per detection, by rasterio."""
+    scene, det = result.scene, result.detections
+    reproject = scene.crs if crs_mode == "wgs84" and scene.crs is not None else None
+    features = []
+    for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+        if scene.crs is None:
+            x1, y1, x2, y2 = box
+            ring = np.array([(x1, y1), (x1, y2), (x2, y2), (x2, y1)])
+        else:
+            ring = _expected_corners(scene.transform, box, reproject)
+        ring = np.concatenate([ring, ring[:1]])
+        x, y = ring[:, 0], ring[:, 1]
+        if np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]) < 0:
+            ring = ring[::-1]
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": {"label": result.class_names[label - 1], "class_id": label, "score": score,
+                                        "scene": Path(result.path).name, "pixel_bbox": box}})
+    return features
+
+
+@pytest.mark.parametrize("kind,crs_mode", [("utm", "wgs84"), ("utm", "native"), ("rotated", "wgs84"),
+                                           ("geographic", "wgs84"), ("bare", "wgs84")])
+def test_streamed_files_equal_the_objects_they_stand_for(tmp_path, detector, monkeypatch, kind, crs_mode):
+    """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to the
+    dicts and rows an object-building writer makes from the same detections, coordinates by rasterio."""
+    monkeypatch.setattr("scalemae_det.base.rows.CHUNK", 7)
+    geo = {"utm": {}, "rotated": {"transform": Affine.translation(500_000, 4_000_000) @ Affine.rotation(-20)},
+           "geographic": {"crs": "EPSG:4326", "transform": Affine(1e-5, 0, 12.5, 0, -1e-5, 41.9)}, "bare": {"crs": None}}[kind]
+    path = scene_with_squares(tmp_path / 'odd "name", 100%.tif', 150, 120, [(10, 10)], **geo)
+    result = detector.detect_scene(path)
+    result.detections = _random_detections(np.random.default_rng(5), 40, 150, 120)
+    result.class_names = ['red, "thing"', "blue %s thing"]  # quoting and %-signs must pass through
+    det = result.detections
+
+    doc = json.loads(write(result, tmp_path / "d.geojson", "geojson", crs_mode).read_text())
+    assert doc["type"] == "FeatureCollection"
+    assert ("crs" in doc) == (crs_mode == "native" and kind != "bare") and doc.get("pixel_coordinates") == (kind == "bare" or None)
+    expected = _expected_features(result, crs_mode)
+    assert len(doc["features"]) == len(expected) == 40
+    for got, want in zip(doc["features"], expected):
+        ring = np.array(got["geometry"]["coordinates"][0])
+        assert ring.shape == (5, 2) and np.allclose(ring, want["geometry"]["coordinates"][0], rtol=0, atol=1e-9)
+        assert got["properties"] == want["properties"] and got["type"] == "Feature"
+        assert got["geometry"]["type"] == "Polygon"
+
+    coco = json.loads(write(result, tmp_path / "d.json", "coco").read_text())
+    assert coco == [{"image_id": path.name, "category_id": label, "score": score, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+                    for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist())]
+
+    rows = list(csv.reader(open(write(result, tmp_path / "d.csv", "csv", crs_mode), newline="")))
+    assert rows[0] == ["scene", "label", "class_id", "score", "x1", "y1", "x2", "y2", "center_x", "center_y"]
+    assert len(rows) == 41
+    for row, want in zip(rows[1:], expected):
+        props = want["properties"]
+        assert row[:4] == [props["scene"], props["label"], str(props["class_id"]), repr(props["score"])]
+        assert [float(v) for v in row[4:8]] == props["pixel_bbox"]
+        x1, y1, x2, y2 = props["pixel_bbox"]
+        centre = np.array([[(x1 + x2) / 2, (y1 + y2) / 2]])
+        if result.scene.crs is not None:
+            xs, ys = xy(result.scene.transform, [centre[0, 1]], [centre[0, 0]], offset="ul")
+            if crs_mode == "wgs84":
+                xs, ys = warp(result.scene.crs, "EPSG:4326", xs, ys)
+            centre = np.array([[xs[0], ys[0]]])
+        assert np.allclose([float(row[8]), float(row[9])], centre[0], rtol=0, atol=1e-9)
+    assert list(tmp_path.glob(".*")) == []  # nothing left beside the outputs

@@ -1,7 +1,5 @@
 """scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated rasters."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -10,8 +8,7 @@ from rasterio.windows import Window
 
 from scalemae_det.base.pixels import FILL, nodata_mask, read_unit, select_bands, to_unit, value_range
 from scalemae_det.base.errors import UserError
-
-REAL = Path(__file__).parents[2] / "shared" / "realdata"
+from helpers.realdata import ORIGINS, raster
 
 
 def _write(path, data, **kw):
@@ -23,8 +20,9 @@ def _write(path, data, **kw):
     return path
 
 
-def test_band_selection_follows_colour_interpretation_and_count(tmp_path):
-    with rasterio.open(REAL / "RGBA.uint16.tif") as ds:  # stored blue, green, red, alpha
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_band_selection_follows_colour_interpretation_and_count(tmp_path, origin):
+    with rasterio.open(raster("RGBA.uint16.tif", origin, tmp_path)) as ds:  # stored blue, green, red, alpha
         interp = [c.name for c in ds.colorinterp]
         assert select_bands(ds) == [interp.index(c) + 1 for c in ("red", "green", "blue")]
         assert select_bands(ds, [4, 3, 2]) == [4, 3, 2]
@@ -33,7 +31,7 @@ def test_band_selection_follows_colour_interpretation_and_count(tmp_path):
             select_bands(ds, [5, 1, 2])
         with pytest.raises(UserError, match="1 or 3"):
             select_bands(ds, [1, 2])
-    with rasterio.open(REAL / "shade.tif") as ds:
+    with rasterio.open(raster("shade.tif", origin, tmp_path)) as ds:
         assert select_bands(ds) == [1, 1, 1]
     plain = _write(tmp_path / "five.tif", np.zeros((5, 4, 4), np.uint8))
     with rasterio.open(plain) as ds:
@@ -77,8 +75,9 @@ def test_uint8_is_divided_by_255_and_ranges_clip():
     assert out.dtype == np.float32
 
 
-def test_alpha_band_is_the_nodata_mask_and_uint16_scales():
-    with rasterio.open(REAL / "RGBA.uint16.tif") as ds:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_alpha_band_is_the_nodata_mask_and_uint16_scales(tmp_path, origin):
+    with rasterio.open(raster("RGBA.uint16.tif", origin, tmp_path)) as ds:
         bands = select_bands(ds)
         alpha = ds.read(4)
         window = Window(100, 100, 300, 200)
@@ -90,12 +89,14 @@ def test_alpha_band_is_the_nodata_mask_and_uint16_scales():
     assert (unit[:, mask] == FILL).all()
 
 
-def test_nodata_value_nan_and_resampled_mask(tmp_path):
-    with rasterio.open(REAL / "RGB.byte.tif") as ds:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_nodata_value_nan_and_resampled_mask(tmp_path, origin):
+    with rasterio.open(raster("RGB.byte.tif", origin, tmp_path)) as ds:
         data = ds.read()
         mask = nodata_mask(ds, [1, 2, 3])
     np.testing.assert_array_equal(mask, (data == 0).all(0))  # nodata 0 in every band
-    with rasterio.open(REAL / "float_nan.tif") as ds:
+    assert mask.any()
+    with rasterio.open(raster("float_nan.tif", origin, tmp_path)) as ds:
         unit, mask = read_unit(ds, select_bands(ds), Window(0, 0, ds.width, ds.height), value_range(ds, [1, 1, 1]))
         raw = ds.read(1)
     np.testing.assert_array_equal(mask, np.isnan(raw))
@@ -111,8 +112,9 @@ def test_nodata_value_nan_and_resampled_mask(tmp_path):
     assert half[1, 1] and not half[3, 3]  # bilinear reads spread NaN by at most a pixel
 
 
-def test_corrupt_raster_is_a_one_line_user_error():
-    with rasterio.open(REAL / "corrupt.tif") as ds:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_corrupt_raster_is_a_one_line_user_error(tmp_path, origin):
+    with rasterio.open(raster("corrupt.tif", origin, tmp_path)) as ds:
         with pytest.raises(UserError, match=r"corrupt.tif: reading failed at window") as err:
             read_unit(ds, [1, 2, 3], Window(0, 0, ds.width, ds.height), None)
     assert "\n" not in str(err.value)

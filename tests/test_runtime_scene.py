@@ -14,7 +14,7 @@ from scalemae_det.runtime.scene import batches, open_scene
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import plan
 from scalemae_det.base.errors import UserError
-from test_runtime_standin import SIZE, build_model, metadata, reference, scene_with_squares
+from helpers.standin import SIZE, build_model, metadata, reference, scene_with_squares
 
 
 @pytest.fixture(scope="module")
