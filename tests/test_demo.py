@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import rasterio
 import torch
 
 from scalemae_det.checkpoints import detector_state
 from scalemae_det.demo import run_demo
 from scalemae_det.models.detector import build_detector
+from scalemae_det.runtime.preview import PALETTE
 from scalemae_det.synthetic.layout import CLASS_NAMES
 
 
@@ -20,7 +22,12 @@ def test_demo_small_scene(tmp_path):
     lon, lat = geojson["features"][0]["geometry"]["coordinates"][0][0]
     assert 10 < lon < 20 and 40 < lat < 50  # EPSG:32633 around 500 km E, 4983 km N: northern Italy/Austria
     with rasterio.open(tmp_path / "bundled" / "preview.png") as png:
-        assert png.count == 3 and max(png.width, png.height) > 256
+        assert (png.count, png.width, png.height) == (3, 768, 768)  # under the quicklook's 1024 px: 1:1
+        image = png.read()
+    # each box is outlined in its class colour (a later, overlapping box may paint over a corner)
+    at_corner = [np.array_equal(image[:, int(f["properties"]["pixel_bbox"][1]), int(f["properties"]["pixel_bbox"][0])],
+                                PALETTE[f["properties"]["class_id"] - 1]) for f in geojson["features"]]
+    assert np.mean(at_corner) > 0.8
     assert set(report["AP50_per_class"]) == set(CLASS_NAMES)
     # the bundled model reaches 0.9+ here; an untrained model with the same classes gets ~0 (below)
     assert report["AP50"] > 0.6

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from helpers.realdata import ORIGINS, raster
 from helpers.standin import build_model, scene_with_squares
+from scalemae_det.runtime.preview import PALETTE
 
 REPO = Path(__file__).parents[1]
 # Run the CLI with torch made unimportable: any attempt is reported on stderr and fails.
@@ -62,7 +64,15 @@ def test_predict_runs_without_torch(tmp_path, model):
     assert "CPUExecutionProvider" in done.stderr  # the provider actually used is reported
     assert "a.tif: 2 detections" in done.stderr
     doc = json.loads((tmp_path / "out" / "a.geojson").read_text())
-    assert len(doc["features"]) == 2 and (tmp_path / "a.png").stat().st_size > 0
+    assert len(doc["features"]) == 2
+    with rasterio.open(tmp_path / "a.png") as png:  # the quicklook outlines each box in its class colour
+        assert (png.width, png.height) == (200, 150)
+        image = png.read()
+    for feature in doc["features"]:
+        x1, y1, x2, y2 = (int(v) for v in feature["properties"]["pixel_bbox"])
+        colour = PALETTE[feature["properties"]["class_id"] - 1]
+        for x, y in ((x1, y1), (x2, (y1 + y2) // 2), ((x1 + x2) // 2, y2)):
+            np.testing.assert_array_equal(image[:, y, x], colour)
 
 
 def numbered_scenes(folder: Path, count: int, side: int) -> Path:
