@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("ort", "ort-b2", "torch", "sahi")
 
 
-def progress_bar(label: str):
+def scene_progress(label: str):
     """A rich progress bar on stderr and its `(done, total)` callback."""
     from rich.progress import Progress
 
@@ -80,7 +80,7 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
         model, _ = load_detector(args.checkpoint)
         session = TorchSession(model, session.metadata, batch=1)
     detector = Detector(session)
-    bar, update = progress_bar(backend)
+    bar, update = scene_progress(backend)
     with bar:
         result = detector.detect_scene(args.scene, overlap=args.overlap, progress=update)
     det = result.detections
@@ -142,7 +142,7 @@ def run_sahi(args: argparse.Namespace) -> dict:
     threshold = model.roi_heads.score_thresh  # the exported model's threshold too (export defaults to it)
     sahi_model = ScaleMAEDetectionModel(model=model, device="cpu", confidence_threshold=threshold,
                                         category_mapping={str(i + 1): n for i, n in enumerate(names)})
-    bar, update = progress_bar("sahi")
+    bar, update = scene_progress("sahi")
     start = time.perf_counter()
     with rasterio.open(args.scene) as ds:  # the bands the runtime would take; uint8, so [0, 1] is /255 as there
         image = np.ascontiguousarray(ds.read(select_bands(ds)).transpose(1, 2, 0))

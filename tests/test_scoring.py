@@ -185,7 +185,7 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
     """`evaluate --scene-level` = the chip-level run's detections, stitched by `stitch_chips`, scored per scene."""
     from rasterio.transform import from_origin
 
-    from scalemae_det.engine.inference import evaluate_checkpoint
+    from scalemae_det.engine.evaluator import evaluate_checkpoint
 
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 255, (3, 224, 224), dtype=np.uint8)

@@ -50,7 +50,7 @@ def evaluate_command(
     each process predicts a share of the images and the first one scores them all.
     """
     band_list = checks.bands("bands", bands)
-    from scalemae_det.engine.inference import evaluate_checkpoint
+    from scalemae_det.engine.evaluator import evaluate_checkpoint
 
     if scene_labels is not None and not scene_level:
         raise UserError("--scene-labels goes with --scene-level")

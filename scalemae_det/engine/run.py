@@ -30,7 +30,7 @@ from scalemae_det.engine.distributed import (
     mean_over_ranks,
     shutdown,
 )
-from scalemae_det.engine.inference import evaluate_split
+from scalemae_det.engine.evaluator import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
 from scalemae_det.engine.loop import Position, StepStats, make_scaler, resolve_amp, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler
