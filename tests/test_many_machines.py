@@ -244,6 +244,81 @@ def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path,
         assert seen_whole_by in (None, fields["scene"][k])
 
 
+def _square(transform, crs, col, row, to="EPSG:3857") -> np.ndarray:
+    """Bounds in `to` of the SIZE-pixel square with upper-left corner (col, row) of a grid, by rasterio."""
+    xs, ys = transform @ (np.array([col, col + SIZE, col + SIZE, col]), np.array([row, row, row + SIZE, row + SIZE]))
+    xs, ys = warp_transform(crs, to, xs, ys)
+    return np.array([min(xs), min(ys), max(xs), max(ys)])
+
+
+@needs_pyogrio
+@pytest.mark.parametrize("match", ["ios", "iou"])
+def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model, match):
+    """Scene A (EPSG:32633) ends at 18 deg E, the zone's east edge; scene B (EPSG:32634, grid rotated
+    ~3.5 deg against A's there) starts 300 m west of it. Squares lie in A only, in B only, in the
+    overlap (drawn in B at the ground position of A's, found by rasterio) and across A's east edge."""
+    lat = 36.0
+    (ex,), (ny,) = warp_transform("EPSG:4326", "EPSG:32633", [18.0], [lat])
+    a_grid = from_origin(round(ex) - 600, round(ny) + 150, 1.0, 1.0)
+    (bx,), (by,) = warp_transform("EPSG:32633", "EPSG:32634", *([v] for v in a_grid @ (300, 0)))  # on A's (300, 0)
+    b_grid = from_origin(round(bx), round(by), 1.0, 1.0)
+    a_only = [(40, 50), (150, 200), (250, 120)]
+    both = [(340, 40), (420, 150), (490, 250), (560, 100)]
+    cut = [(594, 180)]  # 6 of its 12 columns in A, whole in B
+    b_only = [(360, 60), (460, 170), (560, 250)]  # B's pixels: east of A's edge at ~300
+    a_squares = a_only + both + cut
+
+    def to_b(col, row):
+        xs, ys = warp_transform("EPSG:32633", "EPSG:32634", *a_grid @ (np.array([col, col + SIZE]),
+                                                                       np.array([row, row + SIZE])))
+        return ~b_grid @ (np.array(xs), np.array(ys))
+
+    in_b = []  # A's squares as B sees them: the upper-left corner on the nearest pixel
+    for col, row in a_squares:
+        cols, rows = to_b(col, row)
+        inside = cols.min() > 5 and rows.min() > 5 and cols.max() < 595 and rows.max() < 295
+        outside = cols.max() < 0 or rows.max() < 0 or cols.min() > 600 or rows.min() > 300
+        assert inside != outside and inside == ((col, row) not in a_only), (col, row, cols, rows)
+        if inside:
+            in_b.append((round(cols[0]), round(rows[0])))
+    for col, row in b_only:  # wholly east of A
+        xs, ys = warp_transform("EPSG:32634", "EPSG:32633", *b_grid @ (np.array([col, col]), np.array([row, row + SIZE])))
+        assert (~a_grid @ (np.array(xs), np.array(ys)))[0].min() > 610
+    blue_a, blue_b = {1, 4, 7}, {len(in_b) + 1}  # blue: one of each group
+    scene_with_squares(tmp_path / "a.tif", 600, 300, a_squares, blue=blue_a, crs="EPSG:32633", transform=a_grid)
+    scene_with_squares(tmp_path / "b.tif", 600, 300, in_b + b_only, crs="EPSG:32634", transform=b_grid,
+                       blue={k for k, (col, row) in enumerate(a_squares[len(a_only):]) if len(a_only) + k in blue_a}
+                       | blue_b)
+    out = tmp_path / "out"
+    done = run("predict", tmp_path / "a.tif", tmp_path / "b.tif", "--model", model, "--out", out, "--format", "gpkg")
+    assert done.returncode == 0, done.stderr
+    assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
+
+    merged = tmp_path / "all.gpkg"
+    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
+    assert result.returncode == 0, result.stderr
+    assert "compared in EPSG:3263" in result.stderr  # one of the two zones, whichever holds the centre
+    assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
+    bounds, fields = _polygons(merged)
+    assert fields["crs"] == "EPSG:3857" and len(bounds) == 11
+    # the reference: each square's outline in its own grid, reprojected by rasterio; a square seen by
+    # both scenes is drawn in B on the nearest pixel to A's, and B's grid is rotated: within 2 m
+    tolerance = 2.0 / np.cos(np.radians(lat))  # metres on the ground in EPSG:3857's units there
+    expected = [(_square(a_grid, "EPSG:32633", col, row), k in blue_a, "a.tif" if k < len(a_only) else
+                 "b.tif" if (col, row) in cut else None) for k, (col, row) in enumerate(a_squares)]
+    expected += [(_square(b_grid, "EPSG:32634", col, row), len(in_b) + k in blue_b, "b.tif")
+                 for k, (col, row) in enumerate(b_only)]
+    found = []
+    for ref, blue, seen_whole_by in expected:
+        hits = np.flatnonzero(np.all(np.abs(bounds - ref) < tolerance, axis=1))
+        assert len(hits) == 1, (ref, bounds, hits)  # once, and whole (the cut square comes from B)
+        k = hits[0]
+        found.append(k)
+        assert fields["class_id"][k] == (2 if blue else 1)
+        assert seen_whole_by in (None, fields["scene"][k])
+    assert sorted(found) == list(range(11))
+
+
 @needs_pyogrio
 def test_merge_refuses_bad_options_before_writing(tmp_path, model):
     scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
