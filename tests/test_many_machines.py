@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
 
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.records import job_state
@@ -202,6 +204,22 @@ def _polygons(path: Path) -> tuple[np.ndarray, dict]:
     return np.asarray(bounds).reshape(-1, 4), {"crs": meta["crs"], **dict(zip(meta["fields"], values))}
 
 
+def _predict_and_merge(tmp_path: Path, model: Path, match: str) -> tuple[str, np.ndarray, dict]:
+    """predict a.tif and b.tif (8 squares each, 5 of them one object seen by both), then merge into
+    EPSG:3857: merge's report line and the merged layer's bounds and fields."""
+    out = tmp_path / "out"
+    done = run("predict", tmp_path / "a.tif", tmp_path / "b.tif", "--model", model, "--out", out, "--format", "gpkg")
+    assert done.returncode == 0, done.stderr
+    assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
+    merged = tmp_path / "all.gpkg"
+    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
+    assert result.returncode == 0, result.stderr
+    assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
+    bounds, fields = _polygons(merged)
+    assert fields["crs"] == "EPSG:3857"
+    return result.stderr, bounds, fields
+
+
 @needs_pyogrio
 @pytest.mark.parametrize("match", ["ios", "iou"])
 def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path, model, match):
@@ -218,18 +236,8 @@ def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path,
         scene_with_squares(tmp_path / f"{name}.tif", 600, 300, [c for _, c in inside],
                            blue={k for k, (i, _) in enumerate(inside) if i in blue},
                            transform=from_origin(x0 + left, y0, 1.0, 1.0))
-    out = tmp_path / "out"
-    done = run("predict", tmp_path / "a.tif", tmp_path / "b.tif", "--model", model, "--out", out, "--format", "gpkg")
-    assert done.returncode == 0, done.stderr
-    # the per-scene GeoPackages: A sees 8 squares (one cut), B sees 8
-    assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
-
-    merged = tmp_path / "all.gpkg"
-    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
-    assert result.returncode == 0, result.stderr
-    assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
-    bounds, fields = _polygons(merged)
-    assert fields["crs"] == "EPSG:3857" and len(bounds) == len(squares)
+    bounds, fields = _predict_and_merge(tmp_path, model, match)[1:]
+    assert len(bounds) == len(squares)
     # the reference: each square's true outline in UTM, reprojected by rasterio
     for i, (x, y) in enumerate(squares):
         xs, ys = warp_transform("EPSG:32631", "EPSG:3857", [x0 + x, x0 + x + SIZE] * 2,
@@ -256,7 +264,8 @@ def _square(transform, crs, col, row, to="EPSG:3857") -> np.ndarray:
 def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model, match):
     """Scene A (EPSG:32633) ends at 18 deg E, the zone's east edge; scene B (EPSG:32634, grid rotated
     ~3.5 deg against A's there) starts 300 m west of it. Squares lie in A only, in B only, in the
-    overlap (drawn in B at the ground position of A's, found by rasterio) and across A's east edge."""
+    overlap (drawn in B at the ground position of A's, found by rasterio; one dimmer in A, so B's box
+    must win) and across A's east edge (a part in A, whole in B)."""
     lat = 36.0
     (ex,), (ny,) = warp_transform("EPSG:4326", "EPSG:32633", [18.0], [lat])
     a_grid = from_origin(round(ex) - 600, round(ny) + 150, 1.0, 1.0)
@@ -282,40 +291,35 @@ def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model
         if inside:
             in_b.append((round(cols[0]), round(rows[0])))
     for col, row in b_only:  # wholly east of A
-        xs, ys = warp_transform("EPSG:32634", "EPSG:32633", *b_grid @ (np.array([col, col]), np.array([row, row + SIZE])))
+        xs, ys = warp_transform("EPSG:32634", "EPSG:32633",
+                                *b_grid @ (np.array([col, col]), np.array([row, row + SIZE])))
         assert (~a_grid @ (np.array(xs), np.array(ys)))[0].min() > 610
     blue_a, blue_b = {1, 4, 7}, {len(in_b) + 1}  # blue: one of each group
     scene_with_squares(tmp_path / "a.tif", 600, 300, a_squares, blue=blue_a, crs="EPSG:32633", transform=a_grid)
+    dim = both[2]  # red, and dimmer in A: B's view scores higher and must win in both scenes' decisions
+    with rasterio.open(tmp_path / "a.tif", "r+") as ds:
+        window = Window(dim[0], dim[1], SIZE, SIZE)
+        ds.write(np.broadcast_to(np.array([190, 170, 130], np.uint8)[:, None, None], (3, SIZE, SIZE)), window=window)
     scene_with_squares(tmp_path / "b.tif", 600, 300, in_b + b_only, crs="EPSG:32634", transform=b_grid,
-                       blue={k for k, (col, row) in enumerate(a_squares[len(a_only):]) if len(a_only) + k in blue_a}
-                       | blue_b)
-    out = tmp_path / "out"
-    done = run("predict", tmp_path / "a.tif", tmp_path / "b.tif", "--model", model, "--out", out, "--format", "gpkg")
-    assert done.returncode == 0, done.stderr
-    assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
-
-    merged = tmp_path / "all.gpkg"
-    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
-    assert result.returncode == 0, result.stderr
-    assert "compared in EPSG:3263" in result.stderr  # one of the two zones, whichever holds the centre
-    assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
-    bounds, fields = _polygons(merged)
-    assert fields["crs"] == "EPSG:3857" and len(bounds) == 11
+                       blue={k - len(a_only) for k in blue_a if k >= len(a_only)} | blue_b)  # in_b: a_squares[3:]
+    report, bounds, fields = _predict_and_merge(tmp_path, model, match)
+    assert "compared in EPSG:3263" in report  # one of the two zones, whichever holds the centre
+    assert len(bounds) == 11
     # the reference: each square's outline in its own grid, reprojected by rasterio; a square seen by
     # both scenes is drawn in B on the nearest pixel to A's, and B's grid is rotated: within 2 m
     tolerance = 2.0 / np.cos(np.radians(lat))  # metres on the ground in EPSG:3857's units there
     expected = [(_square(a_grid, "EPSG:32633", col, row), k in blue_a, "a.tif" if k < len(a_only) else
-                 "b.tif" if (col, row) in cut else None) for k, (col, row) in enumerate(a_squares)]
+                 "b.tif" if (col, row) in cut or (col, row) == dim else None) for k, (col, row) in enumerate(a_squares)]
     expected += [(_square(b_grid, "EPSG:32634", col, row), len(in_b) + k in blue_b, "b.tif")
                  for k, (col, row) in enumerate(b_only)]
     found = []
-    for ref, blue, seen_whole_by in expected:
+    for ref, blue, source in expected:
         hits = np.flatnonzero(np.all(np.abs(bounds - ref) < tolerance, axis=1))
         assert len(hits) == 1, (ref, bounds, hits)  # once, and whole (the cut square comes from B)
         k = hits[0]
         found.append(k)
         assert fields["class_id"][k] == (2 if blue else 1)
-        assert seen_whole_by in (None, fields["scene"][k])
+        assert source in (None, fields["scene"][k])  # None: equal scores in both, either may stay
     assert sorted(found) == list(range(11))
 
 
