@@ -22,9 +22,8 @@ from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.session import Session
-from scalemae_det.runtime.tiling import Tile
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
 
-TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it
 
 
 @dataclass
@@ -89,7 +88,8 @@ class Detector:
     def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
         t = self.metadata.tile
         found = []
-        for tile, nodata, det in zip(batch.tiles, batch.nodata, self.detect_tiles(batch.images, thr)):
+        for tile, nodata, det in zip(batch.tiles, batch.nodata, self.session.run(batch.images)):
+            det = det.take(det.scores >= thr)  # thr checked once per scene by detect_scene
             cx = np.clip(((det.boxes[:, 0] + det.boxes[:, 2]) / 2).astype(int), 0, t - 1)
             cy = np.clip(((det.boxes[:, 1] + det.boxes[:, 3]) / 2).astype(int), 0, t - 1)
             det = det.take(~nodata[cy, cx])  # centred on nodata (or padding): not a real object

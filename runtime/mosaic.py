@@ -39,7 +39,7 @@ from affine import Affine
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
-from scalemae_det.runtime.detector import TRUNCATION_MARGIN
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import METRICS, merge
 from scalemae_det.runtime.records import JobState, job_state
 from scalemae_det.runtime.tiling import Tile

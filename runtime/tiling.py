@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it (Tile.truncated)
+
 
 @dataclass(frozen=True)
 class Tile:

@@ -27,9 +27,8 @@ DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 LAYER = "detections"
 _LAYER_OPTIONS = {"FlatGeobuf": {"SPATIAL_INDEX": "NO"}, "GPKG": {}}
 _WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (5, 2))])
-# The fields of every layer written here, per scene or merged: (name, numpy dtype)
-FIELDS = (("scene", object), ("label", object), ("class_id", np.int32), ("score", np.float64),
-          ("px_x1", np.float64), ("px_y1", np.float64), ("px_x2", np.float64), ("px_y2", np.float64))
+# The fields of every layer written here, per scene or merged, in the order `columns` gives them
+FIELDS = ("scene", "label", "class_id", "score", "px_x1", "px_y1", "px_x2", "px_y2")
 
 
 def pyogrio():
@@ -88,9 +87,8 @@ def columns(scene: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
     n = len(scores)
     names = np.asarray(class_names + ["?"], object)  # a label past the names stays visible as "?"
     label_ix = np.where((labels >= 1) & (labels <= len(class_names)), labels - 1, len(class_names))
-    values = [np.full(n, scene, object), names[label_ix.astype(np.int64)], labels.astype(np.int32),
-              scores.astype(np.float64), *(boxes[:, k].astype(np.float64) for k in range(4))]
-    return values
+    return [np.full(n, scene, object), names[label_ix.astype(np.int64)], labels.astype(np.int32),
+            scores.astype(np.float64), *(boxes[:, k].astype(np.float64) for k in range(4))]
 
 
 def write_layer(path: str | os.PathLike, rings: np.ndarray, fields: list[np.ndarray], crs: str | None,
@@ -98,7 +96,7 @@ def write_layer(path: str | os.PathLike, rings: np.ndarray, fields: list[np.ndar
     """Write (or append) N box outlines and their FIELDS to the `detections` layer of `path`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's notes, e.g. about a CRS-less layer
-        pyogrio().raw.write(str(path), polygon_wkb(rings), fields, [name for name, _ in FIELDS], layer=LAYER,
+        pyogrio().raw.write(str(path), polygon_wkb(rings), fields, list(FIELDS), layer=LAYER,
                             driver=driver, geometry_type="Polygon", crs=crs, append=append,
                             layer_options=_LAYER_OPTIONS[driver], promote_to_multi=False)
 

@@ -35,7 +35,7 @@ import numpy as np
 from scalemae_det.base.errors import UserError
 from scalemae_det.data.labels import coco_annotation, read_coco_json
 from scalemae_det.evaluation import evaluate_detections, greedy_matches, xyxy
-from scalemae_det.runtime.detector import TRUNCATION_MARGIN
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.tiling import Tile, plan
 

@@ -18,7 +18,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 CHUNK = 8192  # rows formatted at a time: bounds the text held in memory whatever the number of rows
-COCO_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def chunks(n: int) -> Iterator[slice]:

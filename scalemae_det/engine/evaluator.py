@@ -21,7 +21,7 @@ from scalemae_det.engine.loop import AMP_CHOICES, predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
 from scalemae_det.data.labels import read_coco_json
-from scalemae_det.evaluation import detections_to_coco, evaluate_detections, print_metrics, write_results
+from scalemae_det.evaluation import COUNTINGS, detections_to_coco, evaluate_detections, print_metrics, write_results
 from scalemae_det.scoring import chip_records, read_truth, score_scenes, stitch_chips
 
 
@@ -81,7 +81,7 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
     checks.number("batch_size", batch_size, lo=1, integer=True)
     checks.number("num_workers", num_workers, lo=0, integer=True)
     checks.choice("amp", amp, AMP_CHOICES)
-    checks.choice("xview_counting", xview_counting, ("corrected", "official"))
+    checks.choice("xview_counting", xview_counting, COUNTINGS)
     bands = checks.bands("bands", bands)
     checks.output_file(output, "output")
     if detections is not None:

@@ -122,10 +122,7 @@ def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
     if text is not None and steps is not None:
         raise UserError("--warmup and --warmup_steps say the same thing; give one")
     if text is None:
-        steps = DEFAULT_WARMUP_STEPS if steps is None else steps
-        if steps < 0:
-            raise UserError(f"--warmup_steps must not be negative, got {steps}")
-        return float(steps), "steps"
+        return float(DEFAULT_WARMUP_STEPS if steps is None else steps), "steps"  # range: check_args
     match = _WARMUP.fullmatch(text.strip().lower())
     if not match:
         raise UserError(f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)")

@@ -226,7 +226,7 @@ def train_one_epoch(run: Run, loader: DataLoader, advance) -> None:
     try:
         train_epoch(run.model, loader, run.optimizer, run.scheduler, run.scaler, run.progress, run.info, amp=run.amp,
                     accum_steps=args.accum_steps, clip_grad=args.clip_grad,
-                    on_step=step_callback(run, run.steps_per_epoch, advance))
+                    on_step=step_callback(run, advance))
     except FloatingPointError as exc:
         raise ParameterError("learning_rate", f"training diverged, {exc}: lower the learning rate, or clip "
                              f"gradients with `clip_grad` (now {args.clip_grad:g})", value=args.learning_rate) from None
@@ -285,8 +285,7 @@ def restore(path: Path, run: Run, console: Console) -> Position:
         raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
                         f"{run.global_batch}; resume with the same batch size, processes and accumulation")
     model, info = run.model, run.info
-    num_classes = model.roi_heads.box_predictor.cls_score.out_features - 1
-    check_weights(path, ckpt["model"], model, describe(model.config, num_classes) + " (from --model and --override)")
+    check_weights(path, ckpt["model"], model, describe(model.config, model.num_classes) + " (from --model and --override)")
     model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -300,9 +299,9 @@ def restore(path: Path, run: Run, console: Console) -> Position:
     return position
 
 
-def step_callback(run: Run, steps_per_epoch: int, advance):
+def step_callback(run: Run, advance):
     """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every --save_every."""
-    args, info = run.args, run.info
+    args, info, steps_per_epoch = run.args, run.info, run.steps_per_epoch
     window = {"images": 0, "seconds": 0.0}
 
     def on_step(p: Position, stats: StepStats) -> None:
