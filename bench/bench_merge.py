@@ -8,7 +8,7 @@ A job is laid out as predict leaves it, through the runtime's own writers: a gri
 GeoJSON output (runtime.outputs.write) and a run record (runtime.records.RunRecord). Objects are
 drawn in ground coordinates, so one in an overlap is in both scenes' outputs (cut where a scene's
 edge crosses it) and merge has real duplicates to remove. Each merge runs in its own process, so its
-peak RSS (ru_maxrss) is its own; the claim is that it follows one scene's detections, not the job's:
+peak RSS (VmHWM, bench_predict.peak_rss_mib) is its own; the claim is that it follows one scene's detections, not the job's:
 a 4x larger job keeps about the same peak.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench_predict import peak_rss_mib  # bench/ is on sys.path: it holds this script
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE, GSD, CRS = 2000, 0.5, "EPSG:32633"
@@ -77,7 +78,7 @@ def child(out: str, to: str) -> None:
     report = merge_job(out, to, crs="EPSG:4326")
     print(json.dumps({"seconds": time.perf_counter() - start, "scenes": report.scenes,
                       "pairs": report.overlapping_pairs, "detections": report.detections, "kept": report.kept,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": peak_rss_mib()}))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 
 Scenes are synthetic GeoTIFFs (`scalemae_det.synthetic.write_scene`, at the model's GSD, cached in
 --workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak RSS
-(ru_maxrss) belongs to that scene alone; the streaming claim is that the 16k scene's peak stays
+(VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k scene's peak stays
 within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/helpers/standin.py,
 tile 512) is used: it makes the runtime's own costs (reading, tiling, merging) visible, which a real
 detector's inference hides; pass an exported model for real throughput.
@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since its exec (VmHWM). Not ru_maxrss: Linux carries the
+    parent's high-water mark into a child's across fork and exec, so a child would report its parent's."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def child(model: str, scene: str, provider: str, threads: int) -> None:
@@ -36,7 +42,7 @@ def child(model: str, scene: str, provider: str, threads: int) -> None:
                       "skipped": result.tiles_skipped, "detections": len(result.detections),
                       "megapixels": scene_info.width * scene_info.height / 1e6, "provider": result.provider,
                       "tile": detector.metadata.tile, "batch": detector.session.batch,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": peak_rss_mib()}))
 
 
 def standin(path: Path) -> Path:

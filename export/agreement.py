@@ -26,7 +26,7 @@ from scalemae_det.runtime.detections import Detections
 
 SCORE_MARGIN = 0.05  # score change int8 may bring to a detection near the threshold
 IOU_THRESHOLD = 0.5
-DEFAULT_MIN_AGREEMENT = 0.95
+
 
 def matched(found: Detections, partners: Detections, floor: float) -> tuple[int, int]:
     """(counted, matched): `found`'s detections scoring at least `floor`, and how many of them claim a

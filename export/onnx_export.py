@@ -149,12 +149,10 @@ def int8_model(float_graph: Path, float_meta: ModelMetadata, tiles: np.ndarray, 
     from scalemae_det.export.calibration import in_batches
     from scalemae_det.export.quantize import quantize_int8
 
-    quantised = quantize_int8(float_graph, work / "int8.onnx", in_batches(tiles, float_meta.batch), work, method,
-                              table, providers)
     metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_name)
-    path = work / "int8_final.onnx"
-    onnx.save(finish_graph(onnx.load(str(quantised.path)), metadata), str(path))
-    return path, quantised, metadata
+    quantised = quantize_int8(float_graph, work / "int8_final.onnx", in_batches(tiles, float_meta.batch), work, method,
+                              table, providers, finish=lambda model: finish_graph(model, metadata))
+    return quantised.path, quantised, metadata
 
 
 def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log):

@@ -11,7 +11,7 @@ from scalemae_det.base.errors import ParameterError
 Log = Callable[[str], None]  # progress messages, one per step
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "int8": "int8"}  # option value -> metadata precision
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # export.quantize.METHODS, without importing onnx
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # export.quantize's, kept here free of onnx
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 # Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
@@ -49,6 +49,12 @@ class ExportSpec:
     @property
     def int8(self) -> bool:
         return self.precision == "int8"
+
+    def check_format(self, kind: str, out) -> None:
+        """The option errors that depend on the output's format (onnx or torchscript)."""
+        if kind == "torchscript" and self.int8:
+            raise ParameterError("precision", "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
+                                 value=self.precision, source=str(out))
 
     def check(self) -> None:
         """The option errors that need no checkpoint."""

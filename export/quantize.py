@@ -52,19 +52,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
 
+from scalemae_det.base.atomic import work_dir
 from scalemae_det.base.metadata import INPUT_NAME
+from scalemae_det.export.options import CALIBRATION_METHODS, ExportSpec
 
-METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_METHOD = "minmax"
+DEFAULT_METHOD = ExportSpec().calibration_method
 QUANTISED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 QUANTISED_SCOPES = ("/features/", "/rpn/head/conv/", "/roi_heads/box_head/")
 
@@ -135,18 +135,15 @@ def write_trt_table(ranges, path: Path) -> None:
     """onnxruntime's TensorRT calibration table (flatbuffers) of `ranges` at `path`."""
     from onnxruntime.quantization import write_calibration_table
 
-    folder = path.parent / f".{path.name}.tmp"
-    folder.mkdir()
-    try:
+    with work_dir(path) as folder:
         write_calibration_table(dict(ranges.items()), dir=str(folder))
         os.replace(folder / "calibration.flatbuffers", path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def quantize_int8(float_graph: Path, out: Path, batches: Iterable[np.ndarray], work: Path,
                   method: str = DEFAULT_METHOD, table: Path | None = None,
-                  providers: list[str] | None = None) -> Quantised:
+                  providers: list[str] | None = None,
+                  finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model) -> Quantised:
     """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`), calibrated
     on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory."""
     import logging
@@ -155,8 +152,8 @@ def quantize_int8(float_graph: Path, out: Path, batches: Iterable[np.ndarray], w
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     pre, cache = work / "pre.onnx", work / "ranges.json"
     quant_pre_process(str(float_graph), str(pre), skip_symbolic_shape=True, save_as_external_data=True,
                       external_data_location="pre.onnx.data")
@@ -176,7 +173,8 @@ def quantize_int8(float_graph: Path, out: Path, batches: Iterable[np.ndarray], w
                         calibration_cache_path=str(cache))
     finally:
         logging.getLogger().setLevel(quiet)
-    onnx.save(onnx.load(str(work / "int8.onnx")), str(out))  # one file: int8 weights fit well under 2 GB
+    # one file (int8 weights fit well under 2 GB), `finish` applied on the way (e.g. the contract's metadata)
+    onnx.save(finish(onnx.load(str(work / "int8.onnx"))), str(out))
     if table is not None:
         write_trt_table(ranges, table)
     return Quantised(out, method, nodes, sum(counted), table, left)

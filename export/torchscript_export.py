@@ -16,7 +16,7 @@ import torchvision  # noqa: F401  registers torchvision::nms and roi_align, whic
 
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import UserError
 
 from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 from scalemae_det.export.options import ExportSpec, Log, quiet
@@ -67,9 +67,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, spec: ExportSpec
     """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
     start = time.perf_counter()
     out = Path(out)
-    if spec.int8:
-        raise ParameterError("precision", "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
-                             value=spec.precision, source=str(out))
+    spec.check_format("torchscript", out)
     prep = prepare(checkpoint, [out], spec, opset=NOT_ONNX)
     log(f"tracing the {prep.metadata.model_config} detector to TorchScript ({prep.metadata.precision})")
     with torch.no_grad(), _no_deprecation_warnings():

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import raster_errors
+from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
 from scalemae_det.evaluation import evaluate_detections, greedy_matches, xyxy
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
@@ -116,7 +118,8 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
     if polygons:
         per_scene.update(_polygons_in_scenes(polygons, _crs_of(doc, path), scenes, sizes))
     for name in pixel_boxes:
-        sizes.setdefault(name, _raster_size(name, scenes))
+        if name not in sizes:  # not read already for the polygons
+            sizes[name] = _raster_size(name, scenes)
     categories = sorted({cls for boxes in per_scene.values() for cls, _ in boxes})
     cat_id = {name: k for k, name in enumerate(categories, 1)}
     images, annotations = [], []
@@ -158,7 +161,7 @@ def _raster_size(name: str, scenes: list[Path]) -> tuple[int, int]:
 
     for scene in scenes:
         if scene.name == name:
-            with rasterio.open(scene) as ds:
+            with raster_errors(scene), rasterio.open(scene) as ds:
                 return ds.width, ds.height
     return 0, 0
 
@@ -174,11 +177,8 @@ def _polygons_in_scenes(polygons: list[tuple[str, np.ndarray]], crs, scenes: lis
     owner = np.repeat(np.arange(len(polygons)), counts)
     out: dict[str, list[tuple[str, list[float]]]] = {}
     for scene in scenes:
-        try:
-            with rasterio.open(scene) as ds:
-                scene_crs, transform, w, h = ds.crs, ds.transform, ds.width, ds.height
-        except rasterio.errors.RasterioError as exc:
-            raise UserError(f"{scene}: reading failed: {exc}") from None
+        with raster_errors(scene), rasterio.open(scene) as ds:
+            scene_crs, transform, w, h = ds.crs, ds.transform, ds.width, ds.height
         if scene_crs is None:
             raise UserError(f"{scene}: no georeference, so polygons in map coordinates cannot be placed in it")
         xs, ys = (np.asarray(v) for v in warp(crs, scene_crs, coords[:, 0], coords[:, 1]))
@@ -290,10 +290,8 @@ def stitch_chips(detections: Sequence[dict], chips: dict[int, dict], scene_truth
     out = []
     for name, chunks in parts.items():
         boxes, truncated, scores, labels, tile_ids = (np.concatenate(c) for c in zip(*chunks))
-        for i in merge(boxes, scores, labels, tile_ids, truncated, match, match_threshold).tolist():
-            x0, y0, x1, y1 = boxes[i].tolist()
-            out.append({"image_id": scene_of[name]["id"], "category_id": int(labels[i]), "score": float(scores[i]),
-                        "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        keep = merge(boxes, scores, labels, tile_ids, truncated, match, match_threshold)
+        out += coco_results(scene_of[name]["id"], boxes[keep], scores[keep], labels[keep])
     return out
 
 

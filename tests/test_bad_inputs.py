@@ -417,7 +417,7 @@ def test_evaluate_writes_its_default_beside_the_user_not_the_checkpoint_and_null
     assert metrics["APl"] is None and all(v is None or v >= 0 for k, v in metrics.items() if k.startswith("AP"))
     monkeypatch.setenv("COLUMNS", "200")  # one line per option in rich's help
     help_code, help_out, _ = run("evaluate --help", values, monkeypatch, capsys)
-    assert "CHECKPOINT_NAME.eval.json" in help_out and "current folder" in help_out
+    assert help_code == 0 and "CHECKPOINT_NAME.eval.json" in help_out and "current folder" in help_out
 
 
 def test_resume_runs_the_evaluation_a_kill_interrupted_and_refuses_another_architecture(world, place, monkeypatch,
@@ -448,8 +448,9 @@ def test_resume_runs_the_evaluation_a_kill_interrupted_and_refuses_another_archi
 
     capsys.readouterr()
     wider = [*argv, "--resume", str(save), "--override", "embed_dim=128"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         report_user_errors(train_main, wider, spell=train_flag)
+    assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "c.pth: weights do not fit" in err[0] and "embed_dim 128" in err[0] and "shapes differ" in err[0]
 

@@ -117,6 +117,7 @@ def test_int8_calibrated_on_nonsense_is_refused_and_nothing_written(tmp_path):
     (["--precision", "int8", "--calibration", "{scene}", "--int8-min-agreement", "1.5"], ["--int8-min-agreement 1.5"]),
     (["--precision", "int8", "--calibration", "{scene}", "--int8-labels", "l.json"], ["--int8-labels and --int8-images"]),
     (["--precision", "int8", "--calibration", "{scene}", "--format", "torchscript"], ["--precision int8", "ONNX"]),
+    (["--precision", "int8", "--calibration", "{scene}", "--format", "all"], ["--precision int8", "ONNX"]),  # no .onnx first
 ])
 def test_bad_int8_options_are_one_line_before_any_work(args, words, tmp_path, monkeypatch, capsys):
     from scalemae_det.cli import main

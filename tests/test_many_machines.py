@@ -92,7 +92,7 @@ def test_the_split_depends_on_each_scene_name_only():
 # ---------------------------------------------------------------- three shards, one killed
 
 def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, model):
-    scenes = numbered_scenes(tmp_path / "scenes", 7, 700)
+    scenes = numbered_scenes(tmp_path / "scenes", 7, 1400)  # ~0.6 s a scene: time to kill part-way
     out = tmp_path / "out"
     by_shard = {s: [k for k in range(7) if shard_of(f"s{k}.tif", 3) == s] for s in (1, 2, 3)}
     victim = max(by_shard, key=lambda s: len(by_shard[s]))

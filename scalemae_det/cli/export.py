@@ -65,7 +65,9 @@ def export_command(
                       int8_images=None if int8_images is None else str(int8_images))
     spec.check()
     outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
-    check_outputs([path for _, path in outputs])  # all outputs, before the first is written
+    for kind, path in outputs:  # all outputs, before the first is written
+        spec.check_format(kind, path)
+    check_outputs([path for _, path in outputs])
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     for kind, path in outputs:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
