@@ -125,7 +125,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
             if not report.passed:
                 raise UserError(f"{out}: {report.summary()}; nothing written")
         if spec.int8:
-            int8_graph, table, metadata, report = _int8(prep, chosen, report, out, Path(work), log)
+            int8_graph, table, metadata, report = _int8(prep, chosen, report, out, work, log)
             with atomic_path(table_path(out)) as tmp:
                 os.replace(table, tmp)
             chosen = int8_graph

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 from affine import Affine
 
+from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
@@ -179,8 +180,7 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
     """Every done scene of the job in OUT into one layer `to` (.gpkg or .fgb) in `crs`, duplicates removed."""
     driver = driver_for(to, "--to")
     pyogrio()  # installed, or one error line before any work
-    if match not in METRICS:
-        raise UserError(f"--match: expected one of {', '.join(METRICS)}, got {match!r}")
+    checks.choice("match", match, METRICS)
     target_crs = check_crs(crs)
     to = Path(to)
     folder = to.parent.resolve()

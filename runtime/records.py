@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.shards import Shard
 
@@ -65,7 +66,7 @@ class RunRecord:
             self.path = folder / f"{stem}.jsonl"
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         except OSError as exc:
-            raise UserError(f"{exc.filename or folder}: cannot write the run record ({exc.strerror})") from None
+            raise checks.write_failed(folder, exc, "cannot write the run record") from None
         self.model_sha256, self.provider = model_sha256, provider
         self.counts = dict.fromkeys(STATUSES, 0)
         self._write({"kind": "start", "time": started, "shard": str(shard), "shard_source": shard.source,

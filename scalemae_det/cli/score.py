@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
 
 
@@ -30,10 +31,9 @@ def score_command(
     from scalemae_det.evaluation import print_metrics, write_results
     from scalemae_det.scoring import read_detections, read_truth, score_scenes
 
-    if not 0 < iou < 1:
-        raise UserError(f"--iou must be in (0, 1), got {iou}")
-    if tile is not None and tile < 1 or not 0 <= overlap < 1:
-        raise UserError(f"--tile must be positive and --overlap in [0, 1), got {tile}, {overlap}")
+    checks.number("iou", iou, lo=0, hi=1, lo_open=True, hi_open=True)
+    checks.number("tile", tile, lo=1, integer=True)
+    checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
     for path in (*detections, truth, *scenes):
         if not path.is_file():
             raise UserError(f"{path}: no such file")
