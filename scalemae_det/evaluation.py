@@ -72,7 +72,8 @@ def _box_scale(target: dict) -> tuple[float, float]:
 
 def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[dict], *,
                         ignore_category_ids: Iterable[int] = (), iou_threshold: float = 0.5,
-                        max_dets: int = MAX_DETECTIONS, xview_counting: str = "corrected") -> dict:
+                        max_dets: int = MAX_DETECTIONS, xview_counting: str = "corrected",
+                        matches: dict[int, ClassMatches] | None = None) -> dict:
     """COCO AP family and the xView metric of `detections` against the labels `coco_gt`.
 
     Detections with score <= 0 are dropped first (as the official xView scorer does). Returns a
@@ -89,7 +90,7 @@ def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[
     ignore = set(ignore_category_ids)
     detections = [d for d in detections if d["score"] > 0]
     coco_stats, ap50 = _coco_eval(gt, detections, max_dets)
-    xview_ap = xview_class_aps(gt, detections, iou_threshold, counting=xview_counting)
+    xview_ap = xview_class_aps(gt, detections, iou_threshold, counting=xview_counting, matches=matches)
     num_gt = defaultdict(int)
     for ann in gt.get("annotations", []):
         num_gt[ann["category_id"]] += not ann.get("iscrowd", 0)
@@ -204,17 +205,19 @@ def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 
 
 
 def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
-                    counting: str = "corrected") -> dict[int, float]:
+                    counting: str = "corrected", matches: dict[int, ClassMatches] | None = None) -> dict[int, float]:
     """Per-category VOC all-point AP over `greedy_matches`.
 
     "corrected": every category with ground truth gets an AP (0 when it has no detection).
     "official": a category's boxes in an image count only when the image has a detection of it,
     and a category with no box counted gets no AP (see the module doc). (The official scorer
     matches in the order of each image's file; by score here, the same for files sorted by score,
-    as predict writes them.)
+    as predict writes them.) `matches`: `greedy_matches(gt, detections, iou_threshold)` when the caller
+    has it already.
     """
     aps = {}
-    for cat_id, m in greedy_matches(gt, detections, iou_threshold).items():
+    matches = greedy_matches(gt, detections, iou_threshold) if matches is None else matches
+    for cat_id, m in matches.items():
         if not m.gt_boxes:
             continue
         if counting == "official":

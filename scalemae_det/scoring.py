@@ -36,7 +36,7 @@ from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
-from scalemae_det.evaluation import evaluate_detections, greedy_matches, xyxy
+from scalemae_det.evaluation import ClassMatches, evaluate_detections, greedy_matches, xyxy
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.tiling import Tile, plan
@@ -297,9 +297,9 @@ def stitch_chips(detections: Sequence[dict], chips: dict[int, dict], scene_truth
 
 # --- scoring --------------------------------------------------------------------------------------
 
-def duplicates(truth: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
-               tile: int | None = None, overlap: float = 0.2) -> dict:
-    """Second detections of an object already found (IoU >= threshold with a claimed box).
+def duplicates(truth: dict, matches: dict[int, ClassMatches], tile: int | None = None, overlap: float = 0.2) -> dict:
+    """Second detections of an object already found (IoU >= threshold with a claimed box), from the
+    detections' `greedy_matches` against `truth`.
 
     With `tile` (scene pixels) and `overlap` as predict ran, also how many of them are of objects
     that an inner tile edge of predict's tiling (`runtime.tiling.plan`) passes through: the ones a
@@ -308,7 +308,7 @@ def duplicates(truth: dict, detections: Sequence[dict], iou_threshold: float = 0
     sizes = {img["id"]: (img.get("width", 0), img.get("height", 0)) for img in truth["images"]}
     total = at_seams = 0
     seams: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for m in greedy_matches(truth, detections, iou_threshold).values():
+    for m in matches.values():
         dup = m.duplicate
         total += int(dup.sum())
         if tile is None:
@@ -339,9 +339,10 @@ def score_scenes(truth: dict, detections: Sequence[dict], *, iou_threshold: floa
                  tile: int | None = None, overlap: float = 0.2) -> dict:
     """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image cap)
     with `duplicates` (and `seam_duplicates` given the tiling) added."""
-    per_image = Counter(d["image_id"] for d in detections if d["score"] > 0)
-    max_dets = max([100, *per_image.values()])
-    metrics = evaluate_detections(truth, detections, iou_threshold=iou_threshold, max_dets=max_dets,
-                                  xview_counting=xview_counting, ignore_category_ids=ignore_category_ids)
-    kept = [d for d in detections if d["score"] > 0]
-    return {**metrics, **duplicates(truth, kept, iou_threshold, tile, overlap)}
+    kept = [d for d in detections if d["score"] > 0]  # as evaluate_detections keeps them
+    max_dets = max([100, *Counter(d["image_id"] for d in kept).values()])
+    matches = greedy_matches(truth, kept, iou_threshold)  # once, for the xView AP and the duplicates
+    metrics = evaluate_detections(truth, kept, iou_threshold=iou_threshold, max_dets=max_dets,
+                                  xview_counting=xview_counting, ignore_category_ids=ignore_category_ids,
+                                  matches=matches)
+    return {**metrics, **duplicates(truth, matches, tile, overlap)}
