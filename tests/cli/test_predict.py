@@ -12,29 +12,9 @@ import pytest
 import rasterio
 
 from helpers.realdata import ORIGINS, raster
+from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.standin import build_model, scene_with_squares
 from scalemae_det.runtime.preview import PALETTE
-
-REPO = Path(__file__).parents[1]
-# Run the CLI with torch made unimportable: any attempt is reported on stderr and fails.
-NO_TORCH = """
-import sys
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            sys.stderr.write(f"torch import attempted: {name}\\n")
-            raise ImportError(f"{name} is not available here")
-        return None
-
-sys.meta_path.insert(0, NoTorch())
-from scalemae_det.cli import main
-sys.argv = ["scalemae-det", *sys.argv[1:]]
-try:
-    main()
-finally:
-    assert "torch" not in sys.modules
-"""
 
 
 def predict(*args, timeout=120) -> subprocess.CompletedProcess:
@@ -73,14 +53,6 @@ def test_predict_runs_without_torch(tmp_path, model):
         colour = PALETTE[feature["properties"]["class_id"] - 1]
         for x, y in ((x1, y1), (x2, (y1 + y2) // 2), ((x1 + x2) // 2, y2)):
             np.testing.assert_array_equal(image[:, y, x], colour)
-
-
-def numbered_scenes(folder: Path, count: int, side: int) -> Path:
-    """`folder` with scenes s0.tif .. s{count - 1}.tif, scene k holding k + 1 squares."""
-    folder.mkdir()
-    for k in range(count):
-        scene_with_squares(folder / f"s{k}.tif", side, side, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)])
-    return folder
 
 
 def test_killed_run_leaves_only_complete_outputs_and_rerun_skips_them(tmp_path, model):

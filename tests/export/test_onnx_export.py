@@ -13,15 +13,14 @@ import torch
 from onnx import numpy_helper
 
 import scalemae_det
-from conftest import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
+from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
+from helpers.onnx import F32, assert_same, run_onnx, split
 from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.export.torchscript_export import load_torchscript
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
-
-F32 = TOLERANCES["float32"]
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +38,6 @@ def reference(tiny_checkpoint, tiles) -> list[dict[str, np.ndarray]]:
     with torch.no_grad():
         out = model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)
     return [{k: v.numpy() for k, v in d.items()} for d in out]
-
-
-def run_onnx(path, tiles: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return split([session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles[i:i + batch]}) for i in range(0, len(tiles), batch)])
-
-
-def split(batches) -> list[dict[str, np.ndarray]]:
-    """Padded batch outputs -> per-image detections; rows past num_detections must be zero."""
-    images = []
-    for boxes, scores, labels, counts in batches:
-        for b, s, l, n in zip(boxes, scores, labels, counts):
-            assert not (b[n:].any() or s[n:].any() or l[n:].any())
-            images.append({"boxes": b[:n], "scores": s[:n], "labels": l[:n]})
-    return images
-
-
-def assert_same(got, want, tol=F32):
-    assert [len(d["scores"]) for d in got] == [len(d["scores"]) for d in want]
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g["labels"], w["labels"])
-        np.testing.assert_allclose(g["boxes"], w["boxes"], rtol=0, atol=tol.box_px)
-        np.testing.assert_allclose(g["scores"], w["scores"], rtol=0, atol=tol.score)
 
 
 def test_batch3_matches_pytorch_per_image_and_blank_tile_breaks_nothing(tiny_onnx, tiles, reference):

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
-from test_runtime_cli import NO_TORCH, REPO, numbered_scenes
+from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.standin import SIZE, build_model, scene_with_squares
 
 needs_pyogrio = pytest.mark.skipif(find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)")

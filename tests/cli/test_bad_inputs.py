@@ -33,7 +33,7 @@ from scalemae_det.cli import main, report_user_errors
 from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.run import main as train_main
 from helpers.standin import build_model, metadata, scene_with_squares
-from test_train import make_dataset, train_args
+from helpers.training import make_dataset, train_args
 
 
 # ---------------------------------------------------------------- the world the cases run in

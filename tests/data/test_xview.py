@@ -207,14 +207,14 @@ def test_cli_errors_are_one_line(xview, tmp_path):
     cmd = [sys.executable, "-c", "from scalemae_det.cli import main; main()", "prepare-xview"]
     res = subprocess.run([*cmd, "--geojson", str(geojson), "--images", str(tmp_path / "nope"),
                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1])
+                         cwd=Path(__file__).parents[2])
     assert res.returncode == 1
     assert res.stderr.strip() == f"error: {tmp_path / 'nope'}: images directory not found"
     bad = tmp_path / "bad.geojson"
     bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", ')
     res = subprocess.run([*cmd, "--geojson", str(bad), "--images", str(root / "images"),
                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1])
+                         cwd=Path(__file__).parents[2])
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert res.stderr.startswith(f"error: {bad}: invalid GeoJSON")
 
