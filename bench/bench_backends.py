@@ -62,7 +62,9 @@ class TorchSession:
         with torch.inference_mode():
             outs = self.model(list(torch.from_numpy(images)), gsd=self.gsd)
         self.run_seconds += time.perf_counter() - start
-        return [Detections(o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy()) for o in outs]
+        return [
+            Detections(o["boxes"].numpy(), o["scores"].numpy(), o["labels"].numpy()) for o in outs
+        ]
 
 
 def run_detector(backend: str, args: argparse.Namespace) -> dict:
@@ -70,7 +72,9 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
     from scalemae_det.runtime import Detector
     from scalemae_det.runtime.session import Session
 
-    session = Session(args.workdir / f"model_b{2 if backend == 'ort-b2' else 1}.onnx", "cpu", threads=args.threads)
+    session = Session(
+        args.workdir / f"model_b{2 if backend == 'ort-b2' else 1}.onnx", "cpu", threads=args.threads
+    )
     if backend == "torch":
         import torch
 
@@ -84,10 +88,15 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
     with bar:
         result = detector.detect_scene(args.scene, overlap=args.overlap, progress=update)
     det = result.detections
-    return {"tiles": result.tiles_run + result.tiles_skipped, "seconds": result.seconds,
-            "infer_seconds": result.run_seconds, "provider": result.provider,
-            "boxes": det.boxes.tolist(), "scores": det.scores.tolist(),
-            "classes": [result.class_names[k - 1] for k in det.labels.tolist()]}
+    return {
+        "tiles": result.tiles_run + result.tiles_skipped,
+        "seconds": result.seconds,
+        "infer_seconds": result.run_seconds,
+        "provider": result.provider,
+        "boxes": det.boxes.tolist(),
+        "scores": det.scores.tolist(),
+        "classes": [result.class_names[k - 1] for k in det.labels.tolist()],
+    }
 
 
 def run_sahi(args: argparse.Namespace) -> dict:
@@ -103,7 +112,9 @@ def run_sahi(args: argparse.Namespace) -> dict:
         from sahi.predict import get_sliced_prediction
         from sahi.prediction import ObjectPrediction
     except ImportError as exc:
-        return {"error": f"sahi not importable ({exc}); install it apart (see this script's doc) and pass --sahi-path"}
+        return {
+            "error": f"sahi not importable ({exc}); install it apart (see this script's doc) and pass --sahi-path"
+        }
 
     from scalemae_det.base.pixels import select_bands
     from scalemae_det.checkpoints import load_detector
@@ -128,39 +139,73 @@ def run_sahi(args: argparse.Namespace) -> dict:
             self.infer_seconds += time.perf_counter() - start
             self.slices += 1
 
-        def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=[[0, 0]],
-                                                                      full_shape_list=None):
+        def _create_object_prediction_list_from_original_predictions(
+            self, shift_amount_list=((0, 0),), full_shape_list=None
+        ):
             out = self._original_predictions
             shift = shift_amount_list[0]
             full = full_shape_list[0] if full_shape_list else None
-            self._object_prediction_list_per_image = [[
-                ObjectPrediction(bbox=box, category_id=label, category_name=names[label - 1], score=score,
-                                 shift_amount=shift, full_shape=full)
-                for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist())
-                if score >= self.confidence_threshold]]
+            self._object_prediction_list_per_image = [
+                [
+                    ObjectPrediction(
+                        bbox=box,
+                        category_id=label,
+                        category_name=names[label - 1],
+                        score=score,
+                        shift_amount=shift,
+                        full_shape=full,
+                    )
+                    for box, score, label in zip(
+                        out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()
+                    )
+                    if score >= self.confidence_threshold
+                ]
+            ]
 
-    threshold = model.roi_heads.score_thresh  # the exported model's threshold too (export defaults to it)
-    sahi_model = ScaleMAEDetectionModel(model=model, device="cpu", confidence_threshold=threshold,
-                                        category_mapping={str(i + 1): n for i, n in enumerate(names)})
+    threshold = (
+        model.roi_heads.score_thresh
+    )  # the exported model's threshold too (export defaults to it)
+    sahi_model = ScaleMAEDetectionModel(
+        model=model,
+        device="cpu",
+        confidence_threshold=threshold,
+        category_mapping={str(i + 1): n for i, n in enumerate(names)},
+    )
     bar, update = scene_progress("sahi")
     start = time.perf_counter()
-    with rasterio.open(args.scene) as ds:  # the bands the runtime would take; uint8, so [0, 1] is /255 as there
+    with rasterio.open(
+        args.scene
+    ) as ds:  # the bands the runtime would take; uint8, so [0, 1] is /255 as there
         image = np.ascontiguousarray(ds.read(select_bands(ds)).transpose(1, 2, 0))
     read_seconds = time.perf_counter() - start
     with bar:
         # force_postprocess_type: keep SAHI's default merge although the threshold is under its 0.1
         # "low confidence" switch to NMS/IOU; perform_standard_pred would run the model on the whole scene
-        result = get_sliced_prediction(image, sahi_model, slice_height=args.tile, slice_width=args.tile,
-                                       overlap_height_ratio=args.overlap, overlap_width_ratio=args.overlap,
-                                       perform_standard_pred=False, force_postprocess_type=True, verbose=0,
-                                       progress_callback=update)
+        result = get_sliced_prediction(
+            image,
+            sahi_model,
+            slice_height=args.tile,
+            slice_width=args.tile,
+            overlap_height_ratio=args.overlap,
+            overlap_width_ratio=args.overlap,
+            perform_standard_pred=False,
+            force_postprocess_type=True,
+            verbose=0,
+            progress_callback=update,
+        )
     seconds = time.perf_counter() - start
     preds = result.object_prediction_list
-    return {"tiles": sahi_model.slices, "seconds": seconds, "infer_seconds": sahi_model.infer_seconds,
-            "read_seconds": read_seconds, "merge_seconds": result.durations_in_seconds.get("postprocess"),
-            "provider": f"sahi {sys.modules['sahi'].__version__} + PyTorch eager CPU",
-            "boxes": [p.bbox.to_xyxy() for p in preds], "scores": [p.score.value for p in preds],
-            "classes": [p.category.name for p in preds]}
+    return {
+        "tiles": sahi_model.slices,
+        "seconds": seconds,
+        "infer_seconds": sahi_model.infer_seconds,
+        "read_seconds": read_seconds,
+        "merge_seconds": result.durations_in_seconds.get("postprocess"),
+        "provider": f"sahi {sys.modules['sahi'].__version__} + PyTorch eager CPU",
+        "boxes": [p.bbox.to_xyxy() for p in preds],
+        "scores": [p.score.value for p in preds],
+        "classes": [p.category.name for p in preds],
+    }
 
 
 def child(backend: str, args: argparse.Namespace) -> None:
@@ -170,15 +215,20 @@ def child(backend: str, args: argparse.Namespace) -> None:
 
 def exported(checkpoint: Path, workdir: Path, gsd: float, tile: int, batch: int) -> Path:
     """The checkpoint exported to ONNX (cached; re-exported when the checkpoint's hash changes)."""
+    from scalemae_det.base.digest import sha256_file
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
     from scalemae_det.runtime.session import Session
-    from scalemae_det.base.digest import sha256_file
 
     path = workdir / f"model_b{batch}.onnx"
     if path.exists():
         meta = Session(path, "cpu").metadata
-        if (meta.source_sha256, meta.gsd, meta.tile, meta.batch) == (sha256_file(checkpoint), gsd, tile, batch):
+        if (meta.source_sha256, meta.gsd, meta.tile, meta.batch) == (
+            sha256_file(checkpoint),
+            gsd,
+            tile,
+            batch,
+        ):
             return path
     print(f"exporting {checkpoint.name} to {path} (batch {batch}) ...", flush=True)
     export_onnx(checkpoint, path, ExportSpec(gsd=gsd, tile=tile, batch=batch))
@@ -190,14 +240,32 @@ def coco_detections(m: dict, gt: dict) -> list[dict]:
     from scalemae_det.base.rows import coco_results
 
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
-    return coco_results(gt["images"][0]["id"], m["boxes"], m["scores"],
-                        [by_name[name] for name in m["classes"]])
+    return coco_results(
+        gt["images"][0]["id"], m["boxes"], m["scores"], [by_name[name] for name in m["classes"]]
+    )
 
 
 def measure(backend: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", backend, "--scene", str(args.scene), "--workdir", str(args.workdir),
-           "--gsd", str(args.gsd), "--threads", str(args.threads), "--overlap", str(args.overlap),
-           "--tile", str(args.tile), "--checkpoint", str(args.checkpoint)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        backend,
+        "--scene",
+        str(args.scene),
+        "--workdir",
+        str(args.workdir),
+        "--gsd",
+        str(args.gsd),
+        "--threads",
+        str(args.threads),
+        "--overlap",
+        str(args.overlap),
+        "--tile",
+        str(args.tile),
+        "--checkpoint",
+        str(args.checkpoint),
+    ]
     cmd += ["--sahi-path", str(args.sahi_path)] if args.sahi_path else []
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode:
@@ -209,13 +277,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10240, help="scene side in pixels")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads, ONNX Runtime and PyTorch alike")
-    parser.add_argument("--gsd", type=float, default=0.5, help="scene and export GSD in metres (the bundled model's)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="intra-op threads, ONNX Runtime and PyTorch alike"
+    )
+    parser.add_argument(
+        "--gsd",
+        type=float,
+        default=0.5,
+        help="scene and export GSD in metres (the bundled model's)",
+    )
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=float, default=0.2)
-    parser.add_argument("--checkpoint", type=Path, help="detector checkpoint (default: the bundled tiny model)")
-    parser.add_argument("--sahi-path", type=Path, help="folder holding sahi and its extra dependencies (pip --target)")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="detector checkpoint (default: the bundled tiny model)"
+    )
+    parser.add_argument(
+        "--sahi-path",
+        type=Path,
+        help="folder holding sahi and its extra dependencies (pip --target)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench"
+    )
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,6 +308,7 @@ def main() -> None:
         return child(args.child, args)
 
     from bench_predict import scene  # bench/ is on sys.path: it holds this script
+
     from scalemae_det.base.atomic import atomic_path
     from scalemae_det.evaluation import xview_class_aps
 
@@ -234,9 +318,12 @@ def main() -> None:
     for batch in sorted({2 if b == "ort-b2" else 1 for b in args.backends}):
         exported(args.checkpoint, args.workdir, args.gsd, args.tile, batch)
 
-    megapixels = args.size ** 2 / 1e6
-    print(f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} objects, "
-          f"{args.gsd:g} m), tile {args.tile}, overlap {args.overlap}, {args.threads} threads", flush=True)
+    megapixels = args.size**2 / 1e6
+    print(
+        f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} objects, "
+        f"{args.gsd:g} m), tile {args.tile}, overlap {args.overlap}, {args.threads} threads",
+        flush=True,
+    )
     rows = {}
     for backend in args.backends:
         m = rows[backend] = measure(backend, args)
@@ -244,26 +331,38 @@ def main() -> None:
             print(f"{backend}: failed, {m['error']}", flush=True)
             continue
         dets = coco_detections(m, gt)
-        with atomic_path(args.workdir / f"detections_{args.size}_{backend}.json") as tmp:  # for scoring offline
+        with atomic_path(
+            args.workdir / f"detections_{args.size}_{backend}.json"
+        ) as tmp:  # for scoring offline
             tmp.write_text(json.dumps(dets))
         aps = xview_class_aps(gt, dets, iou_threshold=0.5)
         m["AP50"] = sum(aps.values()) / len(aps)
-        extra = "".join(f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if k in m)
-        print(f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) [{m['provider']}]",
-              flush=True)
+        extra = "".join(
+            f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if k in m
+        )
+        print(
+            f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) [{m['provider']}]",
+            flush=True,
+        )
 
     base = rows.get("ort", {}).get("seconds")
-    print(f"\n{'backend':<8} {'tiles':>6} {'seconds':>8} {'MP/s':>6} {'detections':>10} {'AP@0.5':>7} {'time/ORT':>8}")
+    print(
+        f"\n{'backend':<8} {'tiles':>6} {'seconds':>8} {'MP/s':>6} {'detections':>10} {'AP@0.5':>7} {'time/ORT':>8}"
+    )
     for backend, m in rows.items():
         if "error" in m:
             print(f"{backend:<8} failed: {m['error']}")
             continue
         ratio = f"{m['seconds'] / base:.2f}x" if base else "-"
-        print(f"{backend:<8} {m['tiles']:>6} {m['seconds']:>8.1f} {megapixels / m['seconds']:>6.2f} "
-              f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}")
-    print("AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes;\n"
-          "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
-          "it did not finish in 18 min on a 10k scene")
+        print(
+            f"{backend:<8} {m['tiles']:>6} {m['seconds']:>8.1f} {megapixels / m['seconds']:>6.2f} "
+            f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}"
+        )
+    print(
+        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes;\n"
+        "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
+        "it did not finish in 18 min on a 10k scene"
+    )
 
 
 if __name__ == "__main__":

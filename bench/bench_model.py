@@ -1,6 +1,6 @@
 """Parameter counts and CPU forward time of a detector config on one image.
 
-    .venv/bin/python bench/bench_model.py --model vit_large_patch16 --size 800 --threads 2
+.venv/bin/python bench/bench_model.py --model vit_large_patch16 --size 800 --threads 2
 """
 
 import argparse
@@ -32,8 +32,10 @@ def main() -> None:
             start = time.perf_counter()
             model(image, gsd=0.3)
             times.append(time.perf_counter() - start)
-    print(f"forward {args.size}x{args.size}, {args.threads} threads: best {min(times):.2f} s, "
-          f"mean {sum(times) / len(times):.2f} s over {args.repeats}")
+    print(
+        f"forward {args.size}x{args.size}, {args.threads} threads: best {min(times):.2f} s, "
+        f"mean {sum(times) / len(times):.2f} s over {args.repeats}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ peak RSS (os.wait4's rusage), so imports, reading, merging and writing all count
   where wall time swings with the load (use --threads 1 there: an onnxruntime thread pool spins and
   bills its idle waits as CPU). The fastest of --repeats alternated runs of each is kept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,7 @@ def bundled(workdir: Path) -> Path:
     """The bundled tiny detector exported to ONNX at the scenes' GSD (cached)."""
     sys.path.insert(0, str(REPO / "bench"))
     from bench_backends import exported
+
     from scalemae_det.demo import BUNDLED
 
     return exported(BUNDLED, workdir, GSD, 512, 2)
@@ -66,14 +68,26 @@ def squares_scene(workdir: Path, size: int) -> Path:
     if path.exists():
         return path
     strip = 512
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True, blockxsize=256,
-                   blockysize=256, crs="EPSG:32633", transform=from_origin(500_000, 4_000_000, GSD, GSD))
-    on = (np.arange(size) % PITCH >= PITCH - SIDE)  # columns (and rows) inside a square
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        crs="EPSG:32633",
+        transform=from_origin(500_000, 4_000_000, GSD, GSD),
+    )
+    on = np.arange(size) % PITCH >= PITCH - SIDE  # columns (and rows) inside a square
     with rasterio.open(path, "w", **profile) as ds:
         for top in range(0, size, strip):
-            rows = on[top:top + strip]
+            rows = on[top : top + strip]
             grey = np.where(rows[:, None] & on[None, :], 230, 20).astype(np.uint8)
-            ds.write(np.broadcast_to(grey, (3, *grey.shape)), window=Window(0, top, size, len(rows)))
+            ds.write(
+                np.broadcast_to(grey, (3, *grey.shape)), window=Window(0, top, size, len(rows))
+            )
     return path
 
 
@@ -101,7 +115,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": usage.r
 
 def run_measured(cmd: list[str], log: Path) -> dict:
     """Run `cmd` to its end: wall seconds from start to exit, CPU seconds (user + system) and peak RSS (MiB)."""
-    done = subprocess.run([sys.executable, "-c", LAUNCHER, str(log), *cmd], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(log), *cmd], capture_output=True, text=True, check=True
+    )
     m = json.loads(done.stdout)
     if m["rc"]:
         sys.exit(f"{' '.join(cmd)} failed:\n{log.read_text()[-3000:]}")
@@ -109,9 +125,23 @@ def run_measured(cmd: list[str], log: Path) -> dict:
 
 
 def predict(model: Path, scene: Path, out: Path, threads: int) -> dict:
-    cmd = [str(Path(sys.executable).with_name("scalemae-det")), "predict", str(scene), "--model", str(model),
-           "--out", str(out), "--provider", "cpu", "--format", "geojson", "--overwrite"]
-    m = run_measured(cmd + (["--threads", str(threads)] if threads else []), out.with_suffix(".log"))
+    cmd = [
+        str(Path(sys.executable).with_name("scalemae-det")),
+        "predict",
+        str(scene),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--provider",
+        "cpu",
+        "--format",
+        "geojson",
+        "--overwrite",
+    ]
+    m = run_measured(
+        cmd + (["--threads", str(threads)] if threads else []), out.with_suffix(".log")
+    )
     found = re.search(r"(\d+) detections, (\d+) tiles run", m["log"])
     m["detections"], m["tiles"] = int(found.group(1)), int(found.group(2))
     m["output_mib"] = (out / (scene.stem + ".geojson")).stat().st_size / 2**20
@@ -134,8 +164,12 @@ def bare_child(model: str, scene: str, tiles: str, threads: int) -> None:
     with rasterio.open(scene) as ds:
         for start in range(0, len(windows["windows"]), batch):
             images = np.zeros((batch, 3, tile, tile), np.float32)
-            for k, (col, row, width, height, out_w, out_h) in enumerate(windows["windows"][start:start + batch]):
-                pixels = ds.read([1, 2, 3], window=Window(col, row, width, height), out_shape=(3, out_h, out_w))
+            for k, (col, row, width, height, out_w, out_h) in enumerate(
+                windows["windows"][start : start + batch]
+            ):
+                pixels = ds.read(
+                    [1, 2, 3], window=Window(col, row, width, height), out_shape=(3, out_h, out_w)
+                )
                 images[k, :, :out_h, :out_w] = pixels / np.float32(255)
             session.run(None, {"images": images})
 
@@ -147,10 +181,27 @@ def bare(model: Path, scene: Path, workdir: Path, threads: int) -> dict:
     meta = Session(model, "cpu").metadata
     plan = open_scene(scene, meta)
     tiles = workdir / f"{scene.stem}.tiles.json"
-    tiles.write_text(json.dumps({"batch": meta.batch, "tile": meta.tile, "windows": [
-        [t.col, t.row, t.width, t.height, t.out_width, t.out_height]
-        for t in plan.tiles]}))
-    cmd = [sys.executable, __file__, "--bare", str(model), str(scene), str(tiles), "--threads", str(threads)]
+    tiles.write_text(
+        json.dumps(
+            {
+                "batch": meta.batch,
+                "tile": meta.tile,
+                "windows": [
+                    [t.col, t.row, t.width, t.height, t.out_width, t.out_height] for t in plan.tiles
+                ],
+            }
+        )
+    )
+    cmd = [
+        sys.executable,
+        __file__,
+        "--bare",
+        str(model),
+        str(scene),
+        str(tiles),
+        "--threads",
+        str(threads),
+    ]
     m = run_measured(cmd, workdir / f"{scene.stem}.bare.log")
     m["tiles"] = len(plan.tiles)
     return m
@@ -158,12 +209,25 @@ def bare(model: Path, scene: Path, workdir: Path, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[2048, 8192], help="scene sides for peak RSS")
-    parser.add_argument("--overhead-size", type=int, default=4096, help="scene side for predict vs bare onnxruntime (0: skip)")
+    parser.add_argument(
+        "--memory-sizes", type=int, nargs="*", default=[2048, 8192], help="scene sides for peak RSS"
+    )
+    parser.add_argument(
+        "--overhead-size",
+        type=int,
+        default=4096,
+        help="scene side for predict vs bare onnxruntime (0: skip)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime CPU threads (0: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="overhead runs of each process (the fastest counts)")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench-outputs")
-    parser.add_argument("--bare", nargs=3, metavar=("MODEL", "SCENE", "TILES"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="overhead runs of each process (the fastest counts)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench-outputs"
+    )
+    parser.add_argument(
+        "--bare", nargs=3, metavar=("MODEL", "SCENE", "TILES"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.bare:
         return bare_child(*args.bare, args.threads)
@@ -171,29 +235,58 @@ def main() -> None:
     model = standin(args.workdir / "standin_dense.onnx")
     rows = []
     for size in args.memory_sizes:
-        m = predict(model, squares_scene(args.workdir, size), args.workdir / f"out_{size}", args.threads)
+        m = predict(
+            model, squares_scene(args.workdir, size), args.workdir / f"out_{size}", args.threads
+        )
         rows.append(m)
-        print(f"predict {size:>5} px: {m['detections']:>7} detections, {m['tiles']:>4} tiles, {m['seconds']:6.1f} s, "
-              f"peak RSS {m['peak_rss_mib']:6.1f} MiB, GeoJSON {m['output_mib']:.1f} MiB", flush=True)
+        print(
+            f"predict {size:>5} px: {m['detections']:>7} detections, {m['tiles']:>4} tiles, {m['seconds']:6.1f} s, "
+            f"peak RSS {m['peak_rss_mib']:6.1f} MiB, GeoJSON {m['output_mib']:.1f} MiB",
+            flush=True,
+        )
     if len(rows) > 1:
-        print(f"peak RSS {args.memory_sizes[-1]} px / {args.memory_sizes[0]} px: "
-              f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}x (target <= 1.25x)", flush=True)
-    cases = [("bundled detector, synthetic", bundled(args.workdir), synthetic_scene),
-             ("stand-in, squares", model, squares_scene)] if args.overhead_size else []
+        print(
+            f"peak RSS {args.memory_sizes[-1]} px / {args.memory_sizes[0]} px: "
+            f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}x (target <= 1.25x)",
+            flush=True,
+        )
+    cases = (
+        [
+            ("bundled detector, synthetic", bundled(args.workdir), synthetic_scene),
+            ("stand-in, squares", model, squares_scene),
+        ]
+        if args.overhead_size
+        else []
+    )
     for kind, case_model, make in cases:
         scene = make(args.workdir, args.overhead_size)
         runs = []
-        for _ in range(args.repeats):  # alternated, so both meet the same load; the fastest of each is kept
-            runs.append((bare(case_model, scene, args.workdir, args.threads),
-                         predict(case_model, scene, args.workdir / f"out_{scene.stem}_{case_model.stem}", args.threads)))
+        for _ in range(
+            args.repeats
+        ):  # alternated, so both meet the same load; the fastest of each is kept
+            runs.append(
+                (
+                    bare(case_model, scene, args.workdir, args.threads),
+                    predict(
+                        case_model,
+                        scene,
+                        args.workdir / f"out_{scene.stem}_{case_model.stem}",
+                        args.threads,
+                    ),
+                )
+            )
         base, m = (min((r[k] for r in runs), key=lambda r: r["seconds"]) for k in (0, 1))
         cpu_base, cpu = (min(r[k]["cpu_seconds"] for r in runs) for k in (0, 1))
         assert m["tiles"] == base["tiles"], (m["tiles"], base["tiles"])
-        print(f"{kind} {args.overhead_size} px, {base['tiles']} tiles, {m['detections']} detections written as GeoJSON "
-              f"(peak RSS {m['peak_rss_mib']:.1f} MiB); fastest of {args.repeats}, predict / bare onnxruntime loop:\n"
-              f"    wall {m['seconds']:.1f} s / {base['seconds']:.1f} s = {m['seconds'] / base['seconds']:.3f}x, "
-              f"CPU {cpu:.1f} s / {cpu_base:.1f} s = {cpu / cpu_base:.3f}x (target <= 1.10x); wall ratios of each "
-              f"repeat: {[round(r[1]['seconds'] / r[0]['seconds'], 3) for r in runs]}", flush=True)
+        print(
+            f"{kind} {args.overhead_size} px, {base['tiles']} tiles, {m['detections']} detections written as GeoJSON "
+            f"(peak RSS {m['peak_rss_mib']:.1f} MiB); fastest of {args.repeats}, predict / bare onnxruntime loop:\n"
+            f"    wall {m['seconds']:.1f} s / {base['seconds']:.1f} s = {m['seconds'] / base['seconds']:.3f}x, "
+            f"CPU {cpu:.1f} s / {cpu_base:.1f} s = {cpu / cpu_base:.3f}x (target <= 1.10x); wall ratios of each "
+            f"repeat: {[round(r[1]['seconds'] / r[0]['seconds'], 3) for r in runs]}",
+            flush=True,
+        )
+
 
 if __name__ == "__main__":
     main()

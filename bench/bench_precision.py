@@ -48,7 +48,9 @@ def checkpoint_for(name: str, work: Path) -> Path:
     return path
 
 
-def exports(name: str, ckpt: Path, work: Path, args, calibration: Path) -> tuple[dict[str, Path], str]:
+def exports(
+    name: str, ckpt: Path, work: Path, args, calibration: Path
+) -> tuple[dict[str, Path], str]:
     """precision -> model path, and the int8 gate's summary (bundled model only)."""
     from scalemae_det.base.metadata import ModelMetadata
     from scalemae_det.export.calibration import read_tiles
@@ -59,13 +61,23 @@ def exports(name: str, ckpt: Path, work: Path, args, calibration: Path) -> tuple
     paths, gate = {}, ""
     for precision in ("fp32", "fp16"):
         t0 = time.perf_counter()
-        paths[precision] = export_onnx(ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)).path
+        paths[precision] = export_onnx(
+            ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)
+        ).path
         print(f"  {name} {precision}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
     out = work / f"{name}_int8.onnx"
     if name == "bundled":
-        result = export_onnx(ckpt, out, ExportSpec(**base, precision="int8", calibration=(str(calibration),),
-                                                   calibration_tiles=args.calibration_tiles))
+        result = export_onnx(
+            ckpt,
+            out,
+            ExportSpec(
+                **base,
+                precision="int8",
+                calibration=(str(calibration),),
+                calibration_tiles=args.calibration_tiles,
+            ),
+        )
         gate = result.report.summary()
     else:
         meta = ModelMetadata.from_file(paths["fp32"])
@@ -73,12 +85,15 @@ def exports(name: str, ckpt: Path, work: Path, args, calibration: Path) -> tuple
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             os.replace(int8_model(paths["fp32"], meta, tiles, Path(scratch))[0], out)
     paths["int8"] = out
-    print(f"  {name} int8: calibrated and quantised in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"  {name} int8: calibrated and quantised in {time.perf_counter() - t0:.0f} s", flush=True
+    )
     return paths, gate
 
 
-def throughput(paths: dict[str, Path], tile: int, threads: int, rounds: int, count: int
-               ) -> tuple[dict[str, float], dict[str, float]]:
+def throughput(
+    paths: dict[str, Path], tile: int, threads: int, rounds: int, count: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """precision -> tiles/s (median pass), and -> CPU seconds per tile (best pass); precisions interleaved."""
     import onnxruntime as ort
 
@@ -88,7 +103,9 @@ def throughput(paths: dict[str, Path], tile: int, threads: int, rounds: int, cou
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[precision] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sessions[precision] = ort.InferenceSession(
+            str(path), opts, providers=["CPUExecutionProvider"]
+        )
     rng = np.random.default_rng(0)
     tiles = rng.uniform(0.2, 0.6, (count, 1, 3, tile, tile)).astype(np.float32)
     for s in sessions.values():
@@ -106,15 +123,29 @@ def throughput(paths: dict[str, Path], tile: int, threads: int, rounds: int, cou
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["bundled", "vit_base_patch16"],
-                    help="bundled, vit_tiny_patch16, vit_base_patch16, vit_large_patch16")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["bundled", "vit_base_patch16"],
+        help="bundled, vit_tiny_patch16, vit_base_patch16, vit_large_patch16",
+    )
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tiles", type=int, default=4, help="tiles per timed pass")
     ap.add_argument("--calibration-tiles", type=int, default=16)
-    ap.add_argument("--scene-size", type=int, default=3072, help="side of the generated calibration and test scenes")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep the exports here (default: a temporary folder)")
+    ap.add_argument(
+        "--scene-size",
+        type=int,
+        default=3072,
+        help="side of the generated calibration and test scenes",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the exports here (default: a temporary folder)",
+    )
     args = ap.parse_args()
 
     from scalemae_det.evaluation import runtime_ap50
@@ -131,24 +162,47 @@ def main() -> None:
             print(f"{name}:", flush=True)
             paths, gate = exports(name, checkpoint_for(name, work), work, args, calibration)
             rates, cpu = throughput(paths, args.tile, args.threads, args.rounds, args.tiles)
-            ap50 = {p: runtime_ap50(paths[p], work / "test.json", work, provider="cpu") for p in paths} \
-                if name == "bundled" else {}
+            ap50 = (
+                {p: runtime_ap50(paths[p], work / "test.json", work, provider="cpu") for p in paths}
+                if name == "bundled"
+                else {}
+            )
             sizes = {p: paths[p].stat().st_size / 2**20 for p in paths}
             for p in PRECISIONS:
-                rows.append((name, p, rates[p], rates[p] / rates["fp32"], cpu[p], cpu["fp32"] / cpu[p], sizes[p], ap50.get(p)))
-                print(f"  {p}: {rates[p]:.3f} tiles/s ({rates[p] / rates['fp32']:.2f}x), {cpu[p]:.2f} CPU s/tile "
-                      f"({cpu['fp32'] / cpu[p]:.2f}x), {sizes[p]:.0f} MiB" + (f", AP50 {ap50[p]:.3f}" if p in ap50 else ""),
-                      flush=True)
+                rows.append(
+                    (
+                        name,
+                        p,
+                        rates[p],
+                        rates[p] / rates["fp32"],
+                        cpu[p],
+                        cpu["fp32"] / cpu[p],
+                        sizes[p],
+                        ap50.get(p),
+                    )
+                )
+                print(
+                    f"  {p}: {rates[p]:.3f} tiles/s ({rates[p] / rates['fp32']:.2f}x), {cpu[p]:.2f} CPU s/tile "
+                    f"({cpu['fp32'] / cpu[p]:.2f}x), {sizes[p]:.0f} MiB"
+                    + (f", AP50 {ap50[p]:.3f}" if p in ap50 else ""),
+                    flush=True,
+                )
             if gate:
                 print(f"  {gate}", flush=True)
             for path in paths.values():
                 path.unlink()
             gc.collect()
-        print(f"\ntile {args.tile}, batch 1, {args.threads} threads, median of {args.rounds} passes of {args.tiles} tiles\n")
-        print("| model | precision | tiles/s | vs fp32 | CPU s/tile | vs fp32 | MiB | AP50 |\n|---|---|---|---|---|---|---|---|")
+        print(
+            f"\ntile {args.tile}, batch 1, {args.threads} threads, median of {args.rounds} passes of {args.tiles} tiles\n"
+        )
+        print(
+            "| model | precision | tiles/s | vs fp32 | CPU s/tile | vs fp32 | MiB | AP50 |\n|---|---|---|---|---|---|---|---|"
+        )
         for name, p, rate, ratio, cpu_s, cpu_ratio, size, ap in rows:
-            print(f"| {name} | {p} | {rate:.3f} | {ratio:.2f}x | {cpu_s:.2f} | {cpu_ratio:.2f}x | {size:.0f} | "
-                  f"{'-' if ap is None else f'{ap:.3f}'} |")
+            print(
+                f"| {name} | {p} | {rate:.3f} | {ratio:.2f}x | {cpu_s:.2f} | {cpu_ratio:.2f}x | {size:.0f} | "
+                f"{'-' if ap is None else f'{ap:.3f}'} |"
+            )
 
 
 if __name__ == "__main__":

@@ -38,11 +38,22 @@ def child(model: str, scene: str, provider: str, threads: int) -> None:
     detector = Detector(model, provider, threads=threads or None)
     result = detector.detect_scene(scene)
     scene_info = result.scene
-    print(json.dumps({"seconds": result.seconds, "run_seconds": result.run_seconds, "tiles": result.tiles_run,
-                      "skipped": result.tiles_skipped, "detections": len(result.detections),
-                      "megapixels": scene_info.width * scene_info.height / 1e6, "provider": result.provider,
-                      "tile": detector.metadata.tile, "batch": detector.session.batch,
-                      "peak_rss_mib": peak_rss_mib()}))
+    print(
+        json.dumps(
+            {
+                "seconds": result.seconds,
+                "run_seconds": result.run_seconds,
+                "tiles": result.tiles_run,
+                "skipped": result.tiles_skipped,
+                "detections": len(result.detections),
+                "megapixels": scene_info.width * scene_info.height / 1e6,
+                "provider": result.provider,
+                "tile": detector.metadata.tile,
+                "batch": detector.session.batch,
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def standin(path: Path) -> Path:
@@ -65,10 +76,14 @@ def scene(workdir: Path, size: int, gsd: float) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="exported scalemae-det ONNX model (default: the stand-in)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 16384], help="scene sides in pixels")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[2048, 16384], help="scene sides in pixels"
+    )
     parser.add_argument("--provider", default="cpu", help="auto | tensorrt | cuda | cpu")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime CPU threads (0: all)")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scalemae-det-bench"
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SCENE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -81,21 +96,35 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         path = scene(args.workdir, size, gsd)
-        cmd = [sys.executable, __file__, "--child", str(model), str(path), "--provider", args.provider,
-               "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(model),
+            str(path),
+            "--provider",
+            args.provider,
+            "--threads",
+            str(args.threads),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"the measurement failed:\n{proc.stderr[-3000:]}")
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         outside = 1 - m["run_seconds"] / m["seconds"]
         rows.append(m)
-        print(f"{size:>6} px  {m['megapixels']:8.1f} MP  {m['tiles']:6d} tiles ({m['skipped']} skipped)  "
-              f"{m['megapixels'] / m['seconds']:7.2f} MP/s  {m['tiles'] / m['seconds']:7.1f} tiles/s  "
-              f"outside session.run {outside:6.1%}  peak RSS {m['peak_rss_mib']:7.1f} MiB  "
-              f"{m['detections']} detections  [{m['provider']}, tile {m['tile']}, batch {m['batch']}]", flush=True)
+        print(
+            f"{size:>6} px  {m['megapixels']:8.1f} MP  {m['tiles']:6d} tiles ({m['skipped']} skipped)  "
+            f"{m['megapixels'] / m['seconds']:7.2f} MP/s  {m['tiles'] / m['seconds']:7.1f} tiles/s  "
+            f"outside session.run {outside:6.1%}  peak RSS {m['peak_rss_mib']:7.1f} MiB  "
+            f"{m['detections']} detections  [{m['provider']}, tile {m['tile']}, batch {m['batch']}]",
+            flush=True,
+        )
     if len(rows) > 1:
-        print(f"peak RSS {args.sizes[-1]} px / {args.sizes[0]} px: "
-              f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}x (model: {model.name})")
+        print(
+            f"peak RSS {args.sizes[-1]} px / {args.sizes[0]} px: "
+            f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}x (model: {model.name})"
+        )
 
 
 if __name__ == "__main__":

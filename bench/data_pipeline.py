@@ -32,17 +32,34 @@ def make_xview(root: Path, n_scenes: int, rng: np.random.Generator) -> Path:
     features = []
     for i in range(n_scenes):
         name = f"{i + 1}.tif"
-        with rasterio.open(root / "images" / name, "w", driver="GTiff", width=SIDE, height=SIDE, count=3,
-                           dtype="uint8", crs="EPSG:4326", transform=from_origin(30, 10, 2.7e-6, 2.7e-6)) as dst:
+        with rasterio.open(
+            root / "images" / name,
+            "w",
+            driver="GTiff",
+            width=SIDE,
+            height=SIDE,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:4326",
+            transform=from_origin(30, 10, 2.7e-6, 2.7e-6),
+        ) as dst:
             # smooth-ish content so compression sees realistic work
             small = rng.integers(0, 256, (3, SIDE // 10, SIDE // 10), dtype=np.uint8)
             dst.write(np.repeat(np.repeat(small, 10, axis=1), 10, axis=2))
         for _ in range(300):
             w, h = rng.integers(8, 80, 2)
             x, y = rng.integers(0, SIDE - 80, 2)
-            features.append({"type": "Feature", "geometry": None, "properties": {
-                "image_id": name, "type_id": int(rng.choice(list(XVIEW_CLASSES))),
-                "bounds_imcoords": f"{x},{y},{x + w},{y + h}"}})
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": None,
+                    "properties": {
+                        "image_id": name,
+                        "type_id": int(rng.choice(list(XVIEW_CLASSES))),
+                        "bounds_imcoords": f"{x},{y},{x + w},{y + h}",
+                    },
+                }
+            )
     geojson = root / "labels.geojson"
     geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return geojson
@@ -66,22 +83,37 @@ def main() -> None:
         root = Path(tmp)
         geojson = make_xview(root, args.scenes, rng)
         start = time.perf_counter()
-        counts = prepare_xview(geojson, root / "images", root / "out", cfg=ChipConfig(), val_fraction=0.5,
-                               progress=False)
+        counts = prepare_xview(
+            geojson,
+            root / "images",
+            root / "out",
+            cfg=ChipConfig(),
+            val_fraction=0.5,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         chips = sum(counts["chips"].values())
-        print(f"prepare-xview: {args.scenes} scenes of {SIDE}x{SIDE} -> {chips} chips of 800 px in "
-              f"{seconds:.2f} s ({args.scenes / seconds:.2f} scenes/s, {chips / seconds:.1f} chips/s)")
+        print(
+            f"prepare-xview: {args.scenes} scenes of {SIDE}x{SIDE} -> {chips} chips of 800 px in "
+            f"{seconds:.2f} s ({args.scenes / seconds:.2f} scenes/s, {chips / seconds:.1f} chips/s)"
+        )
 
-        train = CocoDetection(root / "out" / "train", root / "out" / "train.json",
-                              transform=TrainTransform(AugmentConfig(input_size=800)))
+        train = CocoDetection(
+            root / "out" / "train",
+            root / "out" / "train.json",
+            transform=TrainTransform(AugmentConfig(input_size=800)),
+        )
         plain = CocoDetection(root / "out" / "train", root / "out" / "train.json")
-        evaluate = CocoDetection(root / "out" / "train", root / "out" / "train.json",
-                                 transform=EvalTransform(800))
+        evaluate = CocoDetection(
+            root / "out" / "train", root / "out" / "train.json", transform=EvalTransform(800)
+        )
         torch.manual_seed(0)
-        for name, ds in (("read only", plain), ("read + train augmentation", train),
-                         ("read + eval transform", evaluate)):
-            r = rate(lambda i: ds[i % len(ds)], args.samples)
+        for name, ds in (
+            ("read only", plain),
+            ("read + train augmentation", train),
+            ("read + eval transform", evaluate),
+        ):
+            r = rate(lambda i, ds=ds: ds[i % len(ds)], args.samples)
             print(f"{name:>26}: {r:6.1f} samples/s (one process, one thread, 800 px uint8 chips)")
 
 

@@ -55,8 +55,16 @@ def random_checkpoint(name: str, path: Path) -> Path:
     return path
 
 
-def export_all(name: str, ckpt: Path, work: Path, tile: int, batch: int, scene: Path, cal_tiles: int,
-               providers: list[str]) -> dict[str, Path]:
+def export_all(
+    name: str,
+    ckpt: Path,
+    work: Path,
+    tile: int,
+    batch: int,
+    scene: Path,
+    cal_tiles: int,
+    providers: list[str],
+) -> dict[str, Path]:
     from scalemae_det.base.metadata import ModelMetadata
     from scalemae_det.export.calibration import read_tiles
     from scalemae_det.export.onnx_export import export_onnx, int8_model
@@ -66,25 +74,36 @@ def export_all(name: str, ckpt: Path, work: Path, tile: int, batch: int, scene: 
     paths = {}
     for precision in ("fp32", "fp16"):
         t0 = time.perf_counter()
-        paths[precision] = export_onnx(ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)).path
+        paths[precision] = export_onnx(
+            ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)
+        ).path
         log(f"{name} {precision} exported in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     out = work / f"{name}_int8.onnx"
     if name == "bundled":
-        result = export_onnx(ckpt, out, ExportSpec(**base, precision="int8", calibration=(str(scene),),
-                                                   calibration_tiles=cal_tiles))
+        result = export_onnx(
+            ckpt,
+            out,
+            ExportSpec(
+                **base, precision="int8", calibration=(str(scene),), calibration_tiles=cal_tiles
+            ),
+        )
         log(result.report.summary())
     else:
         meta = ModelMetadata.from_file(paths["fp32"])
         tiles = read_tiles([scene], meta, cal_tiles, 0).calibration
         with tempfile.TemporaryDirectory(dir=work) as scratch:
-            os.replace(int8_model(paths["fp32"], meta, tiles, Path(scratch), providers=providers)[0], out)
+            os.replace(
+                int8_model(paths["fp32"], meta, tiles, Path(scratch), providers=providers)[0], out
+            )
     paths["int8"] = out
     log(f"{name} int8 in {time.perf_counter() - t0:.0f} s")
     return paths
 
 
-def check(name: str, paths: dict[str, Path], held_out: np.ndarray, configs, passes: int, smoke: bool) -> list[dict]:
+def check(
+    name: str, paths: dict[str, Path], held_out: np.ndarray, configs, passes: int, smoke: bool
+) -> list[dict]:
     from scalemae_det.export.agreement import agreement
     from scalemae_det.runtime.session import Session
 
@@ -101,16 +120,21 @@ def check(name: str, paths: dict[str, Path], held_out: np.ndarray, configs, pass
             row["session_s"] = time.perf_counter() - t0
             row["providers"] = session.providers
             t0 = time.perf_counter()
-            session.run(held_out[:session.batch])  # first run: TensorRT builds its engine here
+            session.run(held_out[: session.batch])  # first run: TensorRT builds its engine here
             row["first_run_s"] = time.perf_counter() - t0
-            batch = held_out[:session.batch]
+            batch = held_out[: session.batch]
             t0 = time.perf_counter()
             for _ in range(passes):
                 session.run(batch)
             row["tiles_per_s"] = passes * len(batch) / (time.perf_counter() - t0)
             got = session.run(held_out)
             p, r, ref_n, got_n = agreement(reference, got, threshold)
-            row.update(agreement_precision=p, agreement_recall=r, reference_detections=ref_n, detections=got_n)
+            row.update(
+                agreement_precision=p,
+                agreement_recall=r,
+                reference_detections=ref_n,
+                detections=got_n,
+            )
             del session
         except Exception as exc:  # one failing configuration must not hide the others' figures
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -128,11 +152,21 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=10, help="timed batches per configuration")
     ap.add_argument("--calibration-tiles", type=int, default=16)
     ap.add_argument("--held-out", type=int, default=8)
-    ap.add_argument("--smoke", action="store_true", help="CPU only, vit_tiny_patch16, tile 256, batch 2: checks the script")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU only, vit_tiny_patch16, tile 256, batch 2: checks the script",
+    )
     args = ap.parse_args()
     if args.smoke:
-        args.model, args.tile, args.batch, args.passes, args.calibration_tiles, args.held_out = \
-            "vit_tiny_patch16", 256, 2, 2, 4, 4
+        args.model, args.tile, args.batch, args.passes, args.calibration_tiles, args.held_out = (
+            "vit_tiny_patch16",
+            256,
+            2,
+            2,
+            4,
+            4,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
@@ -146,8 +180,14 @@ def main() -> None:
     available = ort.get_available_providers()
     log(f"onnxruntime {ort.__version__}, providers {available}")
     if not args.smoke and "CUDAExecutionProvider" not in available:
-        sys.exit("error: no CUDAExecutionProvider: install onnxruntime-gpu with its CUDA libraries, or use --smoke")
-    providers = ["CPUExecutionProvider"] if args.smoke else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        sys.exit(
+            "error: no CUDAExecutionProvider: install onnxruntime-gpu with its CUDA libraries, or use --smoke"
+        )
+    providers = (
+        ["CPUExecutionProvider"]
+        if args.smoke
+        else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": [], "stages": {}}
     work = args.out / "work"
     work.mkdir(exist_ok=True)
@@ -155,9 +195,14 @@ def main() -> None:
     scene = work / "calibration.tif"
     write_scene(scene, size, seed=51, gsd=GSD)
     write_scene(work / "held_out.tif", size, seed=52, gsd=GSD)
-    for name, ckpt in (("bundled", BUNDLED), (args.model, random_checkpoint(args.model, work / "random.pt"))):
+    for name, ckpt in (
+        ("bundled", BUNDLED),
+        (args.model, random_checkpoint(args.model, work / "random.pt")),
+    ):
         t0 = time.perf_counter()
-        paths = export_all(name, ckpt, work, args.tile, args.batch, scene, args.calibration_tiles, providers)
+        paths = export_all(
+            name, ckpt, work, args.tile, args.batch, scene, args.calibration_tiles, providers
+        )
         results["stages"][f"{name} exports"] = time.perf_counter() - t0
         meta = ModelMetadata.from_file(paths["fp32"])
         held_out = read_tiles([work / "held_out.tif"], meta, 0, args.held_out).held_out
@@ -167,14 +212,20 @@ def main() -> None:
         (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
     results["seconds"] = time.perf_counter() - start
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
-    print("\n| model | provider | precision | tiles/s | engine/first run s | precision vs CPU fp32 | recall |")
+    print(
+        "\n| model | provider | precision | tiles/s | engine/first run s | precision vs CPU fp32 | recall |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         if "error" in r:
-            print(f"| {r['model']} | {r['provider']} | {r['precision']} | error: {r['error']} | | | |")
+            print(
+                f"| {r['model']} | {r['provider']} | {r['precision']} | error: {r['error']} | | | |"
+            )
         else:
-            print(f"| {r['model']} | {r['provider']} | {r['precision']} | {r['tiles_per_s']:.2f} | "
-                  f"{r['first_run_s']:.1f} | {r['agreement_precision']:.3f} | {r['agreement_recall']:.3f} |")
+            print(
+                f"| {r['model']} | {r['provider']} | {r['precision']} | {r['tiles_per_s']:.2f} | "
+                f"{r['first_run_s']:.1f} | {r['agreement_precision']:.3f} | {r['agreement_recall']:.3f} |"
+            )
     log(f"done in {results['seconds']:.0f} s; {args.out / 'gpu_check.json'}")
 
 

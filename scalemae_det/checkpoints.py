@@ -22,13 +22,26 @@ from scalemae_det.models.configs import DetectorConfig
 CHECKPOINT_FORMAT = "scalemae-det/1"
 
 # Entries of the original release that are not part of the encoder (the MAE decoder and heads).
-_RELEASE_EXTRAS = ("decoder_", "mask_token", "mask_token_decoder", "pos_emb_projection", "fpn.", "fcn.",
-                   "fcn_high.", "fcn_low.")
+_RELEASE_EXTRAS = (
+    "decoder_",
+    "mask_token",
+    "mask_token_decoder",
+    "pos_emb_projection",
+    "fpn.",
+    "fcn.",
+    "fcn_high.",
+    "fcn_low.",
+)
 # Encoder entries the detector does not use: the cls token, the unused fixed table, a classifier.
 _UNUSED = ("cls_token", "pos_embed", "head.", "fc_norm.")
 _REL_POS = ("rel_pos_h", "rel_pos_w")  # models/vit.py's optional tables
-_SAFE_GLOBALS = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath,
-                 pathlib.PureWindowsPath]
+_SAFE_GLOBALS = [
+    argparse.Namespace,
+    pathlib.PosixPath,
+    pathlib.PurePosixPath,
+    pathlib.WindowsPath,
+    pathlib.PureWindowsPath,
+]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -45,7 +58,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
         blocked = next((line for line in lines if "GLOBAL" in line), None)
         if blocked:
-            raise UserError(f"{path}: refused to load: it holds objects that are not plain weights ({blocked})") from None
+            raise UserError(
+                f"{path}: refused to load: it holds objects that are not plain weights ({blocked})"
+            ) from None
         marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler error" in line), None)
         detail = lines[marker + 1] if marker is not None and marker + 1 < len(lines) else lines[0]
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
@@ -62,11 +77,17 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # in the file, not used by the detector
     missing: list[str] = field(default_factory=list)  # trunk parameters the file did not provide
-    zeroed: list[str] = field(default_factory=list)  # relative position tables it lacks, set to zero
+    zeroed: list[str] = field(
+        default_factory=list
+    )  # relative position tables it lacks, set to zero
 
     def __str__(self) -> str:
-        text = f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
-        return text + (f", relative position tables zero-initialised {len(self.zeroed)}" if self.zeroed else "")
+        text = (
+            f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"
+        )
+        return text + (
+            f", relative position tables zero-initialised {len(self.zeroed)}" if self.zeroed else ""
+        )
 
 
 def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -87,18 +108,24 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
             report.skipped.append(key)
             continue
         if value.shape != own[key].shape:
-            raise UserError(f"{path}: {key} has shape {tuple(value.shape)} but the model "
-                            f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model size?")
+            raise UserError(
+                f"{path}: {key} has shape {tuple(value.shape)} but the model "
+                f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model size?"
+            )
         usable[key] = value
     if not usable:
-        raise UserError(f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')")
+        raise UserError(
+            f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')"
+        )
     report.loaded = sorted(usable)
     absent = sorted(set(own) - set(usable))
     # MAE-style encoders have no relative position bias: ViTDet starts its tables at zero, so the
     # trunk computes exactly what the pretrained encoder did (models/vit.py)
     report.zeroed = [key for key in absent if key.rsplit(".", 1)[-1] in _REL_POS]
     report.missing = [key for key in absent if key not in report.zeroed]
-    trunk.load_state_dict({**usable, **{key: torch.zeros_like(own[key]) for key in report.zeroed}}, strict=False)
+    trunk.load_state_dict(
+        {**usable, **{key: torch.zeros_like(own[key]) for key in report.zeroed}}, strict=False
+    )
     return report
 
 
@@ -115,22 +142,32 @@ def config_from_dict(values: dict[str, Any]) -> DetectorConfig:
     return DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def detector_state(model: nn.Module, class_names: list[str], gsd: float, **extra: Any) -> dict[str, Any]:
+def detector_state(
+    model: nn.Module, class_names: list[str], gsd: float, **extra: Any
+) -> dict[str, Any]:
     """The checkpoint dict every consumer (resume, evaluate, export, the demo) reads.
 
     `gsd` is the typical GSD in metres the model was trained at: the export's default scale.
     Training adds its own entries (optimizer, scheduler, RNG, ...) through `extra`.
     """
     model = getattr(model, "module", model)  # unwrap DDP
-    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": config_to_dict(model.config),
-            "class_names": list(class_names), "gsd": float(gsd), **extra}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "config": config_to_dict(model.config),
+        "class_names": list(class_names),
+        "gsd": float(gsd),
+        **extra,
+    }
 
 
 def read_detector_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `detector_state` (train.py), refusing anything else."""
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt or "config" not in ckpt:
-        raise UserError(f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})")
+        raise UserError(
+            f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})"
+        )
     return ckpt
 
 
@@ -142,7 +179,9 @@ def _some(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-def check_weights(path: str | Path, state: dict[str, torch.Tensor], model: nn.Module, expected: str) -> None:
+def check_weights(
+    path: str | Path, state: dict[str, torch.Tensor], model: nn.Module, expected: str
+) -> None:
     """Refuse weights that do not fit `model` or are not finite, in one line.
 
     `load_state_dict` would report every mismatching tensor (kilobytes for a checkpoint of another
@@ -150,25 +189,36 @@ def check_weights(path: str | Path, state: dict[str, torch.Tensor], model: nn.Mo
     A NaN or infinite weight (a diverged run) would export and run, and detect nothing.
     """
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if wrong or missing or unexpected:
-        parts = ([f"shapes differ: {_some(wrong)}"] if wrong else []) + \
-                ([f"missing: {_some(missing)}"] if missing else []) + \
-                ([f"unexpected: {_some(unexpected)}"] if unexpected else [])
+        parts = (
+            ([f"shapes differ: {_some(wrong)}"] if wrong else [])
+            + ([f"missing: {_some(missing)}"] if missing else [])
+            + ([f"unexpected: {_some(unexpected)}"] if unexpected else [])
+        )
         raise UserError(f"{path}: weights do not fit {expected}; {'; '.join(parts)}")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_some(bad)}); "
-                        "the run that wrote it diverged: use an earlier checkpoint")
+        raise UserError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_some(bad)}); "
+            "the run that wrote it diverged: use an earlier checkpoint"
+        )
 
 
 def describe(cfg: DetectorConfig, num_classes: int) -> str:
     """The config a checkpoint's weights must fit, as a message names it."""
-    return (f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
-            f"with {num_classes} classes")
+    return (
+        f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
+        f"with {num_classes} classes"
+    )
 
 
 def load_detector(path: str | Path, **overrides):

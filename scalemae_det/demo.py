@@ -44,18 +44,29 @@ def check_demo(out: Path, size: int, gsd: float, tile: int, checkpoint: Path) ->
     if not Path(checkpoint).is_file():
         raise ParameterError("checkpoint", "no such checkpoint file", value=str(checkpoint))
     checks.output_dir(out, "out")
-    for name in ("report.json", "report.md"):  # a run that fails part-way must not leave an earlier run's report
+    for name in (
+        "report.json",
+        "report.md",
+    ):  # a run that fails part-way must not leave an earlier run's report
         (out / name).unlink(missing_ok=True)
 
 
-def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_SEED, tile: int = 512,
-             checkpoint: Path = BUNDLED, console: Console | None = None) -> dict:
+def run_demo(
+    out: Path,
+    *,
+    size: int = 3072,
+    gsd: float = 0.5,
+    seed: int = DEMO_SEED,
+    tile: int = 512,
+    checkpoint: Path = BUNDLED,
+    console: Console | None = None,
+) -> dict:
     """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
+    from scalemae_det.evaluation import evaluate_detections, scene_results
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
     from scalemae_det.runtime import Detector, outputs
     from scalemae_det.runtime.preview import write_preview
-    from scalemae_det.evaluation import evaluate_detections, scene_results
     from scalemae_det.synthetic import write_scene
 
     check_demo(out, size, gsd, tile, checkpoint)
@@ -72,20 +83,48 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
         outputs.write(result, out / "detections.geojson", "geojson")
         write_preview(result, out / "preview.png")
     with _stage(console, "evaluate: AP@0.5 against the scene's ground truth", timings):
-        dets = scene_results(result, gt["images"][0]["id"], gt["categories"], detector.metadata.class_names)
+        dets = scene_results(
+            result, gt["images"][0]["id"], gt["categories"], detector.metadata.class_names
+        )
         metrics = evaluate_detections(out / "scene.json", dets, max_dets=max(len(dets), 100))
     report = {
-        "scene": {"path": str(scene_path), "size": size, "gsd": gsd, "seed": seed, "objects": len(gt["annotations"])},
-        "model": {"checkpoint": str(checkpoint), "onnx": str(model_path), "size_mib": exported.size_bytes / 2**20,
-                  "parity": exported.report.summary() if exported.report else None},
-        "predict": {"provider": result.provider, "tiles_run": result.tiles_run, "tiles_skipped": result.tiles_skipped,
-                    "detections": len(result.detections), "seconds": result.seconds,
-                    "seconds_in_session_run": result.run_seconds},
-        "AP50": metrics["AP50"], "AP": metrics["AP"],
+        "scene": {
+            "path": str(scene_path),
+            "size": size,
+            "gsd": gsd,
+            "seed": seed,
+            "objects": len(gt["annotations"]),
+        },
+        "model": {
+            "checkpoint": str(checkpoint),
+            "onnx": str(model_path),
+            "size_mib": exported.size_bytes / 2**20,
+            "parity": exported.report.summary() if exported.report else None,
+        },
+        "predict": {
+            "provider": result.provider,
+            "tiles_run": result.tiles_run,
+            "tiles_skipped": result.tiles_skipped,
+            "detections": len(result.detections),
+            "seconds": result.seconds,
+            "seconds_in_session_run": result.run_seconds,
+        },
+        "AP50": metrics["AP50"],
+        "AP": metrics["AP"],
         "AP50_per_class": {c["name"]: c["AP50"] for c in metrics["per_class"]},
         "seconds": timings,
-        "files": {name: str(out / name) for name in
-                  ("scene.tif", "scene.json", "model.onnx", "detections.geojson", "preview.png", "report.json", "report.md")},
+        "files": {
+            name: str(out / name)
+            for name in (
+                "scene.tif",
+                "scene.json",
+                "model.onnx",
+                "detections.geojson",
+                "preview.png",
+                "report.json",
+                "report.md",
+            )
+        },
     }
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
@@ -96,12 +135,18 @@ def run_demo(out: Path, *, size: int = 3072, gsd: float = 0.5, seed: int = DEMO_
 
 
 def _markdown(report: dict) -> str:
-    lines = ["# scalemae-det demo", "",
-             f"Scene: {report['scene']['size']} px square at {report['scene']['gsd']} m, "
-             f"{report['scene']['objects']} objects (seed {report['scene']['seed']}).", "",
-             f"Detections: {report['predict']['detections']} on {report['predict']['tiles_run']} tiles "
-             f"({report['predict']['tiles_skipped']} nodata tiles skipped), provider {report['predict']['provider']}.", "",
-             "| class | AP@0.5 |", "|---|---|"]
+    lines = [
+        "# scalemae-det demo",
+        "",
+        f"Scene: {report['scene']['size']} px square at {report['scene']['gsd']} m, "
+        f"{report['scene']['objects']} objects (seed {report['scene']['seed']}).",
+        "",
+        f"Detections: {report['predict']['detections']} on {report['predict']['tiles_run']} tiles "
+        f"({report['predict']['tiles_skipped']} nodata tiles skipped), provider {report['predict']['provider']}.",
+        "",
+        "| class | AP@0.5 |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {ap:.3f} |" for name, ap in report["AP50_per_class"].items()]
     lines += [f"| **mean** | **{report['AP50']:.3f}** |", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name.split(':')[0]} | {s:.1f} |" for name, s in report["seconds"].items()]
@@ -116,8 +161,10 @@ def _print(console: Console, report: dict) -> None:
         table.add_row(name, f"{ap:.3f}")
     table.add_row("[bold]mean[/]", f"[bold]{report['AP50']:.3f}[/]")
     console.print(table)
-    console.print(f"{report['predict']['detections']} detections, {report['predict']['tiles_run']} tiles run, "
-                  f"{report['predict']['tiles_skipped']} skipped, on {report['predict']['provider']}; "
-                  f"total {sum(report['seconds'].values()):.0f} s")
+    console.print(
+        f"{report['predict']['detections']} detections, {report['predict']['tiles_run']} tiles run, "
+        f"{report['predict']['tiles_skipped']} skipped, on {report['predict']['provider']}; "
+        f"total {sum(report['seconds'].values()):.0f} s"
+    )
     for name, path in report["files"].items():
         console.print(f"  {name:<20} {path}")

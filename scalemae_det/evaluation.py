@@ -33,7 +33,9 @@ from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import read_coco_json
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval stats
-MAX_DETECTIONS = 300  # the configs' detections_per_image: COCOeval's own cap of 100 would cut recall
+MAX_DETECTIONS = (
+    300  # the configs' detections_per_image: COCOeval's own cap of 100 would cut recall
+)
 COUNTINGS = ("corrected", "official")
 XVIEW_NAMES = {"corrected": "xView AP (corrected)", "official": "xView AP (official counting)"}
 
@@ -43,8 +45,9 @@ def load_coco_json(coco_gt: str | os.PathLike | dict) -> dict:
     return coco_gt if isinstance(coco_gt, dict) else read_coco_json(coco_gt)
 
 
-def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],
-                       category_ids: Sequence[int]) -> list[dict]:
+def detections_to_coco(
+    outputs: Sequence[dict], targets: Sequence[dict], category_ids: Sequence[int]
+) -> list[dict]:
     """COCO result dicts from model outputs, in the original image's pixels and category ids.
 
     `outputs[i]` holds `boxes` (xyxy), `scores`, `labels` (1..K) for the image of `targets[i]`;
@@ -57,8 +60,12 @@ def detections_to_coco(outputs: Sequence[dict], targets: Sequence[dict],
         sx, sy = _box_scale(tgt)
         boxes = np.asarray(out["boxes"].tolist(), np.float64).reshape(-1, 4) / (sx, sy, sx, sy)
         labels = np.asarray(out["labels"].tolist(), np.int64)
-        results += coco_results(int(tgt["image_id"]), boxes, out["scores"].tolist(),
-                                np.asarray(category_ids, np.int64)[labels - 1])
+        results += coco_results(
+            int(tgt["image_id"]),
+            boxes,
+            out["scores"].tolist(),
+            np.asarray(category_ids, np.int64)[labels - 1],
+        )
     return results
 
 
@@ -70,10 +77,16 @@ def _box_scale(target: dict) -> tuple[float, float]:
     return sx, sy
 
 
-def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[dict], *,
-                        ignore_category_ids: Iterable[int] = (), iou_threshold: float = 0.5,
-                        max_dets: int = MAX_DETECTIONS, xview_counting: str = "corrected",
-                        matches: dict[int, ClassMatches] | None = None) -> dict:
+def evaluate_detections(
+    coco_gt: str | os.PathLike | dict,
+    detections: Sequence[dict],
+    *,
+    ignore_category_ids: Iterable[int] = (),
+    iou_threshold: float = 0.5,
+    max_dets: int = MAX_DETECTIONS,
+    xview_counting: str = "corrected",
+    matches: dict[int, ClassMatches] | None = None,
+) -> dict:
     """COCO AP family and the xView metric of `detections` against the labels `coco_gt`.
 
     Detections with score <= 0 are dropped first (as the official xView scorer does). Returns a
@@ -90,19 +103,32 @@ def evaluate_detections(coco_gt: str | os.PathLike | dict, detections: Sequence[
     ignore = set(ignore_category_ids)
     detections = [d for d in detections if d["score"] > 0]
     coco_stats, ap50 = _coco_eval(gt, detections, max_dets)
-    xview_ap = xview_class_aps(gt, detections, iou_threshold, counting=xview_counting, matches=matches)
+    xview_ap = xview_class_aps(
+        gt, detections, iou_threshold, counting=xview_counting, matches=matches
+    )
     num_gt = defaultdict(int)
     for ann in gt.get("annotations", []):
         num_gt[ann["category_id"]] += not ann.get("iscrowd", 0)
-    per_class = [{"id": cat["id"], "name": cat.get("name", str(cat["id"])),
-                  "num_gt": num_gt[cat["id"]], "AP50": ap50.get(cat["id"]),
-                  "xview_AP": xview_ap.get(cat["id"])}
-                 for cat in sorted(gt["categories"], key=lambda c: c["id"])]
+    per_class = [
+        {
+            "id": cat["id"],
+            "name": cat.get("name", str(cat["id"])),
+            "num_gt": num_gt[cat["id"]],
+            "AP50": ap50.get(cat["id"]),
+            "xview_AP": xview_ap.get(cat["id"]),
+        }
+        for cat in sorted(gt["categories"], key=lambda c: c["id"])
+    ]
     scored = [xview_ap[c] for c in xview_ap if c not in ignore]
-    return {**coco_stats, "xview_mAP": float(np.mean(scored)) if scored else None,
-            "xview_metric": XVIEW_NAMES[xview_counting], "max_detections": max_dets,
-            "num_detections": len(detections), "num_images": len(gt["images"]),
-            "per_class": per_class}
+    return {
+        **coco_stats,
+        "xview_mAP": float(np.mean(scored)) if scored else None,
+        "xview_metric": XVIEW_NAMES[xview_counting],
+        "max_detections": max_dets,
+        "num_detections": len(detections),
+        "num_images": len(gt["images"]),
+        "per_class": per_class,
+    }
 
 
 def _with_areas(gt: dict) -> dict:
@@ -128,8 +154,11 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
             coco_dt = coco_gt.loadRes(copy.deepcopy(list(detections)))
         else:  # loadRes cannot take an empty list; an empty result set scores 0
             coco_dt = COCO()
-            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"],
-                               "annotations": []}
+            coco_dt.dataset = {
+                "images": gt["images"],
+                "categories": gt["categories"],
+                "annotations": [],
+            }
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.maxDets = [1, 10, max_dets]
@@ -141,9 +170,14 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
     # detections and reports -1 when maxDets lacks 100.
     all_precision = ev.eval["precision"]
     iou_index = {t: int(np.argmin(np.abs(ev.params.iouThrs - t))) for t in (0.5, 0.75)}
-    parts = {"AP": all_precision[:, :, :, 0, -1], "AP50": all_precision[iou_index[0.5], :, :, 0, -1],
-             "AP75": all_precision[iou_index[0.75], :, :, 0, -1], "APs": all_precision[:, :, :, 1, -1],
-             "APm": all_precision[:, :, :, 2, -1], "APl": all_precision[:, :, :, 3, -1]}
+    parts = {
+        "AP": all_precision[:, :, :, 0, -1],
+        "AP50": all_precision[iou_index[0.5], :, :, 0, -1],
+        "AP75": all_precision[iou_index[0.75], :, :, 0, -1],
+        "APs": all_precision[:, :, :, 1, -1],
+        "APm": all_precision[:, :, :, 2, -1],
+        "APl": all_precision[:, :, :, 3, -1],
+    }
     # COCOeval marks an undefined value (no ground truth, e.g. in an area range) -1; JSON says null, as for
     # the per-class APs and the xView mean, so that no reader averages a -1 in
     stats = {name: float(v[v > -1].mean()) if (v > -1).any() else None for name, v in parts.items()}
@@ -161,7 +195,9 @@ class ClassMatches:
 
     detections: list[dict]  # by decreasing score
     tp: np.ndarray  # (D,) bool: claimed a ground-truth box
-    best: list[tuple[int, int] | None]  # (image id, box index) of the best box when its IoU reached the threshold
+    best: list[
+        tuple[int, int] | None
+    ]  # (image id, box index) of the best box when its IoU reached the threshold
     gt_boxes: dict[int, np.ndarray] = field(default_factory=dict)  # image id -> (N, 4) xyxy
 
     @property
@@ -170,7 +206,9 @@ class ClassMatches:
         return np.array([b is not None and not t for b, t in zip(self.best, self.tp)], bool)
 
 
-def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5) -> dict[int, ClassMatches]:
+def greedy_matches(
+    gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5
+) -> dict[int, ClassMatches]:
     """The xView scorer's greedy matching, per category of the ground truth or the detections.
 
     Within a category, detections are taken by decreasing score; each is compared with the
@@ -188,7 +226,9 @@ def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 
 
     out = {}
     for cat_id in set(gt_boxes) | set(dets_by_cat):
-        boxes = {img: np.asarray(b, dtype=np.float64) for img, b in gt_boxes.get(cat_id, {}).items()}
+        boxes = {
+            img: np.asarray(b, dtype=np.float64) for img, b in gt_boxes.get(cat_id, {}).items()
+        }
         claimed = {img: np.zeros(len(b), dtype=bool) for img, b in boxes.items()}
         dets = sorted(dets_by_cat.get(cat_id, []), key=lambda d: -d["score"])
         tp = np.zeros(len(dets), dtype=bool)
@@ -197,15 +237,22 @@ def greedy_matches(gt: dict, detections: Sequence[dict], iou_threshold: float = 
             img_boxes = boxes.get(det["image_id"])
             if img_boxes is None:
                 continue
-            tp[i], best = claim(np.asarray(xyxy(det["bbox"])), img_boxes, claimed[det["image_id"]], iou_threshold)
+            tp[i], best = claim(
+                np.asarray(xyxy(det["bbox"])), img_boxes, claimed[det["image_id"]], iou_threshold
+            )
             if best is not None:
                 best_of[i] = (det["image_id"], best)
         out[cat_id] = ClassMatches(dets, tp, best_of, boxes)
     return out
 
 
-def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float = 0.5,
-                    counting: str = "corrected", matches: dict[int, ClassMatches] | None = None) -> dict[int, float]:
+def xview_class_aps(
+    gt: dict,
+    detections: Sequence[dict],
+    iou_threshold: float = 0.5,
+    counting: str = "corrected",
+    matches: dict[int, ClassMatches] | None = None,
+) -> dict[int, float]:
     """Per-category VOC all-point AP over `greedy_matches`.
 
     "corrected": every category with ground truth gets an AP (0 when it has no detection).
@@ -231,8 +278,9 @@ def xview_class_aps(gt: dict, detections: Sequence[dict], iou_threshold: float =
     return aps
 
 
-def claim(box: np.ndarray, targets: np.ndarray, claimed: np.ndarray, iou_threshold: float = 0.5
-          ) -> tuple[bool, int | None]:
+def claim(
+    box: np.ndarray, targets: np.ndarray, claimed: np.ndarray, iou_threshold: float = 0.5
+) -> tuple[bool, int | None]:
     """The xView scorer's matching step: `box` claims the target of highest IoU when that IoU reaches
     `iou_threshold` and the target is still unclaimed (`claimed` is updated). Call it for detections
     in decreasing score order. Returns (true positive, index of that best target, or None when its IoU
@@ -281,16 +329,27 @@ def xyxy(bbox: Sequence[float]) -> list[float]:
     return [x, y, x + w, y + h]
 
 
-def scene_results(result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]) -> list[dict]:
+def scene_results(
+    result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]
+) -> list[dict]:
     """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id and
     category ids (matched to the model's classes by name)."""
     by_name = {c["name"]: c["id"] for c in categories}
     det = result.detections
-    return coco_results(image_id, det.boxes, det.scores, [by_name[model_classes[k - 1]] for k in det.labels.tolist()])
+    return coco_results(
+        image_id,
+        det.boxes,
+        det.scores,
+        [by_name[model_classes[k - 1]] for k in det.labels.tolist()],
+    )
 
 
-def runtime_ap50(model: str | os.PathLike, labels: str | os.PathLike, images: str | os.PathLike,
-                 provider: str = "auto") -> float:
+def runtime_ap50(
+    model: str | os.PathLike,
+    labels: str | os.PathLike,
+    images: str | os.PathLike,
+    provider: str = "auto",
+) -> float:
     """COCO AP50 of an exported model run by the runtime over every image of a COCO label file."""
     from scalemae_det.runtime.detector import Detector
 
@@ -319,14 +378,24 @@ def print_metrics(metrics: dict, console=None) -> None:
     def fmt(v):
         return "-" if v is None else f"{v:.3f}"
 
-    summary = "  ".join([*(f"{k} {fmt(metrics[k])}" for k in COCO_METRICS),
-                         f"{metrics.get('xview_metric', XVIEW_NAMES['corrected'])} {fmt(metrics['xview_mAP'])}"])
+    summary = "  ".join(
+        [
+            *(f"{k} {fmt(metrics[k])}" for k in COCO_METRICS),
+            f"{metrics.get('xview_metric', XVIEW_NAMES['corrected'])} {fmt(metrics['xview_mAP'])}",
+        ]
+    )
     table = Table(title="per-class AP at IoU 0.5")
-    for col, justify in (("id", "right"), ("class", "left"), ("gt boxes", "right"),
-                         ("AP50 (COCO)", "right"), (metrics.get("xview_metric", XVIEW_NAMES["corrected"]), "right")):
+    for col, justify in (
+        ("id", "right"),
+        ("class", "left"),
+        ("gt boxes", "right"),
+        ("AP50 (COCO)", "right"),
+        (metrics.get("xview_metric", XVIEW_NAMES["corrected"]), "right"),
+    ):
         table.add_column(col, justify=justify)
     for row in metrics["per_class"]:
-        table.add_row(str(row["id"]), row["name"], str(row["num_gt"]), fmt(row["AP50"]),
-                      fmt(row["xview_AP"]))
+        table.add_row(
+            str(row["id"]), row["name"], str(row["num_gt"]), fmt(row["AP50"]), fmt(row["xview_AP"])
+        )
     console.print(table)
     console.print(summary)

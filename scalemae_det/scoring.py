@@ -37,17 +37,22 @@ from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
 from scalemae_det.evaluation import ClassMatches, evaluate_detections, greedy_matches, xyxy
-from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import merge
-from scalemae_det.runtime.tiling import Tile, plan
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile, plan
 
 log = logging.getLogger(__name__)
 
-CLASS_PROPERTIES = ("label", "class", "category", "name")  # a truth feature's class, the first present
+CLASS_PROPERTIES = (
+    "label",
+    "class",
+    "category",
+    "name",
+)  # a truth feature's class, the first present
 WGS84 = "EPSG:4326"
 
 
 # --- reading --------------------------------------------------------------------------------------
+
 
 def _read_json(path: Path):
     try:
@@ -59,7 +64,11 @@ def _read_json(path: Path):
 
 
 def _is_feature_collection(doc) -> bool:
-    return isinstance(doc, dict) and doc.get("type") == "FeatureCollection" and isinstance(doc.get("features"), list)
+    return (
+        isinstance(doc, dict)
+        and doc.get("type") == "FeatureCollection"
+        and isinstance(doc.get("features"), list)
+    )
 
 
 def read_truth(path: str | os.PathLike, scenes: Sequence[str | os.PathLike] = ()) -> dict:
@@ -97,7 +106,9 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
         props = (feature or {}).get("properties") or {}
         name = _feature_class(props)
         if name is None:
-            raise UserError(f"{path}: a feature without a class ({', '.join(CLASS_PROPERTIES)} or type_id)")
+            raise UserError(
+                f"{path}: a feature without a class ({', '.join(CLASS_PROPERTIES)} or type_id)"
+            )
         if "bounds_imcoords" in props and "image_id" in props:
             try:
                 box = [float(v) for v in str(props["bounds_imcoords"]).split(",")]
@@ -111,8 +122,10 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
             raise UserError(f"{path}: a feature whose geometry is not a Polygon or MultiPolygon")
         polygons.append((name, coords))
     if polygons and not scenes:
-        raise UserError(f"{path}: polygons in map coordinates need the scene rasters to map them to pixels "
-                        "(give the scenes)")
+        raise UserError(
+            f"{path}: polygons in map coordinates need the scene rasters to map them to pixels "
+            "(give the scenes)"
+        )
     per_scene = dict(pixel_boxes)
     sizes: dict[str, tuple[int, int]] = {}
     if polygons:
@@ -127,9 +140,14 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
         w, h = sizes[scene]
         images.append({"id": k, "file_name": scene, "width": w, "height": h})
         for cls, (x0, y0, x1, y1) in per_scene[scene]:
-            annotations.append(coco_annotation(len(annotations) + 1, k, cat_id[cls], (x0, y0, x1, y1)))
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": cat_id[n], "name": n} for n in categories]}
+            annotations.append(
+                coco_annotation(len(annotations) + 1, k, cat_id[cls], (x0, y0, x1, y1))
+            )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": cat_id[n], "name": n} for n in categories],
+    }
 
 
 def _exterior_coordinates(geometry) -> np.ndarray | None:
@@ -166,8 +184,12 @@ def _raster_size(name: str, scenes: list[Path]) -> tuple[int, int]:
     return 0, 0
 
 
-def _polygons_in_scenes(polygons: list[tuple[str, np.ndarray]], crs, scenes: list[Path],
-                        sizes: dict[str, tuple[int, int]]) -> dict[str, list[tuple[str, list[float]]]]:
+def _polygons_in_scenes(
+    polygons: list[tuple[str, np.ndarray]],
+    crs,
+    scenes: list[Path],
+    sizes: dict[str, tuple[int, int]],
+) -> dict[str, list[tuple[str, list[float]]]]:
     """Each polygon's pixel bounding box, clipped, in every scene it overlaps."""
     import rasterio
     from rasterio.warp import transform as warp
@@ -180,7 +202,9 @@ def _polygons_in_scenes(polygons: list[tuple[str, np.ndarray]], crs, scenes: lis
         with raster_errors(scene), rasterio.open(scene) as ds:
             scene_crs, transform, w, h = ds.crs, ds.transform, ds.width, ds.height
         if scene_crs is None:
-            raise UserError(f"{scene}: no georeference, so polygons in map coordinates cannot be placed in it")
+            raise UserError(
+                f"{scene}: no georeference, so polygons in map coordinates cannot be placed in it"
+            )
         xs, ys = (np.asarray(v) for v in warp(crs, scene_crs, coords[:, 0], coords[:, 1]))
         cols, rows = ~transform * (xs, ys)
         boxes = []
@@ -214,58 +238,90 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
             for feature in doc["features"]:
                 props = (feature or {}).get("properties") or {}
                 try:
-                    scene, label, score = str(props["scene"]), str(props["label"]), float(props["score"])
+                    scene, label, score = (
+                        str(props["scene"]),
+                        str(props["label"]),
+                        float(props["score"]),
+                    )
                     x0, y0, x1, y1 = (float(v) for v in props["pixel_bbox"])
                 except (KeyError, TypeError, ValueError):
-                    raise UserError(f"{path}: not predict's GeoJSON (features need scene, label, score and "
-                                    "pixel_bbox properties)") from None
+                    raise UserError(
+                        f"{path}: not predict's GeoJSON (features need scene, label, score and "
+                        "pixel_bbox properties)"
+                    ) from None
                 image = by_name.get(scene, by_name.get(Path(scene).stem))
                 if image is None:
                     unknown_scenes[scene] += 1
                 elif label not in cat_by_name:
                     unknown_classes[label] += 1
                 else:
-                    out.append({"image_id": image, "category_id": cat_by_name[label], "score": score,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]})
+                    out.append(
+                        {
+                            "image_id": image,
+                            "category_id": cat_by_name[label],
+                            "score": score,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        }
+                    )
         elif isinstance(doc, list):
             for det in doc:
                 try:
-                    ident, cat, score, bbox = det["image_id"], int(det["category_id"]), float(det["score"]), det["bbox"]
+                    ident, cat, score, bbox = (
+                        det["image_id"],
+                        int(det["category_id"]),
+                        float(det["score"]),
+                        det["bbox"],
+                    )
                     bbox = [float(v) for v in bbox][:4]
                 except (KeyError, TypeError, ValueError):
-                    raise UserError(f"{path}: not COCO results (each needs image_id, category_id, score, bbox)") from None
+                    raise UserError(
+                        f"{path}: not COCO results (each needs image_id, category_id, score, bbox)"
+                    ) from None
                 image = ident if ident in ids else by_name.get(str(ident))
                 if image is None:
                     unknown_scenes[str(ident)] += 1
                 elif cat not in cat_ids:
                     unknown_classes[str(cat)] += 1
                 else:
-                    out.append({"image_id": image, "category_id": cat, "score": score, "bbox": bbox})
+                    out.append(
+                        {"image_id": image, "category_id": cat, "score": score, "bbox": bbox}
+                    )
         else:
             raise UserError(f"{path}: neither a GeoJSON FeatureCollection nor a COCO results list")
     for what, counts in (("scene", unknown_scenes), ("class", unknown_classes)):
         if counts:
             shown = ", ".join(f"{k} ({n})" for k, n in counts.most_common(10))
-            log.warning(f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not have, "
-                        f"not scored: {shown}")
+            log.warning(
+                f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not have, "
+                f"not scored: {shown}"
+            )
     return out
 
 
 # --- chips to scenes ------------------------------------------------------------------------------
+
 
 def chip_records(label_file: dict, path: str | os.PathLike) -> dict[int, dict]:
     """Chip image id -> its record, each with `scene`, `x0`, `y0`, `width`, `height` (prepare-xview writes them)."""
     records = {}
     for img in label_file["images"]:
         if not all(isinstance(img.get(k), int | str) for k in ("scene", "x0", "y0")):
-            raise UserError(f"{path}: image {img.get('id')} has no scene, x0 and y0 (as prepare-xview writes); "
-                            "scene-level evaluation needs them")
+            raise UserError(
+                f"{path}: image {img.get('id')} has no scene, x0 and y0 (as prepare-xview writes); "
+                "scene-level evaluation needs them"
+            )
         records[img["id"]] = img
     return records
 
 
-def stitch_chips(detections: Sequence[dict], chips: dict[int, dict], scene_truth: dict, *,
-                 match: str = "ios", match_threshold: float = 0.5) -> list[dict]:
+def stitch_chips(
+    detections: Sequence[dict],
+    chips: dict[int, dict],
+    scene_truth: dict,
+    *,
+    match: str = "ios",
+    match_threshold: float = 0.5,
+) -> list[dict]:
     """Chip detections (COCO results in chip pixels) -> merged detections in scene pixels and scene image ids.
 
     Each chip is a tile of its scene: boxes near an inner chip edge are marked truncated as the
@@ -280,13 +336,30 @@ def stitch_chips(detections: Sequence[dict], chips: dict[int, dict], scene_truth
         chip = chips[chip_id]
         scene = scene_of.get(chip["scene"])
         if scene is None:
-            raise UserError(f"scene {chip['scene']} of chip {chip.get('file_name')} is not in the scene labels")
+            raise UserError(
+                f"scene {chip['scene']} of chip {chip.get('file_name')} is not in the scene labels"
+            )
         x0, y0, w, h = int(chip["x0"]), int(chip["y0"]), int(chip["width"]), int(chip["height"])
-        tile = Tile(chip_id, x0, y0, w, h, w, h, (x0 > 0, y0 > 0, x0 + w < scene["width"], y0 + h < scene["height"]))
+        tile = Tile(
+            chip_id,
+            x0,
+            y0,
+            w,
+            h,
+            w,
+            h,
+            (x0 > 0, y0 > 0, x0 + w < scene["width"], y0 + h < scene["height"]),
+        )
         boxes = np.asarray([xyxy(d["bbox"]) for d in dets], np.float64)
-        parts[chip["scene"]].append((tile.to_scene(boxes), tile.truncated(boxes, TRUNCATION_MARGIN),
-                                     np.asarray([d["score"] for d in dets]),
-                                     np.asarray([d["category_id"] for d in dets]), np.full(len(dets), chip_id)))
+        parts[chip["scene"]].append(
+            (
+                tile.to_scene(boxes),
+                tile.truncated(boxes, TRUNCATION_MARGIN),
+                np.asarray([d["score"] for d in dets]),
+                np.asarray([d["category_id"] for d in dets]),
+                np.full(len(dets), chip_id),
+            )
+        )
     out = []
     for name, chunks in parts.items():
         boxes, truncated, scores, labels, tile_ids = (np.concatenate(c) for c in zip(*chunks))
@@ -297,7 +370,10 @@ def stitch_chips(detections: Sequence[dict], chips: dict[int, dict], scene_truth
 
 # --- scoring --------------------------------------------------------------------------------------
 
-def duplicates(truth: dict, matches: dict[int, ClassMatches], tile: int | None = None, overlap: float = 0.2) -> dict:
+
+def duplicates(
+    truth: dict, matches: dict[int, ClassMatches], tile: int | None = None, overlap: float = 0.2
+) -> dict:
     """Second detections of an object already found (IoU >= threshold with a claimed box), from the
     detections' `greedy_matches` against `truth`.
 
@@ -326,23 +402,43 @@ def duplicates(truth: dict, matches: dict[int, ClassMatches], tile: int | None =
     return out
 
 
-def _inner_edges(width: int, height: int, tile: int, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+def _inner_edges(
+    width: int, height: int, tile: int, overlap: float
+) -> tuple[np.ndarray, np.ndarray]:
     """x and y positions of the tile edges inside a scene (the scene's own edges left out)."""
     tiles = plan(width, height, tile, tile, overlap)
     xs = {t.col for t in tiles} | {t.col + t.width for t in tiles}
     ys = {t.row for t in tiles} | {t.row + t.height for t in tiles}
-    return (np.asarray(sorted(xs - {0, width}), np.float64), np.asarray(sorted(ys - {0, height}), np.float64))
+    return (
+        np.asarray(sorted(xs - {0, width}), np.float64),
+        np.asarray(sorted(ys - {0, height}), np.float64),
+    )
 
 
-def score_scenes(truth: dict, detections: Sequence[dict], *, iou_threshold: float = 0.5,
-                 xview_counting: str = "corrected", ignore_category_ids: Sequence[int] = (),
-                 tile: int | None = None, overlap: float = 0.2) -> dict:
+def score_scenes(
+    truth: dict,
+    detections: Sequence[dict],
+    *,
+    iou_threshold: float = 0.5,
+    xview_counting: str = "corrected",
+    ignore_category_ids: Sequence[int] = (),
+    tile: int | None = None,
+    overlap: float = 0.2,
+) -> dict:
     """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image cap)
     with `duplicates` (and `seam_duplicates` given the tiling) added."""
     kept = [d for d in detections if d["score"] > 0]  # as evaluate_detections keeps them
     max_dets = max([100, *Counter(d["image_id"] for d in kept).values()])
-    matches = greedy_matches(truth, kept, iou_threshold)  # once, for the xView AP and the duplicates
-    metrics = evaluate_detections(truth, kept, iou_threshold=iou_threshold, max_dets=max_dets,
-                                  xview_counting=xview_counting, ignore_category_ids=ignore_category_ids,
-                                  matches=matches)
+    matches = greedy_matches(
+        truth, kept, iou_threshold
+    )  # once, for the xView AP and the duplicates
+    metrics = evaluate_detections(
+        truth,
+        kept,
+        iou_threshold=iou_threshold,
+        max_dets=max_dets,
+        xview_counting=xview_counting,
+        ignore_category_ids=ignore_category_ids,
+        matches=matches,
+    )
     return {**metrics, **duplicates(truth, matches, tile, overlap)}

@@ -44,7 +44,9 @@ def tiny_export(tmp_path_factory, tiny_checkpoint):
         if key not in cache:
             exporter, suffix = exporters[fmt]
             out = tmp_path_factory.mktemp("export") / f"tiny{suffix}"
-            cache[key] = exporter(tiny_checkpoint, out, ExportSpec(**{"tile": TINY_TILE, "batch": TINY_BATCH, **spec}))
+            cache[key] = exporter(
+                tiny_checkpoint, out, ExportSpec(**{"tile": TINY_TILE, "batch": TINY_BATCH, **spec})
+            )
         return cache[key]
 
     return export

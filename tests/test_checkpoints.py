@@ -8,17 +8,22 @@ import pathlib
 import pytest
 import torch
 
+from helpers.checkpoints import DEPTH, D, encoder_state
 from scalemae_det import build_detector, load_pretrained
 from scalemae_det.base.errors import UserError
 
-from helpers.checkpoints import D, DEPTH, encoder_state
-
 
 def original_release(path, state):
-    decoder = {"decoder_embed.weight": torch.zeros(8, D), "mask_token": torch.zeros(1, 1, 8),
-               "mask_token_decoder": torch.zeros(1, 1, 8), "pos_emb_projection.weight": torch.zeros(4, 4),
-               "fpn.fpn1.0.weight": torch.zeros(2), "fcn_high.conv.weight": torch.zeros(2),
-               "fcn_low.conv.weight": torch.zeros(2), "fcn.conv.weight": torch.zeros(2)}
+    decoder = {
+        "decoder_embed.weight": torch.zeros(8, D),
+        "mask_token": torch.zeros(1, 1, 8),
+        "mask_token_decoder": torch.zeros(1, 1, 8),
+        "pos_emb_projection.weight": torch.zeros(4, 4),
+        "fpn.fpn1.0.weight": torch.zeros(2),
+        "fcn_high.conv.weight": torch.zeros(2),
+        "fcn_low.conv.weight": torch.zeros(2),
+        "fcn.conv.weight": torch.zeros(2),
+    }
     args = argparse.Namespace(output_dir=pathlib.PosixPath("/tmp/out"), lr=1e-4)
     torch.save({"model": {**state, **decoder}, "args": args, "epoch": 799}, path)
 
@@ -60,7 +65,11 @@ def test_relative_position_tables_the_encoder_lacks_start_at_zero(tmp_path):
             p.fill_(0.5)  # whatever they held, loading an encoder without them starts them at zero
     load_pretrained(plain, path)
     report = load_pretrained(biased, path)
-    assert report.missing == [] and sorted(report.zeroed) == sorted(tables) and len(tables) == 2 * DEPTH
+    assert (
+        report.missing == []
+        and sorted(report.zeroed) == sorted(tables)
+        and len(tables) == 2 * DEPTH
+    )
     assert f"relative position tables zero-initialised {2 * DEPTH}" in str(report)
     assert all(not p.any() for p in tables.values())
     x = torch.randn(1, 3, 64, 96)

@@ -11,30 +11,55 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from scalemae_det.base.errors import UserError
-from scalemae_det.evaluation import (detections_to_coco, evaluate_detections, print_metrics,
-                                     voc_ap, write_results)
+from scalemae_det.evaluation import (
+    detections_to_coco,
+    evaluate_detections,
+    print_metrics,
+    voc_ap,
+    write_results,
+)
 
 
 def _random_dataset(rng, n_images=6, cat_ids=(3, 7, 12)):
-    images = [{"id": 100 + i, "file_name": f"{i}.png", "width": 400, "height": 300}
-              for i in range(n_images)]
+    images = [
+        {"id": 100 + i, "file_name": f"{i}.png", "width": 400, "height": 300}
+        for i in range(n_images)
+    ]
     anns, dets = [], []
     for img in images:
         for _ in range(rng.integers(0, 8)):
             w, h = rng.uniform(4, 150, 2)
             x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
             cat = int(rng.choice(cat_ids))
-            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": cat,
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img["id"],
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
             if rng.uniform() < 0.8:  # a detection near the object, sometimes of the wrong class
                 jitter = rng.normal(0, 0.1 * min(w, h), 4)
-                dets.append({"image_id": img["id"], "score": float(rng.uniform()),
-                             "category_id": cat if rng.uniform() < 0.85 else int(rng.choice(cat_ids)),
-                             "bbox": [x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]]})
+                dets.append(
+                    {
+                        "image_id": img["id"],
+                        "score": float(rng.uniform()),
+                        "category_id": cat if rng.uniform() < 0.85 else int(rng.choice(cat_ids)),
+                        "bbox": [x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]],
+                    }
+                )
         for _ in range(rng.integers(0, 3)):  # false alarms
-            dets.append({"image_id": img["id"], "category_id": int(rng.choice(cat_ids)),
-                         "bbox": [*rng.uniform(0, 250, 2), *rng.uniform(5, 50, 2)],
-                         "score": float(rng.uniform())})
+            dets.append(
+                {
+                    "image_id": img["id"],
+                    "category_id": int(rng.choice(cat_ids)),
+                    "bbox": [*rng.uniform(0, 250, 2), *rng.uniform(5, 50, 2)],
+                    "score": float(rng.uniform()),
+                }
+            )
     cats = [{"id": c, "name": f"class{c}"} for c in cat_ids]
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
@@ -94,17 +119,32 @@ def test_xview_metric_hand_worked():
     # Class 9: one box, no detection -> AP 0. Class 11: a detection, no box -> not scored.
     # Class 13: one box found exactly -> AP 1, but it is ignored in the mean.
     # xView mAP = mean(1/2, 0) = 1/4; without ignoring class 13, mean(1/2, 0, 1) = 1/2.
-    anns = [(1, 7, (0, 0, 10, 10)), (1, 7, (2, 0, 12, 10)), (2, 7, (20, 20, 40, 40)),
-            (2, 9, (5, 5, 9, 9)), (1, 13, (30, 30, 50, 50))]
-    gt = {"images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
-          "categories": [{"id": c, "name": f"c{c}"} for c in (7, 9, 11, 13)],
-          "annotations": [{"id": i, "image_id": img, "category_id": c, "bbox": _box(*b),
-                           "iscrowd": 0} for i, (img, c, b) in enumerate(anns, 1)]}
-    dets = [(1, 7, 0.9, (0, 0, 10, 10)), (1, 7, 0.8, (50, 50, 60, 60)),
-            (1, 7, 0.7, (0.5, 0, 10.5, 10)), (2, 7, 0.6, (22, 20, 42, 40)),
-            (2, 11, 0.9, (0, 0, 5, 5)), (1, 13, 0.5, (30, 30, 50, 50))]
-    dets = [{"image_id": img, "category_id": c, "score": s, "bbox": _box(*b)}
-            for img, c, s, b in dets]
+    anns = [
+        (1, 7, (0, 0, 10, 10)),
+        (1, 7, (2, 0, 12, 10)),
+        (2, 7, (20, 20, 40, 40)),
+        (2, 9, (5, 5, 9, 9)),
+        (1, 13, (30, 30, 50, 50)),
+    ]
+    gt = {
+        "images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
+        "categories": [{"id": c, "name": f"c{c}"} for c in (7, 9, 11, 13)],
+        "annotations": [
+            {"id": i, "image_id": img, "category_id": c, "bbox": _box(*b), "iscrowd": 0}
+            for i, (img, c, b) in enumerate(anns, 1)
+        ],
+    }
+    dets = [
+        (1, 7, 0.9, (0, 0, 10, 10)),
+        (1, 7, 0.8, (50, 50, 60, 60)),
+        (1, 7, 0.7, (0.5, 0, 10.5, 10)),
+        (2, 7, 0.6, (22, 20, 42, 40)),
+        (2, 11, 0.9, (0, 0, 5, 5)),
+        (1, 13, 0.5, (30, 30, 50, 50)),
+    ]
+    dets = [
+        {"image_id": img, "category_id": c, "score": s, "bbox": _box(*b)} for img, c, s, b in dets
+    ]
 
     metrics = evaluate_detections(gt, dets, ignore_category_ids=[13])
     per_class = {row["id"]: row for row in metrics["per_class"]}
@@ -123,8 +163,13 @@ def test_voc_ap_perfect_and_empty():
 
 
 def test_detections_to_coco_undoes_eval_resize_and_maps_ids():
-    outputs = [{"boxes": torch.tensor([[10.0, 20.0, 30.0, 60.0]]), "scores": torch.tensor([0.7]),
-                "labels": torch.tensor([2])}]
+    outputs = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 30.0, 60.0]]),
+            "scores": torch.tensor([0.7]),
+            "labels": torch.tensor([2]),
+        }
+    ]
     targets = [{"image_id": 42, "box_scale": torch.tensor([0.5, 0.25, 0.5, 0.25])}]
     (res,) = detections_to_coco(outputs, targets, category_ids=[11, 17])
     assert res["image_id"] == 42 and res["category_id"] == 17
@@ -141,6 +186,7 @@ def test_write_results_and_table(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
     from rich.console import Console
+
     console = Console(file=io.StringIO(), width=120)
     print_metrics(metrics, console)
     text = console.file.getvalue()
@@ -166,20 +212,38 @@ def test_official_xview_counting_differs_from_the_corrected_one_hand_worked():
     -> AP 1; class 2 AP 1; class 3 has no box counted (no detection anywhere) -> no AP, out of the mean.
     Mean (1 + 1) / 2 = 1. Had the score-0 detection been kept, class 3 would score 1 in both.
     """
-    boxes = {"a1": (0, 0, 10, 10), "c1": (30, 30, 50, 50), "a2": (5, 5, 20, 20), "b2": (40, 0, 60, 12)}
+    boxes = {
+        "a1": (0, 0, 10, 10),
+        "c1": (30, 30, 50, 50),
+        "a2": (5, 5, 20, 20),
+        "b2": (40, 0, 60, 12),
+    }
     anns = [(1, 1, "a1"), (1, 3, "c1"), (2, 1, "a2"), (2, 2, "b2")]
-    gt = {"images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
-          "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
-          "annotations": [{"id": i, "image_id": img, "category_id": c, "bbox": _box(*boxes[b]), "iscrowd": 0}
-                          for i, (img, c, b) in enumerate(anns, 1)]}
-    dets = [(1, 1, 0.9, boxes["a1"]), (1, 1, 0.7, (50, 50, 60, 60)), (1, 3, 0.0, boxes["c1"]),
-            (2, 2, 0.8, boxes["b2"])]
-    dets = [{"image_id": img, "category_id": c, "score": s, "bbox": _box(*b)} for img, c, s, b in dets]
+    gt = {
+        "images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
+        "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
+        "annotations": [
+            {"id": i, "image_id": img, "category_id": c, "bbox": _box(*boxes[b]), "iscrowd": 0}
+            for i, (img, c, b) in enumerate(anns, 1)
+        ],
+    }
+    dets = [
+        (1, 1, 0.9, boxes["a1"]),
+        (1, 1, 0.7, (50, 50, 60, 60)),
+        (1, 3, 0.0, boxes["c1"]),
+        (2, 2, 0.8, boxes["b2"]),
+    ]
+    dets = [
+        {"image_id": img, "category_id": c, "score": s, "bbox": _box(*b)} for img, c, s, b in dets
+    ]
 
     corrected = evaluate_detections(gt, dets)
     official = evaluate_detections(gt, dets, xview_counting="official")
     assert [r["xview_AP"] for r in corrected["per_class"]] == pytest.approx([0.5, 1.0, 0.0])
-    assert corrected["xview_mAP"] == pytest.approx(0.5) and corrected["xview_metric"] == "xView AP (corrected)"
+    assert (
+        corrected["xview_mAP"] == pytest.approx(0.5)
+        and corrected["xview_metric"] == "xView AP (corrected)"
+    )
     assert [r["xview_AP"] for r in official["per_class"]][:2] == pytest.approx([1.0, 1.0])
     assert official["per_class"][2]["xview_AP"] is None
     assert official["xview_mAP"] == pytest.approx(1.0)
@@ -191,9 +255,23 @@ def test_official_xview_counting_differs_from_the_corrected_one_hand_worked():
 def test_coco_cap_is_the_models_300_detections_per_image():
     """pycocotools keeps the top 100 per image unless told; a tile holds more objects than that."""
     n = 150
-    gt = {"images": [{"id": 1, "width": 2000, "height": 2000}], "categories": [{"id": 1, "name": "car"}],
-          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [13 * k, 5, 10, 10], "iscrowd": 0}
-                          for k in range(n)]}
-    dets = [{"image_id": 1, "category_id": 1, "score": 1 - k / 1000, "bbox": [13 * k, 5, 10, 10]} for k in range(n)]
+    gt = {
+        "images": [{"id": 1, "width": 2000, "height": 2000}],
+        "categories": [{"id": 1, "name": "car"}],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [13 * k, 5, 10, 10],
+                "iscrowd": 0,
+            }
+            for k in range(n)
+        ],
+    }
+    dets = [
+        {"image_id": 1, "category_id": 1, "score": 1 - k / 1000, "bbox": [13 * k, 5, 10, 10]}
+        for k in range(n)
+    ]
     assert evaluate_detections(gt, dets)["AP50"] == pytest.approx(1.0)
     assert evaluate_detections(gt, dets, max_dets=100)["AP50"] == pytest.approx(100 / n, abs=0.01)

@@ -18,10 +18,29 @@ def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the checkout, so setuptools' build/ and egg-info never land in the sources."""
     out = tmp_path_factory.mktemp("wheel")
     source = out / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                                                  ".pytest_cache", "tests", "bench"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(out), str(source)], capture_output=True, text=True)
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "tests", "bench"
+        ),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (path,) = out.glob("scalemae_det-*.whl")
     return path
@@ -39,9 +58,16 @@ def test_wheel_holds_one_top_level_package_with_every_module(wheel):
 def test_wheel_imports_from_outside_the_checkout(tmp_path, wheel):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("import scalemae_det.runtime.detector as d, scalemae_det.export.onnx_export, scalemae_det.cli;"
-             "print(d.__file__)")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    probe = (
+        "import scalemae_det.runtime.detector as d, scalemae_det.export.onnx_export, scalemae_det.cli;"
+        "print(d.__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(site))  # the wheel's copy, not the checkout's

@@ -19,10 +19,16 @@ PACKAGE = Path(scalemae_det.__file__).parent
 LAYERS = {
     "scalemae_det.base": 0,
     "scalemae_det.runtime": 1,
-    "scalemae_det.models": 2, "scalemae_det.checkpoints": 2, "scalemae_det.data": 2,
-    "scalemae_det.evaluation": 2, "scalemae_det.scoring": 2, "scalemae_det.engine": 2, "scalemae_det.synthetic": 2,
+    "scalemae_det.models": 2,
+    "scalemae_det.checkpoints": 2,
+    "scalemae_det.data": 2,
+    "scalemae_det.evaluation": 2,
+    "scalemae_det.scoring": 2,
+    "scalemae_det.engine": 2,
+    "scalemae_det.synthetic": 2,
     "scalemae_det.export": 3,
-    "scalemae_det.demo": 4, "scalemae_det.cli": 4,
+    "scalemae_det.demo": 4,
+    "scalemae_det.cli": 4,
 }
 
 
@@ -87,6 +93,7 @@ assert "torch" not in sys.modules
 def test_base_and_runtime_import_without_torch(tmp_path):
     names = sorted(n for n in modules() if layer(n) <= 1)
     assert any(n.startswith("scalemae_det.base.") for n in names)
-    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *names], capture_output=True, text=True,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, *names], capture_output=True, text=True, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr

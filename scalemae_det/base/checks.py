@@ -19,22 +19,35 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from scalemae_det.base.errors import ParameterError, UserError
 
 
 def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
     if hi is None:
-        return f"must be {'greater than' if lo_open else 'at least'} {lo}" if lo != 0 or not lo_open else "must be positive"
+        return (
+            f"must be {'greater than' if lo_open else 'at least'} {lo}"
+            if lo != 0 or not lo_open
+            else "must be positive"
+        )
     if lo is None:
         return f"must be {'less than' if hi_open else 'at most'} {hi}"
     return f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
-def number(param: str, value, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False,
-           integer: bool = False, source: str | None = None):
+def number(
+    param: str,
+    value,
+    *,
+    lo=None,
+    hi=None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    source: str | None = None,
+):
     """`value` if it is a finite number in the interval, else a ParameterError; None passes (unset)."""
     if value is None:
         return None
@@ -43,7 +56,9 @@ def number(param: str, value, *, lo=None, hi=None, lo_open: bool = False, hi_ope
     if integer and not float(value).is_integer():
         raise ParameterError(param, "must be a whole number", value=value, source=source)
     if not math.isfinite(value):
-        bounds = f"; {_interval(lo, hi, lo_open, hi_open)}" if lo is not None or hi is not None else ""
+        bounds = (
+            f"; {_interval(lo, hi, lo_open, hi_open)}" if lo is not None or hi is not None else ""
+        )
         raise ParameterError(param, f"not a finite number{bounds}", value=value, source=source)
     below = lo is not None and (value <= lo if lo_open else value < lo)
     above = hi is not None and (value >= hi if hi_open else value > hi)
@@ -62,26 +77,29 @@ def choice(param: str, value: str, choices: Iterable[str]):
 
 
 def bands(param: str, text: str | Sequence[int] | None) -> list[int] | None:
-    """"4,3,2" (or a list) -> [4, 3, 2]: 1 or 3 band numbers, 1-based; None or "" -> None (the default choice)."""
+    """ "4,3,2" (or a list) -> [4, 3, 2]: 1 or 3 band numbers, 1-based; None or "" -> None (the default choice)."""
     if text is None or text == "" or (not isinstance(text, str) and not len(text)):
         return None
     if isinstance(text, str):
         try:
             values = [int(b) for b in text.split(",")]
         except ValueError:
-            raise ParameterError(param, "expected 1 or 3 comma-separated band numbers, e.g. 4,3,2",
-                                 value=text) from None
+            raise ParameterError(
+                param, "expected 1 or 3 comma-separated band numbers, e.g. 4,3,2", value=text
+            ) from None
     else:
         values = [int(b) for b in text]
     if any(b < 1 for b in values):
-        raise ParameterError(param, "band numbers start at 1 (the first band is 1, as in GDAL)", value=values)
+        raise ParameterError(
+            param, "band numbers start at 1 (the first band is 1, as in GDAL)", value=values
+        )
     if len(values) not in (1, 3):
         raise ParameterError(param, f"takes 1 or 3 band numbers, got {len(values)}", value=values)
     return values
 
 
 def value_scale(param: str, text: str | tuple[float, float]) -> str | tuple[float, float]:
-    """"auto" or "MIN,MAX" (finite, MIN < MAX) -> "auto" or (MIN, MAX)."""
+    """ "auto" or "MIN,MAX" (finite, MIN < MAX) -> "auto" or (MIN, MAX)."""
     if isinstance(text, str):
         if text == "auto":
             return text
@@ -119,7 +137,9 @@ def _path_error(path: Path, param: str | None, problem: str) -> UserError:
     return ParameterError(param, problem, value=str(path))
 
 
-def output_file(path: str | os.PathLike, param: str | None = None, new_folder: bool = False) -> Path:
+def output_file(
+    path: str | os.PathLike, param: str | None = None, new_folder: bool = False
+) -> Path:
     """A file path that can be written (created, or replaced by a rename): its folder exists and is writable,
     or, with `new_folder`, can be created (the writer makes it)."""
     path = Path(path)

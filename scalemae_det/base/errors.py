@@ -13,7 +13,7 @@ never typed, and a command never reports a parameter under a name its user canno
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 Spelling = Callable[[str], str]  # parameter name -> how the caller writes it
 
@@ -33,7 +33,9 @@ class UserError(Exception):
         return str(self)
 
 
-_PARAM_REF = re.compile(r"`(\w+)`")  # a parameter named inside a problem text: "use `gsd_mode` as-is"
+_PARAM_REF = re.compile(
+    r"`(\w+)`"
+)  # a parameter named inside a problem text: "use `gsd_mode` as-is"
 
 
 class ParameterError(UserError):

@@ -49,7 +49,9 @@ class ModelMetadata:
     input_range: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    precision: str = "float32"  # one of PRECISIONS; int8 graphs carry QuantizeLinear/DequantizeLinear (QDQ)
+    precision: str = (
+        "float32"  # one of PRECISIONS; int8 graphs carry QuantizeLinear/DequantizeLinear (QDQ)
+    )
     # int8 only: file name, in the model's folder, of the TensorRT calibration table (onnxruntime's
     # flatbuffers format) measured on the same calibration tiles
     calibration_table: str | None = None
@@ -59,15 +61,19 @@ class ModelMetadata:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelMetadata":
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
         if "format_version" not in props:
-            raise MetadataError(f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with `scalemae-det export`")
+            raise MetadataError(
+                f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with `scalemae-det export`"
+            )
         try:
             values = {f.name: json.loads(props[f.name]) for f in fields(cls) if f.name in props}
         except json.JSONDecodeError as exc:
             raise MetadataError(f"{source}: unreadable scalemae-det metadata ({exc})") from None
         if values["format_version"] != FORMAT_VERSION:
-            raise MetadataError(f"{source}: metadata format {values['format_version']} is not supported (expected {FORMAT_VERSION})")
+            raise MetadataError(
+                f"{source}: metadata format {values['format_version']} is not supported (expected {FORMAT_VERSION})"
+            )
         missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
         if missing:
             raise MetadataError(f"{source}: scalemae-det metadata lacks {', '.join(missing)}")
@@ -77,7 +83,7 @@ class ModelMetadata:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ModelMetadata":
+    def from_file(cls, path: str | os.PathLike) -> ModelMetadata:
         return cls.from_props(read_props(path), str(path))
 
 

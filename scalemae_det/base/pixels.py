@@ -19,8 +19,8 @@ nodata when every selected band says so, or when any of its values is NaN.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
@@ -50,7 +50,9 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
     try:
         yield
     except RasterioError as exc:
-        where = f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
+        where = (
+            f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
+        )
         raise UserError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
 
 
@@ -60,8 +62,12 @@ def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
         bands = checks.bands("bands", bands)
         bad = [b for b in bands if b > ds.count]
         if bad:
-            raise ParameterError("bands", f"band {bad[0]} requested but the raster has {ds.count} band(s)",
-                                 value=bands, source=ds.name)
+            raise ParameterError(
+                "bands",
+                f"band {bad[0]} requested but the raster has {ds.count} band(s)",
+                value=bands,
+                source=ds.name,
+            )
         return bands * 3 if len(bands) == 1 else bands
     interp = list(ds.colorinterp)
     rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
@@ -72,15 +78,21 @@ def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
         return colour[:3]
     if len(colour) == 1:
         return colour * 3
-    raise ParameterError("bands", f"{len(colour)} colour bands; choose 1 or 3 of them with `bands`", source=ds.name)
+    raise ParameterError(
+        "bands", f"{len(colour)} colour bands; choose 1 or 3 of them with `bands`", source=ds.name
+    )
 
 
 def _dtype(ds, bands: Sequence[int]) -> np.dtype:
     return np.result_type(*(ds.dtypes[b - 1] for b in bands))
 
 
-def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "auto",
-                percentiles: tuple[float, float] = PERCENTILES) -> ValueRange:
+def value_range(
+    ds,
+    bands: Sequence[int],
+    scale: str | tuple[float, float] = "auto",
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> ValueRange:
     """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi)."""
     n = len(bands)
     scale = checks.value_scale("scale", scale)
@@ -91,8 +103,14 @@ def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "au
     if dtype == np.uint8:
         return None
     factor = max(ds.width, ds.height) / STATS_SIDE
-    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor))) if factor > 1 else (ds.height, ds.width)
-    with raster_errors(ds.name):  # a decimated read: GDAL serves it from overviews when the file has them
+    shape = (
+        (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+        if factor > 1
+        else (ds.height, ds.width)
+    )
+    with raster_errors(
+        ds.name
+    ):  # a decimated read: GDAL serves it from overviews when the file has them
         data = ds.read(bands, out_shape=(n, *shape), resampling=Resampling.nearest)
     valid = ~nodata_mask(ds, bands, out_shape=shape, data=data)
     if np.issubdtype(dtype, np.integer):
@@ -107,8 +125,13 @@ def value_range(ds, bands: Sequence[int], scale: str | tuple[float, float] = "au
     return lo, hi
 
 
-def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int] | None = None,
-                data: np.ndarray | None = None) -> np.ndarray:
+def nodata_mask(
+    ds,
+    bands: Sequence[int],
+    window=None,
+    out_shape: tuple[int, int] | None = None,
+    data: np.ndarray | None = None,
+) -> np.ndarray:
     """(h, w) bool, True where nodata. `data`, when given, is the same read (for its NaNs)."""
     unique = sorted(set(bands))
     if data is not None:
@@ -122,8 +145,12 @@ def nodata_mask(ds, bands: Sequence[int], window=None, out_shape: tuple[int, int
         mask = np.zeros(shape, bool)
     else:
         with raster_errors(ds.name, window=window):
-            masks = ds.read_masks(unique, window=window, out_shape=(len(unique), *shape),
-                                  resampling=Resampling.nearest)
+            masks = ds.read_masks(
+                unique,
+                window=window,
+                out_shape=(len(unique), *shape),
+                resampling=Resampling.nearest,
+            )
         mask = (masks == 0).all(axis=0)
     if data is not None and np.issubdtype(data.dtype, np.floating):
         mask |= np.isnan(data).any(axis=0)
@@ -144,8 +171,14 @@ def to_unit(data: np.ndarray, vr: ValueRange, nodata: np.ndarray | None = None) 
     return np.nan_to_num(unit, copy=False, nan=FILL)
 
 
-def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple[int, int] | None = None,
-              resampling: Resampling = Resampling.bilinear) -> tuple[np.ndarray, np.ndarray]:
+def read_unit(
+    ds,
+    bands: Sequence[int],
+    window,
+    vr: ValueRange,
+    out_shape: tuple[int, int] | None = None,
+    resampling: Resampling = Resampling.bilinear,
+) -> tuple[np.ndarray, np.ndarray]:
     """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
@@ -156,4 +189,14 @@ def read_unit(ds, bands: Sequence[int], window, vr: ValueRange, out_shape: tuple
     return to_unit(data, vr, mask), mask
 
 
-__all__ = ["FILL", "ValueRange", "gdal_cause", "nodata_mask", "read_unit", "raster_errors", "select_bands", "to_unit", "value_range"]
+__all__ = [
+    "FILL",
+    "ValueRange",
+    "gdal_cause",
+    "nodata_mask",
+    "read_unit",
+    "raster_errors",
+    "select_bands",
+    "to_unit",
+    "value_range",
+]

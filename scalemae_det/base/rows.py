@@ -13,7 +13,7 @@ round-trip repr, the same digits `json.dumps` writes, so the file parses to exac
 from __future__ import annotations
 
 import json
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -37,21 +37,32 @@ def literal(text: str) -> str:
 def _columns(boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) -> list[list]:
     """category_id, x, y, width, height, score: float64, as python numbers."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return [np.asarray(category_ids).astype(np.int64).tolist(), *b[:, :2].T.tolist(),
-            *(b[:, 2:] - b[:, :2]).T.tolist(), np.asarray(scores, np.float64).tolist()]
+    return [
+        np.asarray(category_ids).astype(np.int64).tolist(),
+        *b[:, :2].T.tolist(),
+        *(b[:, 2:] - b[:, :2]).T.tolist(),
+        np.asarray(scores, np.float64).tolist(),
+    ]
 
 
-def coco_results(image_id: int | str, boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) -> list[dict]:
+def coco_results(
+    image_id: int | str, boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray
+) -> list[dict]:
     """COCO result dicts of one image: `boxes` (N, 4) xyxy pixels, `scores` (N,), `category_ids` (N,)."""
-    return [{"image_id": image_id, "category_id": c, "bbox": [x, y, w, h], "score": s}
-            for c, x, y, w, h, s in zip(*_columns(boxes, scores, category_ids))]
+    return [
+        {"image_id": image_id, "category_id": c, "bbox": [x, y, w, h], "score": s}
+        for c, x, y, w, h, s in zip(*_columns(boxes, scores, category_ids))
+    ]
 
 
-def coco_results_json(image_id: int | str, boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray
-                      ) -> Iterator[str]:
+def coco_results_json(
+    image_id: int | str, boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray
+) -> Iterator[str]:
     """The JSON array of `coco_results(...)`, in pieces of at most CHUNK records."""
-    template = f'{{"image_id": {literal(image_id) if isinstance(image_id, str) else int(image_id)}, ' \
-               '"category_id": %d, "bbox": [%r, %r, %r, %r], "score": %r}'
+    template = (
+        f'{{"image_id": {literal(image_id) if isinstance(image_id, str) else int(image_id)}, '
+        '"category_id": %d, "bbox": [%r, %r, %r, %r], "score": %r}'
+    )
     yield "["
     for k, part in enumerate(chunks(len(scores))):
         rows = format_rows(template, _columns(boxes[part], scores[part], category_ids[part]))

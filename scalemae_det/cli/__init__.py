@@ -30,8 +30,12 @@ from scalemae_det.cli.score import score_command
 from scalemae_det.cli.status import status_command
 from scalemae_det.cli.synth import synth_chips, synth_scene
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="ScaleMAE detection for satellite imagery.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ScaleMAE detection for satellite imagery.",
+)
 app.command("demo")(demo_command)
 app.command("synth-scene")(synth_scene)
 app.command("synth-chips")(synth_chips)
@@ -54,6 +58,7 @@ TERMINATED = 143  # ... and by SIGTERM
 def _sigterm_unwinds():
     """SIGTERM (`kill`, a job scheduler, torchrun stopping its workers) ends the process the way Ctrl-C does,
     through every `finally`, so temporary files and work folders are removed instead of left behind."""
+
     def stop(signum, frame):
         raise SystemExit(TERMINATED)
 
@@ -85,14 +90,18 @@ def report_user_errors(entry, *args, spell: Spelling = dashed_flag) -> None:
 def _run_app() -> None:
     try:
         status = app(standalone_mode=False)
-    except typer.TyperException as exc:  # click's usage errors, as typer (which vendors click) raises them
+    except (
+        typer.TyperException
+    ) as exc:  # click's usage errors, as typer (which vendors click) raises them
         ctx = getattr(exc, "ctx", None)
         where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", USAGE_ERROR))
     except typer.Abort:  # end of input at a prompt
         sys.exit(1)
-    if status == INTERRUPTED:  # typer's answer to Ctrl-C in a command, after every `finally` has run
+    if (
+        status == INTERRUPTED
+    ):  # typer's answer to Ctrl-C in a command, after every `finally` has run
         print("error: interrupted", file=sys.stderr)
     sys.exit(status if isinstance(status, int) else 0)
 

@@ -21,28 +21,53 @@ def default_output(checkpoint: Path) -> Path:
 def evaluate_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by train.py"),
     image_dir: Path = typer.Option(..., "--image-dir", "--image_dir", help="folder of the images"),
-    label_file: Path = typer.Option(..., "--label-file", "--label_file", help="COCO JSON ground truth"),
-    output: Path = typer.Option(None, "--output", "-o", help="metrics JSON", show_default=DEFAULT_OUTPUT),
-    detections: Path = typer.Option(None, "--detections", help="also write the detections (COCO results JSON)"),
-    input_size: int = typer.Option(None, "--input-size", "--input_size", help="evaluation size, px",
-                                   show_default="the training --input_size"),
+    label_file: Path = typer.Option(
+        ..., "--label-file", "--label_file", help="COCO JSON ground truth"
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="metrics JSON", show_default=DEFAULT_OUTPUT
+    ),
+    detections: Path = typer.Option(
+        None, "--detections", help="also write the detections (COCO results JSON)"
+    ),
+    input_size: int = typer.Option(
+        None,
+        "--input-size",
+        "--input_size",
+        help="evaluation size, px",
+        show_default="the training --input_size",
+    ),
     batch_size: int = typer.Option(1, "--batch-size", "--batch_size"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     amp: str = typer.Option("auto", help="auto (bf16 on a GPU that has it), bf16, fp16 or off"),
     num_workers: int = typer.Option(2, "--num-workers", "--num_workers"),
-    bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
-                              show_default="those the checkpoint was trained with"),
+    bands: str = typer.Option(
+        None,
+        "--bands",
+        help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
+        show_default="those the checkpoint was trained with",
+    ),
     ignore_category: list[int] = typer.Option(
-        [], "--ignore-category", help="category id left out of the xView mean (repeatable)"),
+        [], "--ignore-category", help="category id left out of the xView mean (repeatable)"
+    ),
     official_counting: bool = typer.Option(
-        False, "--official-counting", help="xView AP with the official scorer's counting (ground truth only in "
-        "images where its class was predicted), to compare with the leaderboard; default: every box counted"),
+        False,
+        "--official-counting",
+        help="xView AP with the official scorer's counting (ground truth only in "
+        "images where its class was predicted), to compare with the leaderboard; default: every box counted",
+    ),
     scene_level: bool = typer.Option(
-        False, "--scene-level", help="score whole scenes: chip detections stitched into their scenes (the chip "
-        "records' scene, x0, y0) and merged at the seams as predict merges tiles"),
+        False,
+        "--scene-level",
+        help="score whole scenes: chip detections stitched into their scenes (the chip "
+        "records' scene, x0, y0) and merged at the seams as predict merges tiles",
+    ),
     scene_labels: Path = typer.Option(
-        None, "--scene-labels", help="scene-pixel ground truth for --scene-level [default: the label file's "
-        "NAME_scenes.json, as prepare-xview writes it]"),
+        None,
+        "--scene-labels",
+        help="scene-pixel ground truth for --scene-level [default: the label file's "
+        "NAME_scenes.json, as prepare-xview writes it]",
+    ),
 ) -> None:
     """Score a checkpoint: COCO AP, AP50, AP75, AP by size, per-class AP50 and the xView metric.
 
@@ -56,9 +81,19 @@ def evaluate_command(
         raise UserError("--scene-labels goes with --scene-level")
     if scene_level and scene_labels is None:
         scene_labels = label_file.with_name(f"{label_file.stem}_scenes.json")
-    evaluate_checkpoint(checkpoint, image_dir, label_file, scene_labels=scene_labels,
-                        xview_counting="official" if official_counting else "corrected",
-                        output=output or default_output(checkpoint),
-                        detections=detections, input_size=input_size, batch_size=batch_size,
-                        device=device, amp=amp, num_workers=num_workers, bands=band_list,
-                        ignore_category_ids=ignore_category)
+    evaluate_checkpoint(
+        checkpoint,
+        image_dir,
+        label_file,
+        scene_labels=scene_labels,
+        xview_counting="official" if official_counting else "corrected",
+        output=output or default_output(checkpoint),
+        detections=detections,
+        input_size=input_size,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        num_workers=num_workers,
+        bands=band_list,
+        ignore_category_ids=ignore_category,
+    )

@@ -22,26 +22,72 @@ def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."
+    ),
     fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
-    gsd: float | None = typer.Option(None, help="Metres per pixel the model will run at; the embedding is baked in.",
-                                     show_default="the checkpoint's training GSD"),
+    gsd: float | None = typer.Option(
+        None,
+        help="Metres per pixel the model will run at; the embedding is baked in.",
+        show_default="the checkpoint's training GSD",
+    ),
     tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
     batch: int = typer.Option(DEFAULTS.batch, help="Fixed batch size of the graph."),
-    max_detections: int | None = typer.Option(None, help="Rows per tile in the padded outputs.",
-                                                show_default="the checkpoint config's, 300"),
-    score_threshold: float | None = typer.Option(None, help="Applied in the graph.", show_default="the checkpoint config's, 0.05"),
-    precision: str = typer.Option(DEFAULTS.precision, "--precision", help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported against float32); or int8 (static QDQ quantisation calibrated on --calibration, accepted only when its detections agree with float32's on held-out tiles; ONNX only)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Deprecated: the same as --precision fp16.", hidden=True),
-    calibration: list[str] = typer.Option([], "--calibration", help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat the option), read as predict reads them at the export's GSD and tile."),
-    calibration_tiles: int = typer.Option(DEFAULTS.calibration_tiles, "--calibration-tiles", help="int8: tiles to calibrate on; a quarter as many more, held out, judge the result."),
-    calibration_method: str = typer.Option(DEFAULTS.calibration_method, "--calibration-method", help="int8: minmax, entropy or percentile."),
-    int8_min_agreement: float = typer.Option(DEFAULTS.int8_min_agreement, "--int8-min-agreement", help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this."),
-    int8_labels: Path | None = typer.Option(None, "--int8-labels", help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report."),
-    int8_images: Path | None = typer.Option(None, "--int8-images", help="int8: the image folder of --int8-labels."),
+    max_detections: int | None = typer.Option(
+        None,
+        help="Rows per tile in the padded outputs.",
+        show_default="the checkpoint config's, 300",
+    ),
+    score_threshold: float | None = typer.Option(
+        None, help="Applied in the graph.", show_default="the checkpoint config's, 0.05"
+    ),
+    precision: str = typer.Option(
+        DEFAULTS.precision,
+        "--precision",
+        help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported against float32); or int8 (static QDQ quantisation calibrated on --calibration, accepted only when its detections agree with float32's on held-out tiles; ONNX only).",
+    ),
+    fp16: bool = typer.Option(
+        False, "--fp16", help="Deprecated: the same as --precision fp16.", hidden=True
+    ),
+    calibration: list[str] = typer.Option(
+        [],
+        "--calibration",
+        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat the option), read as predict reads them at the export's GSD and tile.",
+    ),
+    calibration_tiles: int = typer.Option(
+        DEFAULTS.calibration_tiles,
+        "--calibration-tiles",
+        help="int8: tiles to calibrate on; a quarter as many more, held out, judge the result.",
+    ),
+    calibration_method: str = typer.Option(
+        DEFAULTS.calibration_method,
+        "--calibration-method",
+        help="int8: minmax, entropy or percentile.",
+    ),
+    int8_min_agreement: float = typer.Option(
+        DEFAULTS.int8_min_agreement,
+        "--int8-min-agreement",
+        help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this.",
+    ),
+    int8_labels: Path | None = typer.Option(
+        None,
+        "--int8-labels",
+        help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report.",
+    ),
+    int8_images: Path | None = typer.Option(
+        None, "--int8-images", help="int8: the image folder of --int8-labels."
+    ),
     opset: int = typer.Option(DEFAULTS.opset, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}."),
-    validate: bool = typer.Option(DEFAULTS.validate, "--validate/--no-validate", help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json."),
-    simplify: bool = typer.Option(DEFAULTS.simplify, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory."),
+    validate: bool = typer.Option(
+        DEFAULTS.validate,
+        "--validate/--no-validate",
+        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json.",
+    ),
+    simplify: bool = typer.Option(
+        DEFAULTS.simplify,
+        "--simplify/--no-simplify",
+        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory.",
+    ),
 ) -> None:
     """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""
     from rich.console import Console
@@ -55,14 +101,27 @@ def export_command(
     if fp16:
         if precision not in (DEFAULTS.precision, "fp16"):
             raise UserError(f"--fp16 and --precision {precision} disagree; give --precision only")
-        console.print("warning: --fp16 is deprecated; use --precision fp16", style="yellow", highlight=False)
+        console.print(
+            "warning: --fp16 is deprecated; use --precision fp16", style="yellow", highlight=False
+        )
         precision = "fp16"
-    spec = ExportSpec(gsd=gsd, tile=tile, batch=batch, max_detections=max_detections, score_threshold=score_threshold,
-                      opset=opset, precision=precision, validate=validate, simplify=simplify,
-                      calibration=tuple(calibration), calibration_tiles=calibration_tiles,
-                      calibration_method=calibration_method, int8_min_agreement=int8_min_agreement,
-                      int8_labels=None if int8_labels is None else str(int8_labels),
-                      int8_images=None if int8_images is None else str(int8_images))
+    spec = ExportSpec(
+        gsd=gsd,
+        tile=tile,
+        batch=batch,
+        max_detections=max_detections,
+        score_threshold=score_threshold,
+        opset=opset,
+        precision=precision,
+        validate=validate,
+        simplify=simplify,
+        calibration=tuple(calibration),
+        calibration_tiles=calibration_tiles,
+        calibration_method=calibration_method,
+        int8_min_agreement=int8_min_agreement,
+        int8_labels=None if int8_labels is None else str(int8_labels),
+        int8_images=None if int8_images is None else str(int8_images),
+    )
     spec.check()
     outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
     for kind, path in outputs:  # all outputs, before the first is written
@@ -70,18 +129,37 @@ def export_command(
     check_outputs([path for _, path in outputs])
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     for kind, path in outputs:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                      transient=True) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             task = progress.add_task(f"{kind}: loading {checkpoint}")
-            result = exporters[kind](checkpoint, path, spec, log=lambda msg: progress.update(task, description=f"{kind}: {msg}"))
+            result = exporters[kind](
+                checkpoint,
+                path,
+                spec,
+                log=lambda msg, task=task, kind=kind: progress.update(
+                    task, description=f"{kind}: {msg}"
+                ),
+            )
         meta = result.metadata
-        console.print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): "
-                      f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch {meta.batch}, "
-                      f"max {meta.max_detections} detections, score > {meta.score_threshold}"
-                      + (", simplified" if result.simplified else ""))
+        console.print(
+            f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): "
+            f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch {meta.batch}, "
+            f"max {meta.max_detections} detections, score > {meta.score_threshold}"
+            + (", simplified" if result.simplified else "")
+        )
         if meta.calibration_table:
-            console.print(f"TensorRT calibration table: {result.path.with_name(meta.calibration_table)}", highlight=False)
+            console.print(
+                f"TensorRT calibration table: {result.path.with_name(meta.calibration_table)}",
+                highlight=False,
+            )
         if result.report:
-            console.print(f"{result.report.summary()}\nreport: {result.report_path}", highlight=False)
+            console.print(
+                f"{result.report.summary()}\nreport: {result.report_path}", highlight=False
+            )
         else:
             console.print("not validated (--no-validate)")

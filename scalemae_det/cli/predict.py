@@ -19,37 +19,85 @@ from scalemae_det.runtime.shards import Shard, parse_shard, select
 
 
 def predict(
-    scenes: list[str] = typer.Argument(..., help="GeoTIFF scenes: files, directories or glob patterns"),
+    scenes: list[str] = typer.Argument(
+        ..., help="GeoTIFF scenes: files, directories or glob patterns"
+    ),
     model: Path = typer.Option(..., "--model", help="exported scalemae-det ONNX model"),
     out: Path = typer.Option(..., "--out", help="output directory (one file per scene)"),
     provider: str = typer.Option("auto", "--provider", help="auto | tensorrt | cuda | cpu"),
-    overlap: float = typer.Option(0.2, "--overlap", help="fraction of a tile shared with its neighbour"),
+    overlap: float = typer.Option(
+        0.2, "--overlap", help="fraction of a tile shared with its neighbour"
+    ),
     batch: int = typer.Option(None, "--batch", help="tiles per run", show_default="the model's"),
-    score_threshold: float = typer.Option(None, "--score-threshold", show_default="the model's",
-                                          help="in [0, 1]; not below the model's, which its graph applies"),
-    bands: str = typer.Option(None, "--bands", help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
-                              show_default="RGB by colour interpretation, else the first three"),
-    scale: str = typer.Option("auto", "--scale", help="auto (2-98% stretch; uint8 /255) or MIN,MAX"),
-    gsd_mode: str = typer.Option("resample", "--gsd-mode", help="resample to the model's GSD, or as-is"),
+    score_threshold: float = typer.Option(
+        None,
+        "--score-threshold",
+        show_default="the model's",
+        help="in [0, 1]; not below the model's, which its graph applies",
+    ),
+    bands: str = typer.Option(
+        None,
+        "--bands",
+        help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
+        show_default="RGB by colour interpretation, else the first three",
+    ),
+    scale: str = typer.Option(
+        "auto", "--scale", help="auto (2-98% stretch; uint8 /255) or MIN,MAX"
+    ),
+    gsd_mode: str = typer.Option(
+        "resample", "--gsd-mode", help="resample to the model's GSD, or as-is"
+    ),
     crs: str = typer.Option("wgs84", "--crs", help="wgs84 (RFC 7946) or native (the scene's CRS)"),
     fmt: str = typer.Option("geojson", "--format", help="geojson | coco | csv | gpkg"),
-    match: str = typer.Option("ios", "--match", help="seam merging: ios (intersection over smaller) or iou"),
-    preview: Path = typer.Option(None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"),
+    match: str = typer.Option(
+        "ios", "--match", help="seam merging: ios (intersection over smaller) or iou"
+    ),
+    preview: Path = typer.Option(
+        None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="redo scenes whose output exists"),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for onnxruntime", show_default="all"),
-    shard: str = typer.Option(None, "--shard", help="K/N: run only shard K of N (by scene name), or auto "
-                              "(Slurm array task, Kubernetes completion index)"),
-    shard_count: int = typer.Option(None, "--shard-count", help="N for --shard auto in a Kubernetes Indexed Job "
-                                    "(its completions)"),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads for onnxruntime", show_default="all"
+    ),
+    shard: str = typer.Option(
+        None,
+        "--shard",
+        help="K/N: run only shard K of N (by scene name), or auto "
+        "(Slurm array task, Kubernetes completion index)",
+    ),
+    shard_count: int = typer.Option(
+        None,
+        "--shard-count",
+        help="N for --shard auto in a Kubernetes Indexed Job (its completions)",
+    ),
 ) -> None:
     """Detect objects in GeoTIFF scenes with an exported ONNX model (no PyTorch needed)."""
     from rich.console import Console
 
     from scalemae_det.runtime.detector import Detector
 
-    options = SceneOptions(overlap, score_threshold, checks.bands("bands", bands), checks.value_scale("scale", scale),
-                           gsd_mode, match, fmt, crs, overwrite)
-    job = plan_job(scenes, out, options, preview, shard, shard_count, provider=provider, batch=batch, threads=threads)
+    options = SceneOptions(
+        overlap,
+        score_threshold,
+        checks.bands("bands", bands),
+        checks.value_scale("scale", scale),
+        gsd_mode,
+        match,
+        fmt,
+        crs,
+        overwrite,
+    )
+    job = plan_job(
+        scenes,
+        out,
+        options,
+        preview,
+        shard,
+        shard_count,
+        provider=provider,
+        batch=batch,
+        threads=threads,
+    )
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     say = lambda text, style=None: console.print(text, style=style, markup=False)  # noqa: E731
     for line in job.problems:
@@ -90,8 +138,18 @@ class Job:
     out: Path
 
 
-def plan_job(scenes: list[str], out: Path, options: SceneOptions, preview: Path | None, shard: str | None,
-             shard_count: int | None, *, provider: str, batch: int | None, threads: int | None) -> Job:
+def plan_job(
+    scenes: list[str],
+    out: Path,
+    options: SceneOptions,
+    preview: Path | None,
+    shard: str | None,
+    shard_count: int | None,
+    *,
+    provider: str,
+    batch: int | None,
+    threads: int | None,
+) -> Job:
     """Every option and output path checked, before the model is loaded or a scene read."""
     from scalemae_det.runtime.merge import METRICS
     from scalemae_det.runtime.outputs import CRS_MODES, FORMATS, output_path
@@ -124,30 +182,61 @@ def plan_job(scenes: list[str], out: Path, options: SceneOptions, preview: Path 
     for path in previews.values():
         checks.output_file(path, "preview")
     checks.output_dir(out, "out")
-    return Job({p: targets[p] for p in mine}, previews, problems, [p.name for p in paths], this_shard, out)
+    return Job(
+        {p: targets[p] for p in mine}, previews, problems, [p.name for p in paths], this_shard, out
+    )
 
 
 def describe_model(model: Path, detector, job: Job, say) -> None:
     meta, session = detector.metadata, detector.session
     note = f" ({session.note})" if session.note else ""
-    say(f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
-        f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}")
+    say(
+        f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
+        f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}"
+    )
     if job.shard.count > 1:
-        say(f"shard {job.shard} ({job.shard.source}): {len(job.targets)} of {len(job.job_names)} scenes")
+        say(
+            f"shard {job.shard} ({job.shard.source}): {len(job.targets)} of {len(job.job_names)} scenes"
+        )
 
 
 def run_job(job: Job, model: Path, detector, options: SceneOptions, console, say) -> int:
     """Every scene of the job in turn, each recorded; returns how many failed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from scalemae_det.base.digest import sha256_file
     from scalemae_det.runtime.records import RunRecord
 
-    record = RunRecord(job.out, job.shard, job.job_names, [p.name for p in job.targets], model, sha256_file(model),
-                       detector.metadata.class_names, detector.provider, options.fmt)
+    record = RunRecord(
+        job.out,
+        job.shard,
+        job.job_names,
+        [p.name for p in job.targets],
+        model,
+        sha256_file(model),
+        detector.metadata.class_names,
+        detector.provider,
+        options.fmt,
+    )
     failed = 0
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with record, Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ]
+    with (
+        record,
+        Progress(
+            *columns, console=console, transient=True, disable=not console.is_terminal
+        ) as progress,
+    ):
         all_scenes = progress.add_task("scenes", total=len(job.targets))
         tiles = progress.add_task("tiles", total=None)
         for path, target in job.targets.items():
@@ -157,13 +246,23 @@ def run_job(job: Job, model: Path, detector, options: SceneOptions, console, say
             else:
                 progress.reset(tiles, total=None, description=f"tiles of {path.name}")
                 on_tiles = lambda done, total: progress.update(tiles, completed=done, total=total)  # noqa: E731
-                failed += not run_scene(path, target, job.previews.get(path), detector, options, record, on_tiles, say)
+                failed += not run_scene(
+                    path, target, job.previews.get(path), detector, options, record, on_tiles, say
+                )
             progress.advance(all_scenes)
     return failed
 
 
-def run_scene(path: Path, target: Path, preview: Path | None, detector, options: SceneOptions, record,
-              on_tiles, say) -> bool:
+def run_scene(
+    path: Path,
+    target: Path,
+    preview: Path | None,
+    detector,
+    options: SceneOptions,
+    record,
+    on_tiles,
+    say,
+) -> bool:
     """Detect over one scene and write its outputs; a problem is one error line and a failed record."""
     from scalemae_det.runtime.outputs import write
     from scalemae_det.runtime.preview import write_preview
@@ -172,15 +271,24 @@ def run_scene(path: Path, target: Path, preview: Path | None, detector, options:
     began = time.perf_counter()
     try:
         result = detector.detect_scene(
-            path, overlap=options.overlap, score_threshold=options.score_threshold, bands=options.bands,
-            scale=options.scale, gsd_mode=options.gsd_mode, match=options.match, progress=on_tiles)
+            path,
+            overlap=options.overlap,
+            score_threshold=options.score_threshold,
+            bands=options.bands,
+            scale=options.scale,
+            gsd_mode=options.gsd_mode,
+            match=options.match,
+            progress=on_tiles,
+        )
         for line in result.notes:
             say(f"warning: {path.name}: {line}", "yellow")
         if preview:  # before the output, so an existing output means the preview is there too
             write_preview(result, preview)
         write(result, target, options.fmt, options.crs)
     except (UserError, OSError) as exc:
-        reason = (exc if isinstance(exc, UserError) else checks.write_failed(target, exc)).render(dashed_flag)
+        reason = (exc if isinstance(exc, UserError) else checks.write_failed(target, exc)).render(
+            dashed_flag
+        )
         say(f"error: {reason}", "red")
         record.scene(path, target, "failed", seconds=time.perf_counter() - began, reason=reason)
         return False
@@ -188,10 +296,20 @@ def run_scene(path: Path, target: Path, preview: Path | None, detector, options:
     if result.scene.factor != 1:
         gsd += f" (resampled {1 / result.scene.factor:.3g}x)"
     rate = result.tiles_run / result.seconds if result.seconds else 0.0
-    say(f"{path.name}: {len(result.detections)} detections, {result.tiles_run} tiles run, "
-        f"{result.tiles_skipped} skipped, {rate:.1f} tiles/s, {gsd}, {result.provider} -> {target}")
-    record.scene(path, target, "ok", detections=len(result.detections), tiles=result.tiles_run,
-                 seconds=result.seconds, provider=result.provider, footprint=footprint(result.scene))
+    say(
+        f"{path.name}: {len(result.detections)} detections, {result.tiles_run} tiles run, "
+        f"{result.tiles_skipped} skipped, {rate:.1f} tiles/s, {gsd}, {result.provider} -> {target}"
+    )
+    record.scene(
+        path,
+        target,
+        "ok",
+        detections=len(result.detections),
+        tiles=result.tiles_run,
+        seconds=result.seconds,
+        provider=result.provider,
+        footprint=footprint(result.scene),
+    )
     return True
 
 

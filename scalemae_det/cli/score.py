@@ -11,18 +11,34 @@ from scalemae_det.base.errors import UserError
 
 
 def score_command(
-    detections: list[Path] = typer.Argument(..., help="predict's GeoJSON or COCO results files, one or many scenes"),
-    truth: Path = typer.Option(..., "--truth", help="ground truth: COCO JSON in scene pixels (file_name = the "
-                               "scene's), GeoJSON polygons in any CRS (needs --scene), or xView's GeoJSON"),
-    scenes: list[Path] = typer.Option([], "--scene", help="a scene raster, to place GeoJSON polygons in its "
-                                      "pixels (repeatable)"),
+    detections: list[Path] = typer.Argument(
+        ..., help="predict's GeoJSON or COCO results files, one or many scenes"
+    ),
+    truth: Path = typer.Option(
+        ...,
+        "--truth",
+        help="ground truth: COCO JSON in scene pixels (file_name = the "
+        "scene's), GeoJSON polygons in any CRS (needs --scene), or xView's GeoJSON",
+    ),
+    scenes: list[Path] = typer.Option(
+        [], "--scene", help="a scene raster, to place GeoJSON polygons in its pixels (repeatable)"
+    ),
     output: Path = typer.Option(None, "--output", "-o", help="also write the metrics as JSON"),
-    iou: float = typer.Option(0.5, "--iou", help="IoU a detection needs to match, for the xView AP and the "
-                              "duplicates (COCO AP50 is at 0.5)"),
+    iou: float = typer.Option(
+        0.5,
+        "--iou",
+        help="IoU a detection needs to match, for the xView AP and the "
+        "duplicates (COCO AP50 is at 0.5)",
+    ),
     official_counting: bool = typer.Option(
-        False, "--official-counting", help="xView AP with the official scorer's counting (ground truth only in "
-        "scenes where its class was predicted); default: every box counted"),
-    tile: int = typer.Option(None, "--tile", help="predict's tile in scene pixels, to count duplicates at its seams"),
+        False,
+        "--official-counting",
+        help="xView AP with the official scorer's counting (ground truth only in "
+        "scenes where its class was predicted); default: every box counted",
+    ),
+    tile: int = typer.Option(
+        None, "--tile", help="predict's tile in scene pixels, to count duplicates at its seams"
+    ),
     overlap: float = typer.Option(0.2, "--overlap", help="predict's tile overlap, with --tile"),
 ) -> None:
     """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at tile seams."""
@@ -41,12 +57,20 @@ def score_command(
         raise UserError(f"{output}: its folder does not exist")
     gt = read_truth(truth, scenes)
     dets = read_detections(detections, gt)
-    metrics = score_scenes(gt, dets, iou_threshold=iou, tile=tile, overlap=overlap,
-                           xview_counting="official" if official_counting else "corrected")
+    metrics = score_scenes(
+        gt,
+        dets,
+        iou_threshold=iou,
+        tile=tile,
+        overlap=overlap,
+        xview_counting="official" if official_counting else "corrected",
+    )
     console = Console()
     print_metrics(metrics, console)
     seams = f", {metrics['seam_duplicates']} at tile seams" if "seam_duplicates" in metrics else ""
-    console.print(f"{metrics['num_detections']} detections in {metrics['num_images']} scene(s); "
-                  f"{metrics['duplicates']} duplicate(s){seams}")
+    console.print(
+        f"{metrics['num_detections']} detections in {metrics['num_images']} scene(s); "
+        f"{metrics['duplicates']} duplicate(s){seams}"
+    )
     if output is not None:
         write_results(output, metrics)

@@ -9,7 +9,9 @@ import typer
 NOT_FINISHED = 3  # exit status while scenes are failed or left, so a script can wait on it
 
 
-def status_command(out: Path = typer.Argument(..., help="the --out folder of the predict job")) -> None:
+def status_command(
+    out: Path = typer.Argument(..., help="the --out folder of the predict job"),
+) -> None:
     """Scenes done, failed (with their reasons) and left, over every shard that wrote into OUT."""
     from scalemae_det.runtime.records import job_state
 

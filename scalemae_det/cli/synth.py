@@ -8,19 +8,25 @@ import typer
 
 
 def synth_scene(
-    out: Path = typer.Option(..., "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)."),
+    out: Path = typer.Option(
+        ..., "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)."
+    ),
     size: int = typer.Option(4096, help="Width and height in pixels."),
     seed: int = typer.Option(0, help="Layout and texture seed."),
     gsd: float = typer.Option(0.5, help="Ground sample distance, metres per pixel."),
     crs: str = typer.Option("EPSG:32633", help="Projected CRS in metres."),
-    nodata_collar: bool = typer.Option(False, "--nodata-collar", help="Irregular nodata band along the edges."),
+    nodata_collar: bool = typer.Option(
+        False, "--nodata-collar", help="Irregular nodata band along the edges."
+    ),
 ) -> None:
     """Write a synthetic georeferenced scene with vehicles, buildings and storage tanks."""
     from scalemae_det.synthetic.writers import write_scene
 
     coco = write_scene(out, size, seed=seed, gsd=gsd, crs=crs, nodata_collar=nodata_collar)
-    print(f"wrote {out} ({size} x {size} px, GSD {gsd} m, {len(coco['annotations'])} objects) "
-          f"and {out.with_suffix('.json')}")
+    print(
+        f"wrote {out} ({size} x {size} px, GSD {gsd} m, {len(coco['annotations'])} objects) "
+        f"and {out.with_suffix('.json')}"
+    )
 
 
 def synth_chips(
@@ -29,11 +35,15 @@ def synth_chips(
     size: int = typer.Option(256, help="Chip width and height in pixels."),
     seed: int = typer.Option(0, help="Seed of the whole set."),
     gsd: float = typer.Option(0.5, help="GSD in metres per pixel (the minimum with --gsd-max)."),
-    gsd_max: float = typer.Option(None, help="Draw each chip's GSD uniformly from [--gsd, --gsd-max]."),
+    gsd_max: float = typer.Option(
+        None, help="Draw each chip's GSD uniformly from [--gsd, --gsd-max]."
+    ),
     crs: str = typer.Option("EPSG:32633", help="Projected CRS in metres."),
 ) -> None:
     """Write a training set of synthetic GeoTIFF chips with COCO labels."""
     from scalemae_det.synthetic.writers import write_chips
 
-    labels = write_chips(out, count, size=size, seed=seed, gsd=gsd if gsd_max is None else (gsd, gsd_max), crs=crs)
+    labels = write_chips(
+        out, count, size=size, seed=seed, gsd=gsd if gsd_max is None else (gsd, gsd_max), crs=crs
+    )
     print(f"wrote {count} chips and {labels}")

@@ -19,9 +19,9 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from scalemae_det.base.geo import gsd_m
 from scalemae_det.base.pixels import raster_errors, read_unit, select_bands, value_range
 from scalemae_det.data.labels import ImageRecord, index_coco
-from scalemae_det.base.geo import gsd_m
 
 Transform = Callable[[Tensor, dict], tuple[Tensor, dict]]
 
@@ -36,16 +36,28 @@ class CocoDetection(Dataset):
     `bands` (1-based, 1 or 3 of them) and `scale` ("auto" or (lo, hi)) are those of inference.
     """
 
-    def __init__(self, image_dir: str | os.PathLike, label_file: str | os.PathLike, *,
-                 transform: Transform | None = None, bands: Sequence[int] | None = None,
-                 scale: str | tuple[float, float] = "auto", default_gsd: float = 0.3):
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        label_file: str | os.PathLike,
+        *,
+        transform: Transform | None = None,
+        bands: Sequence[int] | None = None,
+        scale: str | tuple[float, float] = "auto",
+        default_gsd: float = 0.3,
+    ):
         index = index_coco(image_dir, label_file)
         self.records = index.images
         self.categories = index.categories  # categories[k - 1]: file's category of label k
         self.category_ids = index.category_ids  # category_ids[k - 1]: file's id of label k
         self.class_names = index.class_names  # class_names[k - 1]: name of label k
         self.skipped = index.skipped
-        self.transform, self.bands, self.scale, self.default_gsd = transform, bands, scale, default_gsd
+        self.transform, self.bands, self.scale, self.default_gsd = (
+            transform,
+            bands,
+            scale,
+            default_gsd,
+        )
 
     @property
     def num_classes(self) -> int:
@@ -63,8 +75,12 @@ class CocoDetection(Dataset):
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        target = {"boxes": boxes[keep], "labels": torch.from_numpy(rec.labels)[keep],
-                  "image_id": rec.image_id, "gsd": self._gsd(rec, geo_gsd)}
+        target = {
+            "boxes": boxes[keep],
+            "labels": torch.from_numpy(rec.labels)[keep],
+            "image_id": rec.image_id,
+            "gsd": self._gsd(rec, geo_gsd),
+        }
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target
@@ -82,12 +98,15 @@ class CocoDetection(Dataset):
         return float(statistics.median(values))
 
 
-def read_image(path: os.PathLike, bands: Sequence[int] | None = None,
-               scale: str | tuple[float, float] = "auto") -> tuple[Tensor, float | None]:
+def read_image(
+    path: os.PathLike, bands: Sequence[int] | None = None, scale: str | tuple[float, float] = "auto"
+) -> tuple[Tensor, float | None]:
     """The whole raster as model input (3, H, W) in [0, 1], and its GSD if georeferenced."""
     with open_raster(path) as ds:
         chosen = select_bands(ds, bands)
-        unit, _ = read_unit(ds, chosen, Window(0, 0, ds.width, ds.height), value_range(ds, chosen, scale))
+        unit, _ = read_unit(
+            ds, chosen, Window(0, 0, ds.width, ds.height), value_range(ds, chosen, scale)
+        )
         gsd = gsd_m(ds.crs, ds.transform, ds.width, ds.height)
     return torch.from_numpy(unit), gsd
 

@@ -57,8 +57,9 @@ def read_coco_json(path: str | os.PathLike) -> dict:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a JSON file: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "categories")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "categories")
+    ):
         raise UserError(f"{path}: not a COCO label file (needs 'images' and 'categories' lists)")
     return data
 
@@ -93,8 +94,15 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
         if reason:
             skipped[reason] += 1
             continue
-        records[img["id"]] = ImageRecord(img["id"], root / img["file_name"], int(img["width"]),
-                                         int(img["height"]), _gsd_field(img), [], [])
+        records[img["id"]] = ImageRecord(
+            img["id"],
+            root / img["file_name"],
+            int(img["width"]),
+            int(img["height"]),
+            _gsd_field(img),
+            [],
+            [],
+        )
 
     for ann in data.get("annotations", []):
         if not isinstance(ann, dict) or ann.get("iscrowd", 0):
@@ -109,7 +117,12 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
         elif box is None:
             skipped["box of zero or negative size (or malformed)"] += 1
         else:
-            x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], rec.width), min(box[3], rec.height)
+            x0, y0, x1, y1 = (
+                max(box[0], 0),
+                max(box[1], 0),
+                min(box[2], rec.width),
+                min(box[3], rec.height),
+            )
             if x1 <= x0 or y1 <= y0:
                 skipped["box outside its image"] += 1
                 continue
@@ -117,24 +130,39 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
             rec.labels.append(label_of[cat_id])
 
     if not records:
-        raise UserError(f"{label_file}: no usable image record (of {len(data['images'])}) "
-                        f"with its file in {image_dir}")
+        raise UserError(
+            f"{label_file}: no usable image record (of {len(data['images'])}) "
+            f"with its file in {image_dir}"
+        )
     for rec in records.values():
         rec.boxes = np.asarray(rec.boxes, np.float32).reshape(-1, 4)
         rec.labels = np.asarray(rec.labels, np.int64)
     if skipped:
         detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-        log.warning(f"warning: {label_file}: skipped {sum(skipped.values())} bad record(s): {detail}")
+        log.warning(
+            f"warning: {label_file}: skipped {sum(skipped.values())} bad record(s): {detail}"
+        )
     return CocoIndex(list(records.values()), cats, skipped)
 
 
-def coco_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float],
-                    iscrowd: int = 0) -> dict:
+def coco_annotation(
+    ann_id: int,
+    image_id: int,
+    category_id: int,
+    box: tuple[float, float, float, float],
+    iscrowd: int = 0,
+) -> dict:
     """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored on)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x0, y0, w, h],
-            "area": w * h, "iscrowd": iscrowd}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x0, y0, w, h],
+        "area": w * h,
+        "iscrowd": iscrowd,
+    }
 
 
 def indexed_coco(images: list[ImageRecord], categories: list[dict]) -> dict:
@@ -147,8 +175,11 @@ def indexed_coco(images: list[ImageRecord], categories: list[dict]) -> dict:
     for rec in images:
         out_images.append({"id": rec.image_id, "width": rec.width, "height": rec.height})
         for box, label in zip(rec.boxes.tolist(), rec.labels.tolist()):
-            annotations.append(coco_annotation(len(annotations) + 1, rec.image_id,
-                                               categories[label - 1]["id"], box))
+            annotations.append(
+                coco_annotation(
+                    len(annotations) + 1, rec.image_id, categories[label - 1]["id"], box
+                )
+            )
     return {"images": out_images, "annotations": annotations, "categories": categories}
 
 

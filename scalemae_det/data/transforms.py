@@ -70,8 +70,16 @@ def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def crop(image: Tensor, target: dict, top: int, left: int, size: int,
-         min_visible: float, min_box_size: float, fill: Sequence[float] | None = None) -> Sample:
+def crop(
+    image: Tensor,
+    target: dict,
+    top: int,
+    left: int,
+    size: int,
+    min_visible: float,
+    min_box_size: float,
+    fill: Sequence[float] | None = None,
+) -> Sample:
     """A size x size window at (top, left) (both >= 0), padded where it passes the image's edge
     with `fill` (one value per channel; None: zero).
 
@@ -83,8 +91,8 @@ def crop(image: Tensor, target: dict, top: int, left: int, size: int,
     image, target = _geometric(F.crop, image, target, top, left, size, size)
     if fill is not None:
         colour = torch.tensor(fill, dtype=image.dtype).view(-1, 1, 1)
-        image[:, max(0, h - top):] = colour
-        image[:, :, max(0, w - left):] = colour
+        image[:, max(0, h - top) :] = colour
+        image[:, :, max(0, w - left) :] = colour
     after = target["boxes"]
     wh = after[:, 2:] - after[:, :2]
     area_before = (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1])
@@ -133,7 +141,16 @@ class TrainTransform:
         h, w = image.shape[-2:]
         top = int(torch.randint(h - cfg.input_size + 1, ())) if h > cfg.input_size else 0
         left = int(torch.randint(w - cfg.input_size + 1, ())) if w > cfg.input_size else 0
-        return crop(image, target, top, left, cfg.input_size, cfg.min_visible, cfg.min_box_size, IMAGENET_MEAN)
+        return crop(
+            image,
+            target,
+            top,
+            left,
+            cfg.input_size,
+            cfg.min_visible,
+            cfg.min_box_size,
+            IMAGENET_MEAN,
+        )
 
 
 class EvalTransform:

@@ -43,10 +43,10 @@ import numpy as np
 
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path, work_dir
-from scalemae_det.data.labels import coco_annotation
-from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
 from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.base.pixels import raster_errors
+from scalemae_det.data.labels import coco_annotation
+from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
@@ -55,20 +55,66 @@ log = logging.getLogger(__name__)
 
 # The 60 xView classes by type id (the dataset's class list; ids are sparse in 11..94).
 XVIEW_CLASSES: dict[int, str] = {
-    11: "Fixed-wing Aircraft", 12: "Small Aircraft", 13: "Cargo Plane", 15: "Helicopter",
-    17: "Passenger Vehicle", 18: "Small Car", 19: "Bus", 20: "Pickup Truck", 21: "Utility Truck",
-    23: "Truck", 24: "Cargo Truck", 25: "Truck w/Box", 26: "Truck Tractor", 27: "Trailer",
-    28: "Truck w/Flatbed", 29: "Truck w/Liquid", 32: "Crane Truck", 33: "Railway Vehicle",
-    34: "Passenger Car", 35: "Cargo Car", 36: "Flat Car", 37: "Tank car", 38: "Locomotive",
-    40: "Maritime Vessel", 41: "Motorboat", 42: "Sailboat", 44: "Tugboat", 45: "Barge",
-    47: "Fishing Vessel", 49: "Ferry", 50: "Yacht", 51: "Container Ship", 52: "Oil Tanker",
-    53: "Engineering Vehicle", 54: "Tower crane", 55: "Container Crane", 56: "Reach Stacker",
-    57: "Straddle Carrier", 59: "Mobile Crane", 60: "Dump Truck", 61: "Haul Truck",
-    62: "Scraper/Tractor", 63: "Front loader/Bulldozer", 64: "Excavator", 65: "Cement Mixer",
-    66: "Ground Grader", 71: "Hut/Tent", 72: "Shed", 73: "Building", 74: "Aircraft Hangar",
-    76: "Damaged Building", 77: "Facility", 79: "Construction Site", 83: "Vehicle Lot",
-    84: "Helipad", 86: "Storage Tank", 89: "Shipping container lot", 91: "Shipping Container",
-    93: "Pylon", 94: "Tower",
+    11: "Fixed-wing Aircraft",
+    12: "Small Aircraft",
+    13: "Cargo Plane",
+    15: "Helicopter",
+    17: "Passenger Vehicle",
+    18: "Small Car",
+    19: "Bus",
+    20: "Pickup Truck",
+    21: "Utility Truck",
+    23: "Truck",
+    24: "Cargo Truck",
+    25: "Truck w/Box",
+    26: "Truck Tractor",
+    27: "Trailer",
+    28: "Truck w/Flatbed",
+    29: "Truck w/Liquid",
+    32: "Crane Truck",
+    33: "Railway Vehicle",
+    34: "Passenger Car",
+    35: "Cargo Car",
+    36: "Flat Car",
+    37: "Tank car",
+    38: "Locomotive",
+    40: "Maritime Vessel",
+    41: "Motorboat",
+    42: "Sailboat",
+    44: "Tugboat",
+    45: "Barge",
+    47: "Fishing Vessel",
+    49: "Ferry",
+    50: "Yacht",
+    51: "Container Ship",
+    52: "Oil Tanker",
+    53: "Engineering Vehicle",
+    54: "Tower crane",
+    55: "Container Crane",
+    56: "Reach Stacker",
+    57: "Straddle Carrier",
+    59: "Mobile Crane",
+    60: "Dump Truck",
+    61: "Haul Truck",
+    62: "Scraper/Tractor",
+    63: "Front loader/Bulldozer",
+    64: "Excavator",
+    65: "Cement Mixer",
+    66: "Ground Grader",
+    71: "Hut/Tent",
+    72: "Shed",
+    73: "Building",
+    74: "Aircraft Hangar",
+    76: "Damaged Building",
+    77: "Facility",
+    79: "Construction Site",
+    83: "Vehicle Lot",
+    84: "Helipad",
+    86: "Storage Tank",
+    89: "Shipping container lot",
+    91: "Shipping Container",
+    93: "Pylon",
+    94: "Tower",
 }
 DEFAULT_DROP = (75, 82)  # type ids in the labels with almost no boxes and no class of their own
 DEFAULT_VAL_FRACTION, DEFAULT_SEED = 0.25, 13
@@ -78,7 +124,9 @@ DEFAULT_VAL_FRACTION, DEFAULT_SEED = 0.25, 13
 class ChipConfig:
     chip: int = 800
     overlap: float = 0.1  # fraction of the chip shared with the next one
-    min_visible: float = 0.5  # keep a clipped box when, per axis, this fraction of what the chip can show is in it
+    min_visible: float = (
+        0.5  # keep a clipped box when, per axis, this fraction of what the chip can show is in it
+    )
     min_size: float = 2.0  # ... and it is at least this many pixels wide and high
 
 
@@ -88,8 +136,9 @@ _FEATURES_START = re.compile(r'"features"\s*:\s*\[')
 _SEPARATORS = re.compile(r"[\s,]*")
 
 
-def iter_features(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
-                  chunk_size: int = 1 << 20) -> Iterator[dict]:
+def iter_features(
+    path: Path, on_bytes: Callable[[int], None] = lambda n: None, chunk_size: int = 1 << 20
+) -> Iterator[dict]:
     """Yield the features of a GeoJSON FeatureCollection one by one, reading it in chunks."""
     decoder, text = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8")()
     with open(path, "rb") as fh:
@@ -105,7 +154,7 @@ def iter_features(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
             if not chunk:
                 raise UserError(f"{path}: not a GeoJSON FeatureCollection (no 'features' array)")
             buf = buf[-64:] + chunk  # the tail may hold the start of the key
-        buf, pos = buf[start.end():], 0
+        buf, pos = buf[start.end() :], 0
         while True:
             pos = _SEPARATORS.match(buf, pos).end()
             if pos < len(buf) and buf[pos] == "]":
@@ -115,8 +164,9 @@ def iter_features(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
             except json.JSONDecodeError:  # a feature cut by the chunk boundary, or bad JSON
                 chunk = more()
                 if not chunk:
-                    raise UserError(f"{path}: invalid GeoJSON near character {pos} of the "
-                                    "features array") from None
+                    raise UserError(
+                        f"{path}: invalid GeoJSON near character {pos} of the features array"
+                    ) from None
                 buf, pos = buf[pos:] + chunk, 0
                 continue
             yield feature
@@ -125,8 +175,9 @@ def iter_features(path: Path, on_bytes: Callable[[int], None] = lambda n: None,
                 buf, pos = buf[pos:], 0
 
 
-def read_labels(path: Path, on_bytes: Callable[[int], None] = lambda n: None
-                ) -> tuple[dict[str, np.ndarray], int]:
+def read_labels(
+    path: Path, on_bytes: Callable[[int], None] = lambda n: None
+) -> tuple[dict[str, np.ndarray], int]:
     """Boxes per scene as (N, 5) float arrays of type_id, xmin, ymin, xmax, ymax; and the
     number of features without a usable image id (a bare file name), type id or box."""
     per_scene: dict[str, array] = defaultdict(lambda: array("d"))
@@ -148,13 +199,15 @@ def read_labels(path: Path, on_bytes: Callable[[int], None] = lambda n: None
 
 # --- chipping ------------------------------------------------------------------------------
 
+
 def clip_boxes(boxes: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
     """Boxes (N, 4 xyxy) clipped to the window at (x0, y0), in window pixels."""
     return np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
 
 
-def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig, width: int, height: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def visible(
+    boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(kept, ignored) masks of boxes clipped to a width x height chip (see the module doc).
 
     Kept: per axis, the visible side is at least `min_visible` of what the chip can show of that
@@ -162,12 +215,18 @@ def visible(boxes: np.ndarray, clipped: np.ndarray, cfg: ChipConfig, width: int,
     """
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    kept = ((w >= cfg.min_size) & (h >= cfg.min_size)
-            & (w >= cfg.min_visible * np.minimum(bw, width)) & (h >= cfg.min_visible * np.minimum(bh, height)))
+    kept = (
+        (w >= cfg.min_size)
+        & (h >= cfg.min_size)
+        & (w >= cfg.min_visible * np.minimum(bw, width))
+        & (h >= cfg.min_visible * np.minimum(bh, height))
+    )
     return kept, (w > 0) & (h > 0) & ~kept
 
 
-def split_scenes(scenes: Iterable[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_scenes(
+    scenes: Iterable[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Seeded image-level split; at least one val scene when val_fraction > 0 and there are two."""
     ordered = sorted(scenes, key=_natural_key)
     random.Random(seed).shuffle(ordered)
@@ -194,21 +253,37 @@ class _CocoWriter:
     def __init__(self, cats: list[dict]):
         self.cats, self.images, self.annotations = cats, [], []
 
-    def add(self, record: dict, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray = np.zeros((0, 4)),
-            crowd_labels: np.ndarray = np.zeros(0, int)) -> None:
+    def add(
+        self,
+        record: dict,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        crowd: np.ndarray = np.zeros((0, 4)),
+        crowd_labels: np.ndarray = np.zeros(0, int),
+    ) -> None:
         """Record one image with its boxes and their category ids, and its ignore (iscrowd) regions."""
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
         for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
             for box, label in zip(group.tolist(), group_labels.tolist()):
-                self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, int(label), box,
-                                                        iscrowd=iscrowd))
+                self.annotations.append(
+                    coco_annotation(
+                        len(self.annotations) + 1, image_id, int(label), box, iscrowd=iscrowd
+                    )
+                )
 
     def write(self, path: Path) -> None:
         """Write the split's COCO label file atomically."""
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps({"images": self.images, "annotations": self.annotations,
-                                       "categories": self.cats}))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "images": self.images,
+                        "annotations": self.annotations,
+                        "categories": self.cats,
+                    }
+                )
+            )
 
 
 def chip_windows(width: int, height: int, cfg: ChipConfig) -> Iterator[Window]:
@@ -222,8 +297,9 @@ def chip_windows(width: int, height: int, cfg: ChipConfig) -> Iterator[Window]:
             yield Window(x0, y0, min(cfg.chip, width), min(cfg.chip, height))
 
 
-def inside_scene(boxes: np.ndarray, labels: np.ndarray, width: int, height: int
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
+def inside_scene(
+    boxes: np.ndarray, labels: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Boxes clipped to a width x height scene, those left with an area and their labels; and the
     number of boxes lying wholly outside it."""
     clipped = clip_boxes(boxes, 0, 0, width, height)
@@ -236,16 +312,32 @@ def write_chip(path: Path, data: np.ndarray, src, win) -> None:
     the scene's profile (less its block layout, which a smaller chip may not fit) and colour bands."""
     import rasterio
 
-    profile = {k: v for k, v in src.profile.items() if k not in ("blockxsize", "blockysize", "tiled", "interleave")}
-    profile.update(driver="GTiff", width=win.width, height=win.height, transform=src.window_transform(win),
-                   compress="deflate")
+    profile = {
+        k: v
+        for k, v in src.profile.items()
+        if k not in ("blockxsize", "blockysize", "tiled", "interleave")
+    }
+    profile.update(
+        driver="GTiff",
+        width=win.width,
+        height=win.height,
+        transform=src.window_transform(win),
+        compress="deflate",
+    )
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
         dst.colorinterp = src.colorinterp
 
 
-def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir: Path,
-               writer: _CocoWriter, cfg: ChipConfig, scenes: _CocoWriter | None = None) -> tuple[int, int, int]:
+def chip_scene(
+    scene_path: Path,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    out_dir: Path,
+    writer: _CocoWriter,
+    cfg: ChipConfig,
+    scenes: _CocoWriter | None = None,
+) -> tuple[int, int, int]:
     """Write one scene's chips as GeoTIFFs with their window's georeference and record them.
 
     Boxes are first clipped to the scene (those left empty are counted as outside), then to
@@ -259,8 +351,11 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
     with raster_errors(scene_path), rasterio.open(scene_path) as src:
         scene_boxes, scene_labels, n_outside = inside_scene(boxes, labels, src.width, src.height)
         if scenes is not None:
-            scenes.add({"file_name": scene_path.name, "width": src.width, "height": src.height},
-                       scene_boxes, scene_labels)
+            scenes.add(
+                {"file_name": scene_path.name, "width": src.width, "height": src.height},
+                scene_boxes,
+                scene_labels,
+            )
         for win in chip_windows(src.width, src.height, cfg):
             clipped = clip_boxes(scene_boxes, win.col_off, win.row_off, win.width, win.height)
             keep, ignore = visible(scene_boxes, clipped, cfg, win.width, win.height)
@@ -269,9 +364,20 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
                 continue  # blank, and nothing to learn or ignore there
             name = f"{scene_path.stem}_{win.col_off}_{win.row_off}.tif"
             write_chip(out_dir / name, data, src, win)
-            writer.add({"file_name": name, "width": int(win.width), "height": int(win.height),
-                        "scene": scene_path.name, "x0": win.col_off, "y0": win.row_off},
-                       clipped[keep], scene_labels[keep], clipped[ignore], scene_labels[ignore])
+            writer.add(
+                {
+                    "file_name": name,
+                    "width": int(win.width),
+                    "height": int(win.height),
+                    "scene": scene_path.name,
+                    "x0": win.col_off,
+                    "y0": win.row_off,
+                },
+                clipped[keep],
+                scene_labels[keep],
+                clipped[ignore],
+                scene_labels[ignore],
+            )
             n_chips += 1
             n_boxes += int(keep.sum())
     return n_chips, n_boxes, n_outside
@@ -279,7 +385,14 @@ def chip_scene(scene_path: Path, boxes: np.ndarray, labels: np.ndarray, out_dir:
 
 # --- the whole conversion ------------------------------------------------------------------
 
-OUTPUTS = ("train", "val", "train.json", "val.json", "train_scenes.json", "val_scenes.json")  # what a run writes under `out`, all replaced together
+OUTPUTS = (
+    "train",
+    "val",
+    "train.json",
+    "val.json",
+    "train_scenes.json",
+    "val_scenes.json",
+)  # what a run writes under `out`, all replaced together
 
 
 def check_options(cfg: ChipConfig, val_fraction: float) -> None:
@@ -291,7 +404,9 @@ def check_options(cfg: ChipConfig, val_fraction: float) -> None:
     checks.number("min_size", cfg.min_size, lo=0)
 
 
-def check_inputs(geojson: Path, images: Path, out: Path, cfg: ChipConfig, val_fraction: float) -> None:
+def check_inputs(
+    geojson: Path, images: Path, out: Path, cfg: ChipConfig, val_fraction: float
+) -> None:
     """Check the label file, the images folder, the options and the output folder before any work."""
     if not geojson.is_file():
         raise UserError(f"{geojson}: no such file")
@@ -301,10 +416,18 @@ def check_inputs(geojson: Path, images: Path, out: Path, cfg: ChipConfig, val_fr
     checks.output_dir(out, "out")
 
 
-def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = ChipConfig(),
-                  val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED,
-                  drop_classes: Iterable[int] = DEFAULT_DROP, progress: bool = True,
-                  skip_unreadable: bool = False) -> dict:
+def prepare_xview(
+    geojson: Path,
+    images: Path,
+    out: Path,
+    *,
+    cfg: ChipConfig = ChipConfig(),
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SEED,
+    drop_classes: Iterable[int] = DEFAULT_DROP,
+    progress: bool = True,
+    skip_unreadable: bool = False,
+) -> dict:
     """Convert xView to chips + COCO JSON under `out`; returns counts for the summary.
 
     Everything is written into a work folder inside `out` and moved into place only when every scene
@@ -325,7 +448,10 @@ def prepare_xview(geojson: Path, images: Path, out: Path, *, cfg: ChipConfig = C
     label_of = {c["xview_type_id"]: c["id"] for c in cats}
     counts = _first_counts(per_scene, label_of, drop, train, val, missing, bad)
     run = _Conversion(images, per_scene, label_of, cats, cfg, skip_unreadable, counts)
-    with work_dir(out / "prepare-xview") as stage, Progress(disable=not progress, transient=True) as bar:
+    with (
+        work_dir(out / "prepare-xview") as stage,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
         for split, scenes in (("train", train), ("val", val)):
             run.convert_split(split, scenes, stage, bar)
         _publish(stage, out)
@@ -352,18 +478,32 @@ def _scenes_on_disk(per_scene: dict[str, np.ndarray], images: Path) -> tuple[lis
     return missing, present
 
 
-def _first_counts(per_scene: dict[str, np.ndarray], label_of: dict[int, int], drop: set[int], train: list[str],
-                  val: list[str], missing: list[str], bad: int) -> dict:
+def _first_counts(
+    per_scene: dict[str, np.ndarray],
+    label_of: dict[int, int],
+    drop: set[int],
+    train: list[str],
+    val: list[str],
+    missing: list[str],
+    bad: int,
+) -> dict:
     """The summary's counts known before chipping: scenes per split, what the labels leave out (missing
     scenes, unusable features, boxes of dropped or unknown classes); chipping fills in the rest."""
     type_counts = Counter()
     for boxes in per_scene.values():
         type_counts.update(boxes[:, 0].astype(int).tolist())
     unknown = {t: n for t, n in type_counts.items() if t not in label_of and t not in drop}
-    return {"scenes": {"train": len(train), "val": len(val)}, "chips": {}, "boxes": {},
-            "missing_scenes": missing, "bad_features": bad,
-            "dropped_boxes": sum(type_counts[t] for t in drop), "unknown_type_ids": unknown,
-            "boxes_outside_scene": 0, "unreadable_scenes": []}
+    return {
+        "scenes": {"train": len(train), "val": len(val)},
+        "chips": {},
+        "boxes": {},
+        "missing_scenes": missing,
+        "bad_features": bad,
+        "dropped_boxes": sum(type_counts[t] for t in drop),
+        "unknown_type_ids": unknown,
+        "boxes_outside_scene": 0,
+        "unreadable_scenes": [],
+    }
 
 
 @dataclass
@@ -391,16 +531,22 @@ class _Conversion:
         chips.write(stage / f"{split}.json")
         whole.write(stage / f"{split}_scenes.json")
 
-    def convert_scene(self, split: str, scene: str, folder: Path, chips: _CocoWriter, whole: _CocoWriter) -> None:
+    def convert_scene(
+        self, split: str, scene: str, folder: Path, chips: _CocoWriter, whole: _CocoWriter
+    ) -> None:
         """Chip one scene into `folder` and count it. An unreadable scene stops the run, or with
         `skip_unreadable` is forgotten (its chips and records removed) and counted as unreadable."""
         boxes, labels = self.known_boxes(scene)
         before = [(w, len(w.images), len(w.annotations)) for w in (chips, whole)]
         try:
-            n_chips, n_boxes, outside = chip_scene(self.images / scene, boxes, labels, folder, chips, self.cfg, whole)
+            n_chips, n_boxes, outside = chip_scene(
+                self.images / scene, boxes, labels, folder, chips, self.cfg, whole
+            )
         except UserError as exc:
             if not self.skip_unreadable:
-                raise ParameterError("skip_unreadable", f"{exc} (`skip_unreadable` leaves such scenes out)") from None
+                raise ParameterError(
+                    "skip_unreadable", f"{exc} (`skip_unreadable` leaves such scenes out)"
+                ) from None
             _forget(before, folder)
             self.counts["unreadable_scenes"].append(str(exc))
             self.counts["scenes"][split] -= 1
@@ -447,10 +593,17 @@ def _report(counts: dict, images: Path) -> None:
         ids = ", ".join(f"{t} ({n} boxes)" for t, n in sorted(counts["unknown_type_ids"].items()))
         log.warning(f"warning: boxes of type ids outside the xView classes skipped: {ids}")
     if counts["boxes_outside_scene"]:
-        log.warning(f"warning: {counts['boxes_outside_scene']} box(es) lying outside their scene skipped")
+        log.warning(
+            f"warning: {counts['boxes_outside_scene']} box(es) lying outside their scene skipped"
+        )
     if counts["unreadable_scenes"]:
-        log.warning(f"warning: {len(counts['unreadable_scenes'])} unreadable scene(s) skipped: "
-                    + "; ".join(counts["unreadable_scenes"][:3]) + ("; ..." if len(counts["unreadable_scenes"]) > 3 else ""))
+        log.warning(
+            f"warning: {len(counts['unreadable_scenes'])} unreadable scene(s) skipped: "
+            + "; ".join(counts["unreadable_scenes"][:3])
+            + ("; ..." if len(counts["unreadable_scenes"]) > 3 else "")
+        )
     if counts["bad_features"]:
-        log.warning(f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
-                    "type_id or bounds_imcoords skipped")
+        log.warning(
+            f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
+            "type_id or bounds_imcoords skipped"
+        )

@@ -19,17 +19,20 @@ import numpy as np
 import torch
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.checkpoints import read_checkpoint
 from scalemae_det.base.errors import UserError
+from scalemae_det.checkpoints import read_checkpoint
+
 
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's RNG states (torch CPU and GPU, numpy, Python) as plain values."""
     version, mt, gauss = random.getstate()
     _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "python": [version, list(mt), gauss],
-            "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "python": [version, list(mt), gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
@@ -48,7 +51,9 @@ def step_path(save_path: Path, global_step: int) -> Path:
 
 def step_paths(save_path: Path) -> list[Path]:
     """The step checkpoints beside `save_path`, oldest first."""
-    pattern = re.compile(rf"^{re.escape(save_path.stem)}-step(\d{{8}}){re.escape(save_path.suffix)}$")
+    pattern = re.compile(
+        rf"^{re.escape(save_path.stem)}-step(\d{{8}}){re.escape(save_path.suffix)}$"
+    )
     found = [(int(m[1]), p) for p in save_path.parent.glob("*") if (m := pattern.match(p.name))]
     return [p for _, p in sorted(found)]
 
@@ -72,7 +77,9 @@ def is_training_checkpoint(ckpt: dict[str, Any]) -> bool:
 def load_resumable(path: Path) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     if not is_training_checkpoint(ckpt):
-        raise UserError(f"{path}: not a training checkpoint (no optimizer/step state to resume from)")
+        raise UserError(
+            f"{path}: not a training checkpoint (no optimizer/step state to resume from)"
+        )
     return ckpt
 
 

@@ -14,14 +14,20 @@ from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.data.coco import collate
+from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine.data import DataSplit, load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
 from scalemae_det.engine.loop import AMP_CHOICES, predict, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
-from scalemae_det.data.labels import read_coco_json
-from scalemae_det.evaluation import COUNTINGS, detections_to_coco, evaluate_detections, print_metrics, write_results
+from scalemae_det.evaluation import (
+    COUNTINGS,
+    detections_to_coco,
+    evaluate_detections,
+    print_metrics,
+    write_results,
+)
 from scalemae_det.scoring import chip_records, read_truth, score_scenes, stitch_chips
 
 
@@ -32,25 +38,49 @@ def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
     single process would produce, whatever the number of ranks.
     """
     parts = gather_to_main(local, info)
-    return None if parts is None else sorted(chain.from_iterable(parts), key=lambda d: d["image_id"])
+    return (
+        None if parts is None else sorted(chain.from_iterable(parts), key=lambda d: d["image_id"])
+    )
 
 
-def predict_dataset(model: nn.Module, dataset: Dataset, category_ids: Sequence[int], info: DistInfo, *,
-                    batch_size: int = 1, num_workers: int = 0, amp: str = "off") -> list[dict] | None:
+def predict_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    category_ids: Sequence[int],
+    info: DistInfo,
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    amp: str = "off",
+) -> list[dict] | None:
     """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
     indices = eval_indices(len(dataset), info.rank, info.world_size)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
-                        collate_fn=collate, pin_memory=info.device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=indices,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=info.device.type == "cuda",
+    )
     local = []
     with progress_bar("evaluating", len(dataset), info.is_main) as advance:
-        for output, target in predict(model, loader, info, amp=amp,
-                                      on_batch=lambda n: advance(n * info.world_size)):
+        for output, target in predict(
+            model, loader, info, amp=amp, on_batch=lambda n: advance(n * info.world_size)
+        ):
             local += detections_to_coco([output], [target], category_ids)
     return gather_detections(local, info)
 
 
-def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore_category_ids: Sequence[int] = (),
-                   xview_counting: str = "corrected", **kwargs) -> tuple[dict, list[dict]] | None:
+def evaluate_split(
+    model: nn.Module,
+    split: DataSplit,
+    info: DistInfo,
+    *,
+    ignore_category_ids: Sequence[int] = (),
+    xview_counting: str = "corrected",
+    **kwargs,
+) -> tuple[dict, list[dict]] | None:
     """(metrics, detections) on rank 0, None on the other ranks; `kwargs` as for `predict_dataset`.
 
     COCO AP counts up to the model's own detections per image (not pycocotools' 100).
@@ -59,15 +89,32 @@ def evaluate_split(model: nn.Module, split: DataSplit, info: DistInfo, *, ignore
     if detections is None:
         return None
     max_dets = getattr(model, "module", model).config.detections_per_image
-    return evaluate_detections(split.coco, detections, ignore_category_ids=ignore_category_ids, max_dets=max_dets,
-                               xview_counting=xview_counting), detections
+    return evaluate_detections(
+        split.coco,
+        detections,
+        ignore_category_ids=ignore_category_ids,
+        max_dets=max_dets,
+        xview_counting=xview_counting,
+    ), detections
 
 
-def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, output: Path,
-                        detections: Path | None = None, input_size: int | None = None,
-                        batch_size: int = 1, device: str = "auto", amp: str = "auto", num_workers: int = 2,
-                        bands: Sequence[int] | None = None, ignore_category_ids: Sequence[int] = (),
-                        xview_counting: str = "corrected", scene_labels: Path | None = None) -> dict | None:
+def evaluate_checkpoint(
+    checkpoint: Path,
+    image_dir: Path,
+    label_file: Path,
+    *,
+    output: Path,
+    detections: Path | None = None,
+    input_size: int | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    amp: str = "auto",
+    num_workers: int = 2,
+    bands: Sequence[int] | None = None,
+    ignore_category_ids: Sequence[int] = (),
+    xview_counting: str = "corrected",
+    scene_labels: Path | None = None,
+) -> dict | None:
     """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0.
 
     Every value and both output paths are checked before the model is loaded, so a typo in `output`
@@ -87,29 +134,64 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
     if detections is not None:
         checks.output_file(detections, "detections")
     if scene_labels is not None and not Path(scene_labels).is_file():
-        raise ParameterError("scene_labels", "no such file (prepare-xview writes it as <split>_scenes.json)",
-                             value=scene_labels)
+        raise ParameterError(
+            "scene_labels",
+            "no such file (prepare-xview writes it as <split>_scenes.json)",
+            value=scene_labels,
+        )
     info = init_distributed(device)
     try:
         console = Console(stderr=True, quiet=not info.is_main)
         scenes = None
         if scene_labels is not None:  # read first: a bad file fails before the model loads
-            scenes = (read_truth(scene_labels), chip_records(read_coco_json(label_file), label_file))
+            scenes = (
+                read_truth(scene_labels),
+                chip_records(read_coco_json(label_file), label_file),
+            )
         model, ckpt = load_detector(checkpoint)
         trained = ckpt.get("args", {})
         transform = EvalTransform(input_size or trained.get("input_size", 800))
-        split = load_split(image_dir, label_file, transform=transform, default_gsd=trained.get("gsd", ckpt["gsd"]),
-                           bands=bands or trained.get("bands"), class_names=ckpt["class_names"])
-        console.print(f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
-                      f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}")
-        options = {"batch_size": batch_size, "num_workers": num_workers, "amp": resolve_amp(amp, info.device)}
+        split = load_split(
+            image_dir,
+            label_file,
+            transform=transform,
+            default_gsd=trained.get("gsd", ckpt["gsd"]),
+            bands=bands or trained.get("bands"),
+            class_names=ckpt["class_names"],
+        )
+        console.print(
+            f"{checkpoint}: {ckpt['config']['name']}, {len(ckpt['class_names'])} classes; "
+            f"{len(split.dataset)} images, {info.world_size} process(es) on {info.device}"
+        )
+        options = {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "amp": resolve_amp(amp, info.device),
+        }
         if scenes is None:
-            result = evaluate_split(model.to(info.device), split, info, ignore_category_ids=ignore_category_ids,
-                                    xview_counting=xview_counting, **options)
+            result = evaluate_split(
+                model.to(info.device),
+                split,
+                info,
+                ignore_category_ids=ignore_category_ids,
+                xview_counting=xview_counting,
+                **options,
+            )
         else:
-            chip_detections = predict_dataset(model.to(info.device), split.dataset, split.category_ids, info, **options)
-            result = None if chip_detections is None else _score_scene_level(
-                chip_detections, *scenes, split.category_ids, ignore_category_ids, xview_counting)
+            chip_detections = predict_dataset(
+                model.to(info.device), split.dataset, split.category_ids, info, **options
+            )
+            result = (
+                None
+                if chip_detections is None
+                else _score_scene_level(
+                    chip_detections,
+                    *scenes,
+                    split.category_ids,
+                    ignore_category_ids,
+                    xview_counting,
+                )
+            )
         if result is None:
             return None
         metrics, found = result
@@ -123,14 +205,26 @@ def evaluate_checkpoint(checkpoint: Path, image_dir: Path, label_file: Path, *, 
         shutdown()
 
 
-def _score_scene_level(chip_detections: list[dict], scene_truth: dict, chips: dict[int, dict],
-                       category_ids: Sequence[int], ignore_category_ids: Sequence[int],
-                       xview_counting: str) -> tuple[dict, list[dict]]:
+def _score_scene_level(
+    chip_detections: list[dict],
+    scene_truth: dict,
+    chips: dict[int, dict],
+    category_ids: Sequence[int],
+    ignore_category_ids: Sequence[int],
+    xview_counting: str,
+) -> tuple[dict, list[dict]]:
     """Scene-level metrics over the model's categories, and the stitched scene detections."""
     keep = set(category_ids)
-    scene_truth = {**scene_truth, "categories": [c for c in scene_truth["categories"] if c["id"] in keep],
-                   "annotations": [a for a in scene_truth.get("annotations", []) if a["category_id"] in keep]}
+    scene_truth = {
+        **scene_truth,
+        "categories": [c for c in scene_truth["categories"] if c["id"] in keep],
+        "annotations": [a for a in scene_truth.get("annotations", []) if a["category_id"] in keep],
+    }
     detections = stitch_chips(chip_detections, chips, scene_truth)
-    metrics = score_scenes(scene_truth, detections, xview_counting=xview_counting,
-                           ignore_category_ids=ignore_category_ids)
+    metrics = score_scenes(
+        scene_truth,
+        detections,
+        xview_counting=xview_counting,
+        ignore_category_ids=ignore_category_ids,
+    )
     return {"level": "scene", **metrics}, detections

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from scalemae_det.base.errors import ParameterError
 from scalemae_det.data.coco import batch_gsd
 from scalemae_det.engine.distributed import DistInfo
-from scalemae_det.base.errors import ParameterError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 AMP_CHOICES = ("auto", *AMP_DTYPES)
@@ -48,8 +48,10 @@ def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
 
 def to_device(images: list[Tensor], targets: list[dict], device: torch.device):
     images = [img.to(device, non_blocking=True) for img in images]
-    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
+        for t in targets
+    ]
     return images, targets
 
 
@@ -60,22 +62,36 @@ class Position:
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps done in `epoch`
     global_step: int = 0
-    eval_pending: bool = False  # `epoch` counts the epoch before it as trained, but its evaluation has not run
+    eval_pending: bool = (
+        False  # `epoch` counts the epoch before it as trained, but its evaluation has not run
+    )
 
 
 @dataclass
 class StepStats:
-    losses: dict[str, float] = field(default_factory=dict)  # this rank's mean over the micro-batches
+    losses: dict[str, float] = field(
+        default_factory=dict
+    )  # this rank's mean over the micro-batches
     grad_norm: float | None = None
     lr: float = 0.0  # the top group's (base lr x schedule) for this step
     images: int = 0  # on this rank
     seconds: float = 0.0
 
 
-def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                progress: Position, info: DistInfo, *, amp: str = "off", accum_steps: int = 1,
-                clip_grad: float = 0.0, on_step: Callable[[Position, StepStats], None] = lambda p, s: None) -> None:
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: Position,
+    info: DistInfo,
+    *,
+    amp: str = "off",
+    accum_steps: int = 1,
+    clip_grad: float = 0.0,
+    on_step: Callable[[Position, StepStats], None] = lambda p, s: None,
+) -> None:
     """Train on `batches` (the rest of the epoch), calling `on_step` after every optimizer step."""
     model.train()
     micro, stats, start = 0, StepStats(), time.perf_counter()
@@ -94,8 +110,10 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         stats.images += len(images)
         if not math.isfinite(float(loss.detach())) and not scaler.is_enabled():
             parts = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
-            raise FloatingPointError(f"loss is {float(loss)} at epoch {progress.epoch + 1}, step {progress.step_in_epoch + 1} "
-                                     f"(global step {progress.global_step + 1}; {parts})")
+            raise FloatingPointError(
+                f"loss is {float(loss)} at epoch {progress.epoch + 1}, step {progress.step_in_epoch + 1} "
+                f"(global step {progress.global_step + 1}; {parts})"
+            )
         if not stepping:
             continue
         if clip_grad > 0:
@@ -113,8 +131,14 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         stats, start = StepStats(), time.perf_counter()
 
 
-def predict(model: nn.Module, batches: Iterable, info: DistInfo, *, amp: str = "off",
-            on_batch: Callable[[int], None] = lambda n: None) -> Iterator[tuple[dict, dict]]:
+def predict(
+    model: nn.Module,
+    batches: Iterable,
+    info: DistInfo,
+    *,
+    amp: str = "off",
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> Iterator[tuple[dict, dict]]:
     """Yields (output, target) per image of `batches`, outputs on the CPU in float32."""
     model = getattr(model, "module", model)
     was_training = model.training
@@ -126,6 +150,12 @@ def predict(model: nn.Module, batches: Iterable, info: DistInfo, *, amp: str = "
                 outputs = model(dev_images, gsd=batch_gsd(targets).to(info.device))
             on_batch(len(images))
             for out, tgt in zip(outputs, targets):
-                yield {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}, tgt
+                yield (
+                    {
+                        k: v.float().cpu() if v.is_floating_point() else v.cpu()
+                        for k, v in out.items()
+                    },
+                    tgt,
+                )
     finally:
         model.train(was_training)

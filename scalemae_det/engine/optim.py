@@ -43,24 +43,41 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> l
         if not param.requires_grad:
             continue
         key = (ids[name], decays(name, param))
-        group = groups.setdefault(key, {
-            "params": [], "names": [], "layer_id": key[0],
-            "lr_scale": layer_decay ** (top - key[0]), "weight_decay": weight_decay if key[1] else 0.0})
+        group = groups.setdefault(
+            key,
+            {
+                "params": [],
+                "names": [],
+                "layer_id": key[0],
+                "lr_scale": layer_decay ** (top - key[0]),
+                "weight_decay": weight_decay if key[1] else 0.0,
+            },
+        )
         group["params"].append(param)
         group["names"].append(name)
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay, layer_decay)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str,
-              drops: Sequence[float] = STEP_DROPS) -> float:
+def lr_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    schedule: str,
+    drops: Sequence[float] = STEP_DROPS,
+) -> float:
     """Multiplier of the base lr before optimizer step `step` (0-based) of `total_steps`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -72,10 +89,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str,
     raise ValueError(f"unknown schedule {schedule!r}; choose cosine or step")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                    schedule: str, drops: Sequence[float] = STEP_DROPS) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    schedule: str,
+    drops: Sequence[float] = STEP_DROPS,
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per optimizer step; its state is just the step count, so it resumes exactly."""
     lr_factor(warmup_steps, total_steps, warmup_steps, schedule, drops)  # reject a bad name now
     drops = tuple(drops)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, schedule, drops))
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, schedule, drops)
+    )

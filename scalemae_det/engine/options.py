@@ -18,6 +18,7 @@ from pathlib import Path
 from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
 from scalemae_det.engine.loop import AMP_CHOICES
+
 SCHEDULES = ("cosine", "step")
 
 
@@ -37,61 +38,156 @@ def _add(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train.py", description="Fine-tune the ScaleMAE ViTDet detector on a COCO-format dataset. "
-                "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per process.")
+    p = _Parser(
+        prog="train.py",
+        description="Fine-tune the ScaleMAE ViTDet detector on a COCO-format dataset. "
+        "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per process.",
+    )
     data = p.add_argument_group("data")
     _add(data, "train_image_dir", type=Path, required=True)
-    _add(data, "train_label_file", type=Path, required=True, help="COCO JSON; class names and count come from it")
+    _add(
+        data,
+        "train_label_file",
+        type=Path,
+        required=True,
+        help="COCO JSON; class names and count come from it",
+    )
     _add(data, "val_image_dir", type=Path)
     _add(data, "val_label_file", type=Path)
-    _add(data, "input_size", type=int, default=800, help="square training crop and validation size, px")
-    _add(data, "scale_range", type=float, nargs=2, default=(0.1, 2.0), metavar=("LO", "HI"),
-         help="large-scale jitter: resize factors relative to native pixels")
+    _add(
+        data,
+        "input_size",
+        type=int,
+        default=800,
+        help="square training crop and validation size, px",
+    )
+    _add(
+        data,
+        "scale_range",
+        type=float,
+        nargs=2,
+        default=(0.1, 2.0),
+        metavar=("LO", "HI"),
+        help="large-scale jitter: resize factors relative to native pixels",
+    )
     _add(data, "no_augment", action="store_true", help="train without augmentation (as evaluated)")
-    _add(data, "min_visible_px", type=float, default=2.0,
-         help="keep a box cut by the training crop when this many px of its width and height are left")
-    _add(data, "gsd", type=float, default=0.3,
-         help="GSD in metres for images with neither a georeference nor a 'gsd' record field")
-    _add(data, "bands", metavar="B[,G,R]", help="1 or 3 band numbers, 1-based, e.g. 4,3,2 (default: RGB by "
-         "colour interpretation, else the first three)")
+    _add(
+        data,
+        "min_visible_px",
+        type=float,
+        default=2.0,
+        help="keep a box cut by the training crop when this many px of its width and height are left",
+    )
+    _add(
+        data,
+        "gsd",
+        type=float,
+        default=0.3,
+        help="GSD in metres for images with neither a georeference nor a 'gsd' record field",
+    )
+    _add(
+        data,
+        "bands",
+        metavar="B[,G,R]",
+        help="1 or 3 band numbers, 1-based, e.g. 4,3,2 (default: RGB by "
+        "colour interpretation, else the first three)",
+    )
     _add(data, "num_workers", type=int, default=4)
 
     model = p.add_argument_group("model")
     _add(model, "model", default="vit_large_patch16")
     _add(model, "pretrained", type=Path, help="ScaleMAE encoder weights")
-    _add(model, "override", action="append", default=[], metavar="FIELD=VALUE",
-         help="change a model config field, e.g. depth=2 (JSON value); repeatable")
-    _add(model, "grad_checkpointing", action="store_true", help="recompute block activations in backward")
-    _add(model, "anchor_sizes", type=int, nargs=5, metavar="PX",
-         help="RPN anchor side per level p2..p6, px (default: the config's, 16 32 64 128 256)")
-    _add(model, "rel_pos", action="store_true",
-         help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized for --input_size)")
+    _add(
+        model,
+        "override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a model config field, e.g. depth=2 (JSON value); repeatable",
+    )
+    _add(
+        model,
+        "grad_checkpointing",
+        action="store_true",
+        help="recompute block activations in backward",
+    )
+    _add(
+        model,
+        "anchor_sizes",
+        type=int,
+        nargs=5,
+        metavar="PX",
+        help="RPN anchor side per level p2..p6, px (default: the config's, 16 32 64 128 256)",
+    )
+    _add(
+        model,
+        "rel_pos",
+        action="store_true",
+        help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized for --input_size)",
+    )
 
     opt = p.add_argument_group("optimisation")
     _add(opt, "batch_size", type=int, default=1, help="images per process per step")
     _add(opt, "learning_rate", type=float, default=1e-4)
     _add(opt, "num_epochs", type=int, default=40)
     _add(opt, "schedule", default="cosine", help=" or ".join(SCHEDULES))
-    _add(opt, "warmup", metavar="N[steps|epochs]",
-         help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]")
+    _add(
+        opt,
+        "warmup",
+        metavar="N[steps|epochs]",
+        help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]",
+    )
     _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
-    _add(opt, "layer_decay", type=float, help="layer-wise lr decay rate (default: the model config's)")
+    _add(
+        opt,
+        "layer_decay",
+        type=float,
+        help="layer-wise lr decay rate (default: the model config's)",
+    )
     _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
-    _add(opt, "amp", default="auto", help=f"{', '.join(AMP_CHOICES)}; auto: bf16 on a GPU that has it, else off")
+    _add(
+        opt,
+        "amp",
+        default="auto",
+        help=f"{', '.join(AMP_CHOICES)}; auto: bf16 on a GPU that has it, else off",
+    )
     _add(opt, "accum_steps", type=int, default=1, help="micro-batches per optimizer step")
     _add(opt, "seed", type=int, default=0)
     _add(opt, "deterministic", action="store_true", help="deterministic kernels (slower)")
 
     run = p.add_argument_group("checkpoints, evaluation, logging")
-    _add(run, "save_checkpoint_path", type=Path, default=Path("checkpoints/checkpoint.pth"),
-         help="final checkpoint; step checkpoints and the JSON-lines log go beside it")
-    _add(run, "save_every", type=int, default=1000, help="optimizer steps between checkpoints (0: epoch ends only)")
+    _add(
+        run,
+        "save_checkpoint_path",
+        type=Path,
+        default=Path("checkpoints/checkpoint.pth"),
+        help="final checkpoint; step checkpoints and the JSON-lines log go beside it",
+    )
+    _add(
+        run,
+        "save_every",
+        type=int,
+        default=1000,
+        help="optimizer steps between checkpoints (0: epoch ends only)",
+    )
     _add(run, "keep_checkpoints", type=int, default=3, help="newest step checkpoints kept (0: all)")
-    _add(run, "eval_every", type=int, default=1, help="epochs between evaluations (0: only after the last)")
+    _add(
+        run,
+        "eval_every",
+        type=int,
+        default=1,
+        help="epochs between evaluations (0: only after the last)",
+    )
     _add(run, "log_every", type=int, default=20, help="optimizer steps between log lines")
-    _add(run, "resume", nargs="?", const="auto", help="a checkpoint, or auto (the default when given bare): "
-         "the newest valid one beside --save_checkpoint_path")
+    _add(
+        run,
+        "resume",
+        nargs="?",
+        const="auto",
+        help="a checkpoint, or auto (the default when given bare): "
+        "the newest valid one beside --save_checkpoint_path",
+    )
     _add(run, "device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add(run, "local_rank", type=int, help=argparse.SUPPRESS)  # set by torch.distributed.launch
     return p
@@ -125,7 +221,9 @@ def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
         return float(DEFAULT_WARMUP_STEPS if steps is None else steps), "steps"  # range: check_args
     match = _WARMUP.fullmatch(text.strip().lower())
     if not match:
-        raise UserError(f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)")
+        raise UserError(
+            f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)"
+        )
     value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
     if unit == "steps" and not value.is_integer():
         raise UserError(f"--warmup {text}: a number of steps must be whole")
@@ -146,8 +244,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.grad_checkpointing:
         args.overrides["grad_checkpointing"] = True
     if args.anchor_sizes:
-        if not all(0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])):
-            raise UserError(f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes")
+        if not all(
+            0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])
+        ):
+            raise UserError(
+                f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes"
+            )
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
     if args.rel_pos:
         args.overrides["rel_pos"] = True
@@ -160,7 +262,15 @@ def check_args(args: argparse.Namespace) -> None:
         checks.number(name, getattr(args, name), lo=1, integer=True)
     for name in ("learning_rate", "gsd", "min_visible_px"):
         checks.number(name, getattr(args, name), lo=0, lo_open=True)
-    for name in ("warmup_steps", "save_every", "eval_every", "seed", "num_workers", "keep_checkpoints", "log_every"):
+    for name in (
+        "warmup_steps",
+        "save_every",
+        "eval_every",
+        "seed",
+        "num_workers",
+        "keep_checkpoints",
+        "log_every",
+    ):
         checks.number(name, getattr(args, name), lo=0, integer=True)
     for name in ("weight_decay", "clip_grad"):
         checks.number(name, getattr(args, name), lo=0)

@@ -16,10 +16,11 @@ from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from scalemae_det.base.atomic import remove_stale_temps
+from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.checkpoints import check_weights, describe, detector_state, load_pretrained
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
-from scalemae_det.base.atomic import remove_stale_temps
 from scalemae_det.engine import checkpointing
 from scalemae_det.engine.data import DataSplit, load_split, train_transform
 from scalemae_det.engine.distributed import (
@@ -37,7 +38,6 @@ from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
-from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.evaluation import print_metrics, write_results
 from scalemae_det.models.configs import get_config
 from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
@@ -91,25 +91,40 @@ class Run:
         if not self.info.is_main:
             return {}
         train_state = {
-            "epoch": self.progress.epoch, "step_in_epoch": self.progress.step_in_epoch,
-            "global_step": self.progress.global_step, "eval_pending": self.progress.eval_pending,
+            "epoch": self.progress.epoch,
+            "step_in_epoch": self.progress.step_in_epoch,
+            "global_step": self.progress.global_step,
+            "eval_pending": self.progress.eval_pending,
             "global_batch": self.global_batch,
-            "world_size": self.info.world_size, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(), "rng": rngs}
-        return detector_state(self.model, self.train.class_names, self.gsd, train=train_state,
-                              category_ids=list(self.train.category_ids), args=plain_args(self.args))
+            "world_size": self.info.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rngs,
+        }
+        return detector_state(
+            self.model,
+            self.train.class_names,
+            self.gsd,
+            train=train_state,
+            category_ids=list(self.train.category_ids),
+            args=plain_args(self.args),
+        )
 
     def save(self, path: Path) -> None:
         state = self.state()
         if self.info.is_main:
             checkpointing.save(path, state)
             checkpointing.prune(self.save_path, self.args.keep_checkpoints)
-            self.log.write({"event": "checkpoint", "path": str(path), "global_step": self.progress.global_step})
+            self.log.write(
+                {"event": "checkpoint", "path": str(path), "global_step": self.progress.global_step}
+            )
 
 
 def plain_args(args: Namespace) -> dict[str, Any]:
     """The options as JSON-like values (weights_only checkpoints load no Path objects)."""
+
     def plain(v):
         if isinstance(v, Path):
             return str(v)
@@ -118,6 +133,7 @@ def plain_args(args: Namespace) -> dict[str, Any]:
         if isinstance(v, list | tuple):
             return [plain(x) for x in v]
         return v
+
     return {k: plain(v) for k, v in vars(args).items()}
 
 
@@ -132,7 +148,9 @@ def train(args: Namespace, info: DistInfo) -> None:
     else:
         torch.manual_seed(derived_seed(args.seed, info.rank))  # per-rank randomness from here on
     if info.distributed:
-        run.model = DistributedDataParallel(run.model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        run.model = DistributedDataParallel(
+            run.model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
     announce(run, resume_path, console)
     fit(run, val_split, console)
 
@@ -141,77 +159,144 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
     """The training split (refused when it has nothing to learn from), the validation split, and the
     training images' median GSD (read here, so that an unreadable image fails before training)."""
     common = {"default_gsd": args.gsd, "bands": args.bands}
-    train_split = load_split(args.train_image_dir, args.train_label_file, **common,
-                             transform=train_transform(args.input_size, None if args.no_augment else args.scale_range,
-                                                       args.min_visible_px))
+    train_split = load_split(
+        args.train_image_dir,
+        args.train_label_file,
+        **common,
+        transform=train_transform(
+            args.input_size, None if args.no_augment else args.scale_range, args.min_visible_px
+        ),
+    )
     if not any(len(rec.boxes) for rec in train_split.dataset.records):
-        raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
-                        "nothing to learn from")
+        raise UserError(
+            f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
+            "nothing to learn from"
+        )
     gsd = train_split.dataset.median_gsd()
-    val_split = (load_split(args.val_image_dir, args.val_label_file, transform=EvalTransform(args.input_size),
-                            class_names=train_split.class_names, **common)
-                 if args.val_image_dir else None)
+    val_split = (
+        load_split(
+            args.val_image_dir,
+            args.val_label_file,
+            transform=EvalTransform(args.input_size),
+            class_names=train_split.class_names,
+            **common,
+        )
+        if args.val_image_dir
+        else None
+    )
     return train_split, val_split, gsd
 
 
-def build_run(args: Namespace, info: DistInfo, train_split: DataSplit, gsd: float, pretrained: Path | None,
-              console: Console) -> Run:
+def build_run(
+    args: Namespace,
+    info: DistInfo,
+    train_split: DataSplit,
+    gsd: float,
+    pretrained: Path | None,
+    console: Console,
+) -> Run:
     """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial weights."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = build_model(args, len(train_split.class_names), pretrained, console).to(info.device)
     layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, layer_decay)
-    sampler = TrainSampler(len(train_split.dataset), args.batch_size, info.rank, info.world_size, args.seed,
-                           step_multiple=args.accum_steps)
+    sampler = TrainSampler(
+        len(train_split.dataset),
+        args.batch_size,
+        info.rank,
+        info.world_size,
+        args.seed,
+        step_multiple=args.accum_steps,
+    )
     steps_per_epoch = sampler.steps_per_epoch // args.accum_steps
     global_batch = args.batch_size * info.world_size * args.accum_steps
     if steps_per_epoch == 0:
-        raise UserError(f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
-                        f"global batch of {global_batch} (batch size x processes x accumulation)")
-    scheduler = build_scheduler(optimizer, steps_per_epoch * args.num_epochs,
-                                warmup_steps(args.warmup, steps_per_epoch), args.schedule)
+        raise UserError(
+            f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
+            f"global batch of {global_batch} (batch size x processes x accumulation)"
+        )
+    scheduler = build_scheduler(
+        optimizer,
+        steps_per_epoch * args.num_epochs,
+        warmup_steps(args.warmup, steps_per_epoch),
+        args.schedule,
+    )
     amp = resolve_amp(args.amp, info.device)
     log = JsonLines(args.save_checkpoint_path.parent / LOG_NAME, info.is_main)
-    return Run(args, info, amp, model, optimizer, scheduler, make_scaler(amp, info.device), sampler, train_split, gsd,
-               steps_per_epoch, global_batch, log)
+    return Run(
+        args,
+        info,
+        amp,
+        model,
+        optimizer,
+        scheduler,
+        make_scaler(amp, info.device),
+        sampler,
+        train_split,
+        gsd,
+        steps_per_epoch,
+        global_batch,
+        log,
+    )
 
 
 def announce(run: Run, resume_path: Path | None, console: Console) -> None:
     """The start event in the log and the one-line summary on the console (rank 0)."""
     if not run.info.is_main:
         return
-    run.log.write({"event": "start", "world_size": run.info.world_size, "global_batch": run.global_batch,
-                   "steps_per_epoch": run.steps_per_epoch, "resumed_from": str(resume_path) if resume_path else None,
-                   "args": plain_args(run.args)})
-    console.print(f"training {model_name(run.model)} on {len(run.train.dataset)} images "
-                  f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on {run.info.device}, "
-                  f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}")
+    run.log.write(
+        {
+            "event": "start",
+            "world_size": run.info.world_size,
+            "global_batch": run.global_batch,
+            "steps_per_epoch": run.steps_per_epoch,
+            "resumed_from": str(resume_path) if resume_path else None,
+            "args": plain_args(run.args),
+        }
+    )
+    console.print(
+        f"training {model_name(run.model)} on {len(run.train.dataset)} images "
+        f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on {run.info.device}, "
+        f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}"
+    )
 
 
 def train_loader(run: Run) -> DataLoader:
     args = run.args
-    return DataLoader(SeededSamples(run.train.dataset), batch_size=args.batch_size, sampler=run.sampler,
-                      num_workers=args.num_workers, collate_fn=collate,
-                      pin_memory=run.info.device.type == "cuda", persistent_workers=False,
-                      generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG out of it
+    return DataLoader(
+        SeededSamples(run.train.dataset),
+        batch_size=args.batch_size,
+        sampler=run.sampler,
+        num_workers=args.num_workers,
+        collate_fn=collate,
+        pin_memory=run.info.device.type == "cuda",
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(args.seed),
+    )  # keeps the global RNG out of it
 
 
 def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
     """The epochs from where the run stands, each complete only with its evaluation, then the final save."""
     args, progress, loader = run.args, run.progress, train_loader(run)
-    if progress.eval_pending and val_split:  # stopped during an epoch's evaluation: that epoch is not done yet
+    if (
+        progress.eval_pending and val_split
+    ):  # stopped during an epoch's evaluation: that epoch is not done yet
         evaluate_epoch(run, val_split, console)
     progress.eval_pending = False
     for epoch in range(progress.epoch, args.num_epochs):
         run.sampler.set_epoch(epoch, progress.step_in_epoch * args.accum_steps)
-        with progress_bar(f"epoch {epoch + 1}/{args.num_epochs}", run.steps_per_epoch, run.info.is_main) as advance:
+        with progress_bar(
+            f"epoch {epoch + 1}/{args.num_epochs}", run.steps_per_epoch, run.info.is_main
+        ) as advance:
             advance(progress.step_in_epoch)
             train_one_epoch(run, loader, advance)
         last = epoch + 1 == args.num_epochs
         # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped during
         # the evaluation runs it when resumed instead of counting the epoch as done
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
-        progress.eval_pending = bool(val_split) and (last or bool(args.eval_every and (epoch + 1) % args.eval_every == 0))
+        progress.eval_pending = bool(val_split) and (
+            last or bool(args.eval_every and (epoch + 1) % args.eval_every == 0)
+        )
         run.save(checkpointing.step_path(run.save_path, progress.global_step))
         if progress.eval_pending:
             evaluate_epoch(run, val_split, console)
@@ -224,12 +309,26 @@ def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
 def train_one_epoch(run: Run, loader: DataLoader, advance) -> None:
     args = run.args
     try:
-        train_epoch(run.model, loader, run.optimizer, run.scheduler, run.scaler, run.progress, run.info, amp=run.amp,
-                    accum_steps=args.accum_steps, clip_grad=args.clip_grad,
-                    on_step=step_callback(run, advance))
+        train_epoch(
+            run.model,
+            loader,
+            run.optimizer,
+            run.scheduler,
+            run.scaler,
+            run.progress,
+            run.info,
+            amp=run.amp,
+            accum_steps=args.accum_steps,
+            clip_grad=args.clip_grad,
+            on_step=step_callback(run, advance),
+        )
     except FloatingPointError as exc:
-        raise ParameterError("learning_rate", f"training diverged, {exc}: lower the learning rate, or clip "
-                             f"gradients with `clip_grad` (now {args.clip_grad:g})", value=args.learning_rate) from None
+        raise ParameterError(
+            "learning_rate",
+            f"training diverged, {exc}: lower the learning rate, or clip "
+            f"gradients with `clip_grad` (now {args.clip_grad:g})",
+            value=args.learning_rate,
+        ) from None
 
 
 def model_name(model: torch.nn.Module) -> str:
@@ -252,12 +351,16 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
     return Path(path) if path else None
 
 
-def build_model(args: Namespace, num_classes: int, pretrained: Path | None, console: Console) -> torch.nn.Module:
+def build_model(
+    args: Namespace, num_classes: int, pretrained: Path | None, console: Console
+) -> torch.nn.Module:
     try:
         model = build_detector(args.model, num_classes, **training_overrides(args))
     except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
-                        f"{exc.args[0] if exc.args else exc}") from None
+        raise UserError(
+            f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
+            f"{exc.args[0] if exc.args else exc}"
+        ) from None
     if pretrained:
         report = load_pretrained(model, pretrained)
         console.print(f"{pretrained}: {report}")
@@ -271,7 +374,9 @@ def training_overrides(args: Namespace) -> dict:
     overrides = dict(args.overrides)
     if overrides.get("rel_pos") and "rel_pos_grid" not in overrides:
         patch = get_config(args.model, **overrides).patch_size
-        overrides["rel_pos_grid"] = math.ceil(args.input_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE // patch
+        overrides["rel_pos_grid"] = (
+            math.ceil(args.input_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE // patch
+        )
     return overrides
 
 
@@ -280,12 +385,24 @@ def restore(path: Path, run: Run, console: Console) -> Position:
     returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
-    position = Position(state["epoch"], state["step_in_epoch"], state["global_step"], state.get("eval_pending", False))
+    position = Position(
+        state["epoch"],
+        state["step_in_epoch"],
+        state["global_step"],
+        state.get("eval_pending", False),
+    )
     if state["global_batch"] != run.global_batch and position.step_in_epoch:
-        raise UserError(f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
-                        f"{run.global_batch}; resume with the same batch size, processes and accumulation")
+        raise UserError(
+            f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
+            f"{run.global_batch}; resume with the same batch size, processes and accumulation"
+        )
     model, info = run.model, run.info
-    check_weights(path, ckpt["model"], model, describe(model.config, model.num_classes) + " (from --model and --override)")
+    check_weights(
+        path,
+        ckpt["model"],
+        model,
+        describe(model.config, model.num_classes) + " (from --model and --override)",
+    )
     model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -295,7 +412,9 @@ def restore(path: Path, run: Run, console: Console) -> Position:
         checkpointing.set_rng_state(state["rng"][info.rank], info.device)
     else:
         torch.manual_seed(derived_seed(state["sampler"]["seed"], info.rank, position.global_step))
-    console.print(f"resuming from {path}: epoch {position.epoch + 1}, step {position.step_in_epoch}")
+    console.print(
+        f"resuming from {path}: epoch {position.epoch + 1}, step {position.step_in_epoch}"
+    )
     return position
 
 
@@ -311,12 +430,27 @@ def step_callback(run: Run, advance):
         if p.global_step % args.log_every == 0 or p.step_in_epoch == steps_per_epoch:
             losses = mean_over_ranks(stats.losses, info)
             ips = window["images"] * info.world_size / max(window["seconds"], 1e-9)
-            run.log.write({"event": "train", "epoch": p.epoch, "step": p.step_in_epoch, "global_step": p.global_step,
-                           "loss": sum(losses.values()), **losses, "lr": lr, "grad_norm": stats.grad_norm,
-                           "images_per_s": ips, "max_memory_mb": max_memory_mb(info.device)})
+            run.log.write(
+                {
+                    "event": "train",
+                    "epoch": p.epoch,
+                    "step": p.step_in_epoch,
+                    "global_step": p.global_step,
+                    "loss": sum(losses.values()),
+                    **losses,
+                    "lr": lr,
+                    "grad_norm": stats.grad_norm,
+                    "images_per_s": ips,
+                    "max_memory_mb": max_memory_mb(info.device),
+                }
+            )
             window.update(images=0, seconds=0.0)
         advance(1, f"loss {sum(stats.losses.values()):.3f}  lr {lr:.2e}")
-        if args.save_every and p.global_step % args.save_every == 0 and p.step_in_epoch < steps_per_epoch:
+        if (
+            args.save_every
+            and p.global_step % args.save_every == 0
+            and p.step_in_epoch < steps_per_epoch
+        ):
             run.save(checkpointing.step_path(run.save_path, p.global_step))
 
     return on_step
@@ -331,14 +465,22 @@ def max_memory_mb(device: torch.device) -> float:
 def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
     args, info = run.args, run.info
     start = time.perf_counter()
-    result = evaluate_split(run.model, val, info, batch_size=args.batch_size, num_workers=args.num_workers,
-                            amp=run.amp)
+    result = evaluate_split(
+        run.model, val, info, batch_size=args.batch_size, num_workers=args.num_workers, amp=run.amp
+    )
     if result is None:
         return
     metrics, _ = result
     epoch = run.progress.epoch
     write_results(args.save_checkpoint_path.parent / f"eval-epoch{epoch:03d}.json", metrics)
     summary = {k: v for k, v in metrics.items() if k != "per_class"}
-    run.log.write({"event": "eval", "epoch": epoch, "global_step": run.progress.global_step,
-                   "seconds": time.perf_counter() - start, **summary})
+    run.log.write(
+        {
+            "event": "eval",
+            "epoch": epoch,
+            "global_step": run.progress.global_step,
+            "seconds": time.perf_counter() - start,
+            **summary,
+        }
+    )
     print_metrics(metrics, console)

@@ -30,9 +30,22 @@ class TrainSampler(Sampler):
     and so are the steps past the last multiple of `step_multiple` (gradient accumulation).
     """
 
-    def __init__(self, size: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 step_multiple: int = 1):
-        self.size, self.batch_size, self.rank, self.world_size, self.seed = size, batch_size, rank, world_size, seed
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        step_multiple: int = 1,
+    ):
+        self.size, self.batch_size, self.rank, self.world_size, self.seed = (
+            size,
+            batch_size,
+            rank,
+            world_size,
+            seed,
+        )
         self.steps_per_epoch = size // (batch_size * world_size) // step_multiple * step_multiple
         self.epoch, self.start_step = 0, 0
 
@@ -51,7 +64,7 @@ class TrainSampler(Sampler):
         global_batch = self.batch_size * self.world_size
         for step in range(self.start_step, self.steps_per_epoch):
             first = step * global_batch + self.rank * self.batch_size
-            for index in order[first:first + self.batch_size]:
+            for index in order[first : first + self.batch_size]:
                 yield index, derived_seed(self.seed, self.epoch, index)
 
 

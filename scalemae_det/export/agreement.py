@@ -56,7 +56,9 @@ class AgreementReport:
     iou_threshold: float
     calibration: dict  # method, tiles, scenes, what was quantised
     ap50: dict | None  # {"float32": x, "int8": y, "labels": path} when a labelled set was given
-    float32_parity: dict | None  # the float32 graph's parity report against PyTorch (None: --no-validate)
+    float32_parity: (
+        dict | None
+    )  # the float32 graph's parity report against PyTorch (None: --no-validate)
     passed: bool
 
     def to_json(self) -> str:
@@ -66,17 +68,20 @@ class AgreementReport:
 
     def summary(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        text = (f"int8 accuracy gate {verdict} ({self.runtime}, {self.tiles} held-out tiles): "
-                f"precision {self.agreement_precision:.3f} and recall {self.agreement_recall:.3f} against float32 "
-                f"(min {self.min_agreement}; {self.detections} int8 vs {self.reference_detections} float32 detections "
-                f"scoring >= {self.score_floor:g}, same class, IoU >= {self.iou_threshold})")
+        text = (
+            f"int8 accuracy gate {verdict} ({self.runtime}, {self.tiles} held-out tiles): "
+            f"precision {self.agreement_precision:.3f} and recall {self.agreement_recall:.3f} against float32 "
+            f"(min {self.min_agreement}; {self.detections} int8 vs {self.reference_detections} float32 detections "
+            f"scoring >= {self.score_floor:g}, same class, IoU >= {self.iou_threshold})"
+        )
         if self.ap50:
             text += f"; AP50 float32 {self.ap50['float32']:.3f}, int8 {self.ap50['int8']:.3f} on {self.ap50['labels']}"
         return text
 
 
-def agreement(reference: list[Detections], exported: list[Detections], score_threshold: float
-              ) -> tuple[float, float, int, int]:
+def agreement(
+    reference: list[Detections], exported: list[Detections], score_threshold: float
+) -> tuple[float, float, int, int]:
     """(precision, recall, float32 counted, int8 counted) of `exported` against `reference`, tile by tile."""
     floor = score_threshold + SCORE_MARGIN
     ref_n = ref_hits = got_n = got_hits = 0

@@ -13,8 +13,8 @@ gate judges the quantised model on tiles it was not calibrated on.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -49,8 +49,13 @@ def calibration_scenes(sources: Sequence[str | os.PathLike]) -> list:
     return paths
 
 
-def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count: int, held_out: int,
-               seed: int = 0) -> CalibrationTiles:
+def read_tiles(
+    sources: Sequence[str | os.PathLike],
+    meta: ModelMetadata,
+    count: int,
+    held_out: int,
+    seed: int = 0,
+) -> CalibrationTiles:
     """`count` calibration and `held_out` gate tiles from `sources` (files, directories of rasters,
     globs), at `meta`'s GSD and tile size. Raises ParameterError when the sources cannot give both."""
     paths = calibration_scenes(sources)
@@ -63,7 +68,7 @@ def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count:
     for start in range(0, len(order), READ_CHUNK):
         if len(found) >= wanted:
             break
-        chunk = [candidates[k] for k in order[start:start + READ_CHUNK]]
+        chunk = [candidates[k] for k in order[start : start + READ_CHUNK]]
         for i, scene in enumerate(scenes):
             picked = [scene.tiles[t] for s, t in chunk if s == i]
             if not picked:
@@ -76,19 +81,24 @@ def read_tiles(sources: Sequence[str | os.PathLike], meta: ModelMetadata, count:
                 skipped += int((share > MAX_NODATA).sum())
                 found.extend(batch.images[share <= MAX_NODATA])
     if len(found) < wanted:
-        raise ParameterError("calibration", f"{', '.join(str(p) for p in paths)} give {len(found)} tiles of "
-                             f"{meta.tile} px at {meta.gsd:g} m with data ({skipped} of {len(candidates)} mostly "
-                             f"nodata); {count} to calibrate and {held_out} to check the result are needed: add "
-                             "scenes to `calibration` or lower `calibration_tiles`")
+        raise ParameterError(
+            "calibration",
+            f"{', '.join(str(p) for p in paths)} give {len(found)} tiles of "
+            f"{meta.tile} px at {meta.gsd:g} m with data ({skipped} of {len(candidates)} mostly "
+            f"nodata); {count} to calibrate and {held_out} to check the result are needed: add "
+            "scenes to `calibration` or lower `calibration_tiles`",
+        )
     tiles = np.stack(found[:wanted])
-    return CalibrationTiles(tiles[:count], tiles[count:], [str(p) for p in paths], len(candidates), skipped)
+    return CalibrationTiles(
+        tiles[:count], tiles[count:], [str(p) for p in paths], len(candidates), skipped
+    )
 
 
 def in_batches(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
     """Whole batches of `tiles` for a fixed-batch graph, the last one padded by repeating its last tile."""
     out = []
     for start in range(0, len(tiles), batch):
-        part = tiles[start:start + batch]
+        part = tiles[start : start + batch]
         if len(part) < batch:
             part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
         out.append(np.ascontiguousarray(part))

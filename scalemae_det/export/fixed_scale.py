@@ -29,14 +29,18 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
+from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
-from scalemae_det.base.metadata import THRESHOLD_INITIALIZER
 
 
-def set_postprocess(model: ScaleMAEDetector, score_threshold: float | Tensor, max_detections: int) -> None:
+def set_postprocess(
+    model: ScaleMAEDetector, score_threshold: float | Tensor, max_detections: int
+) -> None:
     """Give the model's RoI heads the export's threshold and detection cap (the PyTorch reference uses them too)."""
-    model.roi_heads.score_thresh = score_threshold if isinstance(score_threshold, Tensor) else float(score_threshold)
+    model.roi_heads.score_thresh = (
+        score_threshold if isinstance(score_threshold, Tensor) else float(score_threshold)
+    )
     model.roi_heads.detections_per_img = int(max_detections)
 
 
@@ -95,11 +99,21 @@ class FixedScaleDetector(nn.Module):
     threshold (to its own `score_threshold` buffer: changing the buffer changes both) and detection cap.
     """
 
-    def __init__(self, model: ScaleMAEDetector, gsd: float, tile: int, batch: int,
-                 max_detections: int, score_threshold: float, half: bool = False):
+    def __init__(
+        self,
+        model: ScaleMAEDetector,
+        gsd: float,
+        tile: int,
+        batch: int,
+        max_detections: int,
+        score_threshold: float,
+        half: bool = False,
+    ):
         super().__init__()
         self.register_buffer(THRESHOLD_INITIALIZER, torch.tensor(float(score_threshold)))
-        set_postprocess(model, getattr(self, THRESHOLD_INITIALIZER), max_detections)  # shared: the heads read the buffer
+        set_postprocess(
+            model, getattr(self, THRESHOLD_INITIALIZER), max_detections
+        )  # shared: the heads read the buffer
         self.features = FixedScaleBackbone(model, gsd, tile, half)
         self.rpn, self.roi_heads = model.rpn, model.roi_heads
         self.tile, self.batch, self.max_detections = tile, batch, max_detections
@@ -109,11 +123,15 @@ class FixedScaleDetector(nn.Module):
         if tuple(images.shape) != expected:
             raise ValueError(f"expected images of shape {expected}, got {tuple(images.shape)}")
         features = self.features(images)
-        per_image = [self._detect({k: v[i:i + 1] for k, v in features.items()}, images[i:i + 1])
-                     for i in range(self.batch)]
+        per_image = [
+            self._detect({k: v[i : i + 1] for k, v in features.items()}, images[i : i + 1])
+            for i in range(self.batch)
+        ]
         return tuple(torch.stack(parts) for parts in zip(*per_image))
 
-    def _detect(self, features: dict[str, Tensor], image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _detect(
+        self, features: dict[str, Tensor], image: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         sizes = [(self.tile, self.tile)]
         proposals, _ = self.rpn(ImageList(image, sizes), features)
         (det,), _ = self.roi_heads(features, proposals, sizes)
@@ -122,5 +140,7 @@ class FixedScaleDetector(nn.Module):
         boxes = torch.cat([det["boxes"], det["boxes"].new_zeros(k, 4)])[:k]
         scores = torch.cat([det["scores"], det["scores"].new_zeros(k)])[:k]
         labels = torch.cat([det["labels"], det["labels"].new_zeros(k)])[:k]
-        count = torch._shape_as_tensor(det["scores"])[0]  # a graph value when tracing, not a constant
+        count = torch._shape_as_tensor(det["scores"])[
+            0
+        ]  # a graph value when tracing, not a constant
         return boxes, scores, labels, count

@@ -18,19 +18,18 @@ graph finds on held-out tiles (export/agreement.py); the gate's figures replace 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
 import time
 import warnings
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.base.atomic import atomic_path, work_dir
 from scalemae_det.base.errors import UserError
-
+from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.export.options import PRECISIONS, ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
 from scalemae_det.export.prepare import ExportResult, Prepared, prepare
@@ -45,8 +44,16 @@ def trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, o
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), do_constant_folding=True)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            do_constant_folding=True,
+        )
 
 
 def finish_graph(model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
@@ -70,7 +77,9 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
 
     try:
         slim = onnxslim.slim(str(src))
-    except Exception:  # any failure of the optional simplifier just means keeping the original graph
+    except (
+        Exception
+    ):  # any failure of the optional simplifier just means keeping the original graph
         return False
     onnx.save(finish_graph(slim, metadata), str(dst))
     try:
@@ -104,21 +113,29 @@ def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, P
     return raw, check.run(lambda threshold: onnx_runner(raw, threshold)), False
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet) -> ExportResult:
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet
+) -> ExportResult:
     """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
     start = time.perf_counter()
     out = Path(out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
-    with work_dir(out) as work:  # beside the output; what an export killed earlier left there goes first
+    with work_dir(
+        out
+    ) as work:  # beside the output; what an export killed earlier left there goes first
         raw, slim = work / "raw.onnx", work / "slim.onnx"
-        log(f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})")
+        log(
+            f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})"
+        )
         trace_to_onnx(prep.wrapper, prep.example(), raw, spec.opset)
         onnx.save(finish_graph(onnx.load(str(raw)), metadata), str(raw))
         try:
             onnx.checker.check_model(str(raw))
         except onnx.checker.ValidationError as exc:
-            raise UserError(f"{out}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]}); nothing written") from None
+            raise UserError(
+                f"{out}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]}); nothing written"
+            ) from None
         chosen, report, simplified = raw, None, False
         if spec.validate:
             chosen, report, simplified = _validated(prep, raw, slim, log)
@@ -130,11 +147,21 @@ def export_onnx(checkpoint: str | Path, out: str | Path, spec: ExportSpec = Expo
                 os.replace(table, tmp)
             chosen = int8_graph
         else:
-            table_path(out).unlink(missing_ok=True)  # an earlier int8 export's table would describe another model
+            table_path(out).unlink(
+                missing_ok=True
+            )  # an earlier int8 export's table would describe another model
         with atomic_path(out) as tmp:
             os.replace(chosen, tmp)
     report_path = record_report(out, report)
-    return ExportResult(out, metadata, report, report_path, simplified, time.perf_counter() - start, out.stat().st_size)
+    return ExportResult(
+        out,
+        metadata,
+        report,
+        report_path,
+        simplified,
+        time.perf_counter() - start,
+        out.stat().st_size,
+    )
 
 
 def table_path(model_path: Path) -> Path:
@@ -142,32 +169,69 @@ def table_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".trt-calibration.flatbuffers")
 
 
-def int8_model(float_graph: Path, float_meta: ModelMetadata, tiles: np.ndarray, work: Path, method: str = "minmax",
-               table: Path | None = None, table_name: str | None = None, providers: list[str] | None = None):
+def int8_model(
+    float_graph: Path,
+    float_meta: ModelMetadata,
+    tiles: np.ndarray,
+    work: Path,
+    method: str = "minmax",
+    table: Path | None = None,
+    table_name: str | None = None,
+    providers: list[str] | None = None,
+):
     """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated on
     `tiles`: (path, export.quantize.Quantised, its metadata). No gate: see `_int8`."""
     from scalemae_det.export.calibration import in_batches
     from scalemae_det.export.quantize import quantize_int8
 
     metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_name)
-    quantised = quantize_int8(float_graph, work / "int8_final.onnx", in_batches(tiles, float_meta.batch), work, method,
-                              table, providers, finish=lambda model: finish_graph(model, metadata))
+    quantised = quantize_int8(
+        float_graph,
+        work / "int8_final.onnx",
+        in_batches(tiles, float_meta.batch),
+        work,
+        method,
+        table,
+        providers,
+        finish=lambda model: finish_graph(model, metadata),
+    )
     return quantised.path, quantised, metadata
 
 
-def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log):
+def _int8(
+    prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log
+):
     """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in `work`,
     or UserError when the gate refuses it."""
-    from scalemae_det.export.agreement import IOU_THRESHOLD, SCORE_MARGIN, AgreementReport, agreement
+    from scalemae_det.export.agreement import (
+        IOU_THRESHOLD,
+        SCORE_MARGIN,
+        AgreementReport,
+        agreement,
+    )
     from scalemae_det.export.calibration import held_out_count, read_tiles
 
     spec, float_meta = prep.spec, prep.metadata
     log(f"reading calibration tiles from {', '.join(spec.calibration)}")
-    tiles = read_tiles(spec.calibration, float_meta, spec.calibration_tiles, held_out_count(spec.calibration_tiles, spec.batch))
-    log(f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising to int8")
+    tiles = read_tiles(
+        spec.calibration,
+        float_meta,
+        spec.calibration_tiles,
+        held_out_count(spec.calibration_tiles, spec.batch),
+    )
+    log(
+        f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising to int8"
+    )
     table = work / "table.flatbuffers"
-    int8_graph, quantised, metadata = int8_model(float_graph, float_meta, tiles.calibration, work,
-                                                 spec.calibration_method, table, table_path(out).name)
+    int8_graph, quantised, metadata = int8_model(
+        float_graph,
+        float_meta,
+        tiles.calibration,
+        work,
+        spec.calibration_method,
+        table,
+        table_path(out).name,
+    )
     log(f"checking the int8 graph against float32 on {len(tiles.held_out)} held-out tiles")
     run32, runtime = onnx_runner(float_graph)
     reference, _ = run32(tiles.held_out)
@@ -179,18 +243,41 @@ def _int8(prep: Prepared, float_graph: Path, parity: ParityReport | None, out: P
         from scalemae_det.evaluation import runtime_ap50
 
         log(f"AP50 of both graphs on {spec.int8_labels}")
-        ap50 = {"labels": spec.int8_labels, "float32": runtime_ap50(float_graph, spec.int8_labels, spec.int8_images),
-                "int8": runtime_ap50(int8_graph, spec.int8_labels, spec.int8_images)}
+        ap50 = {
+            "labels": spec.int8_labels,
+            "float32": runtime_ap50(float_graph, spec.int8_labels, spec.int8_images),
+            "int8": runtime_ap50(int8_graph, spec.int8_labels, spec.int8_images),
+        }
     report = AgreementReport(
-        precision="int8", runtime=runtime, tiles=len(tiles.held_out), reference_detections=ref_n, detections=got_n,
-        agreement_precision=precision, agreement_recall=recall, min_agreement=spec.int8_min_agreement,
-        score_floor=float_meta.score_threshold + SCORE_MARGIN, iou_threshold=IOU_THRESHOLD,
-        calibration={**quantised.describe(), "scenes": tiles.scenes, "held_out_tiles": len(tiles.held_out),
-                     "tiles_left_out_nodata": tiles.skipped_nodata},
-        ap50=ap50, float32_parity=None if parity is None else asdict(parity), passed=False)
-    report.passed = bool(ref_n > 0 and precision >= spec.int8_min_agreement and recall >= spec.int8_min_agreement)
+        precision="int8",
+        runtime=runtime,
+        tiles=len(tiles.held_out),
+        reference_detections=ref_n,
+        detections=got_n,
+        agreement_precision=precision,
+        agreement_recall=recall,
+        min_agreement=spec.int8_min_agreement,
+        score_floor=float_meta.score_threshold + SCORE_MARGIN,
+        iou_threshold=IOU_THRESHOLD,
+        calibration={
+            **quantised.describe(),
+            "scenes": tiles.scenes,
+            "held_out_tiles": len(tiles.held_out),
+            "tiles_left_out_nodata": tiles.skipped_nodata,
+        },
+        ap50=ap50,
+        float32_parity=None if parity is None else asdict(parity),
+        passed=False,
+    )
+    report.passed = bool(
+        ref_n > 0 and precision >= spec.int8_min_agreement and recall >= spec.int8_min_agreement
+    )
     if not report.passed:
-        why = ("; the float32 graph finds nothing on the held-out tiles, so there is nothing to check: "
-               "calibrate on scenes with objects" if ref_n == 0 else "")
+        why = (
+            "; the float32 graph finds nothing on the held-out tiles, so there is nothing to check: "
+            "calibrate on scenes with objects"
+            if ref_n == 0
+            else ""
+        )
         raise UserError(f"{out}: {report.summary()}{why}; nothing written")
     return int8_graph, table, metadata, report

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 
 Log = Callable[[str], None]  # progress messages, one per step
 
-PRECISIONS = {"fp32": "float32", "fp16": "float16", "int8": "int8"}  # option value -> metadata precision
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # export.quantize's, kept here free of onnx
+PRECISIONS = {
+    "fp32": "float32",
+    "fp16": "float16",
+    "int8": "int8",
+}  # option value -> metadata precision
+CALIBRATION_METHODS = (
+    "minmax",
+    "entropy",
+    "percentile",
+)  # export.quantize's, kept here free of onnx
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 # Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
@@ -53,41 +61,61 @@ class ExportSpec:
     def check_format(self, kind: str, out) -> None:
         """The option errors that depend on the output's format (onnx or torchscript)."""
         if kind == "torchscript" and self.int8:
-            raise ParameterError("precision", "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
-                                 value=self.precision, source=str(out))
+            raise ParameterError(
+                "precision",
+                "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
+                value=self.precision,
+                source=str(out),
+            )
 
     def check(self) -> None:
         """The option errors that need no checkpoint."""
         checks.number("tile", self.tile, lo=TILE_MULTIPLE, integer=True)
         if self.tile % TILE_MULTIPLE:
-            raise ParameterError("tile", f"must be a positive multiple of {TILE_MULTIPLE}", value=self.tile)
+            raise ParameterError(
+                "tile", f"must be a positive multiple of {TILE_MULTIPLE}", value=self.tile
+            )
         checks.number("batch", self.batch, lo=1, integer=True)
         checks.number("gsd", self.gsd, lo=0, lo_open=True)  # metres per pixel
         checks.number("max_detections", self.max_detections, lo=1, integer=True)
         checks.number("score_threshold", self.score_threshold, lo=0, hi=1, hi_open=True)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise ParameterError("opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset)
+            raise ParameterError(
+                "opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset
+            )
         checks.choice("precision", self.precision, PRECISIONS)
         self._check_int8()
 
     def _check_int8(self) -> None:
-        int8_only = {"calibration": bool(self.calibration), "int8_labels": self.int8_labels is not None,
-                     "int8_images": self.int8_images is not None}
+        int8_only = {
+            "calibration": bool(self.calibration),
+            "int8_labels": self.int8_labels is not None,
+            "int8_images": self.int8_images is not None,
+        }
         if not self.int8:
             given = [name for name, on in int8_only.items() if on]
             if given:
-                raise ParameterError(given[0], f"`{given[0]}` is only used with `precision` int8 (this export is "
-                                     f"{self.precision})")
+                raise ParameterError(
+                    given[0],
+                    f"`{given[0]}` is only used with `precision` int8 (this export is "
+                    f"{self.precision})",
+                )
             return
         if not self.calibration:
-            raise ParameterError("calibration", "`precision` int8 needs `calibration`: the scenes or chips to "
-                                 "calibrate on, read as predict reads them")
+            raise ParameterError(
+                "calibration",
+                "`precision` int8 needs `calibration`: the scenes or chips to "
+                "calibrate on, read as predict reads them",
+            )
         checks.number("calibration_tiles", self.calibration_tiles, lo=1, integer=True)
         checks.choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         checks.number("int8_min_agreement", self.int8_min_agreement, lo=0, hi=1, lo_open=True)
         if (self.int8_labels is None) != (self.int8_images is None):
-            raise ParameterError("int8_labels", "`int8_labels` and `int8_images` go together (a COCO label file "
-                                 "and its image folder)")
+            raise ParameterError(
+                "int8_labels",
+                "`int8_labels` and `int8_images` go together (a COCO label file "
+                "and its image folder)",
+            )
 
 
 def quiet(msg: str) -> None:

@@ -19,10 +19,10 @@ nothing even at threshold 0 fails.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,8 +31,12 @@ from scalemae_det.base.atomic import atomic_path
 from scalemae_det.models.detector import ScaleMAEDetector
 from scalemae_det.runtime.detections import Detections, unpad
 
-BLANK_INDEX = 1  # the blank tile sits between busy ones, so it has neighbours on both sides in a batch
-PROBE_COUNT = 10  # detections the comparison covers at least, lowering the threshold for them if need be
+BLANK_INDEX = (
+    1  # the blank tile sits between busy ones, so it has neighbours on both sides in a batch
+)
+PROBE_COUNT = (
+    10  # detections the comparison covers at least, lowering the threshold for them if need be
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,10 @@ class Tolerance:
 
 
 # float16 tolerances are what a half-precision ViT backbone gives on top of float32 heads.
-TOLERANCES = {"float32": Tolerance(box_px=0.01, score=1e-4), "float16": Tolerance(box_px=1.0, score=5e-3)}
+TOLERANCES = {
+    "float32": Tolerance(box_px=0.01, score=1e-4),
+    "float16": Tolerance(box_px=1.0, score=5e-3),
+}
 
 
 # The exported model over all tiles: detections per tile, and whether the padded rows were all zero.
@@ -66,7 +73,7 @@ def validation_tiles(tile: int, batch: int, seed: int = 0) -> np.ndarray:
         for _ in range(rng.integers(8, 30)):
             h, w = rng.integers(4, max(5, tile // 6), size=2)
             y, x = rng.integers(0, tile - h), rng.integers(0, tile - w)
-            tiles[i, :, y:y + h, x:x + w] = rng.uniform(0, 1, (3, 1, 1))
+            tiles[i, :, y : y + h, x : x + w] = rng.uniform(0, 1, (3, 1, 1))
     return tiles
 
 
@@ -76,7 +83,7 @@ def batched(run_batch: Callable[[np.ndarray], tuple[np.ndarray, ...]], batch: in
     def run(tiles: np.ndarray) -> tuple[list[Detections], bool]:
         dets, padding_zero = [], True
         for start in range(0, len(tiles), batch):
-            d, ok = unpad(*run_batch(tiles[start:start + batch]))
+            d, ok = unpad(*run_batch(tiles[start : start + batch]))
             dets += d
             padding_zero &= ok
         return dets, padding_zero
@@ -85,12 +92,16 @@ def batched(run_batch: Callable[[np.ndarray], tuple[np.ndarray, ...]], batch: in
 
 
 @torch.no_grad()
-def run_reference(model: ScaleMAEDetector, tiles: np.ndarray, batch: int, gsd: float) -> list[Detections]:
+def run_reference(
+    model: ScaleMAEDetector, tiles: np.ndarray, batch: int, gsd: float
+) -> list[Detections]:
     """The PyTorch model's own forward (its own normalisation and embedding), in batches of `batch`."""
     dets = []
     for start in range(0, len(tiles), batch):
-        for out in model(list(torch.from_numpy(tiles[start:start + batch])), gsd=gsd):
-            dets.append(Detections(out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy()))
+        for out in model(list(torch.from_numpy(tiles[start : start + batch])), gsd=gsd):
+            dets.append(
+                Detections(out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy())
+            )
     return dets
 
 
@@ -102,8 +113,12 @@ class ParityReport:
     compared_detections: int  # reference detections clear of the cut-off, summed over images
     max_box_diff_px: float
     max_score_diff: float
-    label_agreement: float  # share of compared reference detections matched by one of the same label
-    count_agreement: float  # share of images with the same number of detections clear of the cut-off
+    label_agreement: (
+        float  # share of compared reference detections matched by one of the same label
+    )
+    count_agreement: (
+        float  # share of images with the same number of detections clear of the cut-off
+    )
     counts_reference: list[int]
     counts_exported: list[int]
     padding_zero: bool
@@ -118,18 +133,26 @@ class ParityReport:
     def summary(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         probe = self.probe
-        return (f"parity {verdict} ({self.precision}, {self.runtime}, {self.images} tiles, "
-                f"{self.compared_detections} detections): max box diff {self.max_box_diff_px:.2g} px "
-                f"(tol {self.tolerance['box_px']}), max score diff {self.max_score_diff:.2g} "
-                f"(tol {self.tolerance['score']}), labels {self.label_agreement:.1%}, counts {self.count_agreement:.1%}, "
-                f"per-tile counts {self.counts_reference} vs {self.counts_exported}"
-                + ("" if self.finite else "; NON-FINITE boxes or scores")
-                + ("" if probe is None or not (probe["lowered"] or probe["compared_detections"] == 0) else
-                   f"; at score threshold {probe['score_threshold']:g}: {probe['compared_detections']} detections, "
-                   f"max box diff {probe['max_box_diff_px']:.2g} px, max score diff {probe['max_score_diff']:.2g}"
-                   + ("" if probe["finite"] else ", NON-FINITE outputs")
-                   + (" (nothing to compare: the model detects nothing on the generated tiles; are its weights finite?)"
-                      if probe["compared_detections"] == 0 else "")))
+        return (
+            f"parity {verdict} ({self.precision}, {self.runtime}, {self.images} tiles, "
+            f"{self.compared_detections} detections): max box diff {self.max_box_diff_px:.2g} px "
+            f"(tol {self.tolerance['box_px']}), max score diff {self.max_score_diff:.2g} "
+            f"(tol {self.tolerance['score']}), labels {self.label_agreement:.1%}, counts {self.count_agreement:.1%}, "
+            f"per-tile counts {self.counts_reference} vs {self.counts_exported}"
+            + ("" if self.finite else "; NON-FINITE boxes or scores")
+            + (
+                ""
+                if probe is None or not (probe["lowered"] or probe["compared_detections"] == 0)
+                else f"; at score threshold {probe['score_threshold']:g}: {probe['compared_detections']} detections, "
+                f"max box diff {probe['max_box_diff_px']:.2g} px, max score diff {probe['max_score_diff']:.2g}"
+                + ("" if probe["finite"] else ", NON-FINITE outputs")
+                + (
+                    " (nothing to compare: the model detects nothing on the generated tiles; are its weights finite?)"
+                    if probe["compared_detections"] == 0
+                    else ""
+                )
+            )
+        )
 
 
 def _match(ref: Detections, got: Detections) -> tuple[int, list[float], list[float]]:
@@ -149,8 +172,15 @@ def _match(ref: Detections, got: Detections) -> tuple[int, list[float], list[flo
     return len(box_diffs), box_diffs, score_diffs
 
 
-def compare(reference: list[Detections], exported: list[Detections], score_threshold: float,
-            max_detections: int, precision: str, runtime: str, padding_zero: bool = True) -> ParityReport:
+def compare(
+    reference: list[Detections],
+    exported: list[Detections],
+    score_threshold: float,
+    max_detections: int,
+    precision: str,
+    runtime: str,
+    padding_zero: bool = True,
+) -> ParityReport:
     tol = TOLERANCES[precision]
     compared = matched = same_counts = 0
     box_diffs, score_diffs = [0.0], [0.0]
@@ -164,17 +194,33 @@ def compare(reference: list[Detections], exported: list[Detections], score_thres
         same_counts += len(ref_c.scores) == len(got_c.scores)
         box_diffs += boxes
         score_diffs += scores
-    finite = all(np.isfinite(d.boxes).all() and np.isfinite(d.scores).all() for d in [*reference, *exported])
+    finite = all(
+        np.isfinite(d.boxes).all() and np.isfinite(d.scores).all() for d in [*reference, *exported]
+    )
     report = ParityReport(
-        precision=precision, runtime=runtime, images=len(reference), compared_detections=compared,
-        max_box_diff_px=max(box_diffs), max_score_diff=max(score_diffs),
+        precision=precision,
+        runtime=runtime,
+        images=len(reference),
+        compared_detections=compared,
+        max_box_diff_px=max(box_diffs),
+        max_score_diff=max(score_diffs),
         label_agreement=matched / compared if compared else 1.0,
         count_agreement=same_counts / len(reference),
-        counts_reference=[len(d.scores) for d in reference], counts_exported=[len(d.scores) for d in exported],
-        padding_zero=padding_zero, tolerance=asdict(tol), passed=False, finite=bool(finite))
-    report.passed = bool(report.max_box_diff_px <= tol.box_px and report.max_score_diff <= tol.score
-                         and report.label_agreement == 1.0 and report.count_agreement == 1.0 and padding_zero
-                         and finite)
+        counts_reference=[len(d.scores) for d in reference],
+        counts_exported=[len(d.scores) for d in exported],
+        padding_zero=padding_zero,
+        tolerance=asdict(tol),
+        passed=False,
+        finite=bool(finite),
+    )
+    report.passed = bool(
+        report.max_box_diff_px <= tol.box_px
+        and report.max_score_diff <= tol.score
+        and report.label_agreement == 1.0
+        and report.count_agreement == 1.0
+        and padding_zero
+        and finite
+    )
     return report
 
 
@@ -196,7 +242,9 @@ class ParityCheck:
 
     tiles: np.ndarray
     reference: list[Detections]
-    probe_threshold: float  # at most score_threshold; 0 when the reference detects nothing even there
+    probe_threshold: (
+        float  # at most score_threshold; 0 when the reference detects nothing even there
+    )
     probe_reference: list[Detections]  # at probe_threshold
     batch: int
     score_threshold: float
@@ -204,7 +252,7 @@ class ParityCheck:
     precision: str
 
     @classmethod
-    def build(cls, prep) -> "ParityCheck":
+    def build(cls, prep) -> ParityCheck:
         """From an `scalemae_det.export.prepare.Prepared`: its float32 model is the reference whatever the export's precision."""
         spec = prep.spec
         tiles = validation_tiles(spec.tile, spec.batch)
@@ -217,31 +265,60 @@ class ParityCheck:
             probe_threshold, probe = 0.0, everything
         else:  # the PROBE_COUNT-th best clear of the cut-off by more than the score tolerance
             kth = float(scores[min(PROBE_COUNT, len(scores)) - 1])
-            probe_threshold = min(spec.score_threshold, max(0.0, kth - 2 * TOLERANCES[precision].score))
+            probe_threshold = min(
+                spec.score_threshold, max(0.0, kth - 2 * TOLERANCES[precision].score)
+            )
             if probe_threshold < spec.score_threshold:
                 with threshold_set(prep.wrapper, probe_threshold):
                     probe = run_reference(prep.model, tiles, spec.batch, spec.gsd)
             else:
                 probe = reference
-        return cls(tiles, reference, probe_threshold, probe, spec.batch, spec.score_threshold, spec.max_detections,
-                   precision)
+        return cls(
+            tiles,
+            reference,
+            probe_threshold,
+            probe,
+            spec.batch,
+            spec.score_threshold,
+            spec.max_detections,
+            precision,
+        )
 
     def run(self, runners: RunnerFactory) -> ParityReport:
         """Compare at the export's threshold and, when it is lower, at the probe's; `runners(threshold)` gives the
         exported model at a threshold (None: its own)."""
         runner, runtime = runners(None)
         exported, padding_zero = runner(self.tiles)
-        report = compare(self.reference, exported, self.score_threshold, self.max_detections,
-                         self.precision, runtime, padding_zero)
+        report = compare(
+            self.reference,
+            exported,
+            self.score_threshold,
+            self.max_detections,
+            self.precision,
+            runtime,
+            padding_zero,
+        )
         probe = report
         if self.probe_threshold < self.score_threshold:
             probe_exported, probe_padding = runners(self.probe_threshold)[0](self.tiles)
-            probe = compare(self.probe_reference, probe_exported, self.probe_threshold, self.max_detections,
-                            self.precision, runtime, probe_padding)
-        report.probe = {"score_threshold": self.probe_threshold, "lowered": self.probe_threshold < self.score_threshold,
-                        "compared_detections": probe.compared_detections,
-                        "max_box_diff_px": probe.max_box_diff_px, "max_score_diff": probe.max_score_diff,
-                        "finite": probe.finite, "passed": probe.passed}
+            probe = compare(
+                self.probe_reference,
+                probe_exported,
+                self.probe_threshold,
+                self.max_detections,
+                self.precision,
+                runtime,
+                probe_padding,
+            )
+        report.probe = {
+            "score_threshold": self.probe_threshold,
+            "lowered": self.probe_threshold < self.score_threshold,
+            "compared_detections": probe.compared_detections,
+            "max_box_diff_px": probe.max_box_diff_px,
+            "max_score_diff": probe.max_score_diff,
+            "finite": probe.finite,
+            "passed": probe.passed,
+        }
         report.passed = report.passed and probe.passed and probe.compared_detections > 0
         return report
 

@@ -8,17 +8,16 @@ from pathlib import Path
 import torch
 
 import scalemae_det
-from scalemae_det.base.metadata import ModelMetadata
-from scalemae_det.base.digest import sha256_file
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.base import checks
+from scalemae_det.base.digest import sha256_file
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
-
+from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.calibration import calibration_scenes
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import ParityReport, report_path
+from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
 
 @dataclass
@@ -73,17 +72,32 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
     if spec.tile % cfg.patch_size:
-        raise ParameterError("tile", f"not a multiple of the model's patch size {cfg.patch_size}", value=spec.tile)
+        raise ParameterError(
+            "tile", f"not a multiple of the model's patch size {cfg.patch_size}", value=spec.tile
+        )
     gsd = float(ckpt["gsd"]) if spec.gsd is None else spec.gsd
     max_det = cfg.detections_per_image if spec.max_detections is None else spec.max_detections
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
     spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
-    wrapper = FixedScaleDetector(model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16).eval()
+    wrapper = FixedScaleDetector(
+        model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
+    ).eval()
     # an int8 export is traced and validated in float32, then quantised (export.quantize): the metadata
     # says float32 until the int8 graph is written
     metadata = ModelMetadata(
-        class_names=list(ckpt["class_names"]), gsd=gsd, res_per_metre=cfg.res_per_metre, tile=spec.tile,
-        batch=spec.batch, max_detections=max_det, score_threshold=threshold, model_config=cfg.name,
-        source_sha256=sha256_file(checkpoint), scalemae_det_version=scalemae_det.__version__, opset=opset,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, precision="float16" if spec.fp16 else "float32")
+        class_names=list(ckpt["class_names"]),
+        gsd=gsd,
+        res_per_metre=cfg.res_per_metre,
+        tile=spec.tile,
+        batch=spec.batch,
+        max_detections=max_det,
+        score_threshold=threshold,
+        model_config=cfg.name,
+        source_sha256=sha256_file(checkpoint),
+        scalemae_det_version=scalemae_det.__version__,
+        opset=opset,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        precision="float16" if spec.fp16 else "float32",
+    )
     return Prepared(model, wrapper, metadata, spec)

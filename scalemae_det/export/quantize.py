@@ -53,9 +53,9 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -82,8 +82,13 @@ class Quantised:
         """What the parity report records about the quantisation."""
         scopes = {s: sum(n.startswith(s) for n in self.nodes) for s in QUANTISED_SCOPES}
         left = Counter(re.sub(r"_\d+$", "", "/".join(n.split("/")[:4])) for n in self.float_nodes)
-        return {"method": self.method, "tiles": self.tiles, "quantised_nodes": len(self.nodes),
-                "quantised_by_scope": scopes, "float32_compute_nodes_by_scope": dict(sorted(left.items()))}
+        return {
+            "method": self.method,
+            "tiles": self.tiles,
+            "quantised_nodes": len(self.nodes),
+            "quantised_by_scope": scopes,
+            "float32_compute_nodes_by_scope": dict(sorted(left.items())),
+        }
 
 
 def quantised_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -109,17 +114,32 @@ class _OneBatch:
 def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
-def calibrate(graph: Path, batches: Iterable[np.ndarray], method: str, work: Path, providers: list[str] | None = None):
+def calibrate(
+    graph: Path,
+    batches: Iterable[np.ndarray],
+    method: str,
+    work: Path,
+    providers: list[str] | None = None,
+):
     """Ranges (onnxruntime TensorsData) of the inputs and outputs of QUANTISED_OPS nodes over `batches`."""
     from onnxruntime.quantization import create_calibrator
 
-    calibrator = create_calibrator(graph, list(QUANTISED_OPS), augmented_model_path=str(work / "augmented.onnx"),
-                                   calibrate_method=_method(method), use_external_data_format=True,
-                                   providers=providers, extra_options={"symmetric": True})
+    calibrator = create_calibrator(
+        graph,
+        list(QUANTISED_OPS),
+        augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=_method(method),
+        use_external_data_format=True,
+        providers=providers,
+        extra_options={"symmetric": True},
+    )
     seen = 0
     for images in batches:
         calibrator.collect_data(_OneBatch(images))
@@ -140,10 +160,16 @@ def write_trt_table(ranges, path: Path) -> None:
         os.replace(folder / "calibration.flatbuffers", path)
 
 
-def quantize_int8(float_graph: Path, out: Path, batches: Iterable[np.ndarray], work: Path,
-                  method: str = DEFAULT_METHOD, table: Path | None = None,
-                  providers: list[str] | None = None,
-                  finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model) -> Quantised:
+def quantize_int8(
+    float_graph: Path,
+    out: Path,
+    batches: Iterable[np.ndarray],
+    work: Path,
+    method: str = DEFAULT_METHOD,
+    table: Path | None = None,
+    providers: list[str] | None = None,
+    finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model,
+) -> Quantised:
     """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`), calibrated
     on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory."""
     import logging
@@ -155,22 +181,40 @@ def quantize_int8(float_graph: Path, out: Path, batches: Iterable[np.ndarray], w
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     pre, cache = work / "pre.onnx", work / "ranges.json"
-    quant_pre_process(str(float_graph), str(pre), skip_symbolic_shape=True, save_as_external_data=True,
-                      external_data_location="pre.onnx.data")
+    quant_pre_process(
+        str(float_graph),
+        str(pre),
+        skip_symbolic_shape=True,
+        save_as_external_data=True,
+        external_data_location="pre.onnx.data",
+    )
     nodes, left = quantised_nodes(onnx.load(str(pre), load_external_data=False))
     if not nodes:
-        raise ValueError(f"{float_graph}: no {'/'.join(QUANTISED_OPS)} node under {', '.join(QUANTISED_SCOPES)}")
+        raise ValueError(
+            f"{float_graph}: no {'/'.join(QUANTISED_OPS)} node under {', '.join(QUANTISED_SCOPES)}"
+        )
     counted = []
     ranges = calibrate(pre, (counted.append(len(b)) or b for b in batches), method, work, providers)
     save_tensors_data(ranges, cache)
     quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing it cannot detect
+    logging.getLogger().setLevel(
+        logging.ERROR
+    )  # quantize_static warns about pre-processing it cannot detect
     try:
-        quantize_static(str(pre), str(work / "int8.onnx"), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                        calibrate_method=_method(method), use_external_data_format=True,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-                        calibration_cache_path=str(cache))
+        quantize_static(
+            str(pre),
+            str(work / "int8.onnx"),
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=nodes,
+            calibrate_method=_method(method),
+            use_external_data_format=True,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            calibration_cache_path=str(cache),
+        )
     finally:
         logging.getLogger().setLevel(quiet)
     # one file (int8 weights fit well under 2 GB), `finish` applied on the way (e.g. the contract's metadata)

@@ -39,7 +39,10 @@ class DetectorConfig:
     rpn_batch_per_image: int = 256
     roi_batch_per_image: int = 512
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test), per level and image
-    rpn_post_nms_top_n: tuple[int, int] = (1000, 1000)  # per image; ViTDet's (torchvision's default is 2000 in training)
+    rpn_post_nms_top_n: tuple[int, int] = (
+        1000,
+        1000,
+    )  # per image; ViTDet's (torchvision's default is 2000 in training)
     box_loss_beta: float = 0.0  # smooth-L1 beta of both heads' box losses; 0: L1, as ViTDet
     detections_per_image: int = 300  # satellite tiles hold many objects
     score_thresh: float = 0.05
@@ -48,11 +51,13 @@ class DetectorConfig:
 
     def __post_init__(self):
         if len(self.anchor_sizes) != 5 or not all(s > 0 for s in self.anchor_sizes):
-            raise ValueError(f"anchor_sizes needs 5 positive sizes, one per level p2..p6, got {self.anchor_sizes}")
+            raise ValueError(
+                f"anchor_sizes needs 5 positive sizes, one per level p2..p6, got {self.anchor_sizes}"
+            )
         if self.rel_pos_grid < 1:
             raise ValueError(f"rel_pos_grid must be at least 1 patch, got {self.rel_pos_grid}")
 
-    def with_overrides(self, **overrides) -> "DetectorConfig":
+    def with_overrides(self, **overrides) -> DetectorConfig:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -66,19 +71,44 @@ CONFIGS: dict[str, DetectorConfig] = {
     # ECCV 2022 (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_{l,b}_100ep.py), except the
     # anchors (see anchor_sizes).
     "vit_large_patch16": DetectorConfig(
-        name="vit_large_patch16", embed_dim=1024, depth=24, num_heads=16,
-        window_size=14, global_blocks=(5, 11, 17, 23), drop_path=0.4, layer_decay=0.8),
+        name="vit_large_patch16",
+        embed_dim=1024,
+        depth=24,
+        num_heads=16,
+        window_size=14,
+        global_blocks=(5, 11, 17, 23),
+        drop_path=0.4,
+        layer_decay=0.8,
+    ),
     "vit_base_patch16": DetectorConfig(
-        name="vit_base_patch16", embed_dim=768, depth=12, num_heads=12,
-        window_size=14, global_blocks=(2, 5, 8, 11), drop_path=0.1, layer_decay=0.7),
+        name="vit_base_patch16",
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        window_size=14,
+        global_blocks=(2, 5, 8, 11),
+        drop_path=0.1,
+        layer_decay=0.7,
+    ),
     # For tests and the CPU-trained demo model: a slimmer pyramid and box head (the RoI convs
     # dominate CPU time: 4 convs at 128 channels cost 5x this) keep CPU training to minutes.
     "vit_tiny_patch16": DetectorConfig(
-        name="vit_tiny_patch16", embed_dim=192, depth=4, num_heads=3,
-        window_size=8, global_blocks=(1, 3), drop_path=0.0, layer_decay=0.9,
-        pyramid_dim=64, box_head_convs=2, box_head_fc=256,
-        rpn_batch_per_image=128, roi_batch_per_image=64,
-        rpn_pre_nms_top_n=(1000, 500), rpn_post_nms_top_n=(500, 300)),
+        name="vit_tiny_patch16",
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        window_size=8,
+        global_blocks=(1, 3),
+        drop_path=0.0,
+        layer_decay=0.9,
+        pyramid_dim=64,
+        box_head_convs=2,
+        box_head_fc=256,
+        rpn_batch_per_image=128,
+        roi_batch_per_image=64,
+        rpn_pre_nms_top_n=(1000, 500),
+        rpn_post_nms_top_n=(500, 300),
+    ),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ class ScaleMAEBackbone(nn.Module):
         self.pyramid = SimpleFeaturePyramid(cfg.embed_dim, cfg.pyramid_dim)
         self.out_channels = cfg.pyramid_dim
 
-    def forward(self, x: Tensor, res: float | Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor, res: float | Tensor) -> OrderedDict[str, Tensor]:
         return self.pyramid(self.trunk(x, res))
 
 
@@ -48,16 +48,24 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
     without torchvision's tracing special case.
     """
 
-    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+    def forward(
+        self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
+            self.scales, self.map_levels = _setup_scales(
+                features, image_shapes, self.canonical_scale, self.canonical_level
+            )
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         pooled, order = [], []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
-            pooled.append(roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio, aligned=True))
+            pooled.append(
+                roi_align(
+                    feature, rois[idx], self.output_size, scale, self.sampling_ratio, aligned=True
+                )
+            )
             order.append(idx)
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
@@ -77,14 +85,25 @@ class L1RegionProposalNetwork(RegionProposalNetwork):
 
     box_loss_beta: float = 0.0
 
-    def compute_loss(self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor],
-                     regression_targets: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def compute_loss(
+        self,
+        objectness: Tensor,
+        pred_bbox_deltas: Tensor,
+        labels: list[Tensor],
+        regression_targets: list[Tensor],
+    ) -> tuple[Tensor, Tensor]:
         positive, negative = self.fg_bg_sampler(labels)
         positive = torch.where(torch.cat(positive))[0]
         sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
-        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], torch.cat(labels)[sampled])
-        box_loss = box_regression_loss(pred_bbox_deltas[positive], torch.cat(regression_targets)[positive],
-                                       self.box_loss_beta, sampled.numel())
+        objectness_loss = F.binary_cross_entropy_with_logits(
+            objectness.flatten()[sampled], torch.cat(labels)[sampled]
+        )
+        box_loss = box_regression_loss(
+            pred_bbox_deltas[positive],
+            torch.cat(regression_targets)[positive],
+            self.box_loss_beta,
+            sampled.numel(),
+        )
         return objectness_loss, box_loss
 
 
@@ -102,9 +121,12 @@ class L1RoIHeads(RoIHeads):
         labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
         positive = torch.where(labels > 0)[0]
         deltas = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
-        return [], {"loss_classifier": F.cross_entropy(class_logits, labels),
-                    "loss_box_reg": box_regression_loss(deltas, regression_targets[positive],
-                                                        self.box_loss_beta, labels.numel())}
+        return [], {
+            "loss_classifier": F.cross_entropy(class_logits, labels),
+            "loss_box_reg": box_regression_loss(
+                deltas, regression_targets[positive], self.box_loss_beta, labels.numel()
+            ),
+        }
 
 
 SIZE_DIVISIBLE = 32  # images are padded to multiples of this, the stride of p5
@@ -142,23 +164,50 @@ class ScaleMAEDetector(GeneralizedRCNN):
         # torchvision's FasterRCNN defaults, which are also ViTDet's: RPN IoU 0.7/0.3, half positives,
         # NMS 0.7; RoI IoU 0.5, a quarter positives, box weights (10, 10, 5, 5).
         rpn = L1RegionProposalNetwork(
-            AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), (cfg.aspect_ratios,) * len(cfg.anchor_sizes)),
+            AnchorGenerator(
+                tuple((s,) for s in cfg.anchor_sizes), (cfg.aspect_ratios,) * len(cfg.anchor_sizes)
+            ),
             RPNHead(cfg.pyramid_dim, len(cfg.aspect_ratios), conv_depth=2),
-            fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=cfg.rpn_batch_per_image,
-            positive_fraction=0.5, nms_thresh=0.7,
-            pre_nms_top_n={"training": cfg.rpn_pre_nms_top_n[0], "testing": cfg.rpn_pre_nms_top_n[1]},
-            post_nms_top_n={"training": cfg.rpn_post_nms_top_n[0], "testing": cfg.rpn_post_nms_top_n[1]})
+            fg_iou_thresh=0.7,
+            bg_iou_thresh=0.3,
+            batch_size_per_image=cfg.rpn_batch_per_image,
+            positive_fraction=0.5,
+            nms_thresh=0.7,
+            pre_nms_top_n={
+                "training": cfg.rpn_pre_nms_top_n[0],
+                "testing": cfg.rpn_pre_nms_top_n[1],
+            },
+            post_nms_top_n={
+                "training": cfg.rpn_post_nms_top_n[0],
+                "testing": cfg.rpn_post_nms_top_n[1],
+            },
+        )
         roi_heads = L1RoIHeads(
             AlignedMultiScaleRoIAlign(list(SimpleFeaturePyramid.names[:4]), 7, 0),
-            FastRCNNConvFCHead((cfg.pyramid_dim, 7, 7), [cfg.pyramid_dim] * cfg.box_head_convs,
-                               [cfg.box_head_fc], norm_layer=LayerNorm2d),
+            FastRCNNConvFCHead(
+                (cfg.pyramid_dim, 7, 7),
+                [cfg.pyramid_dim] * cfg.box_head_convs,
+                [cfg.box_head_fc],
+                norm_layer=LayerNorm2d,
+            ),
             FastRCNNPredictor(cfg.box_head_fc, num_classes + 1),
-            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=cfg.roi_batch_per_image,
-            positive_fraction=0.25, bbox_reg_weights=None, score_thresh=cfg.score_thresh,
-            nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_image)
+            fg_iou_thresh=0.5,
+            bg_iou_thresh=0.5,
+            batch_size_per_image=cfg.roi_batch_per_image,
+            positive_fraction=0.25,
+            bbox_reg_weights=None,
+            score_thresh=cfg.score_thresh,
+            nms_thresh=cfg.nms_thresh,
+            detections_per_img=cfg.detections_per_image,
+        )
         rpn.box_loss_beta = roi_heads.box_loss_beta = cfg.box_loss_beta
-        transform = TileTransform(min_size=0, max_size=0, image_mean=list(IMAGENET_MEAN),
-                                  image_std=list(IMAGENET_STD), size_divisible=SIZE_DIVISIBLE)
+        transform = TileTransform(
+            min_size=0,
+            max_size=0,
+            image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD),
+            size_divisible=SIZE_DIVISIBLE,
+        )
         super().__init__(ScaleMAEBackbone(cfg), rpn, roi_heads, transform)
         self.config = cfg
         self.num_classes = num_classes
@@ -174,7 +223,9 @@ class ScaleMAEDetector(GeneralizedRCNN):
             raise ValueError(f"GSD must be positive, got {g.tolist()}")
         return g * self.config.res_per_metre
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *, gsd: Gsd):
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *, gsd: Gsd
+    ):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
@@ -184,7 +235,9 @@ class ScaleMAEDetector(GeneralizedRCNN):
         with float32_heads(image_list.tensors.device):
             features = OrderedDict((name, f.float()) for name, f in features.items())
             proposals, rpn_losses = self.rpn(image_list, features, targets)
-            detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+            detections, roi_losses = self.roi_heads(
+                features, proposals, image_list.image_sizes, targets
+            )
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

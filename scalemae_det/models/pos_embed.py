@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 
-def gsd_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int], res: float | Tensor) -> Tensor:
+def gsd_sincos_pos_embed(
+    embed_dim: int, grid_size: int | tuple[int, int], res: float | Tensor
+) -> Tensor:
     """Embedding (H*W, D) for a float `res`, (N, H*W, D) for a 1-D tensor of per-sample factors.
 
     `res` is GSD in metres times the model's `res_per_metre`. Computed in float64 and returned as
@@ -24,7 +26,11 @@ def gsd_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int], res: 
     h, w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
     batched = isinstance(res, Tensor)
     device = res.device if batched else None
-    r = res.detach().to(torch.float64).reshape(-1, 1) if batched else torch.tensor([[float(res)]], dtype=torch.float64)
+    r = (
+        res.detach().to(torch.float64).reshape(-1, 1)
+        if batched
+        else torch.tensor([[float(res)]], dtype=torch.float64)
+    )
     quarter = embed_dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
     x = torch.arange(w, dtype=torch.float64, device=device) * r  # (N, W)

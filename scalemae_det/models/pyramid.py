@@ -11,8 +11,11 @@ from torch import Tensor, nn
 
 def _output_convs(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_dim, out_dim, 1, bias=False), LayerNorm2d(out_dim),
-        nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False), LayerNorm2d(out_dim))
+        nn.Conv2d(in_dim, out_dim, 1, bias=False),
+        LayerNorm2d(out_dim),
+        nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False),
+        LayerNorm2d(out_dim),
+    )
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -24,16 +27,24 @@ class SimpleFeaturePyramid(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 256):
         super().__init__()
         self.out_channels = out_dim
-        self.scales = nn.ModuleList([
-            nn.Sequential(nn.ConvTranspose2d(in_dim, in_dim // 2, 2, 2), LayerNorm2d(in_dim // 2), nn.GELU(),
-                          nn.ConvTranspose2d(in_dim // 2, in_dim // 4, 2, 2)),
-            nn.ConvTranspose2d(in_dim, in_dim // 2, 2, 2),
-            nn.Identity(),
-            nn.MaxPool2d(2, 2),
-        ])
-        self.outputs = nn.ModuleList(_output_convs(d, out_dim) for d in (in_dim // 4, in_dim // 2, in_dim, in_dim))
+        self.scales = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.ConvTranspose2d(in_dim, in_dim // 2, 2, 2),
+                    LayerNorm2d(in_dim // 2),
+                    nn.GELU(),
+                    nn.ConvTranspose2d(in_dim // 2, in_dim // 4, 2, 2),
+                ),
+                nn.ConvTranspose2d(in_dim, in_dim // 2, 2, 2),
+                nn.Identity(),
+                nn.MaxPool2d(2, 2),
+            ]
+        )
+        self.outputs = nn.ModuleList(
+            _output_convs(d, out_dim) for d in (in_dim // 4, in_dim // 2, in_dim, in_dim)
+        )
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         levels = [out(scale(x)) for scale, out in zip(self.scales, self.outputs)]
         levels.append(F.max_pool2d(levels[-1], kernel_size=1, stride=2))
         return OrderedDict(zip(self.names, levels))

@@ -39,7 +39,9 @@ def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
     return x.reshape(-1, window, window, c), (hp, wp)
 
 
-def window_unpartition(x: Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]) -> Tensor:
+def window_unpartition(
+    x: Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> Tensor:
     """Inverse of `window_partition`, cropping the padding back off."""
     hp, wp = padded_hw
     b = x.shape[0] // ((hp // window) * (wp // window))
@@ -61,7 +63,9 @@ def rel_pos_table(table: Tensor, side: int) -> Tensor:
     return table[offsets[:, None] - offsets[None, :] + side - 1]
 
 
-def decomposed_rel_pos_bias(q: Tensor, table_h: Tensor, table_w: Tensor, grid: tuple[int, int]) -> Tensor:
+def decomposed_rel_pos_bias(
+    q: Tensor, table_h: Tensor, table_w: Tensor, grid: tuple[int, int]
+) -> Tensor:
     """Queries (B, heads, H*W, D) on an H x W grid -> additive attention bias (B, heads, H*W, H*W).
 
     As detectron2's `add_decomposed_rel_pos`: the unscaled query meets each axis' table, and the
@@ -94,7 +98,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        )
         bias = None
         if self.rel_pos_h is not None:
             bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
@@ -105,8 +111,15 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block on a (B, H, W, C) grid; attention global or within windows."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float, window_size: int,
-                 rel_pos_side: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        drop_path: float,
+        window_size: int,
+        rel_pos_side: int = 0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, rel_pos_side)
@@ -134,22 +147,32 @@ class ScaleMAEViT(nn.Module):
         super().__init__()
         self.embed_dim, self.patch_size = cfg.embed_dim, cfg.patch_size
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.patch_embed = PatchEmbed(img_size=None, patch_size=cfg.patch_size, in_chans=3,
-                                      embed_dim=cfg.embed_dim, output_fmt="NHWC")
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()  # stochastic depth grows with depth
+        self.patch_embed = PatchEmbed(
+            img_size=None,
+            patch_size=cfg.patch_size,
+            in_chans=3,
+            embed_dim=cfg.embed_dim,
+            output_fmt="NHWC",
+        )
+        rates = torch.linspace(
+            0, cfg.drop_path, cfg.depth
+        ).tolist()  # stochastic depth grows with depth
         windows = [0 if i in cfg.global_blocks else cfg.window_size for i in range(cfg.depth)]
         # ViTDet's tables: a windowed block's for its window, a global block's for the grid it was
         # trained on (detectron2 vit.py builds them for img_size // patch_size)
         sides = [(window or cfg.rel_pos_grid) if cfg.rel_pos else 0 for window in windows]
         self.blocks = nn.ModuleList(
             Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, rates[i], windows[i], sides[i])
-            for i in range(cfg.depth))
+            for i in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
 
     def forward(self, x: Tensor, res: float | Tensor) -> Tensor:
         """Normalised images (B, 3, H, W), H and W multiples of the patch -> (B, C, H/16, W/16)."""
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        return self.forward_with_pos(x, gsd_sincos_pos_embed(self.embed_dim, (h, w), res).to(x.device))
+        return self.forward_with_pos(
+            x, gsd_sincos_pos_embed(self.embed_dim, (h, w), res).to(x.device)
+        )
 
     def forward_with_pos(self, x: Tensor, pos_embed: Tensor) -> Tensor:
         """Same, with the positional embedding given: (H*W, C) or (B, H*W, C). Export bakes it in here."""
@@ -161,5 +184,9 @@ class ScaleMAEViT(nn.Module):
         stream = self.patch_embed.proj.weight.dtype
         x = x.to(stream) + pos_embed.to(stream).reshape(-1, h, w, c)
         for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=False) if self.grad_checkpointing and self.training else block(x)
+            x = (
+                checkpoint(block, x, use_reentrant=False)
+                if self.grad_checkpointing and self.training
+                else block(x)
+            )
         return self.norm(x).permute(0, 3, 1, 2)

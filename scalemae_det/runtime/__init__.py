@@ -10,7 +10,11 @@ The names are imported lazily, so `scalemae_det.base.metadata` stays cheap for t
 
 from importlib import import_module
 
-_LAZY = {"Detector": "scalemae_det.runtime.detector", "Detections": "scalemae_det.runtime.detections", "SceneResult": "scalemae_det.runtime.detector"}
+_LAZY = {
+    "Detector": "scalemae_det.runtime.detector",
+    "Detections": "scalemae_det.runtime.detections",
+    "SceneResult": "scalemae_det.runtime.detector",
+}
 
 
 def __getattr__(name: str):

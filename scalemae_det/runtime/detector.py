@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from scalemae_det.runtime.detections import Detections
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.runtime.merge import merge
 from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.runtime.detections import Detections
+from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
-
 
 
 @dataclass
@@ -53,9 +52,18 @@ class Detector:
     tiles, reads and merge).
     """
 
-    def __init__(self, model: str | os.PathLike | Session, provider: str = "auto", batch: int | None = None,
-                 threads: int | None = None):
-        self.session = Session(model, provider, batch, threads) if isinstance(model, (str, os.PathLike)) else model
+    def __init__(
+        self,
+        model: str | os.PathLike | Session,
+        provider: str = "auto",
+        batch: int | None = None,
+        threads: int | None = None,
+    ):
+        self.session = (
+            Session(model, provider, batch, threads)
+            if isinstance(model, (str, os.PathLike))
+            else model
+        )
         self.metadata: ModelMetadata = self.session.metadata
 
     @property
@@ -72,12 +80,17 @@ class Detector:
         checks.number("score_threshold", score_threshold, lo=0, hi=1)
         if score_threshold < own:
             raise ParameterError(
-                "score_threshold", f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
+                "score_threshold",
+                f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
                 f"under which the graph keeps no detection; use {own:g} or more, or re-export the model with "
-                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})", value=score_threshold)
+                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})",
+                value=score_threshold,
+            )
         return score_threshold
 
-    def detect_tiles(self, images: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
+    def detect_tiles(
+        self, images: np.ndarray, score_threshold: float | None = None
+    ) -> list[Detections]:
         """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile, tile pixels."""
         t = self.metadata.tile
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
@@ -85,7 +98,9 @@ class Detector:
         thr = self.threshold(score_threshold)
         return [det.take(det.scores >= thr) for det in self.session.run(images)]
 
-    def _scene_detections(self, batch: Batch, thr: float) -> list[tuple[Tile, Detections, np.ndarray]]:
+    def _scene_detections(
+        self, batch: Batch, thr: float
+    ) -> list[tuple[Tile, Detections, np.ndarray]]:
         t = self.metadata.tile
         found = []
         for tile, nodata, det in zip(batch.tiles, batch.nodata, self.session.run(batch.images)):
@@ -94,19 +109,39 @@ class Detector:
             cy = np.clip(((det.boxes[:, 1] + det.boxes[:, 3]) / 2).astype(int), 0, t - 1)
             det = det.take(~nodata[cy, cx])  # centred on nodata (or padding): not a real object
             truncated = tile.truncated(det.boxes, TRUNCATION_MARGIN)
-            found.append((tile, Detections(tile.to_scene(det.boxes), det.scores, det.labels), truncated))
+            found.append(
+                (tile, Detections(tile.to_scene(det.boxes), det.scores, det.labels), truncated)
+            )
         return found
 
-    def detect_scene(self, path: str | os.PathLike, *, overlap: float = 0.2, score_threshold: float | None = None,
-                     bands: Sequence[int] | None = None, scale: str | tuple[float, float] = "auto",
-                     gsd_mode: str = "resample", match: str = "ios", match_threshold: float = 0.5,
-                     prefetch: bool = True, progress: Callable[[int, int], None] | None = None) -> SceneResult:
+    def detect_scene(
+        self,
+        path: str | os.PathLike,
+        *,
+        overlap: float = 0.2,
+        score_threshold: float | None = None,
+        bands: Sequence[int] | None = None,
+        scale: str | tuple[float, float] = "auto",
+        gsd_mode: str = "resample",
+        match: str = "ios",
+        match_threshold: float = 0.5,
+        prefetch: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SceneResult:
         """Detect over a whole raster. `progress(done, total)` is called as tiles are done."""
         start = time.perf_counter()
         run_before = self.session.run_seconds
         thr = self.threshold(score_threshold)
-        scene = open_scene(path, self.metadata, bands=bands, scale=scale, gsd_mode=gsd_mode, overlap=overlap)
-        result = SceneResult(scene, Detections.concat([]), self.metadata.class_names, self.provider, notes=list(scene.notes))
+        scene = open_scene(
+            path, self.metadata, bands=bands, scale=scale, gsd_mode=gsd_mode, overlap=overlap
+        )
+        result = SceneResult(
+            scene,
+            Detections.concat([]),
+            self.metadata.class_names,
+            self.provider,
+            notes=list(scene.notes),
+        )
         reader = batches(scene, self.session.batch, self.metadata.tile)
         parts, tile_ids, truncated = [], [], []
         done = 0
@@ -124,7 +159,9 @@ class Detector:
         tile_ids, truncated = np.concatenate(tile_ids or [[]]), np.concatenate(truncated or [[]])
         parts.clear()  # the per-tile copies go before the merge: peak memory is one copy plus the merge's
         if len(found):
-            keep = merge(found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold)
+            keep = merge(
+                found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold
+            )
             found = found.take(keep)
         result.detections = found
         result.seconds = time.perf_counter() - start

@@ -14,7 +14,9 @@ def expand_scenes(items: list[str]) -> tuple[list[Path], list[str]]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
+            )
         elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
         elif path.exists():

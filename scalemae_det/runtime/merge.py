@@ -27,8 +27,9 @@ def _area(b: np.ndarray) -> np.ndarray:
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 
 
-def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overlapping_pairs(
+    boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, intersection area) for boxes of one class from different tiles that overlap.
 
     Boxes are put in horizontal bands at least as tall as the tallest box (a box lands in the one
@@ -45,38 +46,78 @@ def overlapping_pairs(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray
     found = []
     for lo, hi in zip(group_starts.tolist(), group_ends):
         members = np.flatnonzero((first < hi) & (last >= lo))
-        found += _sweep(boxes, labels, tiles, members, np.maximum(first[members], lo), np.minimum(last[members], hi - 1),
-                        height, stride)
+        found += _sweep(
+            boxes,
+            labels,
+            tiles,
+            members,
+            np.maximum(first[members], lo),
+            np.minimum(last[members], hi - 1),
+            height,
+            stride,
+        )
     if not found:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
     return tuple(np.concatenate(parts) for parts in zip(*found))
 
 
-def _sweep(boxes: np.ndarray, labels: np.ndarray, tiles: np.ndarray, members: np.ndarray, first: np.ndarray,
-           last: np.ndarray, height: float, stride: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _sweep(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    tiles: np.ndarray,
+    members: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    height: float,
+    stride: float,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The pairs among `members` whose intersection's top lies in one of bands first..last (per member)."""
     span = last - first + 1
     entry_box = np.repeat(members, span)  # the box behind each (box, band) entry
-    band = np.repeat(first, span) + np.arange(len(entry_box)) - np.repeat(np.cumsum(span) - span, span)
+    band = (
+        np.repeat(first, span) + np.arange(len(entry_box)) - np.repeat(np.cumsum(span) - span, span)
+    )
     order = np.lexsort((boxes[entry_box, 0], band))
     entry_box, band = entry_box[order], band[order]
     starts = band * stride + boxes[entry_box, 0]
-    ends = np.searchsorted(starts, band * stride + boxes[entry_box, 2], side="left")  # entries starting before each ends
-    candidates = np.maximum(ends - np.arange(len(entry_box)) - 1, 0)  # later entries of the band it may overlap
+    ends = np.searchsorted(
+        starts, band * stride + boxes[entry_box, 2], side="left"
+    )  # entries starting before each ends
+    candidates = np.maximum(
+        ends - np.arange(len(entry_box)) - 1, 0
+    )  # later entries of the band it may overlap
     running = np.cumsum(candidates)
     found = []
     start = 0
-    while start < len(entry_box):  # runs of entries whose candidate lists together stay under _CHUNK
-        stop = max(start + 1, int(np.searchsorted(running, running[start] - candidates[start] + _CHUNK, side="right")))
+    while start < len(
+        entry_box
+    ):  # runs of entries whose candidate lists together stay under _CHUNK
+        stop = max(
+            start + 1,
+            int(
+                np.searchsorted(running, running[start] - candidates[start] + _CHUNK, side="right")
+            ),
+        )
         per_entry = candidates[start:stop]
         first_entry = np.repeat(np.arange(start, stop), per_entry)
-        second_entry = first_entry + 1 + np.arange(per_entry.sum()) - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+        second_entry = (
+            first_entry
+            + 1
+            + np.arange(per_entry.sum())
+            - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+        )
         i, j = entry_box[first_entry], entry_box[second_entry]
         bi, bj = boxes[i], boxes[j]
         w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
         h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
         top = np.floor(np.maximum(bi[:, 1], bj[:, 1]) / height).astype(np.int64)
-        keep = (w > 0) & (h > 0) & (labels[i] == labels[j]) & (tiles[i] != tiles[j]) & (top == band[first_entry])
+        keep = (
+            (w > 0)
+            & (h > 0)
+            & (labels[i] == labels[j])
+            & (tiles[i] != tiles[j])
+            & (top == band[first_entry])
+        )
         found.append((i[keep], j[keep], (w * h)[keep]))
         start = stop
     return found
@@ -95,12 +136,19 @@ def _greedy(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     alive = np.ones(len(scores), bool)
     for k in order:
         if alive[k]:
-            alive[loser[bounds[k]:bounds[k + 1]]] = False
+            alive[loser[bounds[k] : bounds[k + 1]]] = False
     return alive
 
 
-def merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.ndarray,
-          truncated: np.ndarray, metric: str = "ios", threshold: float = 0.5) -> np.ndarray:
+def merge(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    tiles: np.ndarray,
+    truncated: np.ndarray,
+    metric: str = "ios",
+    threshold: float = 0.5,
+) -> np.ndarray:
     """Indices of the detections to keep (ascending). Boxes are xyxy in scene pixels."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")

@@ -30,9 +30,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from affine import Affine
@@ -40,11 +40,17 @@ from affine import Affine
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
-from scalemae_det.runtime.tiling import TRUNCATION_MARGIN
 from scalemae_det.runtime.merge import METRICS, merge
 from scalemae_det.runtime.records import JobState, job_state
-from scalemae_det.runtime.tiling import Tile
-from scalemae_det.runtime.vector import columns, driver_for, pixel_box_rings, pyogrio, read_columns, write_layer
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
+from scalemae_det.runtime.vector import (
+    columns,
+    driver_for,
+    pixel_box_rings,
+    pyogrio,
+    read_columns,
+    write_layer,
+)
 
 EDGE_POINTS = 9  # points per footprint edge taken to the metric CRS (edges bend under reprojection)
 
@@ -92,15 +98,26 @@ def _footprints(out: Path, state: JobState) -> list[Footprint]:
     found, problems = [], []
     for name in sorted(state.done):
         if name not in state.latest_ok:
-            problems.append(f"{name}: its output was made before run records (no footprint); redo it with --overwrite")
+            problems.append(
+                f"{name}: its output was made before run records (no footprint); redo it with --overwrite"
+            )
             continue
         rec, start = state.latest_ok[name]
         fp = rec.get("footprint")
         if not fp:
             problems.append(f"{name}: no georeference, so it has no place in a map layer")
             continue
-        found.append(Footprint(name, out / rec["output"], fp["crs"], Affine(*fp["transform"]), int(fp["width"]),
-                               int(fp["height"]), list(start.get("class_names", []))))
+        found.append(
+            Footprint(
+                name,
+                out / rec["output"],
+                fp["crs"],
+                Affine(*fp["transform"]),
+                int(fp["width"]),
+                int(fp["height"]),
+                list(start.get("class_names", [])),
+            )
+        )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(problems[0] + more)
@@ -141,11 +158,16 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".gpkg":
-            *box, scores, labels = read_columns(path, ["px_x1", "px_y1", "px_x2", "px_y2", "score", "class_id"])
+            *box, scores, labels = read_columns(
+                path, ["px_x1", "px_y1", "px_x2", "px_y2", "score", "class_id"]
+            )
             boxes = np.stack(box, 1) if len(scores) else np.zeros((0, 4))
         elif suffix == ".csv":
             with open(path, newline="") as fh:
-                rows = [(r["x1"], r["y1"], r["x2"], r["y2"], r["score"], r["class_id"]) for r in csv.DictReader(fh)]
+                rows = [
+                    (r["x1"], r["y1"], r["x2"], r["y2"], r["score"], r["class_id"])
+                    for r in csv.DictReader(fh)
+                ]
             table = np.asarray(rows, np.float64).reshape(-1, 6)
             boxes, scores, labels = table[:, :4], table[:, 4], table[:, 5]
         elif suffix == ".geojson":
@@ -160,10 +182,18 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         else:
             raise UserError(f"{path}: not an output of predict (.geojson, .json, .csv, .gpkg)")
     except FileNotFoundError:
-        raise UserError(f"{path}: the output its run record names is gone; redo the scene with --overwrite") from None
+        raise UserError(
+            f"{path}: the output its run record names is gone; redo the scene with --overwrite"
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: not the output predict wrote ({type(exc).__name__}: {exc})") from None
-    return np.asarray(boxes, np.float64), np.asarray(scores, np.float64), np.asarray(labels, np.int64)
+        raise UserError(
+            f"{path}: not the output predict wrote ({type(exc).__name__}: {exc})"
+        ) from None
+    return (
+        np.asarray(boxes, np.float64),
+        np.asarray(scores, np.float64),
+        np.asarray(labels, np.int64),
+    )
 
 
 def _metric_bounds(s: Footprint, boxes: np.ndarray, metric) -> np.ndarray:
@@ -172,11 +202,22 @@ def _metric_bounds(s: Footprint, boxes: np.ndarray, metric) -> np.ndarray:
 
 
 def _meets(bounds: np.ndarray, box: np.ndarray) -> np.ndarray:
-    return (bounds[:, 0] < box[2]) & (bounds[:, 2] > box[0]) & (bounds[:, 1] < box[3]) & (bounds[:, 3] > box[1])
+    return (
+        (bounds[:, 0] < box[2])
+        & (bounds[:, 2] > box[0])
+        & (bounds[:, 1] < box[3])
+        & (bounds[:, 3] > box[1])
+    )
 
 
-def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:4326", match: str = "ios",
-              threshold: float = 0.5, progress: Callable[[int, int], None] | None = None) -> MergeReport:
+def merge_job(
+    out: str | os.PathLike,
+    to: str | os.PathLike,
+    crs: str = "EPSG:4326",
+    match: str = "ios",
+    threshold: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> MergeReport:
     """Every done scene of the job in OUT into one layer `to` (.gpkg or .fgb) in `crs`, duplicates removed."""
     driver = driver_for(to, "--to")
     pyogrio()  # installed, or one error line before any work
@@ -184,16 +225,25 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
     target_crs = check_crs(crs)
     to = Path(to)
     folder = to.parent.resolve()
-    problem = ("is a directory" if to.is_dir() else "its folder does not exist" if not folder.is_dir()
-               else "its folder is not writable" if not os.access(folder, os.W_OK) else None)
+    problem = (
+        "is a directory"
+        if to.is_dir()
+        else "its folder does not exist"
+        if not folder.is_dir()
+        else "its folder is not writable"
+        if not os.access(folder, os.W_OK)
+        else None
+    )
     if problem:
         raise UserError(f"--to {to}: {problem}")
     state = job_state(out)
     scenes = _footprints(Path(out), state)
     report = MergeReport(len(scenes))
     if state.failed or state.left:
-        report.notes.append(f"{len(state.failed)} scenes failed and {state.left} are left: the layer holds the "
-                            f"{len(scenes)} done (scalemae-det status {out})")
+        report.notes.append(
+            f"{len(state.failed)} scenes failed and {state.left} are left: the layer holds the "
+            f"{len(scenes)} done (scalemae-det status {out})"
+        )
     metric = metric_crs(scenes)
     report.metric_crs = metric.to_string()
     for s in scenes:
@@ -207,12 +257,20 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
                 neighbours = [int(j) for j in np.flatnonzero(_meets(index, s.bounds)) if j != k]
                 report.overlapping_pairs += sum(int(j > k) for j in neighbours)
                 boxes, scores, labels = read_detections(s.output)
-                keep = _dedup(k, s, boxes, scores, labels, scenes, neighbours, metric, match, threshold)
+                keep = _dedup(
+                    k, s, boxes, scores, labels, scenes, neighbours, metric, match, threshold
+                )
                 report.detections += len(scores)
                 report.kept += len(keep)
                 rings = pixel_box_rings(boxes[keep], s.transform, s.crs, target_crs)
-                write_layer(tmp, rings, columns(s.name, boxes[keep], scores[keep], labels[keep], names[k]),
-                            target_crs.to_string(), driver, append=k > 0)
+                write_layer(
+                    tmp,
+                    rings,
+                    columns(s.name, boxes[keep], scores[keep], labels[keep], names[k]),
+                    target_crs.to_string(),
+                    driver,
+                    append=k > 0,
+                )
                 if progress:
                     progress(k + 1, len(scenes))
     except OSError as exc:
@@ -220,8 +278,18 @@ def merge_job(out: str | os.PathLike, to: str | os.PathLike, crs: str = "EPSG:43
     return report
 
 
-def _dedup(k: int, s: Footprint, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, scenes: list[Footprint],
-           neighbours: list[int], metric, match: str, threshold: float) -> np.ndarray:
+def _dedup(
+    k: int,
+    s: Footprint,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    scenes: list[Footprint],
+    neighbours: list[int],
+    metric,
+    match: str,
+    threshold: float,
+) -> np.ndarray:
     """Indices of scene k's detections that survive merge() against its neighbours' inside its footprint.
 
     The scenes enter merge() in job order, whichever is scene k, so that merge's tie-break (equal
@@ -238,11 +306,22 @@ def _dedup(k: int, s: Footprint, boxes: np.ndarray, scores: np.ndarray, labels: 
         inside = np.ones(len(sc), bool) if j == k else _meets(mb, s.bounds)
         if j < k:
             first += int(inside.sum())
-        whole = Tile(j, 0, 0, scene.width, scene.height, scene.width, scene.height, (True, True, True, True))
-        parts.append((mb[inside], sc[inside], lab[inside], np.full(int(inside.sum()), j),
-                      whole.truncated(b[inside], TRUNCATION_MARGIN)))
+        whole = Tile(
+            j, 0, 0, scene.width, scene.height, scene.width, scene.height, (True, True, True, True)
+        )
+        parts.append(
+            (
+                mb[inside],
+                sc[inside],
+                lab[inside],
+                np.full(int(inside.sum()), j),
+                whole.truncated(b[inside], TRUNCATION_MARGIN),
+            )
+        )
     mb, sc, lab, tiles, trunc = (np.concatenate(p) for p in zip(*parts))
-    mb = mb - np.tile(mb[:, :2].min(0), 2)  # merge's sweep wants coordinates from 0 (and keeps precision)
+    mb = mb - np.tile(
+        mb[:, :2].min(0), 2
+    )  # merge's sweep wants coordinates from 0 (and keeps precision)
     kept = merge(mb, sc, lab, tiles, trunc, match, threshold)
     mine = kept[(kept >= first) & (kept < first + len(scores))]
     return mine - first

@@ -20,8 +20,8 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from affine import Affine
@@ -31,14 +31,21 @@ from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.rows import chunks, coco_results, coco_results_json, format_rows, literal
 from scalemae_det.runtime.detector import SceneResult
 
-FORMATS = {"geojson": ".geojson", "coco": ".json", "csv": ".csv", "gpkg": ".gpkg"}  # gpkg: runtime/vector.py
+FORMATS = {
+    "geojson": ".geojson",
+    "coco": ".json",
+    "csv": ".csv",
+    "gpkg": ".gpkg",
+}  # gpkg: runtime/vector.py
 CRS_MODES = ("wgs84", "native")
 WGS84 = "EPSG:4326"
 COORD = "%.9f"  # output coordinates: 9 decimals
 CSV_HEADER = ["scene", "label", "class_id", "score", "x1", "y1", "x2", "y2", "center_x", "center_y"]
 
 
-def _to_output_crs(result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_mode: str) -> tuple[np.ndarray, np.ndarray]:
+def _to_output_crs(
+    result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_mode: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Scene pixel coordinates -> output coordinates (map coordinates of the chosen CRS, or pixels)."""
     scene = result.scene
     if not scene.georeferenced:
@@ -49,14 +56,18 @@ def _to_output_crs(result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_
     return np.reshape(xs, cols.shape), np.reshape(ys, rows.shape)
 
 
-def box_rings(result: SceneResult, crs_mode: str = "wgs84", part: slice = slice(None)) -> np.ndarray:
+def box_rings(
+    result: SceneResult, crs_mode: str = "wgs84", part: slice = slice(None)
+) -> np.ndarray:
     """(N, 5, 2) closed, counter-clockwise box outlines in output coordinates (of detections[part])."""
     from scalemae_det.runtime.vector import pixel_box_rings  # one outline rule for every format
 
     scene, boxes = result.scene, result.detections.boxes[part]
     if not scene.georeferenced:
         return pixel_box_rings(boxes, Affine.identity(), None, None)
-    return pixel_box_rings(boxes, scene.transform, scene.crs, WGS84 if crs_mode == "wgs84" else None)
+    return pixel_box_rings(
+        boxes, scene.transform, scene.crs, WGS84 if crs_mode == "wgs84" else None
+    )
 
 
 def _crs_member(crs) -> dict:
@@ -74,14 +85,22 @@ def geojson_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
     elif crs_mode == "native":
         head += f'"crs": {json.dumps(_crs_member(result.scene.crs))}, '
     yield head + '"features": ['
-    template = ('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[' + ", ".join([f"[{COORD}, {COORD}]"] * 5)
-                + ']]}, "properties": {"label": %s, "class_id": %d, "score": %r, '
-                f'"scene": {literal(Path(result.path).name)}, "pixel_bbox": [%r, %r, %r, %r]}}}}')
+    template = (
+        '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [['
+        + ", ".join([f"[{COORD}, {COORD}]"] * 5)
+        + ']]}, "properties": {"label": %s, "class_id": %d, "score": %r, '
+        f'"scene": {literal(Path(result.path).name)}, "pixel_bbox": [%r, %r, %r, %r]}}}}'
+    )
     names = [json.dumps(name) for name in result.class_names]
     for k, part in enumerate(chunks(len(det))):
         labels = det.labels[part].tolist()
-        columns = [*box_rings(result, crs_mode, part).reshape(-1, 10).T.tolist(), [names[c - 1] for c in labels],
-                   labels, det.scores[part].tolist(), *det.boxes[part].T.tolist()]
+        columns = [
+            *box_rings(result, crs_mode, part).reshape(-1, 10).T.tolist(),
+            [names[c - 1] for c in labels],
+            labels,
+            det.scores[part].tolist(),
+            *det.boxes[part].T.tolist(),
+        ]
         yield ("," if k else "") + "\n" + ",\n".join(format_rows(template, columns))
     yield "\n]}\n"
 
@@ -120,14 +139,23 @@ def csv_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
     """The CSV file (csv.writer's dialect: comma, minimal quoting, CRLF), in pieces of at most CHUNK rows."""
     det = result.detections
     yield ",".join(CSV_HEADER) + "\r\n"
-    template = _csv_field(Path(result.path).name).replace("%", "%%") + f",%s,%d,%r,%r,%r,%r,%r,{COORD},{COORD}\r\n"
+    template = (
+        _csv_field(Path(result.path).name).replace("%", "%%")
+        + f",%s,%d,%r,%r,%r,%r,%r,{COORD},{COORD}\r\n"
+    )
     names = [_csv_field(name) for name in result.class_names]
     for part in chunks(len(det)):
         b = det.boxes[part].astype(np.float64)
         xs, ys = _to_output_crs(result, (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, crs_mode)
         labels = det.labels[part].tolist()
-        columns = [[names[c - 1] for c in labels], labels, det.scores[part].tolist(), *b.T.tolist(),
-                   np.asarray(xs, np.float64).tolist(), np.asarray(ys, np.float64).tolist()]
+        columns = [
+            [names[c - 1] for c in labels],
+            labels,
+            det.scores[part].tolist(),
+            *b.T.tolist(),
+            np.asarray(xs, np.float64).tolist(),
+            np.asarray(ys, np.float64).tolist(),
+        ]
         yield "".join(format_rows(template, columns))
 
 
@@ -138,7 +166,9 @@ def output_path(out_dir: str | os.PathLike, scene: str | os.PathLike, fmt: str) 
     return Path(out_dir) / (Path(scene).stem + FORMATS[fmt])
 
 
-def write(result: SceneResult, path: str | os.PathLike, fmt: str = "geojson", crs_mode: str = "wgs84") -> Path:
+def write(
+    result: SceneResult, path: str | os.PathLike, fmt: str = "geojson", crs_mode: str = "wgs84"
+) -> Path:
     """Write one scene's detections, streamed; the file appears complete or not at all."""
     if fmt == "gpkg":
         from scalemae_det.runtime.vector import write_scene

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
@@ -36,7 +37,9 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             put((None, exc))
             return
         finally:
-            getattr(items, "close", lambda: None)()  # release what the generator holds, in this thread
+            getattr(
+                items, "close", lambda: None
+            )()  # release what the generator holds, in this thread
         put((_DONE, None))
 
     thread = threading.Thread(target=reader, name="tile-reader", daemon=True)

@@ -27,9 +27,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
@@ -48,17 +48,33 @@ def footprint(scene) -> dict | None:
     """What merge needs of a runtime Scene: CRS, transform and size; None without georeference."""
     if not scene.georeferenced:
         return None
-    return {"crs": scene.crs.to_string(), "transform": list(scene.transform)[:6],
-            "width": scene.width, "height": scene.height}
+    return {
+        "crs": scene.crs.to_string(),
+        "transform": list(scene.transform)[:6],
+        "width": scene.width,
+        "height": scene.height,
+    }
 
 
 class RunRecord:
     """The record of one attempt of one shard; `scene()` once per scene, then `close()`."""
 
-    def __init__(self, out: str | os.PathLike, shard: Shard, job_scenes: list[str], shard_scenes: list[str],
-                 model: str | os.PathLike, model_sha256: str, class_names: list[str], provider: str, fmt: str):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        shard: Shard,
+        job_scenes: list[str],
+        shard_scenes: list[str],
+        model: str | os.PathLike,
+        model_sha256: str,
+        class_names: list[str],
+        provider: str,
+        fmt: str,
+    ):
         folder = Path(out) / FOLDER
-        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "host"
+        host = (
+            "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "host"
+        )
         started = time.time()
         stem = f"shard-{shard.index:05d}-of-{shard.count:05d}.{host}.{os.getpid()}.{int(started * 1000)}"
         try:
@@ -69,24 +85,58 @@ class RunRecord:
             raise checks.write_failed(folder, exc, "cannot write the run record") from None
         self.model_sha256, self.provider = model_sha256, provider
         self.counts = dict.fromkeys(STATUSES, 0)
-        self._write({"kind": "start", "time": started, "shard": str(shard), "shard_source": shard.source,
-                     "job_scenes": len(job_scenes), "job_key": job_key(job_scenes), "scenes": shard_scenes,
-                     "model": str(model), "model_sha256": model_sha256, "class_names": class_names,
-                     "provider": provider, "format": fmt, "host": socket.gethostname(), "pid": os.getpid()})
+        self._write(
+            {
+                "kind": "start",
+                "time": started,
+                "shard": str(shard),
+                "shard_source": shard.source,
+                "job_scenes": len(job_scenes),
+                "job_key": job_key(job_scenes),
+                "scenes": shard_scenes,
+                "model": str(model),
+                "model_sha256": model_sha256,
+                "class_names": class_names,
+                "provider": provider,
+                "format": fmt,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
 
     def _write(self, entry: dict) -> None:
         os.write(self._fd, (json.dumps(entry) + "\n").encode("utf-8"))
         os.fsync(self._fd)
 
-    def scene(self, scene: str | os.PathLike, output: str | os.PathLike, status: str, *, detections: int = 0,
-              tiles: int = 0, seconds: float = 0.0, provider: str | None = None, reason: str | None = None,
-              footprint: dict | None = None) -> None:
+    def scene(
+        self,
+        scene: str | os.PathLike,
+        output: str | os.PathLike,
+        status: str,
+        *,
+        detections: int = 0,
+        tiles: int = 0,
+        seconds: float = 0.0,
+        provider: str | None = None,
+        reason: str | None = None,
+        footprint: dict | None = None,
+    ) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.counts[status] += 1
-        entry = {"kind": "scene", "time": time.time(), "scene": Path(scene).name, "path": str(scene),
-                 "output": Path(output).name, "status": status, "detections": detections, "tiles": tiles,
-                 "seconds": round(seconds, 3), "provider": provider or self.provider, "model_sha256": self.model_sha256}
+        entry = {
+            "kind": "scene",
+            "time": time.time(),
+            "scene": Path(scene).name,
+            "path": str(scene),
+            "output": Path(output).name,
+            "status": status,
+            "detections": detections,
+            "tiles": tiles,
+            "seconds": round(seconds, 3),
+            "provider": provider or self.provider,
+            "model_sha256": self.model_sha256,
+        }
         if reason:
             entry["reason"] = reason
         if footprint:
@@ -99,11 +149,13 @@ class RunRecord:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunRecord":
+    def __enter__(self) -> RunRecord:
         return self
 
     def __exit__(self, *exc) -> None:
-        if exc[0] is None or issubclass(exc[0], Exception):  # not on KeyboardInterrupt: no end, as if killed
+        if exc[0] is None or issubclass(
+            exc[0], Exception
+        ):  # not on KeyboardInterrupt: no end, as if killed
             self.close()
         elif self._fd is not None:
             os.close(self._fd)
@@ -137,7 +189,9 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
         if attempt is not None:
             attempts.append(attempt)
     if not attempts:
-        raise UserError(f"{out}: no run records in {folder} (made by scalemae-det predict --out {out})")
+        raise UserError(
+            f"{out}: no run records in {folder} (made by scalemae-det predict --out {out})"
+        )
     return sorted(attempts, key=lambda a: a.start.get("time", 0))
 
 
@@ -165,18 +219,28 @@ class JobState:
     unstarted: list[int]  # shards with no record at all
     open_attempts: list[Attempt]  # a shard's latest attempt has no end line: running, or killed
     notes: list[str]  # mixed jobs, mixed models
-    latest_ok: dict[str, tuple[dict, dict]]  # scene -> (its latest ok record, that attempt's start line)
+    latest_ok: dict[
+        str, tuple[dict, dict]
+    ]  # scene -> (its latest ok record, that attempt's start line)
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: {len(self.done)} done, "
-               f"{len(self.failed)} failed, {self.left} left"]
-        out += [f"failed: {name}: {rec.get('reason', 'no reason recorded')}"
-                for name, rec in sorted(self.failed.items())]
+        out = [
+            f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: {len(self.done)} done, "
+            f"{len(self.failed)} failed, {self.left} left"
+        ]
+        out += [
+            f"failed: {name}: {rec.get('reason', 'no reason recorded')}"
+            for name, rec in sorted(self.failed.items())
+        ]
         if self.unstarted:
-            out.append(f"shards never started: {', '.join(f'{k}/{self.shards}' for k in self.unstarted)}")
+            out.append(
+                f"shards never started: {', '.join(f'{k}/{self.shards}' for k in self.unstarted)}"
+            )
         for a in self.open_attempts:
-            out.append(f"unfinished (running, or killed): shard {a.start.get('shard')} on {a.start.get('host')} "
-                       f"pid {a.start.get('pid')}, {len(a.scenes)} scenes recorded ({a.path.name})")
+            out.append(
+                f"unfinished (running, or killed): shard {a.start.get('shard')} on {a.start.get('host')} "
+                f"pid {a.start.get('pid')}, {len(a.scenes)} scenes recorded ({a.path.name})"
+            )
         return out + [f"note: {n}" for n in self.notes]
 
 
@@ -186,8 +250,10 @@ def job_state(out: str | os.PathLike) -> JobState:
     notes = []
     keys = {(a.start.get("job_key"), a.start.get("shard", "1/1").split("/")[1]) for a in attempts}
     if len(keys) > 1:
-        notes.append(f"the records come from {len(keys)} different jobs (scene lists or shard counts differ); "
-                     "counts mix them")
+        notes.append(
+            f"the records come from {len(keys)} different jobs (scene lists or shard counts differ); "
+            "counts mix them"
+        )
     newest = attempts[-1].start
     total, shards = int(newest.get("job_scenes", 0)), int(newest.get("shard", "1/1").split("/")[1])
     latest: dict[str, dict] = {}
@@ -201,7 +267,10 @@ def job_state(out: str | os.PathLike) -> JobState:
             name = rec.get("scene")
             if rec.get("time", 0) >= latest.get(name, {}).get("time", -1):
                 latest[name] = rec
-            if rec.get("status") == "ok" and rec.get("time", 0) >= latest_ok.get(name, ({"time": -1},))[0]["time"]:
+            if (
+                rec.get("status") == "ok"
+                and rec.get("time", 0) >= latest_ok.get(name, ({"time": -1},))[0]["time"]
+            ):
                 latest_ok[name] = (rec, a.start)
     done = {n: r for n, r in latest.items() if r.get("status") in ("ok", "skipped")}
     failed = {n: r for n, r in latest.items() if r.get("status") == "failed"}
@@ -210,6 +279,14 @@ def job_state(out: str | os.PathLike) -> JobState:
     if len(models) > 1:
         notes.append(f"the done scenes come from {len(models)} different model files")
     last = {a.start.get("shard"): a for a in attempts}  # a killed attempt rerun since is history
-    return JobState(total, shards, done, failed, total - len(done) - len(failed),
-                    [k for k in range(1, shards + 1) if k not in started],
-                    [a for a in last.values() if not a.ended], notes, latest_ok)
+    return JobState(
+        total,
+        shards,
+        done,
+        failed,
+        total - len(done) - len(failed),
+        [k for k in range(1, shards + 1) if k not in started],
+        [a for a in last.values() if not a.ended],
+        notes,
+        latest_ok,
+    )

@@ -8,19 +8,26 @@ computed once (band choice, stretch, tile plan) is computed here, before any til
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
 from affine import Affine
 
-from scalemae_det.base.metadata import ModelMetadata
-from scalemae_det.base.pixels import FILL, raster_errors, ValueRange, read_unit, select_bands, value_range
-from scalemae_det.runtime.tiling import Tile, plan
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.geo import gsd_m
+from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.base.pixels import (
+    FILL,
+    ValueRange,
+    raster_errors,
+    read_unit,
+    select_bands,
+    value_range,
+)
+from scalemae_det.runtime.tiling import Tile, plan
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
@@ -49,22 +56,35 @@ class Scene:
         return self.crs is not None
 
 
-def _factor(path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes: list[str]) -> float:
+def _factor(
+    path: str, gsd: float | None, meta: ModelMetadata, mode: str, notes: list[str]
+) -> float:
     if gsd is None:
-        notes.append("no georeference (no CRS): pixels used as they are, outputs in pixel coordinates")
+        notes.append(
+            "no georeference (no CRS): pixels used as they are, outputs in pixel coordinates"
+        )
         return 1.0
     ratio = meta.gsd / gsd
     if mode == "as-is":
         if abs(gsd / meta.gsd - 1) > GSD_TOLERANCE:
-            way = f"{gsd / meta.gsd:.3g}x coarser" if gsd > meta.gsd else f"{meta.gsd / gsd:.3g}x finer"
-            notes.append(f"GSD {gsd:.3g} m is {way} than the model's {meta.gsd:.3g} m (as-is mode): "
-                         "objects look smaller or larger than the model learnt them")
+            way = (
+                f"{gsd / meta.gsd:.3g}x coarser"
+                if gsd > meta.gsd
+                else f"{meta.gsd / gsd:.3g}x finer"
+            )
+            notes.append(
+                f"GSD {gsd:.3g} m is {way} than the model's {meta.gsd:.3g} m (as-is mode): "
+                "objects look smaller or larger than the model learnt them"
+            )
         return 1.0
     if not 1 / MAX_RESAMPLE <= ratio <= MAX_RESAMPLE:
         way = f"upsampling {1 / ratio:.3g}x" if ratio < 1 else f"downsampling {ratio:.3g}x"
-        raise ParameterError("gsd_mode", f"GSD {gsd:.3g} m vs the model's {meta.gsd:.3g} m would need {way} "
-                             f"(limit {MAX_RESAMPLE:g}x); use `gsd_mode` as-is, or a model exported for this GSD",
-                             source=path)
+        raise ParameterError(
+            "gsd_mode",
+            f"GSD {gsd:.3g} m vs the model's {meta.gsd:.3g} m would need {way} "
+            f"(limit {MAX_RESAMPLE:g}x); use `gsd_mode` as-is, or a model exported for this GSD",
+            source=path,
+        )
     return ratio
 
 
@@ -74,8 +94,15 @@ def check_options(gsd_mode: str, overlap: float) -> None:
     checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
 
 
-def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[int] | None = None,
-               scale: str | tuple[float, float] = "auto", gsd_mode: str = "resample", overlap: float = 0.2) -> Scene:
+def open_scene(
+    path: str | os.PathLike,
+    meta: ModelMetadata,
+    *,
+    bands: Sequence[int] | None = None,
+    scale: str | tuple[float, float] = "auto",
+    gsd_mode: str = "resample",
+    overlap: float = 0.2,
+) -> Scene:
     """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
     path = str(path)
     check_options(gsd_mode, overlap)
@@ -90,7 +117,19 @@ def open_scene(path: str | os.PathLike, meta: ModelMetadata, *, bands: Sequence[
         factor = _factor(path, gsd, meta, gsd_mode, notes)
         src = max(1, round(meta.tile * factor))
         tiles = plan(ds.width, ds.height, src, meta.tile, overlap)
-        return Scene(path, ds.width, ds.height, crs, ds.transform, gsd, chosen, vr, src / meta.tile, tiles, notes)
+        return Scene(
+            path,
+            ds.width,
+            ds.height,
+            crs,
+            ds.transform,
+            gsd,
+            chosen,
+            vr,
+            src / meta.tile,
+            tiles,
+            notes,
+        )
 
 
 @dataclass
@@ -103,6 +142,7 @@ class Batch:
 
 def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     """Read the scene's tiles in order, `size` at a time, leaving out all-nodata tiles."""
+
     def fresh() -> tuple[np.ndarray, np.ndarray]:
         return np.full((size, 3, tile, tile), FILL, np.float32), np.ones((size, tile, tile), bool)
 
@@ -111,13 +151,15 @@ def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     skipped = 0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as ds:
         for t in scene.tiles:
-            unit, mask = read_unit(ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width))
+            unit, mask = read_unit(
+                ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width)
+            )
             if mask.all():
                 skipped += 1
                 continue
             k = len(chosen)
-            images[k, :, :t.out_height, :t.out_width] = unit
-            nodata[k, :t.out_height, :t.out_width] = mask
+            images[k, :, : t.out_height, : t.out_width] = unit
+            nodata[k, : t.out_height, : t.out_width] = mask
             chosen.append(t)
             if len(chosen) == size:  # handed over as they are: the next batch gets new buffers
                 yield Batch(images, nodata, chosen, skipped)

@@ -28,24 +28,38 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from scalemae_det.base.metadata import (INPUT_NAME, OUTPUT_NAMES, THRESHOLD_INITIALIZER, MetadataError, ModelMetadata,
-                                        read_props)
-from scalemae_det.base.pixels import FILL
-from scalemae_det.runtime.detections import Detections, unpad
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.metadata import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    THRESHOLD_INITIALIZER,
+    MetadataError,
+    ModelMetadata,
+    read_props,
+)
+from scalemae_det.base.pixels import FILL
+from scalemae_det.runtime.detections import Detections, unpad
 
-NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
 CHOICES = ("auto", *NAMES)
 
 
 def trt_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scalemae-det" / "tensorrt"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "scalemae-det"
+        / "tensorrt"
+    )
 
 
 def _make_dirs(path: Path) -> list[Path]:
@@ -66,13 +80,18 @@ def _remove_dirs(created: list[Path]) -> None:
             folder.rmdir()
 
 
-def provider_options(name: str, precision: str = "float32", exact: bool = False, trt_cache: Path | None = None) -> dict:
+def provider_options(
+    name: str, precision: str = "float32", exact: bool = False, trt_cache: Path | None = None
+) -> dict:
     """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
         # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
         return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache or trt_cache_dir())}
+        options = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(trt_cache or trt_cache_dir()),
+        }
         if precision == "int8":
             options["trt_int8_enable"] = True  # explicit quantisation from the graph's Q/DQ nodes
         return options
@@ -107,7 +126,11 @@ def _captured() -> Iterator[list[str]]:
 
 def _reason(lines: list[str]) -> str:
     """The most telling line of onnxruntime's complaint about a provider."""
-    for pattern in (r"with error: (.*)", r"(Failed to create \w+)", r"EP Error:? (.*?)(?: when using| using|$)"):
+    for pattern in (
+        r"with error: (.*)",
+        r"(Failed to create \w+)",
+        r"EP Error:? (.*?)(?: when using| using|$)",
+    ):
         for line in lines:
             found = re.search(pattern, line)
             if found:
@@ -124,12 +147,22 @@ class Session:
     was exported with (the parity check's probe below it); predict applies its own on top instead.
     """
 
-    def __init__(self, model_path: str | os.PathLike, provider: str = "auto", batch: int | None = None,
-                 threads: int | None = None, *, exact: bool = False, score_threshold: float | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        provider: str = "auto",
+        batch: int | None = None,
+        threads: int | None = None,
+        *,
+        exact: bool = False,
+        score_threshold: float | None = None,
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError("onnxruntime is not installed: pip install 'scalemae-det[runtime]'") from None
+            raise UserError(
+                "onnxruntime is not installed: pip install 'scalemae-det[runtime]'"
+            ) from None
 
         self.path = str(model_path)
         checks.choice("provider", provider, CHOICES)
@@ -139,8 +172,13 @@ class Session:
         gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
         wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
         if provider in ("cuda", "tensorrt") and not wanted:
-            raise ParameterError("provider", f"this onnxruntime has no {NAMES[provider]}; install onnxruntime-gpu "
-                                 "or use `provider` cpu", value=provider, source=self.path)
+            raise ParameterError(
+                "provider",
+                f"this onnxruntime has no {NAMES[provider]}; install onnxruntime-gpu "
+                "or use `provider` cpu",
+                value=provider,
+                source=self.path,
+            )
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -160,19 +198,28 @@ class Session:
             except OSError as exc:
                 problem = f"cannot create its engine cache {trt_cache} ({exc.strerror}); set XDG_CACHE_HOME to a writable folder"
                 if provider == "tensorrt":
-                    raise ParameterError("provider", problem, value=provider, source=self.path) from None
+                    raise ParameterError(
+                        "provider", problem, value=provider, source=self.path
+                    ) from None
                 wanted.remove(NAMES["tensorrt"])
                 notes.append(f"{NAMES['tensorrt']} not usable: {problem}")
         chain = [*wanted, NAMES["cpu"]]
         precision = _precision(self.path) if NAMES["tensorrt"] in wanted else "float32"
         try:
             with _captured() as log:
-                self.session = ort.InferenceSession(self.path, options, providers=chain,
-                                                    provider_options=[provider_options(p, precision, exact, trt_cache)
-                                                                      for p in chain])
+                self.session = ort.InferenceSession(
+                    self.path,
+                    options,
+                    providers=chain,
+                    provider_options=[
+                        provider_options(p, precision, exact, trt_cache) for p in chain
+                    ],
+                )
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             _remove_dirs(created)
-            raise UserError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+            raise UserError(
+                f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})"
+            ) from None
         self.providers = self.session.get_providers()
         if NAMES["tensorrt"] not in self.providers:
             _remove_dirs(created)  # TensorRT is not used: no cache folder made for nothing
@@ -181,9 +228,16 @@ class Session:
             notes.append(f"{', '.join(missing)} not usable: {_reason(log)}")
         self.note = "; ".join(notes)
         if provider != "auto" and NAMES[provider] not in self.providers:
-            raise ParameterError("provider", f"requested but {self.note}; use `provider` cpu, or install the "
-                                 "CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs", value=provider, source=self.path)
-        self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+            raise ParameterError(
+                "provider",
+                f"requested but {self.note}; use `provider` cpu, or install the "
+                "CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs",
+                value=provider,
+                source=self.path,
+            )
+        self.metadata = ModelMetadata.from_props(
+            self.session.get_modelmeta().custom_metadata_map, self.path
+        )
         self.batch = self._check_io(batch)
         self.run_seconds = 0.0  # time spent inside session.run, for the benchmarks
 
@@ -197,16 +251,24 @@ class Session:
         outputs = {o.name for o in self.session.get_outputs()}
         t = self.metadata.tile
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME or not set(OUTPUT_NAMES) <= outputs:
-            raise UserError(f"{self.path}: graph inputs/outputs do not follow the scalemae-det contract "
-                            f"(want {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})")
+            raise UserError(
+                f"{self.path}: graph inputs/outputs do not follow the scalemae-det contract "
+                f"(want {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})"
+            )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
-            raise UserError(f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says")
+            raise UserError(
+                f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says"
+            )
         checks.number("batch", batch, lo=1, integer=True)
         fixed = self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         if fixed and batch and batch != fixed:
-            raise ParameterError("batch", f"the graph has a fixed batch of {fixed}; re-export it with batch {batch}",
-                                 value=batch, source=self.path)
+            raise ParameterError(
+                "batch",
+                f"the graph has a fixed batch of {fixed}; re-export it with batch {batch}",
+                value=batch,
+                source=self.path,
+            )
         return fixed or batch or self.metadata.batch
 
     def run(self, images: np.ndarray) -> list[Detections]:
@@ -217,10 +279,12 @@ class Session:
         """`run`, and whether every padded output row was zero as the contract says."""
         out, padding_zero = [], True
         for start in range(0, len(images), self.batch):
-            chunk = np.ascontiguousarray(images[start:start + self.batch], np.float32)
+            chunk = np.ascontiguousarray(images[start : start + self.batch], np.float32)
             n = len(chunk)
             if self.fixed_batch and n < self.batch:
-                chunk = np.concatenate([chunk, np.full((self.batch - n, *chunk.shape[1:]), FILL, np.float32)])
+                chunk = np.concatenate(
+                    [chunk, np.full((self.batch - n, *chunk.shape[1:]), FILL, np.float32)]
+                )
             t0 = time.perf_counter()
             boxes, scores, labels, num = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
             self.run_seconds += time.perf_counter() - t0

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 from scalemae_det.base.errors import UserError
 
@@ -87,11 +88,15 @@ def _slurm(env: Mapping[str, str], count: int | None) -> Shard:
     high = _int(env, "SLURM_ARRAY_TASK_MAX")
     step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
     if total is None or low is None:
-        raise UserError("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT or _MIN is not; "
-                        "give --shard K/N")
+        raise UserError(
+            "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT or _MIN is not; "
+            "give --shard K/N"
+        )
     if (task - low) % step or (high is not None and (high - low) // step + 1 != total):
-        raise UserError(f"--shard auto: the Slurm array's task ids are not evenly spaced (MIN {low}, MAX {high}, "
-                        f"STEP {step}, COUNT {total}); submit --array=A-B[:S] or give --shard K/N")
+        raise UserError(
+            f"--shard auto: the Slurm array's task ids are not evenly spaced (MIN {low}, MAX {high}, "
+            f"STEP {step}, COUNT {total}); submit --array=A-B[:S] or give --shard K/N"
+        )
     if count is not None and count != total:
         raise UserError(f"--shard-count {count} disagrees with the Slurm array's {total} tasks")
     shard = _checked((task - low) // step + 1, total, f"--shard auto (SLURM_ARRAY_TASK_ID={task})")
@@ -106,13 +111,17 @@ def _kubernetes(env: Mapping[str, str], count: int | None) -> Shard:
     elif from_env is not None and from_env != count:
         raise UserError(f"--shard-count {count} disagrees with {COUNT_ENV}={from_env}")
     if count is None:
-        raise UserError(f"--shard auto: JOB_COMPLETION_INDEX is set but not the job's completions; "
-                        f"give --shard-count N (or {COUNT_ENV}) equal to the Job's spec.completions")
+        raise UserError(
+            f"--shard auto: JOB_COMPLETION_INDEX is set but not the job's completions; "
+            f"give --shard-count N (or {COUNT_ENV}) equal to the Job's spec.completions"
+        )
     shard = _checked(index + 1, count, f"--shard auto (JOB_COMPLETION_INDEX={index})")
     return Shard(shard.index, shard.count, "kubernetes")
 
 
-def parse_shard(text: str | None, count: int | None = None, env: Mapping[str, str] | None = None) -> Shard:
+def parse_shard(
+    text: str | None, count: int | None = None, env: Mapping[str, str] | None = None
+) -> Shard:
     """`K/N` (1-based), `auto` (from Slurm or Kubernetes, see above) or None (the whole job: 1/1)."""
     env = os.environ if env is None else env
     if text is None:
@@ -124,8 +133,10 @@ def parse_shard(text: str | None, count: int | None = None, env: Mapping[str, st
             return _slurm(env, count)
         if env.get("JOB_COMPLETION_INDEX"):
             return _kubernetes(env, count)
-        raise UserError("--shard auto: neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX "
-                        "(a Kubernetes Indexed Job) is set; give --shard K/N")
+        raise UserError(
+            "--shard auto: neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX "
+            "(a Kubernetes Indexed Job) is set; give --shard K/N"
+        )
     if count is not None:
         raise UserError("--shard-count goes with --shard auto; with --shard K/N the count is N")
     k, slash, n = text.partition("/")

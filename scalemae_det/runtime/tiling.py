@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-TRUNCATION_MARGIN = 2.0  # model pixels: a box this close to an inner tile edge may be cut by it (Tile.truncated)
+TRUNCATION_MARGIN = (
+    2.0  # model pixels: a box this close to an inner tile edge may be cut by it (Tile.truncated)
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class Tile:
     height: int
     out_width: int  # the window's size once resampled, in model pixels (<= the model's tile)
     out_height: int
-    inner: tuple[bool, bool, bool, bool]  # left, top, right, bottom: does another tile continue past it?
+    inner: tuple[
+        bool, bool, bool, bool
+    ]  # left, top, right, bottom: does another tile continue past it?
 
     @property
     def window(self) -> Window:
@@ -36,13 +40,23 @@ class Tile:
         """Boxes in model pixels of this tile -> scene pixels (float64), clipped to the window."""
         sx, sy = self.width / self.out_width, self.height / self.out_height
         out = boxes.astype(np.float64) * (sx, sy, sx, sy) + (self.col, self.row, self.col, self.row)
-        return np.clip(out, (self.col, self.row) * 2, (self.col + self.width, self.row + self.height) * 2)
+        return np.clip(
+            out, (self.col, self.row) * 2, (self.col + self.width, self.row + self.height) * 2
+        )
 
     def truncated(self, boxes: np.ndarray, margin: float) -> np.ndarray:
         """Which boxes (model pixels) touch an inner edge, i.e. may show only part of their object."""
-        near = (boxes[:, 0] <= margin, boxes[:, 1] <= margin,
-                boxes[:, 2] >= self.out_width - margin, boxes[:, 3] >= self.out_height - margin)
-        return np.logical_or.reduce([n & inner for n, inner in zip(near, self.inner)]) if len(boxes) else np.zeros(0, bool)
+        near = (
+            boxes[:, 0] <= margin,
+            boxes[:, 1] <= margin,
+            boxes[:, 2] >= self.out_width - margin,
+            boxes[:, 3] >= self.out_height - margin,
+        )
+        return (
+            np.logical_or.reduce([n & inner for n, inner in zip(near, self.inner)])
+            if len(boxes)
+            else np.zeros(0, bool)
+        )
 
 
 def offsets(length: int, size: int, stride: int) -> list[int]:
@@ -61,5 +75,17 @@ def plan(width: int, height: int, src: int, tile: int, overlap: float) -> list[T
     cols, rows = offsets(width, src, stride), offsets(height, src, stride)
     w, h = min(src, width), min(src, height)
     out_w, out_h = (max(1, min(tile, round(v * tile / src))) for v in (w, h))
-    return [Tile(i * len(cols) + j, c, r, w, h, out_w, out_h, (c > 0, r > 0, c + w < width, r + h < height))
-            for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    return [
+        Tile(
+            i * len(cols) + j,
+            c,
+            r,
+            w,
+            h,
+            out_w,
+            out_h,
+            (c > 0, r > 0, c + w < width, r + h < height),
+        )
+        for i, r in enumerate(rows)
+        for j, c in enumerate(cols)
+    ]

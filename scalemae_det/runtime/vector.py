@@ -26,7 +26,9 @@ from scalemae_det.base.errors import UserError
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 LAYER = "detections"
 _LAYER_OPTIONS = {"FlatGeobuf": {"SPATIAL_INDEX": "NO"}, "GPKG": {}}
-_WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (5, 2))])
+_WKB = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (5, 2))]
+)
 # The fields of every layer written here, per scene or merged, in the order `columns` gives them
 FIELDS = ("scene", "label", "class_id", "score", "px_x1", "px_y1", "px_x2", "px_y2")
 
@@ -36,7 +38,9 @@ def pyogrio():
     try:
         import pyogrio as module
     except ImportError:
-        raise UserError("GeoPackage and FlatGeobuf need pyogrio: pip install 'scalemae-det[gis]'") from None
+        raise UserError(
+            "GeoPackage and FlatGeobuf need pyogrio: pip install 'scalemae-det[gis]'"
+        ) from None
     return module
 
 
@@ -56,7 +60,7 @@ def polygon_wkb(rings: np.ndarray) -> np.ndarray:
     raw = records.tobytes()
     size = _WKB.itemsize
     out = np.empty(len(rings), object)
-    out[:] = [raw[k:k + size] for k in range(0, len(raw), size)]
+    out[:] = [raw[k : k + size] for k in range(0, len(raw), size)]
     return out
 
 
@@ -74,36 +78,65 @@ def pixel_box_rings(boxes: np.ndarray, transform, src_crs, dst_crs) -> np.ndarra
     rows = np.stack([b[:, 1], b[:, 3], b[:, 3], b[:, 1], b[:, 1]], 1)
     xs, ys = transform @ (cols, rows)
     if src_crs is not None and dst_crs is not None and len(b):
-        xs, ys = (np.reshape(v, cols.shape) for v in warp_transform(src_crs, dst_crs, xs.ravel(), ys.ravel()))
+        xs, ys = (
+            np.reshape(v, cols.shape)
+            for v in warp_transform(src_crs, dst_crs, xs.ravel(), ys.ravel())
+        )
     rings = np.stack([np.asarray(xs, np.float64), np.asarray(ys, np.float64)], -1).reshape(-1, 5, 2)
     signed = np.sum(rings[:, :-1, 0] * rings[:, 1:, 1] - rings[:, 1:, 0] * rings[:, :-1, 1], axis=1)
-    rings[signed < 0] = rings[signed < 0, ::-1]  # exterior rings counter-clockwise (RFC 7946, GeoPackage)
+    rings[signed < 0] = rings[
+        signed < 0, ::-1
+    ]  # exterior rings counter-clockwise (RFC 7946, GeoPackage)
     return rings
 
 
-def columns(scene: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-            class_names: list[str]) -> list[np.ndarray]:
+def columns(
+    scene: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> list[np.ndarray]:
     """The FIELDS of N detections of one scene, in order; `boxes` xyxy scene pixels."""
     n = len(scores)
     names = np.asarray(class_names + ["?"], object)  # a label past the names stays visible as "?"
     label_ix = np.where((labels >= 1) & (labels <= len(class_names)), labels - 1, len(class_names))
-    return [np.full(n, scene, object), names[label_ix.astype(np.int64)], labels.astype(np.int32),
-            scores.astype(np.float64), *(boxes[:, k].astype(np.float64) for k in range(4))]
+    return [
+        np.full(n, scene, object),
+        names[label_ix.astype(np.int64)],
+        labels.astype(np.int32),
+        scores.astype(np.float64),
+        *(boxes[:, k].astype(np.float64) for k in range(4)),
+    ]
 
 
-def write_layer(path: str | os.PathLike, rings: np.ndarray, fields: list[np.ndarray], crs: str | None,
-                driver: str, append: bool = False) -> None:
+def write_layer(
+    path: str | os.PathLike,
+    rings: np.ndarray,
+    fields: list[np.ndarray],
+    crs: str | None,
+    driver: str,
+    append: bool = False,
+) -> None:
     """Write (or append) N box outlines and their FIELDS to the `detections` layer of `path`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's notes, e.g. about a CRS-less layer
-        pyogrio().raw.write(str(path), polygon_wkb(rings), fields, list(FIELDS), layer=LAYER,
-                            driver=driver, geometry_type="Polygon", crs=crs, append=append,
-                            layer_options=_LAYER_OPTIONS[driver], promote_to_multi=False)
+        pyogrio().raw.write(
+            str(path),
+            polygon_wkb(rings),
+            fields,
+            list(FIELDS),
+            layer=LAYER,
+            driver=driver,
+            geometry_type="Polygon",
+            crs=crs,
+            append=append,
+            layer_options=_LAYER_OPTIONS[driver],
+            promote_to_multi=False,
+        )
 
 
 def read_columns(path: str | os.PathLike, names: list[str]) -> list[np.ndarray]:
     """Fields of the `detections` layer of a file written here (no geometry read)."""
-    meta, _, _, values = pyogrio().raw.read(str(path), layer=LAYER, columns=names, read_geometry=False)
+    meta, _, _, values = pyogrio().raw.read(
+        str(path), layer=LAYER, columns=names, read_geometry=False
+    )
     found = dict(zip(meta["fields"], values))
     return [found[name] for name in names]
 
@@ -114,7 +147,9 @@ def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Pat
 
     driver = driver_for(path, "--format")
     scene = result.scene
-    crs = None if not scene.georeferenced else WGS84 if crs_mode == "wgs84" else scene.crs.to_string()
+    crs = (
+        None if not scene.georeferenced else WGS84 if crs_mode == "wgs84" else scene.crs.to_string()
+    )
     det = result.detections
     fields = columns(Path(result.path).name, det.boxes, det.scores, det.labels, result.class_names)
     with atomic_path(path, keep_suffix=True) as tmp:

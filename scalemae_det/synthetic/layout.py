@@ -82,7 +82,10 @@ class Layout:
     @cached_property
     def extents_px(self) -> np.ndarray:
         """(N, 4) pixel boxes that hold each object and its shadow, to find what a block shows."""
-        return np.array([_extent_m(o, self.shadow) for o in self.objects], float).reshape(-1, 4) / self.gsd
+        return (
+            np.array([_extent_m(o, self.shadow) for o in self.objects], float).reshape(-1, 4)
+            / self.gsd
+        )
 
     def nodata(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Collar mask for pixel-centre coordinates rows (H, 1) and cols (1, W)."""
@@ -122,7 +125,10 @@ class _Placer:
         cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
         for rd in s.roads if avoid_roads else ():
             nx, ny = -math.sin(rd.angle), math.cos(rd.angle)
-            if abs((cx - rd.x) * nx + (cy - rd.y) * ny) < rd.width / 2 + hx * abs(nx) + hy * abs(ny) + sp:
+            if (
+                abs((cx - rd.x) * nx + (cy - rd.y) * ny)
+                < rd.width / 2 + hx * abs(nx) + hy * abs(ny) + sp
+            ):
                 return False
         reach = max(hx, hy) + self.reach + sp
         for i in range(int((cx - reach) // self.cell), int((cx + reach) // self.cell) + 1):
@@ -141,7 +147,9 @@ def _colour(rng: np.random.Generator, palette) -> tuple[float, float, float]:
     return tuple((base * rng.uniform(0.9, 1.08)).clip(0, 255).tolist())
 
 
-def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_collar: bool = False) -> Layout:
+def make_scene(
+    width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_collar: bool = False
+) -> Layout:
     """Roads on a loose street grid, vehicles along them, tank clusters and buildings in between."""
     rng = np.random.default_rng([seed, 1])
     w_m, h_m = width * gsd, height * gsd
@@ -151,13 +159,30 @@ def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_
     grid = rng.uniform(0, math.pi)
     roads = []
     for _ in range(1 + int((w_m + h_m) / 600)):
-        angle = grid + rng.integers(2) * math.pi / 2 + rng.normal(0, 0.05) if rng.random() < 0.75 else rng.uniform(0, math.pi)
-        roads.append(Road(rng.uniform(0.15, 0.85) * w_m, rng.uniform(0.15, 0.85) * h_m, angle, rng.uniform(8, 14)))
+        angle = (
+            grid + rng.integers(2) * math.pi / 2 + rng.normal(0, 0.05)
+            if rng.random() < 0.75
+            else rng.uniform(0, math.pi)
+        )
+        roads.append(
+            Road(
+                rng.uniform(0.15, 0.85) * w_m,
+                rng.uniform(0.15, 0.85) * h_m,
+                angle,
+                rng.uniform(8, 14),
+            )
+        )
     collar = ()
     if nodata_collar:
         sides = ["left", "right"] + [s for s in ("top", "bottom") if rng.random() < 0.4]
-        collar = tuple(CollarEdge(s, *(rng.uniform(0.02, 0.12, 2) * (width if s in ("left", "right") else height)),
-                                  0.006 * min(width, height)) for s in sides)
+        collar = tuple(
+            CollarEdge(
+                s,
+                *(rng.uniform(0.02, 0.12, 2) * (width if s in ("left", "right") else height)),
+                0.006 * min(width, height),
+            )
+            for s in sides
+        )
     placer = _Placer(Layout(width, height, gsd, seed, shadow, tuple(roads), (), collar))
 
     reach = math.hypot(w_m, h_m)  # vehicles drive in the lanes; those off the scene are dropped
@@ -166,21 +191,57 @@ def make_scene(width: int, height: int, gsd: float = 0.5, seed: int = 0, nodata_
             t, lane = rng.uniform(-reach, reach), rng.choice([-1, 1]) * rd.width / 4
             x = rd.x + t * math.cos(rd.angle) - lane * math.sin(rd.angle)
             y = rd.y + t * math.sin(rd.angle) + lane * math.cos(rd.angle)
-            placer.add(Obj(VEHICLE, x, y, rng.uniform(7, 9), rng.uniform(3, 3.5),
-                           rd.angle + (math.pi if lane < 0 else 0), rng.uniform(1.5, 2.5),
-                           _colour(rng, _VEHICLE_COLOURS), 0), avoid_roads=False)
+            placer.add(
+                Obj(
+                    VEHICLE,
+                    x,
+                    y,
+                    rng.uniform(7, 9),
+                    rng.uniform(3, 3.5),
+                    rd.angle + (math.pi if lane < 0 else 0),
+                    rng.uniform(1.5, 2.5),
+                    _colour(rng, _VEHICLE_COLOURS),
+                    0,
+                ),
+                avoid_roads=False,
+            )
     for _ in range(rng.poisson(160 * area_km2)):  # tank farms: a few similar tanks in a row
         d, a = rng.uniform(8, 25), rng.uniform(0, math.pi)
         x, y = rng.uniform(0, w_m), rng.uniform(0, h_m)
         grey = rng.uniform(205, 240)
         for k in range(rng.integers(1, 5)):
             dk = d * rng.uniform(0.9, 1.1)
-            placer.add(Obj(TANK, x + k * (d + 4) * math.cos(a), y + k * (d + 4) * math.sin(a), dk, dk, 0.0,
-                           dk * rng.uniform(0.4, 0.8), (grey, grey, grey - 6), 0))
+            placer.add(
+                Obj(
+                    TANK,
+                    x + k * (d + 4) * math.cos(a),
+                    y + k * (d + 4) * math.sin(a),
+                    dk,
+                    dk,
+                    0.0,
+                    dk * rng.uniform(0.4, 0.8),
+                    (grey, grey, grey - 6),
+                    0,
+                )
+            )
     for _ in range(rng.poisson(600 * area_km2)):
         length = math.exp(rng.uniform(math.log(11), math.log(40)))
-        angle = grid + rng.integers(4) * math.pi / 2 + rng.normal(0, 0.08) if rng.random() < 0.6 else rng.uniform(0, math.pi)
-        placer.add(Obj(BUILDING, rng.uniform(0, w_m), rng.uniform(0, h_m), length,
-                       rng.uniform(10, min(length, 24)), angle, rng.uniform(3, 15), _colour(rng, _ROOF_COLOURS),
-                       int(rng.integers(2))))
+        angle = (
+            grid + rng.integers(4) * math.pi / 2 + rng.normal(0, 0.08)
+            if rng.random() < 0.6
+            else rng.uniform(0, math.pi)
+        )
+        placer.add(
+            Obj(
+                BUILDING,
+                rng.uniform(0, w_m),
+                rng.uniform(0, h_m),
+                length,
+                rng.uniform(10, min(length, 24)),
+                angle,
+                rng.uniform(3, 15),
+                _colour(rng, _ROOF_COLOURS),
+                int(rng.integers(2)),
+            )
+        )
     return Layout(width, height, gsd, seed, shadow, tuple(roads), tuple(placer.placed), collar)

@@ -14,9 +14,11 @@ _MASK = np.uint64(0xFFFFFFFF)
 
 def hash2(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
     """32-bit hash (as uint64) of integer lattice coordinates, broadcast together."""
-    h = (np.asarray(i, np.int64).astype(np.uint64) * np.uint64(0x9E3779B1)
-         + np.asarray(j, np.int64).astype(np.uint64) * np.uint64(0x85EBCA77)
-         + np.uint64((seed * 0xC2B2AE3D) & 0xFFFFFFFF)) & _MASK
+    h = (
+        np.asarray(i, np.int64).astype(np.uint64) * np.uint64(0x9E3779B1)
+        + np.asarray(j, np.int64).astype(np.uint64) * np.uint64(0x85EBCA77)
+        + np.uint64((seed * 0xC2B2AE3D) & 0xFFFFFFFF)
+    ) & _MASK
     for shift, mult in ((15, 0x2C1B3C6D), (12, 0x297A2D39), (15, 0x9E3779B1)):
         h ^= h >> np.uint64(shift)
         h = (h * np.uint64(mult)) & _MASK
@@ -43,7 +45,9 @@ def noise2d(xs: np.ndarray, ys: np.ndarray, cell: float, seed: int) -> np.ndarra
     """
     ix, fx = _lattice(xs / cell)
     iy, fy = _lattice(ys / cell)
-    lat = unit(hash2(np.arange(ix[0], ix[-1] + 2)[None, :], np.arange(iy[0], iy[-1] + 2)[:, None], seed))
+    lat = unit(
+        hash2(np.arange(ix[0], ix[-1] + 2)[None, :], np.arange(iy[0], iy[-1] + 2)[:, None], seed)
+    )
     ix, iy = ix - ix[0], iy - iy[0]
     rows = lat[:, ix] * (1 - fx) + lat[:, ix + 1] * fx
     return rows[iy] * (1 - fy)[:, None] + rows[iy + 1] * fy[:, None]

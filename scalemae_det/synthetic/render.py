@@ -10,13 +10,23 @@ import math
 
 import numpy as np
 
-from scalemae_det.synthetic.layout import BUILDING, TANK, VEHICLE, Obj, Road, Layout
+from scalemae_det.synthetic.layout import BUILDING, TANK, VEHICLE, Layout, Obj, Road
 from scalemae_det.synthetic.noise import hash2, noise2d, unit
 
 CHUNK = 256  # px; roads and objects are looked up per chunk
 _F = np.float32
-_FIELDS = np.array([(150, 140, 95), (95, 122, 70), (72, 96, 60), (140, 115, 90), (172, 158, 128),
-                    (128, 126, 118), (112, 130, 80)], _F).T
+_FIELDS = np.array(
+    [
+        (150, 140, 95),
+        (95, 122, 70),
+        (72, 96, 60),
+        (140, 115, 90),
+        (172, 158, 128),
+        (128, 126, 118),
+        (112, 130, 80),
+    ],
+    _F,
+).T
 _ASPHALT = np.array([72, 72, 76], _F)[:, None, None]
 _PAINT = np.array([225, 225, 215], _F)[:, None, None]
 _GLASS = np.array([35, 40, 52], _F)[:, None, None]
@@ -28,7 +38,7 @@ def render_window(scene: Layout, row: int, col: int, height: int, width: int) ->
     for r in range(0, height, CHUNK):
         for c in range(0, width, CHUNK):
             h, w = min(CHUNK, height - r), min(CHUNK, width - c)
-            out[:, r:r + h, c:c + w] = _chunk(scene, row + r, col + c, h, w)
+            out[:, r : r + h, c : c + w] = _chunk(scene, row + r, col + c, h, w)
     return out
 
 
@@ -49,16 +59,27 @@ def _chunk(scene: Layout, row: int, col: int, h: int, w: int) -> np.ndarray:
     X, Y = xs.astype(_F)[None, :], ys.astype(_F)[:, None]
     cx, cy, reach = (col + w / 2) * g, (row + h / 2) * g, CHUNK * g
     for rd in scene.roads:
-        if abs((cy - rd.y) * math.cos(rd.angle) - (cx - rd.x) * math.sin(rd.angle)) < reach + rd.width:
+        if (
+            abs((cy - rd.y) * math.cos(rd.angle) - (cx - rd.x) * math.sin(rd.angle))
+            < reach + rd.width
+        ):
             _road(img, rd, X, Y, g)
     ext = scene.extents_px
-    hits = (ext[:, 0] < col + w + 1) & (ext[:, 2] > col - 1) & (ext[:, 1] < row + h + 1) & (ext[:, 3] > row - 1)
+    hits = (
+        (ext[:, 0] < col + w + 1)
+        & (ext[:, 2] > col - 1)
+        & (ext[:, 1] < row + h + 1)
+        & (ext[:, 3] > row - 1)
+    )
     for k in np.flatnonzero(hits):
         x0, y0, x1, y1 = ext[k]
         c0, c1 = max(math.floor(x0) - 1, col) - col, min(math.ceil(x1) + 1, col + w) - col
         r0, r1 = max(math.floor(y0) - 1, row) - row, min(math.ceil(y1) + 1, row + h) - row
         _object(img[:, r0:r1, c0:c1], scene.objects[k], X[:, c0:c1], Y[r0:r1], scene)
-    img += (unit(hash2(cols.astype(np.int64)[None, :], rows.astype(np.int64)[:, None], scene.seed + 7)) - 0.5) * 12
+    img += (
+        unit(hash2(cols.astype(np.int64)[None, :], rows.astype(np.int64)[:, None], scene.seed + 7))
+        - 0.5
+    ) * 12
     out = np.clip(np.rint(img), 1, 255).astype(np.uint8)
     if scene.collar:
         out[:, scene.nodata(rows[:, None], cols[None, :])] = 0
@@ -73,9 +94,16 @@ def _ground(scene: Layout, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     v = Y * _F(math.cos(a)) - X * _F(math.sin(a)) + 15 * noise2d(xs, ys, 60.0, s + 2)
     field = hash2(np.floor(u / _F(110)), np.floor(v / _F(70)), s + 3)
     colour = _FIELDS[:, (field % np.uint64(_FIELDS.shape[1])).astype(np.intp)]
-    rows_of_crop = ((field >> np.uint64(8)) & np.uint64(1)).astype(bool) & (np.mod(u, _F(4)) < _F(1.6))
-    tone = (_F(0.8) + _F(0.4) * noise2d(xs, ys, 400.0, s + 4) + _F(0.25) * noise2d(xs, ys, 20.0, s + 5)
-            + _F(0.15) * noise2d(xs, ys, 3.0, s + 6) - _F(0.2)) * np.where(rows_of_crop, _F(0.88), _F(1))
+    rows_of_crop = ((field >> np.uint64(8)) & np.uint64(1)).astype(bool) & (
+        np.mod(u, _F(4)) < _F(1.6)
+    )
+    tone = (
+        _F(0.8)
+        + _F(0.4) * noise2d(xs, ys, 400.0, s + 4)
+        + _F(0.25) * noise2d(xs, ys, 20.0, s + 5)
+        + _F(0.15) * noise2d(xs, ys, 3.0, s + 6)
+        - _F(0.2)
+    ) * np.where(rows_of_crop, _F(0.88), _F(1))
     return colour * tone[None]
 
 
@@ -123,10 +151,15 @@ def _object(img: np.ndarray, o: Obj, X: np.ndarray, Y: np.ndarray, scene: Layout
     img *= 1 - _F(0.5) * _cover(shadow_sd, g)[None]
     sd = np.maximum(np.abs(u) - _F(hl), np.abs(v) - _F(hw))
     if o.category == VEHICLE:
-        band = ((u > _F(0.2 * hl)) & (u < _F(0.55 * hl))) | ((u > _F(-0.8 * hl)) & (u < _F(-0.62 * hl)))
+        band = ((u > _F(0.2 * hl)) & (u < _F(0.55 * hl))) | (
+            (u > _F(-0.8 * hl)) & (u < _F(-0.62 * hl))
+        )
         colour = np.where((band & (np.abs(v) < _F(hw - 0.35)))[None], _GLASS, colour)
     elif o.category == BUILDING and o.style:  # gabled: two roof planes and a ridge
-        colour = colour * np.where(np.abs(v) < _F(0.3), _F(1.2), np.where(v > 0, _F(1.1), _F(0.78)))[None]
+        colour = (
+            colour
+            * np.where(np.abs(v) < _F(0.3), _F(1.2), np.where(v > 0, _F(1.1), _F(0.78)))[None]
+        )
     else:  # flat roof with a parapet
         colour = colour * np.where(sd > _F(-0.8), _F(0.8), _F(1))[None]
     _blend(img, colour, _cover(sd, g))

@@ -19,13 +19,15 @@ from rich.progress import Progress
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
-from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.geo import gsd_m
+from scalemae_det.base.pixels import raster_errors
 from scalemae_det.synthetic.layout import CLASS_NAMES, Layout, make_scene
 from scalemae_det.synthetic.render import render_window
 
 MIN_SIZE = 64
-CATEGORIES = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)]
+CATEGORIES = [
+    {"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(CLASS_NAMES)
+]
 
 
 def _size(path: Path, size: int | tuple[int, int]) -> tuple[int, int]:
@@ -52,21 +54,49 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     x0, y0 = round(x, -3), round(y, -3)
     true_gsd = gsd_m(crs_obj, Affine(gsd, 0, x0, 0, -gsd, y0), 1000, 1000)
     if abs(true_gsd / gsd - 1) > 0.02:
-        raise UserError(f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS such as UTM")
+        raise UserError(
+            f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS such as UTM"
+        )
     return crs_obj, x0, y0
 
 
-def _write_tif(path: Path, scene: Layout, crs: CRS, transform: Affine, block_rows: int,
-               progress: Progress | None = None) -> None:
-    profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=3, dtype="uint8", crs=crs,
-                   transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
-                   predictor=2, photometric="RGB", interleave="pixel", BIGTIFF="IF_SAFER",
-                   nodata=0 if scene.collar else None)
+def _write_tif(
+    path: Path,
+    scene: Layout,
+    crs: CRS,
+    transform: Affine,
+    block_rows: int,
+    progress: Progress | None = None,
+) -> None:
+    profile = dict(
+        driver="GTiff",
+        width=scene.width,
+        height=scene.height,
+        count=3,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        predictor=2,
+        photometric="RGB",
+        interleave="pixel",
+        BIGTIFF="IF_SAFER",
+        nodata=0 if scene.collar else None,
+    )
     task = progress.add_task(f"rendering {path.name}", total=scene.height) if progress else None
-    with raster_errors(path, "writing failed"), atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with (
+        raster_errors(path, "writing failed"),
+        atomic_path(path) as tmp,
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
         for row in range(0, scene.height, block_rows):
             h = min(block_rows, scene.height - row)
-            dst.write(render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h))
+            dst.write(
+                render_window(scene, row, 0, h, scene.width), window=Window(0, row, scene.width, h)
+            )
             if progress:
                 progress.advance(task, h)
 
@@ -76,16 +106,29 @@ def _annotations(scene: Layout, transform: Affine, image_id: int, first_id: int)
     for k, o in enumerate(scene.objects):
         x0, y0, x1, y1 = (round(float(v) / scene.gsd, 2) for v in o.bbox_m())
         (mx0, mx1), (my1, my0) = zip(transform @ (x0, y0), transform @ (x1, y1))
-        anns.append({"id": first_id + k, "image_id": image_id, "category_id": o.category,
-                     "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
-                     "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0,
-                     "bbox_map": [min(mx0, mx1), min(my0, my1), max(mx0, mx1), max(my0, my1)]})
+        anns.append(
+            {
+                "id": first_id + k,
+                "image_id": image_id,
+                "category_id": o.category,
+                "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                "area": round((x1 - x0) * (y1 - y0), 2),
+                "iscrowd": 0,
+                "bbox_map": [min(mx0, mx1), min(my0, my1), max(mx0, mx1), max(my0, my1)],
+            }
+        )
     return anns
 
 
 def _image(image_id: int, name: str, scene: Layout, crs: CRS) -> dict:
-    return {"id": image_id, "file_name": name, "width": scene.width, "height": scene.height,
-            "gsd": scene.gsd, "crs": crs.to_string()}
+    return {
+        "id": image_id,
+        "file_name": name,
+        "width": scene.width,
+        "height": scene.height,
+        "gsd": scene.gsd,
+        "crs": crs.to_string(),
+    }
 
 
 def _write_json(path: Path, coco: dict) -> None:
@@ -93,8 +136,15 @@ def _write_json(path: Path, coco: dict) -> None:
         tmp.write_text(json.dumps(coco))
 
 
-def write_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int = 0, gsd: float = 0.5,
-                crs: str = "EPSG:32633", nodata_collar: bool = False, block_rows: int = 512) -> dict:
+def write_scene(
+    path: str | os.PathLike,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    gsd: float = 0.5,
+    crs: str = "EPSG:32633",
+    nodata_collar: bool = False,
+    block_rows: int = 512,
+) -> dict:
     """Write a streamed GeoTIFF scene and `<stem>.json` (COCO) beside it; return the COCO dict."""
     path = checks.output_file(path, "out")
     checks.output_file(path.with_suffix(".json"))
@@ -104,14 +154,23 @@ def write_scene(path: str | os.PathLike, size: int | tuple[int, int], seed: int 
     scene = make_scene(width, height, gsd, seed, nodata_collar)
     with Progress(disable=width * height < 4096 * 4096, transient=True) as progress:
         _write_tif(path, scene, crs_obj, transform, block_rows, progress)
-    coco = {"images": [_image(1, path.name, scene, crs_obj)], "annotations": _annotations(scene, transform, 1, 1),
-            "categories": CATEGORIES}
+    coco = {
+        "images": [_image(1, path.name, scene, crs_obj)],
+        "annotations": _annotations(scene, transform, 1, 1),
+        "categories": CATEGORIES,
+    }
     _write_json(path.with_suffix(".json"), coco)
     return coco
 
 
-def write_chips(out_dir: str | os.PathLike, count: int, size: int = 256, seed: int = 0,
-                gsd: float | tuple[float, float] = 0.5, crs: str = "EPSG:32633") -> Path:
+def write_chips(
+    out_dir: str | os.PathLike,
+    count: int,
+    size: int = 256,
+    seed: int = 0,
+    gsd: float | tuple[float, float] = 0.5,
+    crs: str = "EPSG:32633",
+) -> Path:
     """Write `count` GeoTIFF chips (GSD fixed or uniform in a (min, max) range) and labels.json."""
     out = Path(out_dir)
     labels = out / "labels.json"
@@ -126,7 +185,10 @@ def write_chips(out_dir: str | os.PathLike, count: int, size: int = 256, seed: i
     checks.output_dir(out, "out")
     gsds = np.round(np.random.default_rng([seed, 2]).uniform(lo, hi, count), 4)
     images, anns = [], []
-    side, step = math.ceil(math.sqrt(count)), 1000 * math.ceil(size * hi / 1000)  # a grid: chips never overlap
+    side, step = (
+        math.ceil(math.sqrt(count)),
+        1000 * math.ceil(size * hi / 1000),
+    )  # a grid: chips never overlap
     with Progress(disable=count < 50, transient=True) as progress:
         task = progress.add_task(f"writing {count} chips", total=count)
         for i, g in enumerate(gsds.tolist()):

@@ -6,15 +6,32 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from scalemae_det.base.pixels import FILL, nodata_mask, read_unit, select_bands, to_unit, value_range
-from scalemae_det.base.errors import UserError
 from helpers.realdata import ORIGINS, raster
+from scalemae_det.base.errors import UserError
+from scalemae_det.base.pixels import (
+    FILL,
+    nodata_mask,
+    read_unit,
+    select_bands,
+    to_unit,
+    value_range,
+)
 
 
 def _write(path, data, **kw):
     count, height, width = data.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-                   crs="EPSG:32631", transform=from_origin(500_000, 4_000_000, 1, 1)) | kw
+    profile = (
+        dict(
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=count,
+            dtype=data.dtype.name,
+            crs="EPSG:32631",
+            transform=from_origin(500_000, 4_000_000, 1, 1),
+        )
+        | kw
+    )
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
     return path
@@ -22,7 +39,9 @@ def _write(path, data, **kw):
 
 @pytest.mark.parametrize("origin", ORIGINS)
 def test_band_selection_follows_colour_interpretation_and_count(tmp_path, origin):
-    with rasterio.open(raster("RGBA.uint16.tif", origin, tmp_path)) as ds:  # stored blue, green, red, alpha
+    with rasterio.open(
+        raster("RGBA.uint16.tif", origin, tmp_path)
+    ) as ds:  # stored blue, green, red, alpha
         interp = [c.name for c in ds.colorinterp]
         assert select_bands(ds) == [interp.index(c) + 1 for c in ("red", "green", "blue")]
         assert select_bands(ds, [4, 3, 2]) == [4, 3, 2]
@@ -43,8 +62,13 @@ def test_band_selection_follows_colour_interpretation_and_count(tmp_path, origin
 
 def test_stretch_is_per_band_percentiles_of_valid_pixels(tmp_path):
     rng = np.random.default_rng(1)
-    data = np.stack([rng.integers(0, 4000, (300, 200)), rng.integers(1000, 60000, (300, 200)),
-                     rng.integers(5, 9, (300, 200))]).astype(np.uint16)
+    data = np.stack(
+        [
+            rng.integers(0, 4000, (300, 200)),
+            rng.integers(1000, 60000, (300, 200)),
+            rng.integers(5, 9, (300, 200)),
+        ]
+    ).astype(np.uint16)
     data[:, :50] = 0  # nodata collar
     path = _write(tmp_path / "u16.tif", data, nodata=0)
     valid = (data != 0).any(0)
@@ -97,7 +121,9 @@ def test_nodata_value_nan_and_resampled_mask(tmp_path, origin):
     np.testing.assert_array_equal(mask, (data == 0).all(0))  # nodata 0 in every band
     assert mask.any()
     with rasterio.open(raster("float_nan.tif", origin, tmp_path)) as ds:
-        unit, mask = read_unit(ds, select_bands(ds), Window(0, 0, ds.width, ds.height), value_range(ds, [1, 1, 1]))
+        unit, mask = read_unit(
+            ds, select_bands(ds), Window(0, 0, ds.width, ds.height), value_range(ds, [1, 1, 1])
+        )
         raw = ds.read(1)
     np.testing.assert_array_equal(mask, np.isnan(raw))
     assert np.isfinite(unit).all() and (unit[:, mask] == FILL).all()
@@ -107,7 +133,9 @@ def test_nodata_value_nan_and_resampled_mask(tmp_path, origin):
     path = _write(tmp_path / "nan.tif", arr)
     with rasterio.open(path) as ds:
         _, mask = read_unit(ds, [1, 1, 1], Window(0, 0, 8, 8), (np.zeros(3), np.ones(3)))
-        _, half = read_unit(ds, [1, 1, 1], Window(0, 0, 8, 8), (np.zeros(3), np.ones(3)), out_shape=(4, 4))
+        _, half = read_unit(
+            ds, [1, 1, 1], Window(0, 0, 8, 8), (np.zeros(3), np.ones(3)), out_shape=(4, 4)
+        )
     np.testing.assert_array_equal(mask, np.isnan(arr[0]))
     assert half[1, 1] and not half[3, 3]  # bilinear reads spread NaN by at most a pixel
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import scalemae_det.export.parity
-from scalemae_det.export.parity import Tolerance
 from scalemae_det.cli import main
+from scalemae_det.export.parity import Tolerance
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -58,36 +58,75 @@ BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), ex
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, monkeypatch, capsys, tiny_checkpoint):
+def test_bad_input_is_one_line_and_writes_nothing(
+    case, tmp_path, monkeypatch, capsys, tiny_checkpoint
+):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     make_ckpt, make_out, extra, words = BAD[case]
     ckpt = make_ckpt(tmp_path) if make_ckpt else tiny_checkpoint
     out = make_out(tmp_path) if make_out else out_dir / "m.onnx"
-    code, _, err = run_cli(monkeypatch, capsys, ckpt, "--out", out, "--tile", 64, "--batch", 1, *extra)
+    code, _, err = run_cli(
+        monkeypatch, capsys, ckpt, "--out", out, "--tile", 64, "--batch", 1, *extra
+    )
     assert_one_line_error(code, err, *words)
     assert list(out_dir.iterdir()) == []
 
 
-def test_failed_parity_exits_nonzero_and_leaves_no_file(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+def test_failed_parity_exits_nonzero_and_leaves_no_file(
+    tmp_path, monkeypatch, capsys, tiny_checkpoint
+):
     """A tolerance no export can meet stands in for a broken graph."""
-    monkeypatch.setitem(scalemae_det.export.parity.TOLERANCES, "float32", Tolerance(box_px=-1.0, score=-1.0))
+    monkeypatch.setitem(
+        scalemae_det.export.parity.TOLERANCES, "float32", Tolerance(box_px=-1.0, score=-1.0)
+    )
     out = tmp_path / "m.onnx"
-    code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", out, "--tile", 64, "--batch", 1, "--no-simplify")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        tiny_checkpoint,
+        "--out",
+        out,
+        "--tile",
+        64,
+        "--batch",
+        1,
+        "--no-simplify",
+    )
     assert_one_line_error(code, err, "m.onnx", "parity FAILED", "nothing written")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsys, tiny_checkpoint):
     """The glue only (parity is covered in test_export): both files, each reloadable with its metadata."""
-    from scalemae_det.export.torchscript_export import load_torchscript
     from scalemae_det.base.metadata import ModelMetadata
+    from scalemae_det.export.torchscript_export import load_torchscript
 
-    code, _, err = run_cli(monkeypatch, capsys, tiny_checkpoint, "--out", tmp_path / "m", "--format", "all",
-                           "--tile", 64, "--batch", 2, "--gsd", 0.3, "--no-validate")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        tiny_checkpoint,
+        "--out",
+        tmp_path / "m",
+        "--format",
+        "all",
+        "--tile",
+        64,
+        "--batch",
+        2,
+        "--gsd",
+        0.3,
+        "--no-validate",
+    )
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt"]
-    onnx_meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props})
+    onnx_meta = ModelMetadata.from_props(
+        {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    )
     _, ts_meta = load_torchscript(tmp_path / "m.pt")
-    assert (onnx_meta.tile, onnx_meta.batch, onnx_meta.gsd) == (ts_meta.tile, ts_meta.batch, ts_meta.gsd) == (64, 2, 0.3)
+    assert (
+        (onnx_meta.tile, onnx_meta.batch, onnx_meta.gsd)
+        == (ts_meta.tile, ts_meta.batch, ts_meta.gsd)
+        == (64, 2, 0.3)
+    )
     assert err.count("not validated") == 2

@@ -11,20 +11,29 @@ import numpy as np
 import pytest
 import rasterio
 
-from helpers.realdata import ORIGINS, raster
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
+from helpers.realdata import ORIGINS, raster
 from helpers.standin import build_model, scene_with_squares
 from scalemae_det.runtime.preview import PALETTE
 
 
 def predict(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", NO_TORCH, "predict", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "predict", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", NO_TORCH, "predict", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", NO_TORCH, "predict", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +47,18 @@ def _errors(stderr: str) -> list[str]:
 
 def test_predict_runs_without_torch(tmp_path, model):
     scene = scene_with_squares(tmp_path / "a.tif", 200, 150, [(10, 10), (100, 60)])
-    done = predict(scene, "--model", model, "--out", tmp_path / "out", "--preview", tmp_path / "a.png")
+    done = predict(
+        scene, "--model", model, "--out", tmp_path / "out", "--preview", tmp_path / "a.png"
+    )
     assert done.returncode == 0, done.stderr
     assert "torch import attempted" not in done.stderr
     assert "CPUExecutionProvider" in done.stderr  # the provider actually used is reported
     assert "a.tif: 2 detections" in done.stderr
     doc = json.loads((tmp_path / "out" / "a.geojson").read_text())
     assert len(doc["features"]) == 2
-    with rasterio.open(tmp_path / "a.png") as png:  # the quicklook outlines each box in its class colour
+    with rasterio.open(
+        tmp_path / "a.png"
+    ) as png:  # the quicklook outlines each box in its class colour
         assert (png.width, png.height) == (200, 150)
         image = png.read()
     for feature in doc["features"]:
@@ -72,11 +85,15 @@ def test_killed_run_leaves_only_complete_outputs_and_rerun_skips_them(tmp_path, 
     again = predict(scenes, "--model", model, "--out", out)
     assert again.returncode == 0, again.stderr
     for path in first:
-        assert f"{path.stem}.tif: skipped" in again.stderr and path.stat().st_mtime_ns == stamps[path]
+        assert (
+            f"{path.stem}.tif: skipped" in again.stderr and path.stat().st_mtime_ns == stamps[path]
+        )
     for k in range(6):
         assert len(json.loads((out / f"s{k}.geojson").read_text())["features"]) == k + 1
     redo = predict(scenes / "s0.tif", "--model", model, "--out", out, "--overwrite")
-    assert redo.returncode == 0 and (out / "s0.geojson").stat().st_mtime_ns != stamps.get(out / "s0.geojson", 0)
+    assert redo.returncode == 0 and (out / "s0.geojson").stat().st_mtime_ns != stamps.get(
+        out / "s0.geojson", 0
+    )
 
 
 @pytest.mark.parametrize("origin", ORIGINS)
@@ -90,18 +107,38 @@ def test_bad_inputs_are_one_line_each_and_the_rest_finish(tmp_path, model, origi
 
     with rasterio.open(two, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint8") as ds:
         ds.write(np.zeros((2, 8, 8), np.uint8))
-    done = predict(text, raster("corrupt.tif", origin, tmp_path / "made"), two, tmp_path / "missing.tif", good, "--model", model,
-                   "--out", tmp_path / "out", "--gsd-mode", "as-is", "--format", "csv")
+    done = predict(
+        text,
+        raster("corrupt.tif", origin, tmp_path / "made"),
+        two,
+        tmp_path / "missing.tif",
+        good,
+        "--model",
+        model,
+        "--out",
+        tmp_path / "out",
+        "--gsd-mode",
+        "as-is",
+        "--format",
+        "csv",
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     errors = _errors(done.stderr)
     assert len(errors) == 4
-    for name, problem in (("notes.tif", "not a readable raster"), ("corrupt.tif", "reading failed"),
-                          ("two.tif", "2 colour bands"), ("missing.tif", "no such file")):
+    for name, problem in (
+        ("notes.tif", "not a readable raster"),
+        ("corrupt.tif", "reading failed"),
+        ("two.tif", "2 colour bands"),
+        ("missing.tif", "no such file"),
+    ):
         assert any(name in e and problem in e for e in errors), (name, errors)
     assert "4 of 5 inputs failed" in done.stderr
     assert (tmp_path / "out" / "good.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "records"]  # records: the run's log
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "good.csv",
+        "records",
+    ]  # records: the run's log
 
 
 def _bare_model(tmp_path, args):
@@ -116,8 +153,14 @@ def _output_is_a_file(tmp_path, args):
 UNUSABLE = {  # case: (change to the arguments [scene, scene, --model, M, --out, O], words of the one error line)
     "no metadata": (_bare_model, "bare.onnx: not a scalemae-det model"),
     "output is a file": (_output_is_a_file, "taken: is a file, not a folder"),
-    "preview name": (lambda tmp, args: args.extend(["--preview", tmp / "p.png"]), "with several scenes the name needs {scene}"),
-    "bad option": (lambda tmp, args: args.extend(["--scale", "low,high"]), "--scale low,high: expected auto or MIN,MAX"),
+    "preview name": (
+        lambda tmp, args: args.extend(["--preview", tmp / "p.png"]),
+        "with several scenes the name needs {scene}",
+    ),
+    "bad option": (
+        lambda tmp, args: args.extend(["--scale", "low,high"]),
+        "--scale low,high: expected auto or MIN,MAX",
+    ),
     "batch 0": (lambda tmp, args: args.extend(["--batch", "0"]), "--batch 0: must be at least 1"),
 }
 
@@ -126,7 +169,14 @@ UNUSABLE = {  # case: (change to the arguments [scene, scene, --model, M, --out,
 def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
     change, expected = UNUSABLE[case]
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
-    args = [scene, scene_with_squares(tmp_path / "b.tif", 100, 80, [(10, 10)]), "--model", model, "--out", tmp_path / "out"]
+    args = [
+        scene,
+        scene_with_squares(tmp_path / "b.tif", 100, 80, [(10, 10)]),
+        "--model",
+        model,
+        "--out",
+        tmp_path / "out",
+    ]
     change(tmp_path, args)
     done = predict(*args)
     assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -138,7 +188,9 @@ def test_unusable_model_or_options_fail_in_one_line(tmp_path, model, case):
 def test_no_gpu_means_a_cuda_request_fails(tmp_path, model):
     import onnxruntime as ort
 
-    probe = ort.InferenceSession(str(model), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    probe = ort.InferenceSession(
+        str(model), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     if "CUDAExecutionProvider" in probe.get_providers():
         pytest.skip("a GPU is usable here: nothing to refuse")
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])

@@ -7,8 +7,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from scalemae_det.data.coco import collate
-from scalemae_det.data.transforms import (AugmentConfig, EvalTransform, TrainTransform, crop,
-                                          hflip, resize, rotate90, vflip)
+from scalemae_det.data.transforms import (
+    AugmentConfig,
+    EvalTransform,
+    TrainTransform,
+    crop,
+    hflip,
+    resize,
+    rotate90,
+    vflip,
+)
 
 
 def _scene(h, w, rects, gsd=0.5):
@@ -17,8 +25,12 @@ def _scene(h, w, rects, gsd=0.5):
     image = torch.full((3, h, w), 0.1)
     for i, (x0, y0, x1, y1) in enumerate(rects):
         image[i, y0:y1, x0:x1] = 0.9
-    target = {"boxes": torch.tensor(rects, dtype=torch.float32).reshape(-1, 4),
-              "labels": torch.arange(1, len(rects) + 1), "image_id": 7, "gsd": gsd}
+    target = {
+        "boxes": torch.tensor(rects, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.arange(1, len(rects) + 1),
+        "image_id": 7,
+        "gsd": gsd,
+    }
     return image, target
 
 
@@ -31,7 +43,9 @@ def _bright_extent(image, box, label, margin=2):
     ys, xs = torch.nonzero(image[label - 1, r0:r1, c0:c1] > 0.5, as_tuple=True)
     if not len(ys):
         return None
-    return torch.tensor([xs.min() + c0, ys.min() + r0, xs.max() + c0 + 1, ys.max() + r0 + 1], dtype=torch.float32)
+    return torch.tensor(
+        [xs.min() + c0, ys.min() + r0, xs.max() + c0 + 1, ys.max() + r0 + 1], dtype=torch.float32
+    )
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
@@ -52,8 +66,9 @@ def test_flips_and_quarter_turns_keep_boxes_on_objects(k, flip):
 def test_lsj_divides_gsd_by_the_scale_exactly(scale):
     # 40x60 scaled by 0.5, 1.5 or 2 gives whole pixel sizes, so the resize factor is exactly s
     image, target = _scene(40, 60, [(10, 10, 30, 20)], gsd=0.3)
-    cfg = AugmentConfig(input_size=64, scale_range=(scale, scale), flips=False, rotations=False,
-                        photometric=0)
+    cfg = AugmentConfig(
+        input_size=64, scale_range=(scale, scale), flips=False, rotations=False, photometric=0
+    )
     torch.manual_seed(0)
     out_image, out = TrainTransform(cfg)(image, target)
     assert out_image.shape == (3, 64, 64)
@@ -74,7 +89,9 @@ def test_lsj_boxes_follow_the_image(seed):
     the object has grown by the same factor the GSD shrank, and dropped boxes are mostly gone."""
     rects = [(8, 6, 40, 30), (50, 44, 78, 70), (0, 60, 20, 80)]
     image, target = _scene(80, 96, rects, gsd=0.3)
-    cfg = AugmentConfig(input_size=72, photometric=0.1, min_visible=0.5, min_box_size=1.0)  # the area rule
+    cfg = AugmentConfig(
+        input_size=72, photometric=0.1, min_visible=0.5, min_box_size=1.0
+    )  # the area rule
     torch.manual_seed(seed)
     out_image, out = TrainTransform(cfg)(image, target)
     assert out_image.shape == (3, 72, 72) and out_image.dtype == torch.float32
@@ -117,8 +134,13 @@ class _Synthetic(Dataset):
 
 def test_dataloader_workers_reproduce_a_run():
     def run():
-        loader = DataLoader(_Synthetic(), batch_size=2, num_workers=2, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(11))
+        loader = DataLoader(
+            _Synthetic(),
+            batch_size=2,
+            num_workers=2,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(11),
+        )
         return [(torch.stack(imgs), [t["gsd"] for t in tgts]) for imgs, tgts in loader]
 
     a, b = run(), run()
@@ -157,14 +179,20 @@ def test_lsj_pads_with_the_mean_colour_and_keeps_boxes_two_px_visible():
 
     image, target = _scene(40, 30, [(1, 2, 20, 30), (26, 30, 30, 38)])
     torch.manual_seed(0)
-    cfg = AugmentConfig(input_size=64, scale_range=(1.0, 1.0), flips=False, rotations=False, photometric=0)
+    cfg = AugmentConfig(
+        input_size=64, scale_range=(1.0, 1.0), flips=False, rotations=False, photometric=0
+    )
     out_image, out = TrainTransform(cfg)(image, target)
     assert torch.equal(out_image[:, :40, :30], image)  # smaller than the crop: placed at (0, 0)
-    normalised = (out_image - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    normalised = (out_image - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(3, 1, 1)
     assert normalised[:, 40:].abs().max() < 1e-6 and normalised[:, :, 30:].abs().max() < 1e-6
     # a window through box 1 leaving 3 of its 19 px of width (16%): kept, clipped, as ViTDet keeps it
     _, cut = crop(image, target, 0, 17, 13, cfg.min_visible, cfg.min_box_size)
-    assert cut["labels"].tolist() == [1] and torch.equal(cut["boxes"], torch.tensor([[0.0, 2.0, 3.0, 13.0]]))
+    assert cut["labels"].tolist() == [1] and torch.equal(
+        cut["boxes"], torch.tensor([[0.0, 2.0, 3.0, 13.0]])
+    )
     # ... and one leaving 1 px is not
     _, cut = crop(image, target, 0, 19, 7, cfg.min_visible, cfg.min_box_size)
     assert cut["labels"].tolist() == []

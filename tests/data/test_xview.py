@@ -33,15 +33,25 @@ KNOWN = sorted(XVIEW_CLASSES)
 
 def _feature(image_id, type_id, box, rng):
     lon, lat = rng.uniform(-180, 180), rng.uniform(-60, 60)
-    return {"type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 1e-4, lat],
-                                                              [lon + 1e-4, lat + 1e-4], [lon, lat]]]},
-            "properties": {"bounds_imcoords": ",".join(str(int(v)) for v in box),
-                           "edited_by": "wwjohnsn", "cat_id": int(rng.integers(1e6)),
-                           "type_id": type_id, "ingest_time": "2017/07/24 12:49:09.118+00",
-                           "index_right": 2356, "image_id": image_id,
-                           "point_geom": "0101000020E6100000", "feature_id": int(rng.integers(1e6)),
-                           "grid_file": "Grid2.shp"}}
+    return {
+        "type": "Feature",
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[lon, lat], [lon + 1e-4, lat], [lon + 1e-4, lat + 1e-4], [lon, lat]]],
+        },
+        "properties": {
+            "bounds_imcoords": ",".join(str(int(v)) for v in box),
+            "edited_by": "wwjohnsn",
+            "cat_id": int(rng.integers(1e6)),
+            "type_id": type_id,
+            "ingest_time": "2017/07/24 12:49:09.118+00",
+            "index_right": 2356,
+            "image_id": image_id,
+            "point_geom": "0101000020E6100000",
+            "feature_id": int(rng.integers(1e6)),
+            "grid_file": "Grid2.shp",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +62,15 @@ def xview(tmp_path_factory):
     rng = np.random.default_rng(0)
     features, boxes = [], []
     for scene, (w, h, _, _) in SCENES.items():
-        profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs="EPSG:4326",
-                       transform=from_origin(rng.uniform(-100, 100), rng.uniform(-50, 50), 2.7e-6, 2.7e-6))
+        profile = dict(
+            driver="GTiff",
+            width=w,
+            height=h,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:4326",
+            transform=from_origin(rng.uniform(-100, 100), rng.uniform(-50, 50), 2.7e-6, 2.7e-6),
+        )
         pixels = rng.integers(1, 256, (3, h, w), dtype=np.uint8)
         data_w = BLANK_FROM.get(scene, w)
         pixels[:, :, data_w:] = 0
@@ -80,7 +97,9 @@ def xview(tmp_path_factory):
 
 def _convert(xview, out, **kw):
     root, geojson, _ = xview
-    return prepare_xview(geojson, root / "images", out, cfg=ChipConfig(CHIP, OVERLAP), progress=False, **kw)
+    return prepare_xview(
+        geojson, root / "images", out, cfg=ChipConfig(CHIP, OVERLAP), progress=False, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +127,11 @@ def test_categories_are_the_xview_classes_minus_dropped(converted):
     assert [c["id"] for c in cats] == list(range(1, 61))
     assert len(XVIEW_CLASSES) == 60 and 75 not in XVIEW_CLASSES and 82 not in XVIEW_CLASSES
     by_type = {c["xview_type_id"]: c["name"] for c in cats}
-    assert by_type[11] == "Fixed-wing Aircraft" and by_type[18] == "Small Car" and by_type[94] == "Tower"
+    assert (
+        by_type[11] == "Fixed-wing Aircraft"
+        and by_type[18] == "Small Car"
+        and by_type[94] == "Tower"
+    )
 
 
 def test_chips_cover_scenes_with_their_georeference(xview, converted):
@@ -116,7 +139,9 @@ def test_chips_cover_scenes_with_their_georeference(xview, converted):
     out, counts = converted
     records = _load(out)
     for scene, (w, h, xs, ys) in SCENES.items():
-        chips = {(r[1]["x0"], r[1]["y0"]): name for name, r in records.items() if r[1]["scene"] == scene}
+        chips = {
+            (r[1]["x0"], r[1]["y0"]): name for name, r in records.items() if r[1]["scene"] == scene
+        }
         assert sorted(chips) == sorted((x, y) for x in xs for y in ys), scene
         with rasterio.open(root / "images" / scene) as src:
             for (x0, y0), name in chips.items():
@@ -126,7 +151,9 @@ def test_chips_cover_scenes_with_their_georeference(xview, converted):
                     assert chip.transform.almost_equals(src.window_transform(win))
                     assert (chip.width, chip.height) == (win.width, win.height)
                     assert np.array_equal(chip.read(), src.read(window=win))
-    assert sum(counts["chips"].values()) == sum(len(xs) * len(ys) for _, _, xs, ys in SCENES.values())
+    assert sum(counts["chips"].values()) == sum(
+        len(xs) * len(ys) for _, _, xs, ys in SCENES.values()
+    )
 
 
 def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
@@ -150,7 +177,12 @@ def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
             kx1, ky1 = min(sx1 - cx0, cw), min(sy1 - cy0, ch)
             kw, kh = kx1 - kx0, ky1 - ky0
             # per axis, against what the chip can show of that side; the rest that touches it is ignored
-            if kw >= 2 and kh >= 2 and kw >= 0.5 * min(sx1 - sx0, cw) and kh >= 0.5 * min(sy1 - sy0, ch):
+            if (
+                kw >= 2
+                and kh >= 2
+                and kw >= 0.5 * min(sx1 - sx0, cw)
+                and kh >= 0.5 * min(sy1 - sy0, ch)
+            ):
                 expected.append((name_of[type_id], kx0, ky0, kw, kh))
             elif kw > 0 and kh > 0:
                 ignored.append((name_of[type_id], kx0, ky0, kw, kh))
@@ -162,8 +194,18 @@ def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
             assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
 
     # each small box lies whole in at least one chip, unclipped
-    whole = {(r[1]["scene"], a["bbox"][0] + r[1]["x0"], a["bbox"][1] + r[1]["y0"], a["bbox"][2], a["bbox"][3])
-             for r in records.values() for a in r[2] if not a["iscrowd"]}
+    whole = {
+        (
+            r[1]["scene"],
+            a["bbox"][0] + r[1]["x0"],
+            a["bbox"][1] + r[1]["y0"],
+            a["bbox"][2],
+            a["bbox"][3],
+        )
+        for r in records.values()
+        for a in r[2]
+        if not a["iscrowd"]
+    }
     for scene, type_id, (x0, y0, x1, y1) in boxes:
         if scene in SCENES and type_id != 75 and x1 - x0 < 40 and y1 - y0 < 40:
             assert (scene, x0, y0, x1 - x0, y1 - y0) in whole
@@ -205,16 +247,38 @@ def test_missing_scene_reported_in_one_line(xview, tmp_path, caplog):
 def test_cli_errors_are_one_line(xview, tmp_path):
     root, geojson, _ = xview
     cmd = [sys.executable, "-c", "from scalemae_det.cli import main; main()", "prepare-xview"]
-    res = subprocess.run([*cmd, "--geojson", str(geojson), "--images", str(tmp_path / "nope"),
-                          "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[2])
+    res = subprocess.run(
+        [
+            *cmd,
+            "--geojson",
+            str(geojson),
+            "--images",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert res.returncode == 1
     assert res.stderr.strip() == f"error: {tmp_path / 'nope'}: images directory not found"
     bad = tmp_path / "bad.geojson"
     bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", ')
-    res = subprocess.run([*cmd, "--geojson", str(bad), "--images", str(root / "images"),
-                          "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[2])
+    res = subprocess.run(
+        [
+            *cmd,
+            "--geojson",
+            str(bad),
+            "--images",
+            str(root / "images"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert res.stderr.startswith(f"error: {bad}: invalid GeoJSON")
 
@@ -222,6 +286,7 @@ def test_cli_errors_are_one_line(xview, tmp_path):
 def test_streamed_features_equal_json_load(xview):
     _, geojson, _ = xview
     from scalemae_det.data.xview import iter_features
+
     text = geojson.read_text()
     # a non-ASCII character split across chunk boundaries must survive too
     path = geojson.with_name("utf8.geojson")
@@ -236,16 +301,40 @@ def test_box_larger_than_a_chip_and_box_across_a_corner_are_kept_clipped(tmp_pat
     """The area rule lost both: a 500 px box is at most 64% inside a 400 px chip, and a box 60% inside
     along each side of a chip corner is 36% inside by area."""
     (tmp_path / "images").mkdir()
-    with rasterio.open(tmp_path / "images" / "9.tif", "w", driver="GTiff", width=1000, height=900, count=3,
-                       dtype="uint8", crs="EPSG:4326", transform=from_origin(10, 20, 2.7e-6, 2.7e-6)) as dst:
+    with rasterio.open(
+        tmp_path / "images" / "9.tif",
+        "w",
+        driver="GTiff",
+        width=1000,
+        height=900,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=from_origin(10, 20, 2.7e-6, 2.7e-6),
+    ) as dst:
         dst.write(np.full((3, 900, 1000), 7, np.uint8))
     huge, corner, sliver = (150, 200, 650, 700), (330, 320, 430, 420), (395, 100, 425, 130)
     rng = np.random.default_rng(1)
     geojson = tmp_path / "labels.geojson"
-    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        _feature("9.tif", t, b, rng) for t, b in ((77, huge), (73, corner), (18, sliver))]}))
-    prepare_xview(geojson, tmp_path / "images", tmp_path / "out", cfg=ChipConfig(CHIP, OVERLAP), val_fraction=0,
-                  progress=False)
+    geojson.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    _feature("9.tif", t, b, rng)
+                    for t, b in ((77, huge), (73, corner), (18, sliver))
+                ],
+            }
+        )
+    )
+    prepare_xview(
+        geojson,
+        tmp_path / "images",
+        tmp_path / "out",
+        cfg=ChipConfig(CHIP, OVERLAP),
+        val_fraction=0,
+        progress=False,
+    )
     records = _load(tmp_path / "out")
     chip = next(r for r in records.values() if (r[1]["x0"], r[1]["y0"]) == (0, 0))
     boxes = {(a["category_id"], a["iscrowd"]): a["bbox"] for a in chip[2]}

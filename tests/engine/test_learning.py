@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from scalemae_det import build_detector
 from scalemae_det.evaluation import detections_to_coco, evaluate_detections
 
@@ -19,25 +20,40 @@ def rectangles(n: int, seed: int):
             w, h = rng.integers(14, 45, 2)
             x, y = rng.integers(0, SIZE - w), rng.integers(0, SIZE - h)
             label = int(rng.integers(1, 3))
-            img[:, y:y + h, x:x + w] = [[[0.95]], [[0.95]], [[0.9]]] if label == 1 else [[[0.7]], [[0.05]], [[0.05]]]
+            img[:, y : y + h, x : x + w] = (
+                [[[0.95]], [[0.95]], [[0.9]]] if label == 1 else [[[0.7]], [[0.05]], [[0.05]]]
+            )
             boxes.append([x, y, x + w, y + h])
             labels.append(label)
         images.append(torch.from_numpy(img))
-        targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)})
+        targets.append(
+            {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)}
+        )
     return images, targets
 
 
 def coco_map50(model, images, targets) -> float:
     """AP@0.5 with the project's evaluator (itself checked against pycocotools in test_evaluation.py)."""
-    gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "bright"}, {"id": 2, "name": "red"}]}
+    gt = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "bright"}, {"id": 2, "name": "red"}],
+    }
     model.eval()
     with torch.no_grad():
         outputs = model(images, gsd=0.5)
     for i, t in enumerate(targets):
         gt["images"].append({"id": i, "width": SIZE, "height": SIZE})
         for b, lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": lab,
-                                      "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": lab,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "iscrowd": 0,
+                }
+            )
     dets = detections_to_coco(outputs, [{"image_id": i} for i in range(len(targets))], [1, 2])
     return evaluate_detections(gt, dets)["AP50"] if dets else 0.0
 
@@ -60,7 +76,9 @@ def test_tiny_detector_learns_rectangles():
         opt.step()
         losses.append(loss.item())
     after = coco_map50(model, test_x, test_y)
-    print(f"loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}; mAP@0.5 {before:.3f} -> {after:.3f}")
+    print(
+        f"loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}; mAP@0.5 {before:.3f} -> {after:.3f}"
+    )
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
     assert before < 0.05
     assert after > 0.6

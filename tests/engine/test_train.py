@@ -14,17 +14,17 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
 
+from helpers.training import CLASSES, TINY, make_dataset, overrides, train_args, write_raster
+from scalemae_det.base.geo import gsd_m
 from scalemae_det.checkpoints import load_detector, read_checkpoint
 from scalemae_det.cli import report_user_errors
 from scalemae_det.data.coco import collate
@@ -32,14 +32,11 @@ from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
 from scalemae_det.engine.loop import Position, make_scaler, train_epoch
-from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.run import main
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
-from scalemae_det.base.geo import gsd_m
 from scalemae_det.models.detector import build_detector
-
-from helpers.training import CLASSES, TINY, make_dataset, overrides, train_args, write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -68,6 +65,7 @@ def log_events(folder: Path, event: str) -> list[dict]:
 
 # ---------------------------------------------------------------- optimizer and schedule
 
+
 def test_layer_decay_groups_and_no_decay_on_norms_biases():
     model = build_detector("vit_tiny_patch16", 2, **TINY)
     rate, depth = 0.75, TINY["depth"]
@@ -88,18 +86,23 @@ def test_layer_decay_groups_and_no_decay_on_norms_biases():
         assert scale == pytest.approx(rate ** (depth + 1 - layer)), name
         no_decay = name.endswith(".bias") or "norm" in name or p.ndim == 1
         assert wd == (0.0 if no_decay else 0.1), name
-    assert seen["backbone.trunk.patch_embed.proj.weight"][0] == pytest.approx(rate ** 3)
+    assert seen["backbone.trunk.patch_embed.proj.weight"][0] == pytest.approx(rate**3)
     assert seen["roi_heads.box_predictor.cls_score.weight"] == (1.0, 0.1)
     assert seen["backbone.trunk.blocks.1.norm1.weight"] == (pytest.approx(rate), 0.0)
 
 
 def test_warmup_then_cosine_or_step():
     total, warm = 100, 10
-    assert [lr_factor(s, total, warm, "cosine") for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [lr_factor(s, total, warm, "cosine") for s in (0, 4, 9)] == pytest.approx(
+        [0.1, 0.5, 1.0]
+    )
     for s in (10, 37, 55, 99):
-        assert lr_factor(s, total, warm, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - 10) / 90)))
+        assert lr_factor(s, total, warm, "cosine") == pytest.approx(
+            0.5 * (1 + math.cos(math.pi * (s - 10) / 90))
+        )
     assert [lr_factor(s, total, warm, "step") for s in (10, 88, 89, 96, 97)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01])
+        [1, 1, 0.1, 0.1, 0.01]
+    )
 
     model = build_detector("vit_tiny_patch16", 2, **TINY)
     opt = build_optimizer(model, lr=2e-3, weight_decay=0.1, layer_decay=0.5)
@@ -121,7 +124,10 @@ def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
     keys = list(one)
     per_rank = [list(s) for s in ranks]
     for step in range(2):  # each global batch is the union of the ranks' batches, seeds included
-        assert keys[4 * step:4 * step + 4] == per_rank[0][2 * step:2 * step + 2] + per_rank[1][2 * step:2 * step + 2]
+        assert (
+            keys[4 * step : 4 * step + 4]
+            == per_rank[0][2 * step : 2 * step + 2] + per_rank[1][2 * step : 2 * step + 2]
+        )
     assert len({k[0] for k in keys}) == 8
     one.set_epoch(5, start_step=1)
     assert list(one) == keys[4:]
@@ -130,6 +136,7 @@ def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
 
 
 # ---------------------------------------------------------------- scale-aware augmentation
+
 
 def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     """Each sample's GSD, divided by its jitter scale, is the resolution the trunk embeds at.
@@ -148,55 +155,101 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     write_raster(images / "geo.tif", pixels, "GTiff", utm, geo_transform)
     write_raster(images / "field.png", pixels, "PNG")
     write_raster(images / "plain.png", pixels, "PNG")
-    recs = [{"id": 1, "file_name": "geo.tif"}, {"id": 2, "file_name": "field.png", "gsd": 0.8},
-            {"id": 3, "file_name": "plain.png"}]
+    recs = [
+        {"id": 1, "file_name": "geo.tif"},
+        {"id": 2, "file_name": "field.png", "gsd": 0.8},
+        {"id": 3, "file_name": "plain.png"},
+    ]
     labels = tmp_path / "labels.json"
-    labels.write_text(json.dumps({
-        "images": [{**r, "width": 64, "height": 64} for r in recs],
-        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 24, 24], "iscrowd": 0}
-                        for i in (1, 2, 3)],
-        "categories": [{"id": 1, "name": "square"}]}))
+    labels.write_text(
+        json.dumps(
+            {
+                "images": [{**r, "width": 64, "height": 64} for r in recs],
+                "annotations": [
+                    {
+                        "id": i,
+                        "image_id": i,
+                        "category_id": 1,
+                        "bbox": [20, 20, 24, 24],
+                        "iscrowd": 0,
+                    }
+                    for i in (1, 2, 3)
+                ],
+                "categories": [{"id": 1, "name": "square"}],
+            }
+        )
+    )
     native = {1: gsd_m(utm, geo_transform, 64, 64), 2: 0.8, 3: 0.45}
 
-    split = load_split(images, labels, transform=train_transform(256, (0.25, 2.0)), default_gsd=0.45)
+    split = load_split(
+        images, labels, transform=train_transform(256, (0.25, 2.0)), default_gsd=0.45
+    )
     model = build_detector("vit_tiny_patch16", 1, **TINY)
     seen_res, seen_targets = [], []
     model.backbone.trunk.register_forward_pre_hook(lambda m, args: seen_res.append(args[1].clone()))
-    model.register_forward_pre_hook(lambda m, args, kw: seen_targets.append(args[1]), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda m, args, kw: seen_targets.append(args[1]), with_kwargs=True
+    )
     opt = build_optimizer(model, 1e-4, 0.1, 0.9)
     sampler = TrainSampler(3, batch_size=3, seed=11)
-    loader = DataLoader(SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=collate)
+    loader = DataLoader(
+        SeededSamples(split.dataset), batch_size=3, sampler=sampler, collate_fn=collate
+    )
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     progress = Position()
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        train_epoch(model, loader, opt, build_scheduler(opt, 10, 0, "cosine"), make_scaler("off", info.device),
-                    progress, info)
+        train_epoch(
+            model,
+            loader,
+            opt,
+            build_scheduler(opt, 10, 0, "cosine"),
+            make_scaler("off", info.device),
+            progress,
+            info,
+        )
     scales = []
     for res, targets in zip(seen_res, seen_targets):
         for r, t in zip(res.tolist(), targets):
             (box,) = t["boxes"].tolist()
             s = (box[2] - box[0]) / 24
             scales.append(s)
-            assert r == pytest.approx(native[t["image_id"]] / s * model.config.res_per_metre, rel=1e-6)
+            assert r == pytest.approx(
+                native[t["image_id"]] / s * model.config.res_per_metre, rel=1e-6
+            )
     assert len(scales) == 9 and max(scales) / min(scales) > 1.5  # the jitter really rescaled
 
 
 # ---------------------------------------------------------------- bad input
 
+
 def test_validation_scores_only_the_models_categories(tmp_path, caplog):
     images, labels = make_dataset(tmp_path, 3)
     doc = json.loads(labels.read_text())
     doc["categories"].append({"id": 7, "name": "extra"})
-    doc["annotations"].append({"id": 999, "image_id": 100, "category_id": 7, "bbox": [1, 1, 10, 10],
-                               "area": 100, "iscrowd": 0})
+    doc["annotations"].append(
+        {
+            "id": 999,
+            "image_id": 100,
+            "category_id": 7,
+            "bbox": [1, 1, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+        }
+    )
     labels.write_text(json.dumps(doc))
-    split = load_split(images, labels, transform=train_transform(64, None), default_gsd=0.5, class_names=CLASSES)
+    split = load_split(
+        images, labels, transform=train_transform(64, None), default_gsd=0.5, class_names=CLASSES
+    )
     assert [c["name"] for c in split.coco["categories"]] == list(CLASSES)
     assert {a["category_id"] for a in split.coco["annotations"]} == {1, 2}
-    assert len(split.coco["annotations"]) == 9  # three boxes in each of three images; the extra one is not scored
+    assert (
+        len(split.coco["annotations"]) == 9
+    )  # three boxes in each of three images; the extra one is not scored
     assert "not scoring 1 category the model does not have: extra" in caplog.text
-    own = load_split(images, labels, transform=train_transform(64, None), default_gsd=0.5)  # the file's own classes
+    own = load_split(
+        images, labels, transform=train_transform(64, None), default_gsd=0.5
+    )  # the file's own classes
     assert len(own.coco["annotations"]) == 10
 
 
@@ -204,20 +257,38 @@ def test_label_file_not_json_is_one_line_error(tmp_path):
     images, _ = make_dataset(tmp_path, 1)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    proc = subprocess.run([sys.executable, "train.py", *train_args(images, bad, tmp_path / "ck" / "c.pth")],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "train.py", *train_args(images, bad, tmp_path / "ck" / "c.pth")],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("images, extra, needle", [("nowhere", [], "nowhere"), ("images", ["--amp", "fp8"], "--amp"),
-                                                   ("images", ["--batch-size", "0"], "--batch_size")])
-def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys, images, extra, needle):
+@pytest.mark.parametrize(
+    "images, extra, needle",
+    [
+        ("nowhere", [], "nowhere"),
+        ("images", ["--amp", "fp8"], "--amp"),
+        ("images", ["--batch-size", "0"], "--batch_size"),
+    ],
+)
+def test_missing_image_dir_and_bad_options_are_one_line_errors(
+    tmp_path, capsys, images, extra, needle
+):
     _, labels = make_dataset(tmp_path, 1)
     with pytest.raises(SystemExit) as exc:
-        report_user_errors(main, train_args(tmp_path / images, labels, tmp_path / "c.pth", *extra), spell=train_flag)
+        report_user_errors(
+            main,
+            train_args(tmp_path / images, labels, tmp_path / "c.pth", *extra),
+            spell=train_flag,
+        )
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
@@ -228,7 +299,11 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(tmp_path, capsys,
 # Every image has the same box layout and the samplers take every anchor and RoI, so each image
 # contributes the same number of samples to torchvision's batch-mean losses and no random
 # subsampling happens: then DDP's gradient average is exactly the larger batch's.
-TAKE_ALL = {"rpn_batch_per_image": 100000, "roi_batch_per_image": 100000, "rpn_post_nms_top_n": [16, 16]}
+TAKE_ALL = {
+    "rpn_batch_per_image": 100000,
+    "roi_batch_per_image": 100000,
+    "rpn_post_nms_top_n": [16, 16],
+}
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +313,19 @@ def global_batch(tmp_path_factory):
     images, labels = make_dataset(root, 4, fixed_layout=True)
 
     def args(folder: str, batch: int) -> list[str]:
-        return [*train_args(images, labels, root / folder / "checkpoint.pth"), *overrides(TAKE_ALL),
-                "--no_augment", "--batch_size", str(batch), "--num_epochs", "2", "--clip_grad", "1.0",
-                "--log_every", "1"]
+        return [
+            *train_args(images, labels, root / folder / "checkpoint.pth"),
+            *overrides(TAKE_ALL),
+            "--no_augment",
+            "--batch_size",
+            str(batch),
+            "--num_epochs",
+            "2",
+            "--clip_grad",
+            "1.0",
+            "--log_every",
+            "1",
+        ]
 
     run([sys.executable, "train.py", *args("single", 2)])
     return root, args
@@ -256,7 +341,9 @@ def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
     assert moved > 0.05
     reference = log_events(root / "single", "train")
     logged = log_events(root / other, "train")
-    assert [r["global_step"] for r in logged] == [r["global_step"] for r in reference] == [1, 2, 3, 4]
+    assert (
+        [r["global_step"] for r in logged] == [r["global_step"] for r in reference] == [1, 2, 3, 4]
+    )
     for a, b in zip(logged, reference):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
@@ -269,8 +356,17 @@ def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
 def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(global_batch):
     """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated."""
     root, args = global_batch
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "train.py", *args("ddp", 1)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "train.py",
+            *args("ddp", 1),
+        ]
+    )
     run([sys.executable, "train.py", *args("accum", 1), "--accum_steps", "2"])
     assert log_events(root / "ddp", "start")[0]["world_size"] == 2
     for other in ("ddp", "accum"):
@@ -282,11 +378,29 @@ def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch
     meeting through a c10d rendezvous on 127.0.0.1, against one process with their global batch."""
     root, args = global_batch
     port = free_port()
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
-                               "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
-                               "--rdzv_id=two-nodes", "train.py", *args("nodes", 1)],
-                              cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={rank}",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=127.0.0.1:{port}",
+                "--rdzv_id=two-nodes",
+                "train.py",
+                *args("nodes", 1),
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     try:
         logs = [node.communicate(timeout=240)[0] for node in nodes]
     finally:
@@ -305,24 +419,65 @@ def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
 
     images, labels = make_dataset(tmp_path, 6, seed=1)
     folder = tmp_path / "save" / "checkpoints"
-    run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "train.py",
-         "--train_image_dir", str(images), "--train_label_file", str(labels),
-         "--val_image_dir", str(images), "--val_label_file", str(labels),
-         "--batch_size", "1", "--learning_rate", "5e-5", "--num_epochs", "1", "--input_size", "64",
-         "--save_checkpoint_path", str(folder / "checkpoint.pth"),
-         "--model", "vit_tiny_patch16", *overrides({"score_thresh": 0.0, "detections_per_image": 50}),
-         "--num_workers", "0"])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.launch",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "train.py",
+            "--train_image_dir",
+            str(images),
+            "--train_label_file",
+            str(labels),
+            "--val_image_dir",
+            str(images),
+            "--val_label_file",
+            str(labels),
+            "--batch_size",
+            "1",
+            "--learning_rate",
+            "5e-5",
+            "--num_epochs",
+            "1",
+            "--input_size",
+            "64",
+            "--save_checkpoint_path",
+            str(folder / "checkpoint.pth"),
+            "--model",
+            "vit_tiny_patch16",
+            *overrides({"score_thresh": 0.0, "detections_per_image": 50}),
+            "--num_workers",
+            "0",
+        ]
+    )
     assert log_events(folder, "start")[0]["world_size"] == 2
     distributed = json.loads((folder / "eval-epoch001.json").read_text())
     model, ckpt = load_detector(folder / "checkpoint.pth")
     assert ckpt["class_names"] == list(CLASSES) and ckpt["gsd"] == 0.5
 
     out = tmp_path / "single.json"
-    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(folder / "checkpoint.pth"), "--image_dir",
-                                      str(images), "--label_file", str(labels), "--output", str(out),
-                                      "--detections", str(tmp_path / "dets.json"), "--device", "cpu",
-                                      "--num-workers", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(folder / "checkpoint.pth"),
+            "--image_dir",
+            str(images),
+            "--label_file",
+            str(labels),
+            "--output",
+            str(out),
+            "--detections",
+            str(tmp_path / "dets.json"),
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     single = json.loads(out.read_text())
     dets = json.loads((tmp_path / "dets.json").read_text())
@@ -333,19 +488,35 @@ def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
 
 # ---------------------------------------------------------------- kill -9 and resume
 
+
 def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
     images, labels = make_dataset(tmp_path, 8, seed=2)
 
     def args(folder: str, workers: int) -> list[str]:
-        return [sys.executable, "train.py", *train_args(images, labels, tmp_path / folder / "checkpoint.pth"),
-                "--batch_size", "2", "--num_epochs", "2", "--save_every", "1", "--keep_checkpoints", "3",
-                "--num_workers", str(workers), "--seed", "7"]
+        return [
+            sys.executable,
+            "train.py",
+            *train_args(images, labels, tmp_path / folder / "checkpoint.pth"),
+            "--batch_size",
+            "2",
+            "--num_epochs",
+            "2",
+            "--save_every",
+            "1",
+            "--keep_checkpoints",
+            "3",
+            "--num_workers",
+            str(workers),
+            "--seed",
+            "7",
+        ]
 
     run(args("straight", 0))
 
     folder = tmp_path / "killed"
-    proc = subprocess.Popen(args("killed", 0), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args("killed", 0), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (folder / "checkpoint-step00000003.pth").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before the kill"
@@ -361,8 +532,13 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
 
     run([*args("killed", 2), "--resume", "auto"])  # resumed with data workers this time
     assert log_events(folder, "start")[-1]["resumed_from"] is not None
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # the killed writer's temp files are gone
-    straight, resumed = weights(tmp_path / "straight" / "checkpoint.pth"), weights(folder / "checkpoint.pth")
+    assert not [
+        p for p in folder.iterdir() if p.name.startswith(".")
+    ]  # the killed writer's temp files are gone
+    straight, resumed = (
+        weights(tmp_path / "straight" / "checkpoint.pth"),
+        weights(folder / "checkpoint.pth"),
+    )
     assert straight.keys() == resumed.keys()
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
@@ -372,11 +548,17 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
 def test_resume_auto_takes_the_newest_checkpoint_that_loads(tmp_path):
     save = tmp_path / "checkpoint.pth"
     for step in (2, 3, 4):
-        torch.save({"format": "scalemae-det/1", "train": {"global_step": step}}, step_path(save, step))
+        torch.save(
+            {"format": "scalemae-det/1", "train": {"global_step": step}}, step_path(save, step)
+        )
         time.sleep(0.01)
     newest = step_path(save, 4)
-    newest.write_bytes(newest.read_bytes()[:-40])  # truncated: written by something that is not train.py
-    torch.save({"format": "scalemae-det/1", "model": {}}, tmp_path / "checkpoint-step00000005.pth")  # no train state
+    newest.write_bytes(
+        newest.read_bytes()[:-40]
+    )  # truncated: written by something that is not train.py
+    torch.save(
+        {"format": "scalemae-det/1", "model": {}}, tmp_path / "checkpoint-step00000005.pth"
+    )  # no train state
     path, ckpt = newest_valid(save)
     assert path == step_path(save, 3) and ckpt["train"]["global_step"] == 3
     assert newest_valid(tmp_path / "other.pth") is None
@@ -388,39 +570,83 @@ def test_anchor_sizes_option_reaches_the_model(tmp_path):
     from scalemae_det.models.configs import get_config
 
     images, labels = make_dataset(tmp_path, 1)
-    args = parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "8", "16", "32", "64", "128"))
+    args = parse_args(
+        train_args(
+            images, labels, tmp_path / "c.pth", "--anchor_sizes", "8", "16", "32", "64", "128"
+        )
+    )
     model = build_detector(args.model, 2, **args.overrides)
     sizes = [a[0] for a in model.rpn.anchor_generator.sizes]
     assert sizes == [8, 16, 32, 64, 128]
     for name in ("vit_large_patch16", "vit_base_patch16"):  # xView-fit defaults, not COCO's 32-512
         assert get_config(name).anchor_sizes == (16, 32, 64, 128, 256)
     with pytest.raises(UserError, match="--anchor_sizes"):
-        parse_args(train_args(images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"))
+        parse_args(
+            train_args(
+                images, labels, tmp_path / "c.pth", "--anchor_sizes", "32", "16", "64", "128", "256"
+            )
+        )
 
 
 def test_rel_pos_option_trains_tables_from_zero_sized_for_the_crop(tmp_path):
+    from helpers.checkpoints import encoder_state
     from scalemae_det.engine.options import parse_args
     from scalemae_det.engine.run import training_overrides
-    from helpers.checkpoints import encoder_state
 
     images, labels = make_dataset(tmp_path, 2)
-    torch.save(encoder_state(TINY["embed_dim"], TINY["depth"]), tmp_path / "encoder.pth")  # has no tables
+    torch.save(
+        encoder_state(TINY["embed_dim"], TINY["depth"]), tmp_path / "encoder.pth"
+    )  # has no tables
     save = tmp_path / "ck" / "c.pth"
-    proc = run([sys.executable, "train.py", *train_args(images, labels, save, "--rel_pos", "--pretrained",
-                                                        str(tmp_path / "encoder.pth"), "--num_epochs", "1",
-                                                        "--batch_size", "2", "--eval_every", "0")])
+    proc = run(
+        [
+            sys.executable,
+            "train.py",
+            *train_args(
+                images,
+                labels,
+                save,
+                "--rel_pos",
+                "--pretrained",
+                str(tmp_path / "encoder.pth"),
+                "--num_epochs",
+                "1",
+                "--batch_size",
+                "2",
+                "--eval_every",
+                "0",
+            ),
+        ]
+    )
     assert f"relative position tables zero-initialised {2 * TINY['depth']}" in proc.stderr
     ckpt = read_checkpoint(save)
-    assert ckpt["config"]["rel_pos"] and ckpt["config"]["rel_pos_grid"] == 64 // 16  # the 64 px crop's grid
+    assert (
+        ckpt["config"]["rel_pos"] and ckpt["config"]["rel_pos_grid"] == 64 // 16
+    )  # the 64 px crop's grid
     window = ckpt["config"]["window_size"]
     for i in range(TINY["depth"]):
         side = 4 if i in TINY["global_blocks"] else window
         for axis in "hw":
             table = ckpt["model"][f"backbone.trunk.blocks.{i}.attn.rel_pos_{axis}"]
-            assert table.shape == (2 * side - 1, TINY["embed_dim"] // TINY["num_heads"]) and table.any()  # learnt
+            assert (
+                table.shape == (2 * side - 1, TINY["embed_dim"] // TINY["num_heads"])
+                and table.any()
+            )  # learnt
     # the grid of a crop padded to the next multiple of 32, unless given
-    assert training_overrides(parse_args(train_args(images, labels, save, "--rel_pos", "--input_size", "70")))["rel_pos_grid"] == 6
-    assert training_overrides(parse_args(train_args(images, labels, save, "--rel_pos", "--override", "rel_pos_grid=9")))["rel_pos_grid"] == 9
+    assert (
+        training_overrides(
+            parse_args(train_args(images, labels, save, "--rel_pos", "--input_size", "70"))
+        )["rel_pos_grid"]
+        == 6
+    )
+    assert (
+        training_overrides(
+            parse_args(
+                train_args(images, labels, save, "--rel_pos", "--override", "rel_pos_grid=9")
+            )
+        )["rel_pos_grid"]
+        == 9
+    )
     assert "rel_pos" not in training_overrides(parse_args(train_args(images, labels, save)))
 
 
@@ -430,16 +656,25 @@ def test_warmup_in_steps_or_epochs(tmp_path):
 
     images, labels = make_dataset(tmp_path, 1)
     base = train_args(images, labels, tmp_path / "c.pth")
-    base = base[:base.index("--warmup_steps")] + base[base.index("--warmup_steps") + 2:]
+    base = base[: base.index("--warmup_steps")] + base[base.index("--warmup_steps") + 2 :]
 
     def steps(*extra: str, per_epoch: int = 40) -> int:
         return warmup_steps(parse_args([*base, *extra]).warmup, per_epoch)
 
     assert steps() == 250  # the default
-    assert steps("--warmup", "120") == steps("--warmup", "120steps") == steps("--warmup_steps", "120") == 120
+    assert (
+        steps("--warmup", "120")
+        == steps("--warmup", "120steps")
+        == steps("--warmup_steps", "120")
+        == 120
+    )
     assert steps("--warmup", "1.5epochs") == steps("--warmup", "1.5ep") == 60
     assert steps("--warmup", "0.5epochs", per_epoch=7) == 4  # rounded to the nearest step
-    for bad, needle in ((["--warmup", "10", "--warmup_steps", "10"], "give one"), (["--warmup", "2.5steps"], "whole"),
-                        (["--warmup", "ten"], "--warmup ten"), (["--warmup_steps", "-1"], "at least 0")):
+    for bad, needle in (
+        (["--warmup", "10", "--warmup_steps", "10"], "give one"),
+        (["--warmup", "2.5steps"], "whole"),
+        (["--warmup", "ten"], "--warmup ten"),
+        (["--warmup_steps", "-1"], "at least 0"),
+    ):
         with pytest.raises(UserError, match=needle):
             parse_args([*base, *bad])

@@ -7,27 +7,28 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
 
 import scalemae_det
+from helpers.onnx import assert_same, run_onnx, split
 from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
-from helpers.onnx import F32, assert_same, run_onnx, split
-from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
-from scalemae_det.runtime.detections import Detections
-from scalemae_det.export.torchscript_export import load_torchscript
-from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from scalemae_det.base.metadata import INPUT_NAME, ModelMetadata
 from scalemae_det.checkpoints import load_detector
+from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
+from scalemae_det.export.torchscript_export import load_torchscript
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
+from scalemae_det.runtime.detections import Detections
 
 
 @pytest.fixture(scope="module")
 def tiles() -> np.ndarray:
     """busy, blank, busy: the blank tile has a neighbour on each side."""
     t = validation_tiles(TINY_TILE, TINY_BATCH)
-    assert not t[BLANK_INDEX].any() and all(t[i].std() > 0.1 for i in range(TINY_BATCH) if i != BLANK_INDEX)
+    assert not t[BLANK_INDEX].any() and all(
+        t[i].std() > 0.1 for i in range(TINY_BATCH) if i != BLANK_INDEX
+    )
     return t
 
 
@@ -40,15 +41,21 @@ def reference(tiny_checkpoint, tiles) -> list[dict[str, np.ndarray]]:
     return [{k: v.numpy() for k, v in d.items()} for d in out]
 
 
-def test_batch3_matches_pytorch_per_image_and_blank_tile_breaks_nothing(tiny_onnx, tiles, reference):
+def test_batch3_matches_pytorch_per_image_and_blank_tile_breaks_nothing(
+    tiny_onnx, tiles, reference
+):
     got = run_onnx(tiny_onnx.path, tiles, TINY_BATCH)
     counts = [len(d["scores"]) for d in got]
-    assert counts[BLANK_INDEX] == 0 and min(c for i, c in enumerate(counts) if i != BLANK_INDEX) >= 5
+    assert (
+        counts[BLANK_INDEX] == 0 and min(c for i, c in enumerate(counts) if i != BLANK_INDEX) >= 5
+    )
     assert_same(got, reference)
     assert tiny_onnx.report.passed and tiny_onnx.report.counts_exported == counts
 
 
-def test_batch1_simplified_matches_pytorch_and_batch3_equals_three_batch1_runs(tiny_export, tiny_onnx, tiles, reference):
+def test_batch1_simplified_matches_pytorch_and_batch3_equals_three_batch1_runs(
+    tiny_export, tiny_onnx, tiles, reference
+):
     single = tiny_export("onnx", batch=1)
     assert single.simplified  # onnxslim's graph kept parity
     assert_same(run_onnx(single.path, tiles, 1), reference)
@@ -63,7 +70,10 @@ def test_batch3_on_unseen_random_tiles(tiny_onnx, tiny_checkpoint):
     x[2, :, :, : TINY_TILE // 2] = 0
     model, _ = load_detector(tiny_checkpoint)
     with torch.no_grad():
-        want = [{k: v.numpy() for k, v in d.items()} for d in model(list(torch.from_numpy(x)), gsd=TINY_GSD)]
+        want = [
+            {k: v.numpy() for k, v in d.items()}
+            for d in model(list(torch.from_numpy(x)), gsd=TINY_GSD)
+        ]
     assert_same(run_onnx(tiny_onnx.path, x, TINY_BATCH), want)
 
 
@@ -71,7 +81,7 @@ def _ops(graph: onnx.GraphProto):
     for node in graph.node:
         yield node.op_type
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 yield from _ops(sub)
 
 
@@ -92,8 +102,14 @@ def test_gsd_embedding_is_a_constant_per_gsd(tiny_export, tiny_checkpoint):
         model = onnx.load(str(result.path))
         ops = set(_ops(model.graph))
         assert not {"Sin", "Cos"} & ops and "Add" in ops
-        want = gsd_sincos_pos_embed(cfg["embed_dim"], (grid, grid), gsd * cfg["res_per_metre"]).numpy()
-        matches = [c for c in _constants(model) if c.size == want.size and np.array_equal(c.reshape(want.shape), want)]
+        want = gsd_sincos_pos_embed(
+            cfg["embed_dim"], (grid, grid), gsd * cfg["res_per_metre"]
+        ).numpy()
+        matches = [
+            c
+            for c in _constants(model)
+            if c.size == want.size and np.array_equal(c.reshape(want.shape), want)
+        ]
         assert len(matches) == 1, f"gsd {gsd}: {len(matches)} constants equal the embedding"
         embeds[gsd] = matches[0].reshape(want.shape)
         assert result.report is None and result.metadata.gsd == gsd
@@ -102,13 +118,27 @@ def test_gsd_embedding_is_a_constant_per_gsd(tiny_export, tiny_checkpoint):
 
 def test_metadata_round_trips_and_io_follows_the_contract(tiny_onnx, tiny_checkpoint):
     model = onnx.load(str(tiny_onnx.path))
-    meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, source="tiny.onnx")
+    meta = ModelMetadata.from_props(
+        {p.key: p.value for p in model.metadata_props}, source="tiny.onnx"
+    )
     assert meta == tiny_onnx.metadata
     _, ckpt = load_detector(tiny_checkpoint)
     assert meta.source_sha256 == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
-    assert (meta.class_names, meta.gsd, meta.tile, meta.batch) == (TINY_CLASSES, TINY_GSD, TINY_TILE, TINY_BATCH)
-    assert (meta.max_detections, meta.score_threshold) == (ckpt["config"]["detections_per_image"], ckpt["config"]["score_thresh"])
-    assert (meta.scalemae_det_version, meta.opset, meta.precision) == (scalemae_det.__version__, model.opset_import[0].version, "float32")
+    assert (meta.class_names, meta.gsd, meta.tile, meta.batch) == (
+        TINY_CLASSES,
+        TINY_GSD,
+        TINY_TILE,
+        TINY_BATCH,
+    )
+    assert (meta.max_detections, meta.score_threshold) == (
+        ckpt["config"]["detections_per_image"],
+        ckpt["config"]["score_thresh"],
+    )
+    assert (meta.scalemae_det_version, meta.opset, meta.precision) == (
+        scalemae_det.__version__,
+        model.opset_import[0].version,
+        "float32",
+    )
     b, k = TINY_BATCH, meta.max_detections
 
     def sig(v):
@@ -117,8 +147,12 @@ def test_metadata_round_trips_and_io_follows_the_contract(tiny_onnx, tiny_checkp
 
     F, I = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64  # noqa: E741
     assert [sig(v) for v in model.graph.input] == [(INPUT_NAME, F, [b, 3, TINY_TILE, TINY_TILE])]
-    assert [sig(v) for v in model.graph.output] == [("boxes", F, [b, k, 4]), ("scores", F, [b, k]),
-                                                    ("labels", I, [b, k]), ("num_detections", I, [b])]
+    assert [sig(v) for v in model.graph.output] == [
+        ("boxes", F, [b, k, 4]),
+        ("scores", F, [b, k]),
+        ("labels", I, [b, k]),
+        ("num_detections", I, [b]),
+    ]
     onnx.checker.check_model(model)
     stored = json.loads(tiny_onnx.report_path.read_text())
     assert tiny_onnx.report_path.name == "tiny.onnx.parity.json" and stored["passed"]
@@ -137,7 +171,9 @@ def test_torchscript_reloads_and_agrees(tiny_export, tiny_onnx, tiles, reference
     assert result.report.passed
 
 
-def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(tiny_export, tiny_onnx, tiles, reference):
+def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(
+    tiny_export, tiny_onnx, tiles, reference
+):
     """Half precision may reorder near-equal scores, so detections are matched (scalemae_det.export.parity.compare) before comparing."""
     result = tiny_export("onnx", batch=1, precision="fp16", simplify=False)
     model = onnx.load(str(result.path))
@@ -146,10 +182,21 @@ def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(tiny_export,
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     tol = TOLERANCES["float16"]
     assert result.report.tolerance == {"box_px": tol.box_px, "score": tol.score}
-    got = [Detections(d["boxes"], d["scores"], d["labels"]) for d in run_onnx(result.path, tiles, 1)]
+    got = [
+        Detections(d["boxes"], d["scores"], d["labels"]) for d in run_onnx(result.path, tiles, 1)
+    ]
     want = [Detections(d["boxes"], d["scores"], d["labels"]) for d in reference]
-    ours = compare(want, got, result.metadata.score_threshold, result.metadata.max_detections, "float16", "test")
+    ours = compare(
+        want,
+        got,
+        result.metadata.score_threshold,
+        result.metadata.max_detections,
+        "float16",
+        "test",
+    )
     assert ours.passed and ours.compared_detections >= 10 and ours.max_score_diff > 0
     assert ours.max_box_diff_px <= tol.box_px and ours.max_score_diff <= tol.score
-    float32 = tiny_export("onnx", batch=1, gsd=TINY_GSD, validate=False, simplify=False)  # also made by the GSD test
+    float32 = tiny_export(
+        "onnx", batch=1, gsd=TINY_GSD, validate=False, simplify=False
+    )  # also made by the GSD test
     assert result.size_bytes < 0.9 * float32.size_bytes

@@ -13,10 +13,15 @@ THRESHOLD, K = 0.3, 10
 def dets(rows) -> Detections:
     """rows of (x1, y1, x2, y2, score, label)."""
     a = np.asarray(rows, np.float64).reshape(-1, 6)
-    return Detections(a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64))
+    return Detections(
+        a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64)
+    )
 
 
-REF = [dets([(0, 0, 10, 10, 0.9, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)]), dets([])]
+REF = [
+    dets([(0, 0, 10, 10, 0.9, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)]),
+    dets([]),
+]
 
 
 def check(exported, **kw):
@@ -34,9 +39,13 @@ def test_box_score_label_and_count_differences_fail():
     moved = dets([(0, 0, 10.02, 10, 0.9, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)])
     report = check([moved, dets([])])
     assert not report.passed and abs(report.max_box_diff_px - 0.02) < 1e-5
-    rescored = dets([(0, 0, 10, 10, 0.9003, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)])
+    rescored = dets(
+        [(0, 0, 10, 10, 0.9003, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)]
+    )
     assert not check([rescored, dets([])]).passed
-    relabelled = dets([(0, 0, 10, 10, 0.9, 3), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)])
+    relabelled = dets(
+        [(0, 0, 10, 10, 0.9, 3), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2)]
+    )
     report = check([relabelled, dets([])])
     assert not report.passed and report.label_agreement == 2 / 3
     extra = dets([(1, 1, 5, 5, 0.5, 1)])
@@ -47,8 +56,14 @@ def test_box_score_label_and_count_differences_fail():
 
 def test_detection_at_the_cut_off_may_differ():
     """A score within the tolerance of the threshold may fall on either side of it."""
-    borderline = dets([(0, 0, 10, 10, 0.9, 1), (20, 20, 40, 40, 0.8, 2), (50, 5, 60, 30, 0.79999, 2),
-                       (70, 70, 80, 80, THRESHOLD + 5e-5, 1)])
+    borderline = dets(
+        [
+            (0, 0, 10, 10, 0.9, 1),
+            (20, 20, 40, 40, 0.8, 2),
+            (50, 5, 60, 30, 0.79999, 2),
+            (70, 70, 80, 80, THRESHOLD + 5e-5, 1),
+        ]
+    )
     assert check([borderline, dets([])]).passed
     assert not check([borderline, dets([(70, 70, 80, 80, THRESHOLD + 0.01, 1)])]).passed
 

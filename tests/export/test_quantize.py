@@ -39,14 +39,22 @@ def scenes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def float32(scenes, tmp_path_factory):
-    return export_onnx(BUNDLED, tmp_path_factory.mktemp("fp32") / "fp32.onnx", ExportSpec(**SPEC, validate=False))
+    return export_onnx(
+        BUNDLED, tmp_path_factory.mktemp("fp32") / "fp32.onnx", ExportSpec(**SPEC, validate=False)
+    )
 
 
 @pytest.fixture(scope="module")
 def int8(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "int8.onnx"
-    spec = ExportSpec(**SPEC, precision="int8", calibration=(str(scenes / "calibration.tif"),), calibration_tiles=16,
-                      int8_labels=str(scenes / "test.json"), int8_images=str(scenes))
+    spec = ExportSpec(
+        **SPEC,
+        precision="int8",
+        calibration=(str(scenes / "calibration.tif"),),
+        calibration_tiles=16,
+        int8_labels=str(scenes / "test.json"),
+        int8_images=str(scenes),
+    )
     return export_onnx(BUNDLED, out, spec)
 
 
@@ -54,11 +62,17 @@ def test_int8_export_passes_the_gate_and_keeps_ap50(int8, float32, scenes):
     report = json.loads(report_path(int8.path).read_text())
     assert report["passed"] and report["precision"] == "int8"
     assert report["agreement_precision"] >= 0.95 and report["agreement_recall"] >= 0.95
-    assert report["reference_detections"] > 20 and report["tiles"] == 4  # a quarter of 16, whole batches
-    assert report["calibration"]["tiles_left_out_nodata"] > 0  # the collar's tiles were not calibrated on
+    assert (
+        report["reference_detections"] > 20 and report["tiles"] == 4
+    )  # a quarter of 16, whole batches
+    assert (
+        report["calibration"]["tiles_left_out_nodata"] > 0
+    )  # the collar's tiles were not calibrated on
     assert report["float32_parity"]["passed"]
     ap50_float32 = runtime_ap50(float32.path, scenes / "test.json", scenes)
-    assert ap50_float32 > 0.8  # the bundled model detects on this scene, so the comparison means something
+    assert (
+        ap50_float32 > 0.8
+    )  # the bundled model detects on this scene, so the comparison means something
     assert abs(report["ap50"]["int8"] - ap50_float32) <= 0.02
     assert report["ap50"]["float32"] == pytest.approx(ap50_float32, abs=1e-9)
 
@@ -92,8 +106,15 @@ def test_gate_catches_a_model_calibrated_on_constant_tiles(float32, scenes, tmp_
 
 
 def constant_scene(path):
-    profile = dict(driver="GTiff", width=512, height=512, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=Affine(GSD, 0, 500000, 0, -GSD, 5000000))
+    profile = dict(
+        driver="GTiff",
+        width=512,
+        height=512,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(GSD, 0, 500000, 0, -GSD, 5000000),
+    )
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(np.full((3, 512, 512), 128, np.uint8))
 
@@ -102,23 +123,46 @@ def test_int8_calibrated_on_nonsense_is_refused_and_nothing_written(tmp_path):
     constant_scene(tmp_path / "grey.tif")
     out = tmp_path / "out" / "m.onnx"
     out.parent.mkdir()
-    spec = ExportSpec(**SPEC, precision="int8", calibration=(str(tmp_path / "grey.tif"),), calibration_tiles=2,
-                      validate=False)
+    spec = ExportSpec(
+        **SPEC,
+        precision="int8",
+        calibration=(str(tmp_path / "grey.tif"),),
+        calibration_tiles=2,
+        validate=False,
+    )
     with pytest.raises(UserError, match="int8 accuracy gate FAILED.*nothing written"):
         export_onnx(BUNDLED, out, spec)
     assert list(out.parent.iterdir()) == []
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--precision", "int8"], ["--precision int8 needs --calibration"]),
-    (["--calibration", "x.tif"], ["--calibration is only used with --precision int8"]),
-    (["--precision", "int4"], ["--precision int4"]),
-    (["--precision", "int8", "--calibration", "nowhere.tif"], ["--calibration nowhere.tif: no such file"]),
-    (["--precision", "int8", "--calibration", "{scene}", "--int8-min-agreement", "1.5"], ["--int8-min-agreement 1.5"]),
-    (["--precision", "int8", "--calibration", "{scene}", "--int8-labels", "l.json"], ["--int8-labels and --int8-images"]),
-    (["--precision", "int8", "--calibration", "{scene}", "--format", "torchscript"], ["--precision int8", "ONNX"]),
-    (["--precision", "int8", "--calibration", "{scene}", "--format", "all"], ["--precision int8", "ONNX"]),  # no .onnx first
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--precision", "int8"], ["--precision int8 needs --calibration"]),
+        (["--calibration", "x.tif"], ["--calibration is only used with --precision int8"]),
+        (["--precision", "int4"], ["--precision int4"]),
+        (
+            ["--precision", "int8", "--calibration", "nowhere.tif"],
+            ["--calibration nowhere.tif: no such file"],
+        ),
+        (
+            ["--precision", "int8", "--calibration", "{scene}", "--int8-min-agreement", "1.5"],
+            ["--int8-min-agreement 1.5"],
+        ),
+        (
+            ["--precision", "int8", "--calibration", "{scene}", "--int8-labels", "l.json"],
+            ["--int8-labels and --int8-images"],
+        ),
+        (
+            ["--precision", "int8", "--calibration", "{scene}", "--format", "torchscript"],
+            ["--precision int8", "ONNX"],
+        ),
+        (
+            ["--precision", "int8", "--calibration", "{scene}", "--format", "all"],
+            ["--precision int8", "ONNX"],
+        ),  # no .onnx first
+    ],
+)
 def test_bad_int8_options_are_one_line_before_any_work(args, words, tmp_path, monkeypatch, capsys):
     from scalemae_det.cli import main
 
@@ -126,7 +170,9 @@ def test_bad_int8_options_are_one_line_before_any_work(args, words, tmp_path, mo
     out = tmp_path / "out"
     out.mkdir()
     args = [a.replace("{scene}", str(tmp_path / "grey.tif")) for a in args]
-    monkeypatch.setattr(sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(out / "m.onnx"), *args])
+    monkeypatch.setattr(
+        sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(out / "m.onnx"), *args]
+    )
     with pytest.raises(SystemExit) as exc:
         main()
     lines = capsys.readouterr().err.strip().splitlines()
@@ -140,22 +186,52 @@ def test_tensorrt_gets_int8_only_for_int8_models():
 
     assert provider_options(NAMES["tensorrt"], "int8")["trt_int8_enable"] is True
     assert "trt_int8_enable" not in provider_options(NAMES["tensorrt"], "float32")
-    assert "trt_int8_calibration_table_name" not in provider_options(NAMES["tensorrt"], "int8")  # QDQ: no table
+    assert "trt_int8_calibration_table_name" not in provider_options(
+        NAMES["tensorrt"], "int8"
+    )  # QDQ: no table
 
 
 def test_fp16_flag_is_a_deprecated_alias(tmp_path, monkeypatch, capsys):
     from scalemae_det.cli import main
 
     out = tmp_path / "m.onnx"
-    monkeypatch.setattr(sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(out), "--tile", "64",
-                                      "--batch", "1", "--fp16", "--no-validate", "--no-simplify"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "scalemae-det",
+            "export",
+            str(BUNDLED),
+            "--out",
+            str(out),
+            "--tile",
+            "64",
+            "--batch",
+            "1",
+            "--fp16",
+            "--no-validate",
+            "--no-simplify",
+        ],
+    )
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 0
     assert "warning: --fp16 is deprecated; use --precision fp16" in capsys.readouterr().err
     assert ModelMetadata.from_file(out).precision == "float16"
-    monkeypatch.setattr(sys, "argv", ["scalemae-det", "export", str(BUNDLED), "--out", str(tmp_path / "n.onnx"),
-                                      "--fp16", "--precision", "int8"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "scalemae-det",
+            "export",
+            str(BUNDLED),
+            "--out",
+            str(tmp_path / "n.onnx"),
+            "--fp16",
+            "--precision",
+            "int8",
+        ],
+    )
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 1 and "--fp16 and --precision int8 disagree" in capsys.readouterr().err
@@ -166,8 +242,16 @@ def test_calibration_tiles_leave_out_nodata_and_match_the_runtime_reading(tmp_pa
     and a tile that is mostly nodata, or a scene of nothing but nodata, gives no tile."""
     from scalemae_det.export.calibration import read_tiles
 
-    profile = dict(driver="GTiff", width=512, height=256, count=3, dtype="uint8", crs="EPSG:32633", nodata=0,
-                   transform=Affine(GSD, 0, 500000, 0, -GSD, 5000000))
+    profile = dict(
+        driver="GTiff",
+        width=512,
+        height=256,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        nodata=0,
+        transform=Affine(GSD, 0, 500000, 0, -GSD, 5000000),
+    )
     data = np.random.default_rng(0).integers(1, 255, (3, 256, 512), dtype=np.uint8)
     data[:, :, 256:] = 0  # the right tile is all nodata
     data[:, :200, :256] = 0  # the left one has data in its bottom 56 rows only: mostly nodata
@@ -176,13 +260,26 @@ def test_calibration_tiles_leave_out_nodata_and_match_the_runtime_reading(tmp_pa
     data[:, :200, :256] = 7  # now the left tile has data
     with rasterio.open(tmp_path / "b.tif", "w", **profile) as ds:
         ds.write(data)
-    meta = ModelMetadata(class_names=["x"], gsd=GSD, res_per_metre=1.0, tile=TILE, batch=1, max_detections=10,
-                         score_threshold=0.5, model_config="t", source_sha256="", scalemae_det_version="", opset=17)
+    meta = ModelMetadata(
+        class_names=["x"],
+        gsd=GSD,
+        res_per_metre=1.0,
+        tile=TILE,
+        batch=1,
+        max_detections=10,
+        score_threshold=0.5,
+        model_config="t",
+        source_sha256="",
+        scalemae_det_version="",
+        opset=17,
+    )
     with rasterio.open(tmp_path / "empty.tif", "w", **profile) as ds:
         ds.write(np.zeros_like(data))
     for scene in ("a.tif", "empty.tif"):
         with pytest.raises(UserError, match="give 0 tiles"):
             read_tiles([tmp_path / scene], meta, 1, 0)
-    tiles = read_tiles([tmp_path], meta, 1, 0)  # the folder: a.tif and empty.tif give nothing, b.tif its left tile
+    tiles = read_tiles(
+        [tmp_path], meta, 1, 0
+    )  # the folder: a.tif and empty.tif give nothing, b.tif its left tile
     assert tiles.skipped_nodata == 5 and tiles.candidates == 6
     np.testing.assert_array_equal(tiles.calibration[0], data[:, :, :256].astype(np.float32) / 255)

@@ -32,5 +32,7 @@ def numbered_scenes(folder: Path, count: int, side: int) -> Path:
     """`folder` with scenes s0.tif .. s{count - 1}.tif, scene k holding k + 1 squares."""
     folder.mkdir()
     for k in range(count):
-        scene_with_squares(folder / f"s{k}.tif", side, side, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)])
+        scene_with_squares(
+            folder / f"s{k}.tif", side, side, [(40 * j + 7, 30 * j + 5) for j in range(k + 1)]
+        )
     return folder

@@ -13,16 +13,21 @@ F32 = TOLERANCES["float32"]
 
 def run_onnx(path, tiles: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return split([session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles[i:i + batch]}) for i in range(0, len(tiles), batch)])
+    return split(
+        [
+            session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles[i : i + batch]})
+            for i in range(0, len(tiles), batch)
+        ]
+    )
 
 
 def split(batches) -> list[dict[str, np.ndarray]]:
     """Padded batch outputs -> per-image detections; rows past num_detections must be zero."""
     images = []
     for boxes, scores, labels, counts in batches:
-        for b, s, l, n in zip(boxes, scores, labels, counts):
-            assert not (b[n:].any() or s[n:].any() or l[n:].any())
-            images.append({"boxes": b[:n], "scores": s[:n], "labels": l[:n]})
+        for b, s, c, n in zip(boxes, scores, labels, counts):
+            assert not (b[n:].any() or s[n:].any() or c[n:].any())
+            images.append({"boxes": b[:n], "scores": s[:n], "labels": c[:n]})
     return images
 
 

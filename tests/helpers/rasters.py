@@ -32,7 +32,10 @@ from helpers.standin import SIZE
 
 def write(path: Path, data: np.ndarray, **profile) -> Path:
     count, height, width = data.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name) | profile
+    profile = (
+        dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name)
+        | profile
+    )
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
         if "colorinterp" in profile:
@@ -40,12 +43,14 @@ def write(path: Path, data: np.ndarray, **profile) -> Path:
     return path
 
 
-def _squares(height: int, width: int, pitch: int = 2 * SIZE, value: int = 230, background: int = 20) -> np.ndarray:
+def _squares(
+    height: int, width: int, pitch: int = 2 * SIZE, value: int = 230, background: int = 20
+) -> np.ndarray:
     """(height, width) uint8: the stand-in's bright squares of side SIZE on a regular grid."""
     grey = np.full((height, width), background, np.uint8)
     for r in range(4, height - SIZE, pitch):
         for c in range(4, width - SIZE, pitch):
-            grey[r:r + SIZE, c:c + SIZE] = value
+            grey[r : r + SIZE, c : c + SIZE] = value
     return grey
 
 
@@ -54,7 +59,9 @@ def rgb_byte(path: Path) -> Path:
     data = np.stack([grey, grey, grey])
     rows, cols = np.mgrid[:263, :301]
     data[:, rows + cols < 80] = 0  # a black collar in one corner, as nodata
-    return write(path, data, crs="EPSG:32618", transform=from_origin(101_985, 2_826_915, 30, 30), nodata=0)
+    return write(
+        path, data, crs="EPSG:32618", transform=from_origin(101_985, 2_826_915, 30, 30), nodata=0
+    )
 
 
 def rgba_uint16(path: Path) -> Path:
@@ -63,19 +70,36 @@ def rgba_uint16(path: Path) -> Path:
     alpha = np.full((1, 320, 420), 65535, np.uint16)
     alpha[0, :, :140] = 0  # the left third is outside the image footprint
     data = np.concatenate([rgb[::-1], alpha])  # stored blue, green, red, alpha
-    return write(path, data, crs="EPSG:32612", transform=from_origin(733_269, 4_078_301, 1.38, 1.38),
-                 colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.alpha])
+    return write(
+        path,
+        data,
+        crs="EPSG:32612",
+        transform=from_origin(733_269, 4_078_301, 1.38, 1.38),
+        colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.alpha],
+    )
 
 
 def all_nodata(path: Path) -> Path:
-    return write(path, np.zeros((4, 900, 40), np.uint16), crs="EPSG:32628",
-                 transform=from_origin(341_970, 1_603_902, 3, 3), nodata=0)
+    return write(
+        path,
+        np.zeros((4, 900, 40), np.uint16),
+        crs="EPSG:32628",
+        transform=from_origin(341_970, 1_603_902, 3, 3),
+        nodata=0,
+    )
 
 
 def truncated(path: Path) -> Path:
     rng = np.random.default_rng(4)
-    write(path, rng.integers(0, 256, (3, 256, 256), dtype=np.uint8), crs="EPSG:3857", tiled=True,
-          blockxsize=64, blockysize=64, transform=from_origin(14_321_853, 4_533_021, 0.6, 0.6))
+    write(
+        path,
+        rng.integers(0, 256, (3, 256, 256), dtype=np.uint8),
+        crs="EPSG:3857",
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        transform=from_origin(14_321_853, 4_533_021, 0.6, 0.6),
+    )
     os.truncate(path, path.stat().st_size // 2)  # the header survives, the later tiles are gone
     return path
 
@@ -87,27 +111,54 @@ def float_nan(path: Path) -> Path:
 
 
 def web_mercator(path: Path) -> Path:
-    return write(path, _squares(100, 120)[None], crs="EPSG:3857", nodata=0,
-                 transform=from_origin(-8_789_636, 2_941_413, 200, 200))
+    return write(
+        path,
+        _squares(100, 120)[None],
+        crs="EPSG:3857",
+        nodata=0,
+        transform=from_origin(-8_789_636, 2_941_413, 200, 200),
+    )
 
 
 def rotated(path: Path) -> Path:
     data = (np.arange(150, dtype=np.uint8) + 50).reshape(1, 15, 10)
-    return write(path, data, transform=Affine.translation(100, 200) @ Affine.rotation(30) @ Affine.scale(20, -10))
+    return write(
+        path,
+        data,
+        transform=Affine.translation(100, 200) @ Affine.rotation(30) @ Affine.scale(20, -10),
+    )
 
 
 def shade(path: Path) -> Path:
     data = _squares(200, 200)[None]
     data[:, :, :30] = 255
-    return write(path, data, crs="EPSG:3857", nodata=255, transform=from_origin(-11_858_134, 4_813_698, 9.55, 9.55))
+    return write(
+        path,
+        data,
+        crs="EPSG:3857",
+        nodata=255,
+        transform=from_origin(-11_858_134, 4_813_698, 9.55, 9.55),
+    )
 
 
 def world_rgb(path: Path) -> Path:
     grey = _squares(64, 128)
-    return write(path, np.stack([grey, grey, grey]), crs="EPSG:4326",
-                 transform=from_origin(-45, 22.5, 0.703125, 0.703125))
+    return write(
+        path,
+        np.stack([grey, grey, grey]),
+        crs="EPSG:4326",
+        transform=from_origin(-45, 22.5, 0.703125, 0.703125),
+    )
 
 
-MADE = {"RGB.byte.tif": rgb_byte, "RGBA.uint16.tif": rgba_uint16, "all-nodata.tif": all_nodata,
-        "corrupt.tif": truncated, "float_nan.tif": float_nan, "rgb1_fake_nir_epsg3857.tif": web_mercator,
-        "rotated.tif": rotated, "shade.tif": shade, "world.rgb.tif": world_rgb}
+MADE = {
+    "RGB.byte.tif": rgb_byte,
+    "RGBA.uint16.tif": rgba_uint16,
+    "all-nodata.tif": all_nodata,
+    "corrupt.tif": truncated,
+    "float_nan.tif": float_nan,
+    "rgb1_fake_nir_epsg3857.tif": web_mercator,
+    "rotated.tif": rotated,
+    "shade.tif": shade,
+    "world.rgb.tif": world_rgb,
+}

@@ -19,8 +19,17 @@ from helpers.rasters import MADE
 ENV = "SCALEMAE_DET_REALDATA"
 ORIGINS = ("made", "real")
 # the files of ../shared/realdata/README.md, each with an equivalent in helpers.rasters
-NAMES = ("RGB.byte.tif", "RGBA.uint16.tif", "all-nodata.tif", "corrupt.tif", "float_nan.tif",
-         "rgb1_fake_nir_epsg3857.tif", "rotated.tif", "shade.tif", "world.rgb.tif")
+NAMES = (
+    "RGB.byte.tif",
+    "RGBA.uint16.tif",
+    "all-nodata.tif",
+    "corrupt.tif",
+    "float_nan.tif",
+    "rgb1_fake_nir_epsg3857.tif",
+    "rotated.tif",
+    "shade.tif",
+    "world.rgb.tif",
+)
 
 
 def realdata_dir() -> Path:
@@ -31,8 +40,10 @@ def real(name: str) -> Path:
     """The real raster `name`, or a skip that says where it was looked for and how to point elsewhere."""
     path = realdata_dir() / name
     if not path.is_file():
-        pytest.skip(f"real raster {path} absent (fresh clone; set {ENV} to its folder); "
-                    "the generated equivalent is tested instead")
+        pytest.skip(
+            f"real raster {path} absent (fresh clone; set {ENV} to its folder); "
+            "the generated equivalent is tested instead"
+        )
     return path
 
 

@@ -43,4 +43,6 @@ def calibrated_detector(init=None, **overrides):
             model.config = model.config.with_overrides(score_thresh=threshold)
             model.roi_heads.score_thresh = threshold
             return model
-    raise AssertionError(f"no seed below {_SEEDS} gives a tiny detector with {_MIN_BUSY}+ detections per busy tile")
+    raise AssertionError(
+        f"no seed below {_SEEDS} gives a tiny detector with {_MIN_BUSY}+ detections per busy tile"
+    )

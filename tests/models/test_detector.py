@@ -79,15 +79,17 @@ def test_every_roi_is_pooled_from_a_real_level():
     pool = model.roi_heads.box_roi_pool
     assert pool.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     # RoIs of every size class land on the level the FPN rule names (k0=4 at 224 px)
-    boxes = torch.tensor([[0, 0, 30, 30], [0, 0, 120, 120], [0, 0, 224, 224], [0, 0, 500, 500.]])
+    boxes = torch.tensor([[0, 0, 30, 30], [0, 0, 120, 120], [0, 0, 224, 224], [0, 0, 500, 500.0]])
     assert pool.map_levels([boxes]).tolist() == [0, 1, 2, 3]
 
 
 def test_detector_outputs_and_losses():
     model = build_detector("vit_tiny_patch16", 3)
     images = [torch.rand(3, 128, 128), torch.rand(3, 128, 96)]
-    targets = [{"boxes": torch.tensor([[10., 20, 60, 50]]), "labels": torch.tensor([3])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20, 60, 50]]), "labels": torch.tensor([3])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     losses = model(images, targets, gsd=0.5)
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
     assert all(torch.isfinite(v) for v in losses.values())
@@ -107,15 +109,19 @@ def test_configs_and_overrides():
     model = build_detector("vit_tiny_patch16", 1, window_size=0, res_per_metre=2.0)
     assert all(b.window_size == 0 for b in model.backbone.trunk.blocks)
     assert model.config.res_per_metre == 2.0
-    torch.testing.assert_close(model.res_factors(0.3, 2, torch.device("cpu")),
-                               torch.tensor([0.6, 0.6], dtype=torch.float64))
+    torch.testing.assert_close(
+        model.res_factors(0.3, 2, torch.device("cpu")),
+        torch.tensor([0.6, 0.6], dtype=torch.float64),
+    )
     with pytest.raises(ValueError, match="unknown config"):
         build_detector("vit_tiny_patch16", 1, not_a_field=1)
     with pytest.raises(KeyError, match="vit_large_patch16"):
         build_detector("vit_huge", 1)
 
 
-def _far_edge_matches(reference: torch.Tensor, other: torch.Tensor, size: int) -> tuple[int, float, float]:
+def _far_edge_matches(
+    reference: torch.Tensor, other: torch.Tensor, size: int
+) -> tuple[int, float, float]:
     """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU box
     of `other`: (how many, lowest IoU, largest coordinate difference in px)."""
     from scalemae_det.evaluation import box_iou
@@ -158,8 +164,13 @@ def test_box_losses_are_torchvisions_at_its_beta_and_l1_at_beta_zero():
     from torchvision.models.detection.rpn import RegionProposalNetwork
 
     images = [torch.rand(3, 128, 128), torch.rand(3, 96, 128)]
-    targets = [{"boxes": torch.tensor([[10., 20, 60, 50], [70, 70, 90, 84]]), "labels": torch.tensor([1, 2])},
-               {"boxes": torch.tensor([[5., 5, 40, 30]]), "labels": torch.tensor([2])}]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20, 60, 50], [70, 70, 90, 84]]),
+            "labels": torch.tensor([1, 2]),
+        },
+        {"boxes": torch.tensor([[5.0, 5, 40, 30]]), "labels": torch.tensor([2])},
+    ]
 
     def losses(model):
         torch.manual_seed(5)

@@ -10,6 +10,7 @@ import pytest
 import timm.layers
 import torch
 
+from helpers.onnx import assert_same, run_onnx
 from helpers.tiny import TINY_CLASSES, TINY_GSD, TINY_TILE, calibrated_detector
 from scalemae_det.checkpoints import detector_state, load_detector
 from scalemae_det.export.onnx_export import export_onnx
@@ -17,7 +18,6 @@ from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import BLANK_INDEX, validation_tiles
 from scalemae_det.models.detector import build_detector
 from scalemae_det.models.vit import Attention
-from helpers.onnx import assert_same, run_onnx
 
 DIM, HEADS = 24, 3
 
@@ -42,14 +42,19 @@ def resized(table: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.from_numpy(weights) @ table
 
 
-def reference_attention(attn: Attention, x: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) -> torch.Tensor:
+def reference_attention(
+    attn: Attention, x: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
+) -> torch.Tensor:
     """Attention on a (B, H, W, C) grid in float64, the bias of query (i, j) and key (k, l) being
     q . (Th[i - k] + Tw[j - l]) with each table resampled to 2 * side - 1 offsets: the full, not
     decomposed, table gathered pair by pair."""
     b, h, w, c = x.shape
     d = c // attn.num_heads
     qkv = x.double().reshape(b, h * w, c) @ attn.qkv.weight.double().t() + attn.qkv.bias.double()
-    q, k, v = (qkv[..., s * c:(s + 1) * c].reshape(b, h * w, attn.num_heads, d).transpose(1, 2) for s in range(3))
+    q, k, v = (
+        qkv[..., s * c : (s + 1) * c].reshape(b, h * w, attn.num_heads, d).transpose(1, 2)
+        for s in range(3)
+    )
     rows_h = table_h if len(table_h) == 2 * h - 1 else resized(table_h, 2 * h - 1)
     rows_w = table_w if len(table_w) == 2 * w - 1 else resized(table_w, 2 * w - 1)
     full = torch.zeros(h * w, h * w, d, dtype=torch.float64)
@@ -72,7 +77,9 @@ def test_attention_without_tables_is_timms():
     assert torch.equal(ours(x), timms(x.reshape(2, 30, DIM)).reshape(2, 5, 6, DIM))
 
 
-@pytest.mark.parametrize("grid", [(4, 4), (3, 6)])  # tables built for side 4: used as built; resampled per axis
+@pytest.mark.parametrize(
+    "grid", [(4, 4), (3, 6)]
+)  # tables built for side 4: used as built; resampled per axis
 def test_nonzero_tables_give_the_written_out_attention_and_its_gradient(grid):
     torch.manual_seed(0)
     attn = Attention(DIM, HEADS, rel_pos_side=4)
@@ -103,10 +110,19 @@ def test_zero_tables_leave_the_detector_exactly_as_without_them():
     # windowed blocks' tables span their window, global blocks' the configured grid
     shapes = {name: tuple(p.shape) for name, p in tables(biased).items()}
     assert sorted(missing) == sorted(shapes)
-    assert shapes == {f"backbone.trunk.blocks.{i}.attn.rel_pos_{a}": (2 * (5 if i in cfg.global_blocks else cfg.window_size) - 1, 64)
-                      for i in range(cfg.depth) for a in "hw"}
+    assert shapes == {
+        f"backbone.trunk.blocks.{i}.attn.rel_pos_{a}": (
+            2 * (5 if i in cfg.global_blocks else cfg.window_size) - 1,
+            64,
+        )
+        for i in range(cfg.depth)
+        for a in "hw"
+    }
     assert all(not p.any() for p in tables(biased).values())
-    images = [torch.rand(3, 128, 160), torch.rand(3, 128, 160)]  # an 8 x 10 grid: global tables resampled
+    images = [
+        torch.rand(3, 128, 160),
+        torch.rand(3, 128, 160),
+    ]  # an 8 x 10 grid: global tables resampled
     with torch.no_grad():
         a, b = plain(images, gsd=0.5), biased(images, gsd=0.5)
     assert sum(len(d["boxes"]) for d in a) > 0
@@ -118,7 +134,9 @@ def test_zero_tables_leave_the_detector_exactly_as_without_them():
         with torch.random.fork_rng():
             torch.manual_seed(1)
             losses.append(model(images, targets, gsd=0.5))
-    assert {k: float(v.detach()) for k, v in losses[0].items()} == {k: float(v.detach()) for k, v in losses[1].items()}
+    assert {k: float(v.detach()) for k, v in losses[0].items()} == {
+        k: float(v.detach()) for k, v in losses[1].items()
+    }
     randomise_tables(biased)
     x = torch.rand(1, 3, 128, 160)
     with torch.no_grad():
@@ -145,15 +163,25 @@ def test_onnx_export_with_nonzero_tables_keeps_parity(tmp_path):
     assert all(p.abs().max() > 0.5 for p in tables(model).values())
     ckpt = tmp_path / "rel_pos.pt"
     torch.save(detector_state(model, TINY_CLASSES, TINY_GSD), ckpt)
-    result = export_onnx(ckpt, tmp_path / "rel_pos.onnx", ExportSpec(tile=TINY_TILE, batch=1, simplify=False))
+    result = export_onnx(
+        ckpt, tmp_path / "rel_pos.onnx", ExportSpec(tile=TINY_TILE, batch=1, simplify=False)
+    )
     assert result.report.passed
     tiles = validation_tiles(TINY_TILE, 3)
     with torch.no_grad():
-        want = [{k: v.numpy() for k, v in d.items()} for d in model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)]
+        want = [
+            {k: v.numpy() for k, v in d.items()}
+            for d in model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)
+        ]
         for p in tables(model).values():
             p.zero_()
         without = model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)
-    assert len(want[BLANK_INDEX]["scores"]) == 0 and all(len(d["scores"]) for i, d in enumerate(want) if i != BLANK_INDEX)
-    assert any(len(w["scores"]) != len(o["scores"]) or not np.allclose(w["scores"], o["scores"].numpy(), atol=1e-3)
-               for w, o in zip(want, without))  # the tables change the detections being compared
+    assert len(want[BLANK_INDEX]["scores"]) == 0 and all(
+        len(d["scores"]) for i, d in enumerate(want) if i != BLANK_INDEX
+    )
+    assert any(
+        len(w["scores"]) != len(o["scores"])
+        or not np.allclose(w["scores"], o["scores"].numpy(), atol=1e-3)
+        for w, o in zip(want, without)
+    )  # the tables change the detections being compared
     assert_same(run_onnx(result.path, tiles, 1), want)

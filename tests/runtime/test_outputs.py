@@ -11,11 +11,11 @@ from affine import Affine
 from rasterio.transform import xy
 from rasterio.warp import transform as warp
 
+from helpers.realdata import ORIGINS, raster
+from helpers.standin import SIZE, build_model, scene_with_squares
 from scalemae_det.runtime import Detections, Detector
 from scalemae_det.runtime.outputs import geojson, image_id, write
 from scalemae_det.runtime.preview import PALETTE, write_preview
-from helpers.realdata import ORIGINS, raster
-from helpers.standin import SIZE, build_model, scene_with_squares
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,9 @@ def _check_ring(ring, expected, atol):
 
 @pytest.mark.parametrize("crs_mode", ["wgs84", "native"])
 @pytest.mark.parametrize("origin", ORIGINS)
-def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, detector, origin, crs_mode):
+def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(
+    tmp_path, detector, origin, crs_mode
+):
     scene = raster("RGB.byte.tif", origin, tmp_path)
     result = detector.detect_scene(scene, gsd_mode="as-is")
     assert len(result.detections) > 100
@@ -56,12 +58,23 @@ def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, de
         assert doc["crs"] == {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}
     else:
         assert "crs" not in doc
-    for feature, box, score in zip(doc["features"], result.detections.boxes, result.detections.scores):
+    for feature, box, score in zip(
+        doc["features"], result.detections.boxes, result.detections.scores
+    ):
         props = feature["properties"]
         assert props["pixel_bbox"] == box.tolist() and props["score"] == pytest.approx(float(score))
-        assert props["scene"] == "RGB.byte.tif" and props["label"] == ["red thing", "blue thing"][props["class_id"] - 1]
-        expected = _expected_corners(transform, props["pixel_bbox"], crs if crs_mode == "wgs84" else None)
-        _check_ring(feature["geometry"]["coordinates"][0], expected, atol=1e-9 if crs_mode == "wgs84" else 1e-6)
+        assert (
+            props["scene"] == "RGB.byte.tif"
+            and props["label"] == ["red thing", "blue thing"][props["class_id"] - 1]
+        )
+        expected = _expected_corners(
+            transform, props["pixel_bbox"], crs if crs_mode == "wgs84" else None
+        )
+        _check_ring(
+            feature["geometry"]["coordinates"][0],
+            expected,
+            atol=1e-9 if crs_mode == "wgs84" else 1e-6,
+        )
     first = doc["features"][0]["geometry"]["coordinates"][0][0]
     if crs_mode == "wgs84":  # lon, lat order, in the scene's part of the world (UTM 18N)
         assert -80 < first[0] < -72 and 20 < first[1] < 30
@@ -69,10 +82,15 @@ def test_rgb_byte_geometry_is_rasterios_transform_of_the_pixel_bbox(tmp_path, de
 
 def test_rotated_transform_gives_parallelograms(tmp_path, detector):
     transform = Affine.translation(500_000, 4_000_000) * Affine.rotation(30) * Affine.scale(1, -1)
-    path = scene_with_squares(tmp_path / "rot.tif", 150, 100, [(20, 30), (90, 50)], transform=transform)
+    path = scene_with_squares(
+        tmp_path / "rot.tif", 150, 100, [(20, 30), (90, 50)], transform=transform
+    )
     result = detector.detect_scene(path)
     assert result.scene.gsd == pytest.approx(1.0, rel=2e-3)  # UTM grid distance ~ ground distance
-    assert result.detections.boxes.tolist() == [[20, 30, 20 + SIZE, 30 + SIZE], [90, 50, 90 + SIZE, 50 + SIZE]]
+    assert result.detections.boxes.tolist() == [
+        [20, 30, 20 + SIZE, 30 + SIZE],
+        [90, 50, 90 + SIZE, 50 + SIZE],
+    ]
     for crs_mode, crs, atol in (("native", None, 1e-6), ("wgs84", result.scene.crs, 1e-9)):
         doc = geojson(result, crs_mode)
         for feature in doc["features"]:
@@ -97,10 +115,21 @@ def test_coco_results_score_perfectly_with_pycocotools(tmp_path, detector):
     result = detector.detect_scene(path)
     out = write(result, tmp_path / "7.json", "coco")
     gt = COCO()
-    gt.dataset = {"images": [{"id": 7, "width": 200, "height": 160, "file_name": "7.tif"}],
-                  "categories": [{"id": 1, "name": "red thing"}, {"id": 2, "name": "blue thing"}],
-                  "annotations": [{"id": k + 1, "image_id": 7, "category_id": 2 if k in (1, 4) else 1, "iscrowd": 0,
-                                   "bbox": [c, r, SIZE, SIZE], "area": SIZE * SIZE} for k, (c, r) in enumerate(corners)]}
+    gt.dataset = {
+        "images": [{"id": 7, "width": 200, "height": 160, "file_name": "7.tif"}],
+        "categories": [{"id": 1, "name": "red thing"}, {"id": 2, "name": "blue thing"}],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": 7,
+                "category_id": 2 if k in (1, 4) else 1,
+                "iscrowd": 0,
+                "bbox": [c, r, SIZE, SIZE],
+                "area": SIZE * SIZE,
+            }
+            for k, (c, r) in enumerate(corners)
+        ],
+    }
     gt.createIndex()
     evaluation = COCOeval(gt, gt.loadRes(str(out)), "bbox")
     evaluation.evaluate()
@@ -117,7 +146,11 @@ def test_csv_rows_and_centres(tmp_path, detector):
     assert sorted(r["label"] for r in rows) == ["blue thing", "red thing"]
     for row in rows:
         x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-        lon, lat = warp(result.scene.crs, "EPSG:4326", *xy(result.scene.transform, [(y1 + y2) / 2], [(x1 + x2) / 2], offset="ul"))
+        lon, lat = warp(
+            result.scene.crs,
+            "EPSG:4326",
+            *xy(result.scene.transform, [(y1 + y2) / 2], [(x1 + x2) / 2], offset="ul"),
+        )
         assert float(row["center_x"]) == pytest.approx(lon[0], abs=1e-9)
         assert float(row["center_y"]) == pytest.approx(lat[0], abs=1e-9)
 
@@ -129,7 +162,9 @@ def test_preview_png_outlines_boxes_in_class_colours(tmp_path, detector):
     with rasterio.open(tmp_path / "p.png") as png:
         assert png.driver == "PNG" and (png.width, png.height) == (300, 150)
         image = png.read()
-    for (x1, y1, x2, y2), label in zip(result.detections.boxes.astype(int), result.detections.labels):
+    for (x1, y1, x2, y2), label in zip(
+        result.detections.boxes.astype(int), result.detections.labels
+    ):
         np.testing.assert_array_equal(image[:, y1, x1], PALETTE[label - 1])
         np.testing.assert_array_equal(image[:, (y1 + y2) // 2, x2], PALETTE[label - 1])
     assert list(tmp_path.glob(".*")) == []  # nothing left beside it
@@ -141,7 +176,9 @@ def test_preview_png_outlines_boxes_in_class_colours(tmp_path, detector):
 
 @pytest.mark.parametrize("origin", ORIGINS)
 def test_geojson_reads_back_with_a_gis_library(tmp_path, detector, origin):
-    gpd = pytest.importorskip("geopandas", reason="geopandas is not installed; the JSON itself is checked above")
+    gpd = pytest.importorskip(
+        "geopandas", reason="geopandas is not installed; the JSON itself is checked above"
+    )
     result = detector.detect_scene(raster("RGB.byte.tif", origin, tmp_path), gsd_mode="as-is")
     frame = gpd.read_file(write(result, tmp_path / "x.geojson", "geojson", "wgs84"))
     assert len(frame) == len(result.detections) and frame.crs.to_epsg() == 4326
@@ -169,20 +206,44 @@ def _expected_features(result, crs_mode) -> list[dict]:
         x, y = ring[:, 0], ring[:, 1]
         if np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]) < 0:
             ring = ring[::-1]
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                         "properties": {"label": result.class_names[label - 1], "class_id": label, "score": score,
-                                        "scene": Path(result.path).name, "pixel_bbox": box}})
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "label": result.class_names[label - 1],
+                    "class_id": label,
+                    "score": score,
+                    "scene": Path(result.path).name,
+                    "pixel_bbox": box,
+                },
+            }
+        )
     return features
 
 
-@pytest.mark.parametrize("kind,crs_mode", [("utm", "wgs84"), ("utm", "native"), ("rotated", "wgs84"),
-                                           ("geographic", "wgs84"), ("bare", "wgs84")])
-def test_streamed_files_equal_the_objects_they_stand_for(tmp_path, detector, monkeypatch, kind, crs_mode):
+@pytest.mark.parametrize(
+    "kind,crs_mode",
+    [
+        ("utm", "wgs84"),
+        ("utm", "native"),
+        ("rotated", "wgs84"),
+        ("geographic", "wgs84"),
+        ("bare", "wgs84"),
+    ],
+)
+def test_streamed_files_equal_the_objects_they_stand_for(
+    tmp_path, detector, monkeypatch, kind, crs_mode
+):
     """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to the
     dicts and rows an object-building writer makes from the same detections, coordinates by rasterio."""
     monkeypatch.setattr("scalemae_det.base.rows.CHUNK", 7)
-    geo = {"utm": {}, "rotated": {"transform": Affine.translation(500_000, 4_000_000) @ Affine.rotation(-20)},
-           "geographic": {"crs": "EPSG:4326", "transform": Affine(1e-5, 0, 12.5, 0, -1e-5, 41.9)}, "bare": {"crs": None}}[kind]
+    geo = {
+        "utm": {},
+        "rotated": {"transform": Affine.translation(500_000, 4_000_000) @ Affine.rotation(-20)},
+        "geographic": {"crs": "EPSG:4326", "transform": Affine(1e-5, 0, 12.5, 0, -1e-5, 41.9)},
+        "bare": {"crs": None},
+    }[kind]
     path = scene_with_squares(tmp_path / 'odd "name", 100%.tif', 150, 120, [(10, 10)], **geo)
     result = detector.detect_scene(path)
     result.detections = _random_detections(np.random.default_rng(5), 40, 150, 120)
@@ -191,25 +252,54 @@ def test_streamed_files_equal_the_objects_they_stand_for(tmp_path, detector, mon
 
     doc = json.loads(write(result, tmp_path / "d.geojson", "geojson", crs_mode).read_text())
     assert doc["type"] == "FeatureCollection"
-    assert ("crs" in doc) == (crs_mode == "native" and kind != "bare") and doc.get("pixel_coordinates") == (kind == "bare" or None)
+    assert ("crs" in doc) == (crs_mode == "native" and kind != "bare") and doc.get(
+        "pixel_coordinates"
+    ) == (kind == "bare" or None)
     expected = _expected_features(result, crs_mode)
     assert len(doc["features"]) == len(expected) == 40
     for got, want in zip(doc["features"], expected):
         ring = np.array(got["geometry"]["coordinates"][0])
-        assert ring.shape == (5, 2) and np.allclose(ring, want["geometry"]["coordinates"][0], rtol=0, atol=1e-9)
+        assert ring.shape == (5, 2) and np.allclose(
+            ring, want["geometry"]["coordinates"][0], rtol=0, atol=1e-9
+        )
         assert got["properties"] == want["properties"] and got["type"] == "Feature"
         assert got["geometry"]["type"] == "Polygon"
 
     coco = json.loads(write(result, tmp_path / "d.json", "coco").read_text())
-    assert coco == [{"image_id": path.name, "category_id": label, "score": score, "bbox": [x1, y1, x2 - x1, y2 - y1]}
-                    for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist())]
+    assert coco == [
+        {
+            "image_id": path.name,
+            "category_id": label,
+            "score": score,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+        }
+        for (x1, y1, x2, y2), score, label in zip(
+            det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()
+        )
+    ]
 
     rows = list(csv.reader(open(write(result, tmp_path / "d.csv", "csv", crs_mode), newline="")))
-    assert rows[0] == ["scene", "label", "class_id", "score", "x1", "y1", "x2", "y2", "center_x", "center_y"]
+    assert rows[0] == [
+        "scene",
+        "label",
+        "class_id",
+        "score",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "center_x",
+        "center_y",
+    ]
     assert len(rows) == 41
     for row, want in zip(rows[1:], expected):
         props = want["properties"]
-        assert row[:4] == [props["scene"], props["label"], str(props["class_id"]), repr(props["score"])]
+        assert row[:4] == [
+            props["scene"],
+            props["label"],
+            str(props["class_id"]),
+            repr(props["score"]),
+        ]
         assert [float(v) for v in row[4:8]] == props["pixel_bbox"]
         x1, y1, x2, y2 = props["pixel_bbox"]
         centre = np.array([[(x1 + x2) / 2, (y1 + y2) / 2]])

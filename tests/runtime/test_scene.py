@@ -8,13 +8,13 @@ import pytest
 import rasterio
 
 import scalemae_det.runtime.detector as detector_mod
-from scalemae_det.runtime import Detector
+from helpers.standin import SIZE, build_model, metadata, reference, scene_with_squares
+from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import FILL
+from scalemae_det.runtime import Detector
 from scalemae_det.runtime.scene import batches, open_scene
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import plan
-from scalemae_det.base.errors import UserError
-from helpers.standin import SIZE, build_model, metadata, reference, scene_with_squares
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,12 @@ def _expected(corners, size=SIZE, scale=1.0):
 
 def _crossing_seams(corners, tiles, size=SIZE):
     """Objects that some tile cuts (part inside, part outside): the ones merging must get right."""
+
     def cut(c, r, t):
         inside_x = max(0, min(c + size, t.col + t.width) - max(c, t.col))
         inside_y = max(0, min(r + size, t.row + t.height) - max(r, t.row))
         return 0 < inside_x * inside_y < size * size
+
     return [k for k, (c, r) in enumerate(corners) if any(cut(c, r, t) for t in tiles)]
 
 
@@ -66,7 +68,10 @@ def test_objects_across_seams_are_found_once(tmp_path, detector, match, monkeypa
     seam = _crossing_seams(corners, result.scene.tiles)
     assert len(seam) >= 20  # the layout really puts objects on seams
     np.testing.assert_array_equal(_sorted(result.detections.boxes), _expected(corners))
-    labels = {(int(b[0]), int(b[1])): lab for b, lab in zip(result.detections.boxes, result.detections.labels)}
+    labels = {
+        (int(b[0]), int(b[1])): lab
+        for b, lab in zip(result.detections.boxes, result.detections.labels)
+    }
     assert [labels[c] for c in corners] == [2 if k % 3 == 0 else 1 for k in range(60)]
     # the same run without merging reports seam objects several times: the merge is what removes them
     monkeypatch.setattr(detector_mod, "merge", lambda boxes, *a: np.arange(len(boxes)))
@@ -80,23 +85,30 @@ def test_batch_size_and_prefetch_do_not_change_results(tmp_path, model, detector
     corners = _layout(300, 150, 40, seed=4)
     path = scene_with_squares(tmp_path / "s.tif", 300, 150, corners)
     fixed = build_model(tmp_path / "fixed.onnx", metadata(batch=4), fixed_batch=True)
-    runs = {"batch 4 prefetch": detector.detect_scene(path),
-            "batch 4 one thread": detector.detect_scene(path, prefetch=False),
-            "batch 1": Detector(model, "cpu", batch=1).detect_scene(path),
-            "fixed batch 4": Detector(fixed, "cpu").detect_scene(path)}
+    runs = {
+        "batch 4 prefetch": detector.detect_scene(path),
+        "batch 4 one thread": detector.detect_scene(path, prefetch=False),
+        "batch 1": Detector(model, "cpu", batch=1).detect_scene(path),
+        "fixed batch 4": Detector(fixed, "cpu").detect_scene(path),
+    }
     assert len(runs["batch 1"].scene.tiles) % 4 != 0  # the last batch of the fixed graph is padded
     first = runs.pop("batch 4 prefetch")
     assert len(first.detections) == 40
     for name, other in runs.items():
         for field in ("boxes", "scores", "labels"):
-            np.testing.assert_array_equal(getattr(other.detections, field), getattr(first.detections, field), err_msg=name)
+            np.testing.assert_array_equal(
+                getattr(other.detections, field), getattr(first.detections, field), err_msg=name
+            )
         assert other.tiles_run == first.tiles_run
 
 
 @pytest.mark.parametrize("scene_gsd,size", [(0.5, 2 * SIZE), (2.0, SIZE // 2)])
 def test_resampled_reads_map_boxes_back_to_scene_pixels(tmp_path, detector, scene_gsd, size):
     width, height = 420, 330
-    corners = [(c - c % 2, r - r % 2) for c, r in _layout(width, height, 20, seed=5, size=size, gap=size // 2)]
+    corners = [
+        (c - c % 2, r - r % 2)
+        for c, r in _layout(width, height, 20, seed=5, size=size, gap=size // 2)
+    ]
     path = scene_with_squares(tmp_path / "g.tif", width, height, corners, size=size, res=scene_gsd)
     result = detector.detect_scene(path)
     factor = detector.metadata.gsd / scene_gsd  # scene pixels per model pixel
@@ -104,14 +116,18 @@ def test_resampled_reads_map_boxes_back_to_scene_pixels(tmp_path, detector, scen
     assert result.scene.tiles == plan(width, height, round(64 * factor), 64, 0.2)
     found = _sorted(result.detections.boxes)
     assert len(found) == len(corners)
-    np.testing.assert_allclose(found, _expected(corners, size), atol=factor)  # within one model pixel
+    np.testing.assert_allclose(
+        found, _expected(corners, size), atol=factor
+    )  # within one model pixel
 
 
 def test_gsd_limits_and_as_is_warnings(tmp_path, detector):
     def scene(gsd):
         return scene_with_squares(tmp_path / f"{gsd}.tif", 100, 80, [(10, 10)], res=gsd)
 
-    with pytest.raises(UserError, match=r"0.2.tif: GSD 0.2 m .* downsampling 5x .*use gsd_mode as-is"):
+    with pytest.raises(
+        UserError, match=r"0.2.tif: GSD 0.2 m .* downsampling 5x .*use gsd_mode as-is"
+    ):
         detector.detect_scene(scene(0.2))
     with pytest.raises(UserError, match=r"upsampling 5x"):
         detector.detect_scene(scene(5.0))
@@ -137,7 +153,9 @@ def test_all_nodata_tiles_never_reach_the_model(tmp_path, model, monkeypatch):
     assert empty > 0
     seen = []
     original = Session.run
-    monkeypatch.setattr(Session, "run", lambda self, images: seen.append(len(images)) or original(self, images))
+    monkeypatch.setattr(
+        Session, "run", lambda self, images: seen.append(len(images)) or original(self, images)
+    )
     result = Detector(model, "cpu").detect_scene(path)
     assert result.tiles_skipped == empty and result.tiles_run == len(tiles) - empty == sum(seen)
     np.testing.assert_array_equal(_sorted(result.detections.boxes), _expected(corners))
@@ -158,6 +176,7 @@ def test_nodata_is_filled_and_detections_centred_on_it_dropped(tmp_path, detecto
     assert batch.nodata[0][:, 25:40].all() and not batch.nodata[0][:, :25].any()
     # a box the model puts around nodata pixels is dropped, one centred on valid pixels kept
     batch.images[0][:, 20:32, 26:38] = 0.9
+
     def left_boxes():  # tile 0's detections, leaving out the second square at its right edge
         det = detector._scene_detections(batch, 0.3)[0][1]
         return _sorted(det.boxes[det.boxes[:, 0] < 50])
@@ -171,7 +190,9 @@ def test_small_scene_is_padded_and_its_edges_are_not_seams(tmp_path, detector):
     path = scene_with_squares(tmp_path / "small.tif", 40, 30, [(2, 3), (30, 10)])
     result = detector.detect_scene(path)
     assert len(result.scene.tiles) == 1 and result.tiles_run == 1
-    np.testing.assert_array_equal(_sorted(result.detections.boxes), [[2, 3, 14, 15], [30, 10, 40, 22]])
+    np.testing.assert_array_equal(
+        _sorted(result.detections.boxes), [[2, 3, 14, 15], [30, 10, 40, 22]]
+    )
 
 
 def test_detect_tiles_returns_the_models_detections_per_tile(detector):
@@ -179,7 +200,7 @@ def test_detect_tiles_returns_the_models_detections_per_tile(detector):
     images = np.full((6, 3, 64, 64), 0.1, np.float32)
     for img in images[1:]:
         for c, r in ((2, 2), (30, 40)):
-            img[:, r:r + SIZE, c:c + SIZE] = rng.uniform(0.55, 1.0)
+            img[:, r : r + SIZE, c : c + SIZE] = rng.uniform(0.55, 1.0)
     for thr in (None, 0.8):
         found = detector.detect_tiles(images, score_threshold=thr)
         assert len(found) == 6 and len(found[0]) == 0

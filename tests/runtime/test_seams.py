@@ -10,12 +10,14 @@ from scalemae_det.runtime.merge import merge, overlapping_pairs
 from scalemae_det.runtime.tiling import offsets, plan
 
 
-@pytest.mark.parametrize("length,size,stride", [(1000, 256, 205), (256, 256, 205), (100, 256, 205), (257, 256, 1)])
+@pytest.mark.parametrize(
+    "length,size,stride", [(1000, 256, 205), (256, 256, 205), (100, 256, 205), (257, 256, 1)]
+)
 def test_offsets_cover_every_pixel_with_full_tiles(length, size, stride):
     starts = offsets(length, size, stride)
     covered = np.zeros(length, bool)
     for s in starts:
-        covered[s:s + size] = True
+        covered[s : s + size] = True
         assert s >= 0 and (s + size <= length or length < size)
     assert covered.all()
     assert starts[-1] == max(0, length - size)  # the last tile is flush with the edge
@@ -30,13 +32,19 @@ def test_plan_inner_edges_and_resampled_mapping():
     assert first.inner == (False, False, True, True) and last.inner == (True, True, False, False)
     assert (first.out_width, first.out_height) == (64, 64)
     # a model pixel is two scene pixels; offsets are the window's
-    np.testing.assert_array_equal(last.to_scene(np.array([[1, 2, 3, 4]], np.float32)), [[174, 6, 178, 10]])
+    np.testing.assert_array_equal(
+        last.to_scene(np.array([[1, 2, 3, 4]], np.float32)), [[174, 6, 178, 10]]
+    )
     small = plan(40, 30, src=128, tile=64, overlap=0.25)
     assert len(small) == 1 and (small[0].out_width, small[0].out_height) == (20, 15)
     assert small[0].inner == (False,) * 4
     boxes = np.array([[0, 5, 10, 15], [30, 30, 64, 40], [20, 20, 30, 30]], np.float32)
-    np.testing.assert_array_equal(tiles[4].truncated(boxes, 2.0), [True, True, False])  # inner left and top edges
-    np.testing.assert_array_equal(tiles[0].truncated(boxes, 2.0), [False, True, False])  # right edge x2 = 64
+    np.testing.assert_array_equal(
+        tiles[4].truncated(boxes, 2.0), [True, True, False]
+    )  # inner left and top edges
+    np.testing.assert_array_equal(
+        tiles[0].truncated(boxes, 2.0), [False, True, False]
+    )  # right edge x2 = 64
 
 
 def _reference_cross_tile_nms(boxes, scores, labels, tiles, thr, metric):
@@ -64,14 +72,20 @@ def _random(n, seed, tiles=4):
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, 200, (n, 2))
     wh = rng.uniform(5, 40, (n, 2))
-    return (np.concatenate([xy, xy + wh], 1), rng.uniform(0.1, 1, n).astype(np.float32),
-            rng.integers(1, 4, n), rng.integers(0, tiles, n))
+    return (
+        np.concatenate([xy, xy + wh], 1),
+        rng.uniform(0.1, 1, n).astype(np.float32),
+        rng.integers(1, 4, n),
+        rng.integers(0, tiles, n),
+    )
 
 
 def test_iou_merge_equals_torchvision_batched_nms_when_every_box_has_its_own_tile():
     boxes, scores, labels, _ = _random(400, 0)
     keep = merge(boxes, scores, labels, np.arange(400), np.zeros(400, bool), "iou", 0.5)
-    ref = batched_nms(torch.tensor(boxes), torch.tensor(scores, dtype=torch.float64), torch.tensor(labels), 0.5)
+    ref = batched_nms(
+        torch.tensor(boxes), torch.tensor(scores, dtype=torch.float64), torch.tensor(labels), 0.5
+    )
     np.testing.assert_array_equal(keep, np.sort(ref.numpy()))
     assert 0 < len(keep) < 400
 
@@ -80,9 +94,13 @@ def test_iou_merge_equals_torchvision_batched_nms_when_every_box_has_its_own_til
 def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, monkeypatch):
     boxes, scores, labels, tiles = _random(150, 1)
     keep = merge(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4)
-    np.testing.assert_array_equal(keep, _reference_cross_tile_nms(boxes, scores, labels, tiles, 0.4, metric))
+    np.testing.assert_array_equal(
+        keep, _reference_cross_tile_nms(boxes, scores, labels, tiles, 0.4, metric)
+    )
     monkeypatch.setattr(merge_mod, "_CHUNK", 7)  # candidate pairs in many small chunks: same answer
-    np.testing.assert_array_equal(merge(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep)
+    np.testing.assert_array_equal(
+        merge(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep
+    )
     same_tile = merge(boxes, scores, labels, np.zeros(150, int), np.zeros(150, bool), metric, 0.4)
     assert len(same_tile) == 150
 
@@ -92,7 +110,9 @@ def test_overlapping_pairs_are_exactly_the_brute_force_ones(group, monkeypatch):
     monkeypatch.setattr(merge_mod, "_GROUP", group)
     boxes, _, labels, tiles = _random(120, 2)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)
-    assert len(i) == len({tuple(sorted(p)) for p in zip(i.tolist(), j.tolist())}) > 0  # each pair once
+    assert (
+        len(i) == len({tuple(sorted(p)) for p in zip(i.tolist(), j.tolist())}) > 0
+    )  # each pair once
     found = {tuple(sorted(p)): a for p, a in zip(zip(i.tolist(), j.tolist()), inter)}
     expected = {}
     for a in range(120):
@@ -119,6 +139,10 @@ def test_truncated_part_yields_to_the_whole_object_seen_by_the_neighbour():
     assert merge(boxes, scores, labels, tiles, np.zeros(3, bool), "iou", 0.5).tolist() == [0, 1, 2]
     assert merge(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [0, 2]
     # a different class is a different object
-    assert merge(boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5).tolist() == [0, 1, 2]
+    assert merge(boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5).tolist() == [
+        0,
+        1,
+        2,
+    ]
     # when every view touches an inner edge, the larger view wins whatever the scores
     assert merge(boxes, scores, labels, tiles, np.ones(3, bool), "iou", 0.5).tolist() == [1, 2]

@@ -39,7 +39,9 @@ def trt_listed(monkeypatch):
     import onnxruntime as ort
 
     listed = ort.get_available_providers()
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [TRT, *[p for p in listed if p != TRT]])
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: [TRT, *[p for p in listed if p != TRT]]
+    )
 
 
 def test_auto_with_an_unwritable_home_goes_on_without_tensorrt(model, blocked_home, trt_listed):
@@ -47,16 +49,25 @@ def test_auto_with_an_unwritable_home_goes_on_without_tensorrt(model, blocked_ho
     assert TRT not in session.providers and session.providers[-1] == NAMES["cpu"]
     cache = blocked_home / ".cache" / "scalemae-det" / "tensorrt"
     assert trt_cache_dir() == cache
-    assert f"{TRT} not usable: cannot create its engine cache {cache} (Not a directory)" in session.note
+    assert (
+        f"{TRT} not usable: cannot create its engine cache {cache} (Not a directory)"
+        in session.note
+    )
     t = session.metadata.tile
-    assert len(session.run(np.zeros((session.batch, 3, t, t), np.float32))) == session.batch  # and it runs
+    assert (
+        len(session.run(np.zeros((session.batch, 3, t, t), np.float32))) == session.batch
+    )  # and it runs
 
 
-def test_tensorrt_asked_for_with_an_unwritable_home_is_refused_naming_the_folder(model, blocked_home, trt_listed):
+def test_tensorrt_asked_for_with_an_unwritable_home_is_refused_naming_the_folder(
+    model, blocked_home, trt_listed
+):
     with pytest.raises(ParameterError) as err:
         Session(model, "tensorrt")
-    problem = (f"cannot create its engine cache {blocked_home}/.cache/scalemae-det/tensorrt (Not a directory); "
-               "set XDG_CACHE_HOME to a writable folder")
+    problem = (
+        f"cannot create its engine cache {blocked_home}/.cache/scalemae-det/tensorrt (Not a directory); "
+        "set XDG_CACHE_HOME to a writable folder"
+    )
     assert str(err.value) == f"{model}: provider='tensorrt': {problem}"
     assert err.value.render(dashed_flag) == f"{model}: --provider tensorrt: {problem}"
 
@@ -66,23 +77,43 @@ def test_the_cache_folder_exists_only_when_tensorrt_runs(model, tmp_path, monkey
     session = Session(model, "auto")
     assert trt_cache_dir() == tmp_path / "cache" / "scalemae-det" / "tensorrt"
     assert trt_cache_dir().is_dir() == (TRT in session.providers)
-    if TRT not in session.providers:  # what the session made for TensorRT is taken back, nothing else
+    if (
+        TRT not in session.providers
+    ):  # what the session made for TensorRT is taken back, nothing else
         assert not (tmp_path / "cache").exists()
     (tmp_path / "cache").mkdir(exist_ok=True)
     Session(model, "cpu")
     assert list((tmp_path / "cache").iterdir()) == []  # the CPU never makes it
 
 
-def test_predict_with_an_unwritable_home_runs_and_says_why_not_tensorrt(model, tmp_path, blocked_home):
+def test_predict_with_an_unwritable_home_runs_and_says_why_not_tensorrt(
+    model, tmp_path, blocked_home
+):
     scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
     env = {**os.environ, "HOME": str(blocked_home)}
-    done = subprocess.run([Path(sys.executable).with_name("scalemae-det"), "predict", str(scene), "--model", str(model),
-                           "--out", str(tmp_path / "out"), "--provider", "auto"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [
+            Path(sys.executable).with_name("scalemae-det"),
+            "predict",
+            str(scene),
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "out"),
+            "--provider",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "a.tif: 1 detections" in done.stderr and (tmp_path / "out" / "a.geojson").is_file()
     import onnxruntime as ort
 
     if TRT in ort.get_available_providers():
-        assert "cannot create its engine cache" in done.stderr and "not a loadable ONNX model" not in done.stderr
-
+        assert (
+            "cannot create its engine cache" in done.stderr
+            and "not a loadable ONNX model" not in done.stderr
+        )

@@ -17,7 +17,7 @@ def test_standin_matches_its_numpy_rule(tmp_path):
     for img in images:
         for _ in range(5):
             c, r = rng.integers(-6, meta.tile, 2)
-            img[:, max(r, 0):r + SIZE, max(c, 0):c + SIZE] = rng.uniform(0.55, 1.0, (3, 1, 1))
+            img[:, max(r, 0) : r + SIZE, max(c, 0) : c + SIZE] = rng.uniform(0.55, 1.0, (3, 1, 1))
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     boxes, scores, labels, num = sess.run(None, {INPUT_NAME: images})
     for i, (rb, rs, rl) in enumerate(reference(images, meta.max_detections)):
@@ -27,4 +27,6 @@ def test_standin_matches_its_numpy_rule(tmp_path):
         np.testing.assert_allclose(scores[i, :n], rs, rtol=1e-6)
         np.testing.assert_array_equal(labels[i, :n], rl)
         assert not boxes[i, n:].any() and not scores[i, n:].any() and not labels[i, n:].any()
-    assert ModelMetadata.from_props({p.key: p.value for p in onnx.load(model).metadata_props}) == meta
+    assert (
+        ModelMetadata.from_props({p.key: p.value for p in onnx.load(model).metadata_props}) == meta
+    )

@@ -12,9 +12,9 @@ import rasterio
 import rasterio.transform
 from typer.testing import CliRunner
 
-from scalemae_det.cli import app
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.geo import gsd_m
+from scalemae_det.cli import app
 from scalemae_det.synthetic import CLASS_NAMES, make_scene, render_window, write_chips, write_scene
 
 
@@ -28,8 +28,10 @@ def _box_mask(anns, shape, grow=0):
     mask = np.zeros(shape, bool)
     for a in anns:
         x, y, w, h = a["bbox"]
-        mask[max(int(np.floor(y)) - grow, 0):int(np.ceil(y + h)) + grow,
-             max(int(np.floor(x)) - grow, 0):int(np.ceil(x + w)) + grow] = True
+        mask[
+            max(int(np.floor(y)) - grow, 0) : int(np.ceil(y + h)) + grow,
+            max(int(np.floor(x)) - grow, 0) : int(np.ceil(x + w)) + grow,
+        ] = True
     return mask
 
 
@@ -50,9 +52,11 @@ def test_ground_truth_agrees_with_pixels(scene):
     assert {a["category_id"] for a in anns} == {1, 2, 3}
     for a in anns:  # the object fills its box and reaches each of the box's four sides
         x, y, w, h = a["bbox"]
-        inside = changed[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))]
+        inside = changed[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))]
         assert inside.mean() > 0.3, a
-        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any(), a
+        assert (
+            inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+        ), a
     # away from the boxes only shadows change the ground: darker in every band, and near a box
     outside = changed & ~_box_mask(anns, changed.shape, grow=1)
     assert outside.any()
@@ -61,7 +65,12 @@ def test_ground_truth_agrees_with_pixels(scene):
     # objects never overlap
     b = np.array([a["bbox"] for a in anns])
     x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    overlap = (x0[:, None] < x1[None]) & (x0[None] < x1[:, None]) & (y0[:, None] < y1[None]) & (y0[None] < y1[:, None])
+    overlap = (
+        (x0[:, None] < x1[None])
+        & (x0[None] < x1[:, None])
+        & (y0[:, None] < y1[None])
+        & (y0[None] < y1[:, None])
+    )
     assert overlap.sum() == len(anns)  # each box only with itself
 
 
@@ -84,8 +93,16 @@ def test_georeference(scene):
     assert (t.a, t.b, t.d, t.e) == (0.5, 0, 0, -0.5)
     assert gsd_m(profile["crs"], t, 384, 320) == pytest.approx(0.5, rel=0.01)
     assert profile["tiled"] and profile["compress"] == "deflate" and profile["count"] == 3
-    assert coco["images"] == [{"id": 1, "file_name": "scene.tif", "width": 384, "height": 320, "gsd": 0.5,
-                               "crs": "EPSG:32633"}]
+    assert coco["images"] == [
+        {
+            "id": 1,
+            "file_name": "scene.tif",
+            "width": 384,
+            "height": 320,
+            "gsd": 0.5,
+            "crs": "EPSG:32633",
+        }
+    ]
     assert json.loads(path.with_suffix(".json").read_text()) == coco
     assert [c["name"] for c in coco["categories"]] == list(CLASS_NAMES)
     for a in coco["annotations"]:
@@ -148,16 +165,28 @@ def test_bad_arguments(tmp_path):
 
 def test_cli(tmp_path):
     out = tmp_path / "scene.tif"
-    result = CliRunner().invoke(app, ["synth-scene", "--out", str(out), "--size", "128", "--seed", "2",
-                                      "--nodata-collar"])
+    result = CliRunner().invoke(
+        app, ["synth-scene", "--out", str(out), "--size", "128", "--seed", "2", "--nodata-collar"]
+    )
     assert result.exit_code == 0, result.output
-    assert out.exists() and json.loads(out.with_suffix(".json").read_text())["images"][0]["file_name"] == "scene.tif"
-    result = CliRunner().invoke(app, ["synth-chips", "--out", str(tmp_path / "chips"), "--count", "2"])
+    assert (
+        out.exists()
+        and json.loads(out.with_suffix(".json").read_text())["images"][0]["file_name"]
+        == "scene.tif"
+    )
+    result = CliRunner().invoke(
+        app, ["synth-chips", "--out", str(tmp_path / "chips"), "--count", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert len(json.loads((tmp_path / "chips" / "labels.json").read_text())["images"]) == 2
     exe = Path(sys.executable).parent / "scalemae-det"
-    bad = subprocess.run([str(exe), "synth-scene", "--out", str(tmp_path / "bad.tif"), "--size", "10"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(exe), "synth-scene", "--out", str(tmp_path / "bad.tif"), "--size", "10"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.tif'}: --size 10: must be at least 64"]
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'bad.tif'}: --size 10: must be at least 64"
+    ]
     assert not (tmp_path / "bad.tif").exists()
