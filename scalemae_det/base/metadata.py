@@ -27,6 +27,9 @@ PRECISIONS = ("float32", "float16", "int8")
 # The graph's score threshold is an initializer of this name, so a session can override it
 # (onnxruntime SessionOptions.add_initializer): the export's parity check probes below it.
 THRESHOLD_INITIALIZER = "score_threshold"
+# An export of another flavour (export/deepness.py: for QGIS Deepness and GeoDeep) names it here,
+# with that tool's metadata instead of this contract's
+FLAVOUR_KEY = "scalemae_det_flavour"
 
 
 class MetadataError(UserError):
@@ -62,6 +65,13 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        if "format_version" not in props and FLAVOUR_KEY in props:
+            raise MetadataError(
+                f"{source}: a scalemae-det export of flavour {props[FLAVOUR_KEY]} (for QGIS "
+                "Deepness and GeoDeep: one (1, N, 5 + classes) output and their metadata), which "
+                "this runtime does not run; run it in Deepness or GeoDeep, or export the "
+                "checkpoint again in the default flavour"
+            )
         if "format_version" not in props:
             raise MetadataError(
                 f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with `scalemae-det export`"

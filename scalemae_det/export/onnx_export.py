@@ -119,6 +119,7 @@ def export_onnx(
     """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
     start = time.perf_counter()
     out = Path(out)
+    spec.check_format("onnx", out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
     with work_dir(
@@ -150,6 +151,9 @@ def export_onnx(
             table_path(out).unlink(
                 missing_ok=True
             )  # an earlier int8 export's table would describe another model
+        deepness = None
+        if spec.deepness:
+            chosen, deepness = _deepness(prep, metadata, chosen, work, log)
         with atomic_path(out) as tmp:
             os.replace(chosen, tmp)
     report_path = record_report(out, report)
@@ -161,7 +165,21 @@ def export_onnx(
         simplified,
         time.perf_counter() - start,
         out.stat().st_size,
+        deepness,
     )
+
+
+def _deepness(prep: Prepared, metadata, graph: Path, work: Path, log: Log):
+    """(the deepness flavour of `graph` in `work`, its Deepness metadata); its rows are checked
+    against `graph`'s detections on the validation tiles when validating."""
+    from scalemae_det.export.deepness import DeepnessMetadata, write_deepness
+    from scalemae_det.export.parity import validation_tiles
+
+    spec = prep.spec
+    deepness = DeepnessMetadata.of(metadata, spec.resolved_overlap, prep.model.config.nms_thresh)
+    log("writing the (1, N, 5 + classes) output and metadata for QGIS Deepness and GeoDeep")
+    tiles = validation_tiles(spec.tile, 1) if spec.validate else None
+    return write_deepness(graph, work / "deepness.onnx", metadata, deepness, tiles), deepness
 
 
 def table_path(model_path: Path) -> Path:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
 Log = Callable[[str], None]  # progress messages, one per step
 
@@ -26,6 +28,10 @@ DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 # TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test
 # keeps the two equal), and ONNX Runtime has no RoiAlign for opset 22 anyway.
 MIN_OPSET, MAX_OPSET = 14, 20
+# Graph flavours: "native" follows this project's contract (base/metadata.py), which the runtime
+# runs; "deepness" is the layout and metadata QGIS Deepness and GeoDeep run (export/deepness.py)
+FLAVOURS = ("native", "deepness")
+DEFAULT_BATCH = 4  # of a native export; a deepness export has batch 1 (GeoDeep feeds one tile)
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class ExportSpec:
 
     gsd: float | None = None
     tile: int = 800
-    batch: int = 4
+    batch: int | None = None  # DEFAULT_BATCH, or 1 for the deepness flavour
     max_detections: int | None = None
     score_threshold: float | None = None
     opset: int = DEFAULT_OPSET
@@ -49,10 +55,27 @@ class ExportSpec:
     int8_min_agreement: float = 0.95
     int8_labels: str | None = None
     int8_images: str | None = None
+    # the graph's flavour (FLAVOURS); deepness only: the tile overlap (a fraction, as predict's)
+    # that the model tells Deepness and GeoDeep to use, DEFAULT_OVERLAP when None
+    flavour: str = "native"
+    overlap: float | None = None
 
     @property
     def fp16(self) -> bool:
         return self.precision == "fp16"
+
+    @property
+    def deepness(self) -> bool:
+        return self.flavour == "deepness"
+
+    @property
+    def resolved_batch(self) -> int:
+        """The graph's batch size: `batch`, else the flavour's default."""
+        return self.batch if self.batch is not None else 1 if self.deepness else DEFAULT_BATCH
+
+    @property
+    def resolved_overlap(self) -> float:
+        return DEFAULT_OVERLAP if self.overlap is None else self.overlap
 
     @property
     def int8(self) -> bool:
@@ -60,6 +83,21 @@ class ExportSpec:
 
     def check_format(self, kind: str, out) -> None:
         """The option errors that depend on the output's format (onnx or torchscript)."""
+        if self.deepness and kind != "onnx":
+            raise ParameterError(
+                "flavour",
+                "Deepness and GeoDeep run ONNX models: the deepness flavour is for ONNX "
+                f"exports, not {kind}",
+                value=self.flavour,
+                source=str(out),
+            )
+        if self.deepness and Path(out).suffix.lower() != ".onnx":
+            raise ParameterError(
+                "out",
+                "a Deepness/GeoDeep model is an ONNX file: give it the .onnx suffix "
+                "(Deepness' model dialog lists .onnx files)",
+                value=str(out),
+            )
         if kind == "torchscript" and self.int8:
             raise ParameterError(
                 "precision",
@@ -85,6 +123,33 @@ class ExportSpec:
             )
         checks.choice("precision", self.precision, PRECISIONS)
         self._check_int8()
+        self._check_flavour()
+
+    def _check_flavour(self) -> None:
+        checks.choice("flavour", self.flavour, FLAVOURS)
+        checks.number("overlap", self.overlap, lo=0, hi=1, hi_open=True)
+        if not self.deepness:
+            if self.overlap is not None:
+                raise ParameterError(
+                    "overlap",
+                    "`overlap` is only used with `flavour` deepness (this export is "
+                    f"{self.flavour})",
+                )
+            return
+        if self.batch not in (None, 1):
+            raise ParameterError(
+                "batch",
+                "the deepness flavour has batch 1: GeoDeep feeds the model one tile at a time, "
+                "as (1, 3, T, T)",
+                value=self.batch,
+            )
+        percent = self.resolved_overlap * 100
+        if abs(percent - round(percent)) > 1e-9:
+            raise ParameterError(
+                "overlap",
+                "Deepness reads the overlap as a whole percent: give a multiple of 0.01",
+                value=self.overlap,
+            )
 
     def _check_int8(self) -> None:
         int8_only = {

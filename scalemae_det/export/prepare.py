@@ -14,6 +14,7 @@ from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.calibration import calibration_scenes
+from scalemae_det.export.deepness import DeepnessMetadata
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import ParityReport, report_path
@@ -44,6 +45,7 @@ class ExportResult:
     simplified: bool  # onnxslim's graph was kept (ONNX only)
     seconds: float
     size_bytes: int
+    deepness: DeepnessMetadata | None = None  # what a deepness-flavour file tells Deepness/GeoDeep
 
 
 def check_outputs(outs: list[Path]) -> None:
@@ -78,7 +80,13 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     gsd = float(ckpt["gsd"]) if spec.gsd is None else spec.gsd
     max_det = cfg.detections_per_image if spec.max_detections is None else spec.max_detections
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
-    spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
+    spec = replace(
+        spec,
+        gsd=gsd,
+        max_detections=max_det,
+        score_threshold=threshold,
+        batch=spec.resolved_batch,
+    )
     wrapper = FixedScaleDetector(
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()

@@ -22,7 +22,7 @@ from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.session import Session
-from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, TRUNCATION_MARGIN, Tile
 
 
 @dataclass
@@ -118,7 +118,7 @@ class Detector:
         self,
         path: str | os.PathLike,
         *,
-        overlap: float = 0.2,
+        overlap: float = DEFAULT_OVERLAP,
         score_threshold: float | None = None,
         bands: Sequence[int] | None = None,
         scale: str | tuple[float, float] = "auto",

@@ -41,6 +41,7 @@ from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import UserError
 from scalemae_det.runtime.merge import METRICS, merge
+from scalemae_det.runtime.qgis_style import write_style
 from scalemae_det.runtime.records import JobState, job_state
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
 from scalemae_det.runtime.vector import (
@@ -273,6 +274,8 @@ def merge_job(
                 )
                 if progress:
                     progress(k + 1, len(scenes))
+            if driver == "GPKG":
+                write_style(tmp, list(dict.fromkeys(n for names_k in names for n in names_k)))
     except OSError as exc:
         raise UserError(f"--to {to}: cannot write ({exc.strerror})") from None
     return report

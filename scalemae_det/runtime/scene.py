@@ -27,7 +27,7 @@ from scalemae_det.base.pixels import (
     select_bands,
     value_range,
 )
-from scalemae_det.runtime.tiling import Tile, plan
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, Tile, plan
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
@@ -101,7 +101,7 @@ def open_scene(
     bands: Sequence[int] | None = None,
     scale: str | tuple[float, float] = "auto",
     gsd_mode: str = "resample",
-    overlap: float = 0.2,
+    overlap: float = DEFAULT_OVERLAP,
 ) -> Scene:
     """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
     path = str(path)

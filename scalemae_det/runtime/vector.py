@@ -9,7 +9,8 @@ of `runtime`, because an edge box writing GeoJSON needs no second GDAL.
 Box outlines are built as WKB here (a little-endian Polygon of one closed 5-point ring, 93 bytes,
 OGC Simple Features / ISO 19125-1 section 8.2) in one numpy pass. FlatGeobuf is written without its
 packed R-tree (layer option SPATIAL_INDEX=NO): GDAL can append only to such a file; GIS tools read
-it all the same, a spatial query just scans it.
+it all the same, a spatial query just scans it. A GeoPackage also carries the QGIS style of its
+layer (runtime/qgis_style.py), so it opens in QGIS coloured by class.
 """
 
 from __future__ import annotations
@@ -154,4 +155,8 @@ def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Pat
     fields = columns(Path(result.path).name, det.boxes, det.scores, det.labels, result.class_names)
     with atomic_path(path, keep_suffix=True) as tmp:
         write_layer(tmp, box_rings(result, crs_mode), fields, crs, driver)
+        if driver == "GPKG":
+            from scalemae_det.runtime.qgis_style import write_style
+
+            write_style(tmp, result.class_names)
     return Path(path)
