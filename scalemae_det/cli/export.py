@@ -1,4 +1,5 @@
-"""`scalemae-det export`: a detector checkpoint to ONNX and/or TorchScript. torch is imported inside the command."""
+"""`scalemae-det export`: a detector checkpoint to ONNX (this project's contract, or the deepness
+flavour QGIS Deepness and GeoDeep run) and/or TorchScript. torch is imported inside the command."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import UserError
-from scalemae_det.export.options import MAX_OPSET, MIN_OPSET, ExportSpec
+from scalemae_det.export.options import DEFAULT_BATCH, MAX_OPSET, MIN_OPSET, ExportSpec
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
 DEFAULTS = ExportSpec()
-FORMATS = ("onnx", "torchscript", "all")
+FORMATS = ("onnx", "torchscript", "deepness", "all")
 
 
 def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
+    """(exporter, path) of each file: deepness is the ONNX exporter's deepness flavour."""
     if fmt == "all":
         return [("onnx", out.with_suffix(".onnx")), ("torchscript", out.with_suffix(".pt"))]
-    return [(fmt, out)]
+    return [("onnx" if fmt == "deepness" else fmt, out)]
 
 
 def export_command(
@@ -25,14 +28,29 @@ def export_command(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."
     ),
-    fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
+    fmt: str = typer.Option(
+        FORMATS[0],
+        "--format",
+        help="onnx (main path, what predict runs), torchscript, deepness (an ONNX model for QGIS "
+        "Deepness and GeoDeep, batch 1; see docs/gis.md), or all (onnx and torchscript).",
+    ),
     gsd: float | None = typer.Option(
         None,
         help="Metres per pixel the model will run at; the embedding is baked in.",
         show_default="the checkpoint's training GSD",
     ),
     tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
-    batch: int = typer.Option(DEFAULTS.batch, help="Fixed batch size of the graph."),
+    batch: int | None = typer.Option(
+        None,
+        help="Fixed batch size of the graph.",
+        show_default=f"{DEFAULT_BATCH}; 1 with --format deepness, which takes only 1",
+    ),
+    overlap: float | None = typer.Option(
+        None,
+        help="--format deepness: the tile overlap (a fraction, as predict's) written into the "
+        "model for Deepness and GeoDeep, which read it as a whole percent.",
+        show_default=str(DEFAULT_OVERLAP),
+    ),
     max_detections: int | None = typer.Option(
         None,
         help="Rows per tile in the padded outputs.",
@@ -121,9 +139,14 @@ def export_command(
         int8_min_agreement=int8_min_agreement,
         int8_labels=None if int8_labels is None else str(int8_labels),
         int8_images=None if int8_images is None else str(int8_images),
+        flavour="deepness" if fmt == "deepness" else DEFAULTS.flavour,
+        overlap=overlap,
     )
+    checks.choice("format", fmt, FORMATS)
+    if overlap is not None and fmt != "deepness":
+        raise UserError(f"--overlap is only used with --format deepness (this is --format {fmt})")
     spec.check()
-    outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
+    outputs = _outputs(out, fmt)
     for kind, path in outputs:  # all outputs, before the first is written
         spec.check_format(kind, path)
     check_outputs([path for _, path in outputs])
@@ -152,6 +175,15 @@ def export_command(
             f"max {meta.max_detections} detections, score > {meta.score_threshold}"
             + (", simplified" if result.simplified else "")
         )
+        if result.deepness:
+            d = result.deepness
+            console.print(
+                f"for QGIS Deepness and GeoDeep: {d.det_type} rows (1, {meta.max_detections}, "
+                f"{5 + len(meta.class_names)}), resolution {d.resolution:g} cm/px, tiles "
+                f"{d.tiles_size} px overlapping {d.tiles_overlap}%, confidence {d.det_conf:g}, "
+                f"NMS IoU {d.det_iou_thresh:g}",
+                highlight=False,
+            )
         if meta.calibration_table:
             console.print(
                 f"TensorRT calibration table: {result.path.with_name(meta.calibration_table)}",

@@ -54,6 +54,19 @@ BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), ex
     "tile": (None, None, ["--tile", "100"], ["--tile 100", "multiple of 32"]),
     "batch": (None, None, ["--batch", "0"], ["--batch 0", "at least 1"]),
     "parent_is_a_file": (None, _under_a_file, [], ["m.onnx", "is a file, not a folder"]),
+    "deepness_batch": (
+        None,
+        None,
+        ["--format", "deepness", "--batch", "2"],
+        ["--batch 2", "batch 1"],
+    ),
+    "deepness_not_onnx": (
+        None,
+        lambda tmp: tmp / "out" / "m.pt",
+        ["--format", "deepness"],
+        ["--out", "m.pt", ".onnx suffix"],
+    ),
+    "overlap_not_deepness": (None, None, ["--overlap", "0.25"], ["--overlap", "--format deepness"]),
 }
 
 
