@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, PathError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
@@ -58,9 +58,9 @@ def _read_json(path: Path):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise PathError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file: {exc}") from None
+        raise InputError(f"{path}: not a JSON file: {exc}") from None
 
 
 def _is_feature_collection(doc) -> bool:
@@ -83,7 +83,7 @@ def read_truth(path: str | os.PathLike, scenes: Sequence[str | os.PathLike] = ()
     coco = read_coco_json(path)
     for img in coco["images"]:
         if not isinstance(img, dict) or not isinstance(img.get("file_name"), str):
-            raise UserError(f"{path}: every image record needs a file_name (the scene's)")
+            raise InputError(f"{path}: every image record needs a file_name (the scene's)")
     return coco
 
 
@@ -106,7 +106,7 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
         props = (feature or {}).get("properties") or {}
         name = _feature_class(props)
         if name is None:
-            raise UserError(
+            raise InputError(
                 f"{path}: a feature without a class ({', '.join(CLASS_PROPERTIES)} or type_id)"
             )
         if "bounds_imcoords" in props and "image_id" in props:
@@ -119,10 +119,10 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
             continue
         coords = _exterior_coordinates(feature.get("geometry"))
         if coords is None:
-            raise UserError(f"{path}: a feature whose geometry is not a Polygon or MultiPolygon")
+            raise InputError(f"{path}: a feature whose geometry is not a Polygon or MultiPolygon")
         polygons.append((name, coords))
     if polygons and not scenes:
-        raise UserError(
+        raise InputError(
             f"{path}: polygons in map coordinates need the scene rasters to map them to pixels "
             "(give the scenes)"
         )
@@ -170,7 +170,7 @@ def _crs_of(doc: dict, path: Path):
     try:
         return CRS.from_user_input(name.replace("urn:ogc:def:crs:EPSG::", "EPSG:"))
     except Exception:  # rasterio raises its own CRSError, or ValueError, for names it cannot read
-        raise UserError(f"{path}: unknown crs {name!r}") from None
+        raise InputError(f"{path}: unknown crs {name!r}") from None
 
 
 def _raster_size(name: str, scenes: list[Path]) -> tuple[int, int]:
@@ -202,7 +202,7 @@ def _polygons_in_scenes(
         with raster_errors(scene), rasterio.open(scene) as ds:
             scene_crs, transform, w, h = ds.crs, ds.transform, ds.width, ds.height
         if scene_crs is None:
-            raise UserError(
+            raise InputError(
                 f"{scene}: no georeference, so polygons in map coordinates cannot be placed in it"
             )
         xs, ys = (np.asarray(v) for v in warp(crs, scene_crs, coords[:, 0], coords[:, 1]))
@@ -245,7 +245,7 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
                     )
                     x0, y0, x1, y1 = (float(v) for v in props["pixel_bbox"])
                 except (KeyError, TypeError, ValueError):
-                    raise UserError(
+                    raise InputError(
                         f"{path}: not predict's GeoJSON (features need scene, label, score and "
                         "pixel_bbox properties)"
                     ) from None
@@ -274,7 +274,7 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
                     )
                     bbox = [float(v) for v in bbox][:4]
                 except (KeyError, TypeError, ValueError):
-                    raise UserError(
+                    raise InputError(
                         f"{path}: not COCO results (each needs image_id, category_id, score, bbox)"
                     ) from None
                 image = ident if ident in ids else by_name.get(str(ident))
@@ -287,7 +287,7 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
                         {"image_id": image, "category_id": cat, "score": score, "bbox": bbox}
                     )
         else:
-            raise UserError(f"{path}: neither a GeoJSON FeatureCollection nor a COCO results list")
+            raise InputError(f"{path}: neither a GeoJSON FeatureCollection nor a COCO results list")
     for what, counts in (("scene", unknown_scenes), ("class", unknown_classes)):
         if counts:
             shown = ", ".join(f"{k} ({n})" for k, n in counts.most_common(10))
@@ -306,7 +306,7 @@ def chip_records(label_file: dict, path: str | os.PathLike) -> dict[int, dict]:
     records = {}
     for img in label_file["images"]:
         if not all(isinstance(img.get(k), int | str) for k in ("scene", "x0", "y0")):
-            raise UserError(
+            raise InputError(
                 f"{path}: image {img.get('id')} has no scene, x0 and y0 (as prepare-xview writes); "
                 "scene-level evaluation needs them"
             )
@@ -336,7 +336,7 @@ def stitch_chips(
         chip = chips[chip_id]
         scene = scene_of.get(chip["scene"])
         if scene is None:
-            raise UserError(
+            raise InputError(
                 f"scene {chip['scene']} of chip {chip.get('file_name')} is not in the scene labels"
             )
         x0, y0, w, h = int(chip["x0"]), int(chip["y0"]), int(chip["width"]), int(chip["height"])

@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import MISSING, asdict, dataclass, fields
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -29,7 +29,7 @@ PRECISIONS = ("float32", "float16", "int8")
 THRESHOLD_INITIALIZER = "score_threshold"
 
 
-class MetadataError(UserError):
+class MetadataError(InputError):
     """The model has no (or unusable) scalemae-det metadata."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 
 DEFAULT_OUTPUT = "CHECKPOINT_NAME.eval.json in the current folder"
 
@@ -78,7 +78,7 @@ def evaluate_command(
     from scalemae_det.engine.evaluator import evaluate_checkpoint
 
     if scene_labels is not None and not scene_level:
-        raise UserError("--scene-labels goes with --scene-level")
+        raise InputError("--scene-labels goes with --scene-level")
     if scene_level and scene_labels is None:
         scene_labels = label_file.with_name(f"{label_file.stem}_scenes.json")
     evaluate_checkpoint(

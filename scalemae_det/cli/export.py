@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.export.options import MAX_OPSET, MIN_OPSET, ExportSpec
 
 DEFAULTS = ExportSpec()
@@ -100,7 +100,7 @@ def export_command(
     console = Console(stderr=True)
     if fp16:
         if precision not in (DEFAULTS.precision, "fp16"):
-            raise UserError(f"--fp16 and --precision {precision} disagree; give --precision only")
+            raise InputError(f"--fp16 and --precision {precision} disagree; give --precision only")
         console.print(
             "warning: --fp16 is deprecated; use --precision fp16", style="yellow", highlight=False
         )

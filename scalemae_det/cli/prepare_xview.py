@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.data.xview import (
     DEFAULT_DROP,
     DEFAULT_SEED,
@@ -51,7 +51,7 @@ def prepare_xview_command(
     try:
         drop = [int(t) for t in drop_classes.split(",") if t.strip()]
     except ValueError:
-        raise UserError(
+        raise InputError(
             f"--drop-classes: expected comma-separated integers, got {drop_classes!r}"
         ) from None
     counts = prepare_xview(

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import MissingPathError
 
 
 def score_command(
@@ -52,9 +52,9 @@ def score_command(
     checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
     for path in (*detections, truth, *scenes):
         if not path.is_file():
-            raise UserError(f"{path}: no such file")
+            raise MissingPathError(f"{path}: no such file")
     if output is not None and not output.parent.is_dir():
-        raise UserError(f"{output}: its folder does not exist")
+        raise MissingPathError(f"{output}: its folder does not exist")
     gt = read_truth(truth, scenes)
     dets = read_detections(detections, gt)
     metrics = score_scenes(

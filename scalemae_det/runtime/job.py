@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, Spelling, UserError, python_name
+from scalemae_det.base.errors import InputError, ParameterError, Spelling, UserError, python_name
 from scalemae_det.runtime.inputs import expand_scenes
 from scalemae_det.runtime.shards import Shard, parse_shard, select
 
@@ -94,7 +94,7 @@ def plan_job(
     for p, target in targets.items():  # over the whole job, not only this shard
         clash = writers.setdefault(target, p)
         if clash != p:
-            raise UserError(f"{p} and {clash} would both write {target}; run them separately")
+            raise InputError(f"{p} and {clash} would both write {target}; run them separately")
     mine = select(paths, this_shard)
     previews = {p: Path(str(preview).replace("{scene}", p.stem)) for p in mine} if preview else {}
     for path in previews.values():

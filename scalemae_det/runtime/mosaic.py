@@ -39,7 +39,7 @@ from affine import Affine
 
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.runtime.merge import METRICS, merge
 from scalemae_det.runtime.records import JobState, job_state
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
@@ -91,7 +91,7 @@ def check_crs(text: str, what: str = "--crs"):
         with rasterio.Env():  # GDAL reports through the exception, not on stderr
             return CRS.from_user_input(text)
     except CRSError as exc:
-        raise UserError(f"{what} {text}: not a CRS ({exc})") from None
+        raise InputError(f"{what} {text}: not a CRS ({exc})") from None
 
 
 def _footprints(out: Path, state: JobState) -> list[Footprint]:
@@ -120,9 +120,9 @@ def _footprints(out: Path, state: JobState) -> list[Footprint]:
         )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UserError(problems[0] + more)
+        raise InputError(problems[0] + more)
     if not found:
-        raise UserError("no scene of the job is done yet: nothing to merge")
+        raise InputError("no scene of the job is done yet: nothing to merge")
     return found
 
 
@@ -180,13 +180,13 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             boxes[:, 2:] += boxes[:, :2]
             scores, labels = [e["score"] for e in entries], [e["category_id"] for e in entries]
         else:
-            raise UserError(f"{path}: not an output of predict (.geojson, .json, .csv, .gpkg)")
+            raise InputError(f"{path}: not an output of predict (.geojson, .json, .csv, .gpkg)")
     except FileNotFoundError:
-        raise UserError(
+        raise InputError(
             f"{path}: the output its run record names is gone; redo the scene with --overwrite"
         ) from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(
+        raise InputError(
             f"{path}: not the output predict wrote ({type(exc).__name__}: {exc})"
         ) from None
     return (
@@ -235,7 +235,7 @@ def merge_job(
         else None
     )
     if problem:
-        raise UserError(f"--to {to}: {problem}")
+        raise InputError(f"--to {to}: {problem}")
     state = job_state(out)
     scenes = _footprints(Path(out), state)
     report = MergeReport(len(scenes))
@@ -274,7 +274,7 @@ def merge_job(
                 if progress:
                     progress(k + 1, len(scenes))
     except OSError as exc:
-        raise UserError(f"--to {to}: cannot write ({exc.strerror})") from None
+        raise InputError(f"--to {to}: cannot write ({exc.strerror})") from None
     return report
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 LAYER = "detections"
@@ -38,7 +38,7 @@ def pyogrio():
     try:
         import pyogrio as module
     except ImportError:
-        raise UserError(
+        raise InputError(
             "GeoPackage and FlatGeobuf need pyogrio: pip install 'scalemae-det[gis]'"
         ) from None
     return module
@@ -48,7 +48,7 @@ def driver_for(path: str | os.PathLike, what: str) -> str:
     """The GDAL driver for a layer file, by its suffix; `what` names the option in the error."""
     suffix = Path(path).suffix.lower()
     if suffix not in DRIVERS:
-        raise UserError(f"{what} {path}: expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file")
+        raise InputError(f"{what} {path}: expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file")
     return DRIVERS[suffix]
 
 
