@@ -23,7 +23,7 @@ def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."
+        ..., "-o", "--out", help="Output file; with --format all, its .onnx and .pt siblings."
     ),
     fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
     gsd: float | None = typer.Option(

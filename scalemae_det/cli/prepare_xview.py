@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base.errors import InputError
+from scalemae_det.cli.options import out_option
 from scalemae_det.data.xview import (
     DEFAULT_DROP,
     DEFAULT_SEED,
@@ -21,7 +22,7 @@ DEFAULTS = ChipConfig()
 def prepare_xview_command(
     geojson: Path = typer.Option(..., "--geojson", help="xView_train.geojson"),
     images: Path = typer.Option(..., "--images", help="folder of the xView scenes (5.tif, ...)"),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = out_option("output folder"),
     chip: int = typer.Option(DEFAULTS.chip, "--chip", help="chip side in pixels"),
     overlap: float = typer.Option(
         DEFAULTS.overlap, "--overlap", help="fraction of a chip shared with the next"

@@ -18,9 +18,9 @@ from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.detections import Detections
-from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
+from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
 
@@ -159,7 +159,7 @@ class Detector:
         tile_ids, truncated = np.concatenate(tile_ids or [[]]), np.concatenate(truncated or [[]])
         parts.clear()  # the per-tile copies go before the merge: peak memory is one copy plus the merge's
         if len(found):
-            keep = merge(
+            keep = join_seams(
                 found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold
             )
             found = found.take(keep)

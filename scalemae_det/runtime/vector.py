@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import InputError
+from scalemae_det.base.errors import InputError, ParameterError
 
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 LAYER = "detections"
@@ -44,11 +44,14 @@ def pyogrio():
     return module
 
 
-def driver_for(path: str | os.PathLike, what: str) -> str:
-    """The GDAL driver for a layer file, by its suffix; `what` names the option in the error."""
+def driver_for(path: str | os.PathLike, param: str | None = None) -> str:
+    """The GDAL driver for a layer file, by its suffix; `param` names the parameter in the error."""
     suffix = Path(path).suffix.lower()
     if suffix not in DRIVERS:
-        raise InputError(f"{what} {path}: expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file")
+        problem = "expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file"
+        if param:
+            raise ParameterError(param, problem, value=str(path))
+        raise InputError(f"{path}: {problem}")
     return DRIVERS[suffix]
 
 
@@ -143,12 +146,16 @@ def read_columns(path: str | os.PathLike, names: list[str]) -> list[np.ndarray]:
 
 def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Path:
     """One scene's detections as a GeoPackage or FlatGeobuf (by suffix); complete or absent."""
-    from scalemae_det.runtime.outputs import WGS84, box_rings
+    from rasterio.crs import CRS
 
-    driver = driver_for(path, "--format")
+    from scalemae_det.runtime.outputs import box_rings, target_crs
+
+    driver = driver_for(path)
     scene = result.scene
     crs = (
-        None if not scene.georeferenced else WGS84 if crs_mode == "wgs84" else scene.crs.to_string()
+        CRS.from_user_input(target_crs(crs_mode, scene.crs)).to_string()
+        if scene.georeferenced
+        else None
     )
     det = result.detections
     fields = columns(Path(result.path).name, det.boxes, det.scores, det.labels, result.class_names)
