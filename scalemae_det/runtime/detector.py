@@ -83,7 +83,7 @@ class Detector:
                 "score_threshold",
                 f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
                 f"under which the graph keeps no detection; use {own:g} or more, or re-export the model with "
-                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})",
+                f"a lower export `score_threshold` ({score_threshold:g})",
                 value=score_threshold,
             )
         return score_threshold

@@ -84,7 +84,8 @@ def _footprints(out: Path, state: JobState) -> list[Footprint]:
     for name in sorted(state.done):
         if name not in state.latest_ok:
             problems.append(
-                f"{name}: its output was made before run records (no footprint); redo it with --overwrite"
+                f"{name}: its output was made before run records (no footprint); predict that "
+                "scene again, overwriting it"
             )
             continue
         rec, start = state.latest_ok[name]

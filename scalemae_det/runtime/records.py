@@ -190,7 +190,7 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
             attempts.append(attempt)
     if not attempts:
         raise InputError(
-            f"{out}: no run records in {folder} (made by scalemae-det predict --out {out})"
+            f"{out}: no run records in {folder} (predict writes them in its output folder)"
         )
     return sorted(attempts, key=lambda a: a.start.get("time", 0))
 
