@@ -22,7 +22,7 @@ from scalemae_det.cli.options import (
 )
 
 
-def predict(
+def predict_command(
     scenes: list[str] = typer.Argument(
         ..., help="GeoTIFF scenes: files, directories or glob patterns"
     ),
@@ -94,4 +94,4 @@ def predict(
         raise typer.Exit(1)
 
 
-__all__ = ["predict"]
+__all__ = ["predict_command"]

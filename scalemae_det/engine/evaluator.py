@@ -18,7 +18,7 @@ from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine.data import DataSplit, load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
-from scalemae_det.engine.loop import AMP_CHOICES, predict, resolve_amp
+from scalemae_det.engine.loop import AMP_CHOICES, predict_batches, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
 from scalemae_det.evaluation import (
@@ -65,7 +65,7 @@ def predict_dataset(
     )
     local = []
     with progress_bar("evaluating", len(dataset), info.is_main) as advance:
-        for output, target in predict(
+        for output, target in predict_batches(
             model, loader, info, amp=amp, on_batch=lambda n: advance(n * info.world_size)
         ):
             local += detections_to_coco([output], [target], category_ids)

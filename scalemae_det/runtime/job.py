@@ -68,7 +68,7 @@ def plan_job(
 ) -> Job:
     """Every option and output path checked, before the model is loaded or a scene read."""
     from scalemae_det.runtime.outputs import FORMATS, output_crs, output_path
-    from scalemae_det.runtime.scene import check_options
+    from scalemae_det.runtime.scene import check_tiling_options
     from scalemae_det.runtime.seams import METRICS
     from scalemae_det.runtime.session import CHOICES as PROVIDERS
     from scalemae_det.runtime.vector import pyogrio
@@ -77,7 +77,7 @@ def plan_job(
     output_crs(options.crs)
     checks.choice("match", options.match, METRICS)
     checks.choice("provider", provider, PROVIDERS)
-    check_options(options.gsd_mode, options.overlap)  # once here, not once per scene
+    check_tiling_options(options.gsd_mode, options.overlap)  # once here, not once per scene
     checks.number("batch", batch, lo=1, integer=True)
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)

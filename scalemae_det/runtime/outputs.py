@@ -213,9 +213,9 @@ def write(
 ) -> Path:
     """Write one scene's detections, streamed; the file appears complete or not at all."""
     if fmt == "gpkg":
-        from scalemae_det.runtime.vector import write_scene
+        from scalemae_det.runtime.vector import write_scene_layer
 
-        return write_scene(result, path, crs_mode)
+        return write_scene_layer(result, path, crs_mode)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         fh.writelines(TEXT[fmt](result, crs_mode))
     return Path(path)

@@ -144,7 +144,7 @@ def read_columns(path: str | os.PathLike, names: list[str]) -> list[np.ndarray]:
     return [found[name] for name in names]
 
 
-def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Path:
+def write_scene_layer(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Path:
     """One scene's detections as a GeoPackage or FlatGeobuf (by suffix); complete or absent."""
     from rasterio.crs import CRS
 
