@@ -99,7 +99,7 @@ def write_job(out: Path, grid: int, per_scene: int, overlap_m: float, seed: int)
 
 
 def child(out: str, to: str) -> None:
-    from scalemae_det.runtime.mosaic import merge_job
+    from scalemae_det.runtime.job_layer import merge_job
 
     start = time.perf_counter()
     report = merge_job(out, to, crs="EPSG:4326")

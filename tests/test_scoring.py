@@ -19,7 +19,7 @@ from scalemae_det.runtime.detector import SceneResult
 from scalemae_det.runtime.outputs import coco as coco_results
 from scalemae_det.runtime.outputs import geojson
 from scalemae_det.runtime.scene import Scene
-from scalemae_det.scoring import read_detections, read_truth, score_scenes, stitch_chips
+from scalemae_det.scoring import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.synthetic.writers import write_scene
 
 SIZE, TILE, OVERLAP = 640, 256, 0.2
@@ -115,8 +115,8 @@ def scene(tmp_path_factory):
 def test_score_equals_pycocotools_and_counts_seam_duplicates(scene):
     root, tif, truth = scene
     gt = read_truth(root / "7.json")
-    from_geojson = read_detections([root / "7.geojson"], gt)
-    from_coco = read_detections([root / "7.results.json"], gt)
+    from_geojson = results_for_truth([root / "7.geojson"], gt)
+    from_coco = results_for_truth([root / "7.results.json"], gt)
     assert len(from_geojson) == len(from_coco) > len(truth["annotations"]) // 2
     metrics = score_scenes(gt, from_geojson, tile=TILE, overlap=OVERLAP)
     ap, ap50, per_class = _pycocotools(truth, from_geojson, len(from_geojson))
@@ -159,10 +159,10 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     gt = read_truth(path, [tif])
     assert len(gt["annotations"]) == len(truth["annotations"])
-    dets = read_detections([root / "7.geojson"], gt)
+    dets = results_for_truth([root / "7.geojson"], gt)
     by_pixels = score_scenes(
         read_truth(root / "7.json"),
-        read_detections([root / "7.geojson"], read_truth(root / "7.json")),
+        results_for_truth([root / "7.geojson"], read_truth(root / "7.json")),
     )
     by_polygons = score_scenes(gt, dets)
     for key in ("AP", "AP50", "xview_mAP"):
@@ -179,7 +179,7 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
             str(path),
             "--scene",
             str(tif),
-            "--output",
+            "--out",
             str(out),
         ],
     )
@@ -341,7 +341,7 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
         tiny_checkpoint,
         tmp_path / "chips",
         labels,
-        output=tmp_path / "chip.json",
+        out=tmp_path / "chip.json",
         detections=tmp_path / "chip_dets.json",
         **common,
     )
@@ -349,7 +349,7 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
         tiny_checkpoint,
         tmp_path / "chips",
         labels,
-        output=tmp_path / "scene.json",
+        out=tmp_path / "scene.json",
         detections=tmp_path / "scene_dets.json",
         scene_labels=tmp_path / "val_scenes.json",
         **common,

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import ParameterError, PathError, UserError
 
 
 def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
@@ -133,7 +133,7 @@ def _folder_problem(folder: Path) -> str | None:
 
 def _path_error(path: Path, param: str | None, problem: str) -> UserError:
     if param is None:
-        return UserError(f"{path}: {problem}")
+        return PathError(f"{path}: {problem}")
     return ParameterError(param, problem, value=str(path))
 
 
@@ -172,10 +172,10 @@ def output_dir(path: str | os.PathLike, param: str | None = None, create: bool =
     return path
 
 
-def write_failed(path: str | os.PathLike, exc: OSError, doing: str = "cannot write") -> UserError:
+def write_failed(path: str | os.PathLike, exc: OSError, doing: str = "cannot write") -> PathError:
     """The UserError for an OSError met while writing `path` (disk full, permissions, a vanished folder)."""
     target = exc.filename or path
-    return UserError(f"{target}: {doing} ({exc.strerror or exc})")
+    return PathError(f"{target}: {doing} ({exc.strerror or exc})")
 
 
 __all__ = ["bands", "choice", "number", "output_dir", "output_file", "value_scale", "write_failed"]

@@ -1,6 +1,15 @@
-"""One exception for every problem the user can fix (bad file, bad option).
+"""The exceptions for problems the user can fix (a bad file, a bad value), catchable as Python's own.
 
-The CLI prints it as a single line and exits 1; anything else is a bug and keeps its traceback.
+`UserError` is the root the CLI catches: it prints one line and exits 1; anything else is a bug
+and keeps its traceback. What is raised is one of its subclasses, each also a builtin exception a
+Python caller already catches, as rasterio's errors are (rasterio/errors.py: `CRSError` is a
+`ValueError`, `RasterioIOError` an `OSError`):
+
+    InputError(UserError, ValueError)          a value or a file's content that cannot be used
+      ParameterError(InputError)               ... the value of one named parameter
+    PathError(UserError, OSError)              a path that cannot be read, written or created
+      MissingPathError(PathError, FileNotFoundError)   ... one that does not exist
+
 Messages name the file and the problem: "scene.tif: reading failed at window (0, 800)".
 
 A bad value of a named parameter is a `ParameterError`: the library names the parameter as its
@@ -28,9 +37,26 @@ def dashed_flag(param: str) -> str:
 
 
 class UserError(Exception):
+    """The root of the problems a user can fix; raise one of its subclasses."""
+
     def render(self, spell: Spelling = python_name) -> str:
         """The one-line message, with parameters spelled by `spell`."""
         return str(self)
+
+
+class InputError(UserError, ValueError):
+    """A value, or the content of a file, that the library cannot use."""
+
+
+class PathError(UserError, OSError):
+    """A path that cannot be read, written or created (the message names it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingPathError(PathError, FileNotFoundError):
+    """A path that does not exist."""
 
 
 _PARAM_REF = re.compile(
@@ -38,7 +64,7 @@ _PARAM_REF = re.compile(
 )  # a parameter named inside a problem text: "use `gsd_mode` as-is"
 
 
-class ParameterError(UserError):
+class ParameterError(InputError):
     """`param` has a value the library cannot use. `problem` may name parameters in backticks (and must name
     `param` so when no `value` is given); `source` is the file the value was checked against, if any."""
 

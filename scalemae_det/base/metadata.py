@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import MISSING, asdict, dataclass, fields
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -32,7 +32,7 @@ THRESHOLD_INITIALIZER = "score_threshold"
 FLAVOUR_KEY = "scalemae_det_flavour"
 
 
-class MetadataError(UserError):
+class MetadataError(InputError):
     """The model has no (or unusable) scalemae-det metadata."""
 
 

@@ -27,7 +27,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, ParameterError
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)
@@ -53,7 +53,7 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
         where = (
             f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         )
-        raise UserError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
+        raise InputError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:

@@ -24,7 +24,8 @@ from scalemae_det.cli.demo import demo_command
 from scalemae_det.cli.evaluate import evaluate_command
 from scalemae_det.cli.export import export_command
 from scalemae_det.cli.merge import merge_command
-from scalemae_det.cli.predict import predict
+from scalemae_det.cli.options import respell
+from scalemae_det.cli.predict import predict_command
 from scalemae_det.cli.prepare_xview import prepare_xview_command
 from scalemae_det.cli.score import score_command
 from scalemae_det.cli.status import status_command
@@ -43,7 +44,7 @@ app.command("prepare-xview")(prepare_xview_command)
 app.command("evaluate")(evaluate_command)
 app.command("score")(score_command)
 app.command("export")(export_command)
-app.command("predict")(predict)
+app.command("predict")(predict_command)
 app.command("status")(status_command)
 app.command("merge")(merge_command)
 
@@ -89,7 +90,7 @@ def report_user_errors(entry, *args, spell: Spelling = dashed_flag) -> None:
 
 def _run_app() -> None:
     try:
-        status = app(standalone_mode=False)
+        status = app(args=respell(sys.argv[1:]), standalone_mode=False)
     except (
         typer.TyperException
     ) as exc:  # click's usage errors, as typer (which vendors click) raises them

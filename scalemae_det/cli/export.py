@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.export.options import DEFAULT_BATCH, MAX_OPSET, MIN_OPSET, ExportSpec
 from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
@@ -26,7 +26,7 @@ def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."
+        ..., "-o", "--out", help="Output file; with --format all, its .onnx and .pt siblings."
     ),
     fmt: str = typer.Option(
         FORMATS[0],
@@ -118,7 +118,7 @@ def export_command(
     console = Console(stderr=True)
     if fp16:
         if precision not in (DEFAULTS.precision, "fp16"):
-            raise UserError(f"--fp16 and --precision {precision} disagree; give --precision only")
+            raise InputError(f"--fp16 and --precision {precision} disagree; give --precision only")
         console.print(
             "warning: --fp16 is deprecated; use --precision fp16", style="yellow", highlight=False
         )
@@ -144,7 +144,7 @@ def export_command(
     )
     checks.choice("format", fmt, FORMATS)
     if overlap is not None and fmt != "deepness":
-        raise UserError(f"--overlap is only used with --format deepness (this is --format {fmt})")
+        raise InputError(f"--overlap is only used with --format deepness (this is --format {fmt})")
     spec.check()
     outputs = _outputs(out, fmt)
     for kind, path in outputs:  # all outputs, before the first is written

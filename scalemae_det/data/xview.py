@@ -43,7 +43,7 @@ import numpy as np
 
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path, work_dir
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, MissingPathError, ParameterError, UserError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.data.labels import coco_annotation
 from scalemae_det.runtime.tiling import offsets  # chips are laid out as predict lays out tiles
@@ -152,7 +152,7 @@ def iter_features(
         while (start := _FEATURES_START.search(buf)) is None:
             chunk = more()
             if not chunk:
-                raise UserError(f"{path}: not a GeoJSON FeatureCollection (no 'features' array)")
+                raise InputError(f"{path}: not a GeoJSON FeatureCollection (no 'features' array)")
             buf = buf[-64:] + chunk  # the tail may hold the start of the key
         buf, pos = buf[start.end() :], 0
         while True:
@@ -164,7 +164,7 @@ def iter_features(
             except json.JSONDecodeError:  # a feature cut by the chunk boundary, or bad JSON
                 chunk = more()
                 if not chunk:
-                    raise UserError(
+                    raise InputError(
                         f"{path}: invalid GeoJSON near character {pos} of the features array"
                     ) from None
                 buf, pos = buf[pos:] + chunk, 0
@@ -409,9 +409,9 @@ def check_inputs(
 ) -> None:
     """Check the label file, the images folder, the options and the output folder before any work."""
     if not geojson.is_file():
-        raise UserError(f"{geojson}: no such file")
+        raise MissingPathError(f"{geojson}: no such file")
     if not images.is_dir():
-        raise UserError(f"{images}: images directory not found")
+        raise MissingPathError(f"{images}: images directory not found")
     check_options(cfg, val_fraction)
     checks.output_dir(out, "out")
 
@@ -474,7 +474,7 @@ def _scenes_on_disk(per_scene: dict[str, np.ndarray], images: Path) -> tuple[lis
     missing = sorted((s for s in per_scene if not (images / s).is_file()), key=_natural_key)
     present = sorted(set(per_scene) - set(missing))
     if not present:
-        raise UserError(f"{images}: none of the {len(per_scene)} labelled scenes is there")
+        raise InputError(f"{images}: none of the {len(per_scene)} labelled scenes is there")
     return missing, present
 
 

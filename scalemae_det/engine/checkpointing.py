@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, UserError
 from scalemae_det.checkpoints import read_checkpoint
 
 
@@ -77,7 +77,7 @@ def is_training_checkpoint(ckpt: dict[str, Any]) -> bool:
 def load_resumable(path: Path) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     if not is_training_checkpoint(ckpt):
-        raise UserError(
+        raise InputError(
             f"{path}: not a training checkpoint (no optimizer/step state to resume from)"
         )
     return ckpt

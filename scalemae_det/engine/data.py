@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.data.coco import CocoDetection, Transform
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
@@ -90,7 +90,7 @@ def category_ids_by_name(
     by_name = dict(zip(ds.class_names, ds.category_ids))
     missing = [n for n in class_names if n not in by_name]
     if missing:
-        raise UserError(
+        raise InputError(
             f"{label_file}: no category named {', '.join(map(repr, missing))} "
             f"(the model's classes are {', '.join(class_names)})"
         )

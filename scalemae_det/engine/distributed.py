@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,13 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine")
+            raise ParameterError("device", "CUDA is not available on this machine", value=name)
         if device.index is None:
             device = torch.device("cuda", local_rank)
         if device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+            raise ParameterError(
+                "device", f"only {torch.cuda.device_count()} GPU(s) visible", value=str(device)
+            )
         torch.cuda.set_device(device)
     return device
 

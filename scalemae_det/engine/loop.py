@@ -131,7 +131,7 @@ def train_epoch(
         stats, start = StepStats(), time.perf_counter()
 
 
-def predict(
+def predict_batches(
     model: nn.Module,
     batches: Iterable,
     info: DistInfo,

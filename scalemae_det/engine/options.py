@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.engine.loop import AMP_CHOICES
 
 SCHEDULES = ("cosine", "step")
@@ -29,7 +29,7 @@ def train_flag(param: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line through UserError instead of usage + exit 2
-        raise UserError(f"train.py: {message} (see --help)")
+        raise InputError(f"train.py: {message} (see --help)")
 
 
 def _add(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -199,7 +199,7 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--override {item}: expected FIELD=VALUE")
+            raise InputError(f"--override {item}: expected FIELD=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -216,17 +216,17 @@ _WARMUP = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(steps?|epochs?|ep)?")
 def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
     """`--warmup` (or the older `--warmup_steps`) -> (length, "steps" or "epochs")."""
     if text is not None and steps is not None:
-        raise UserError("--warmup and --warmup_steps say the same thing; give one")
+        raise InputError("--warmup and --warmup_steps say the same thing; give one")
     if text is None:
         return float(DEFAULT_WARMUP_STEPS if steps is None else steps), "steps"  # range: check_args
     match = _WARMUP.fullmatch(text.strip().lower())
     if not match:
-        raise UserError(
+        raise InputError(
             f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)"
         )
     value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
     if unit == "steps" and not value.is_integer():
-        raise UserError(f"--warmup {text}: a number of steps must be whole")
+        raise InputError(f"--warmup {text}: a number of steps must be whole")
     return value, unit
 
 
@@ -247,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not all(
             0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])
         ):
-            raise UserError(
+            raise InputError(
                 f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes"
             )
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
@@ -283,5 +283,5 @@ def check_args(args: argparse.Namespace) -> None:
     args.warmup = parse_warmup(args.warmup, args.warmup_steps)
     args.bands = checks.bands("bands", args.bands)
     if (args.val_image_dir is None) != (args.val_label_file is None):
-        raise UserError("--val_image_dir and --val_label_file go together")
+        raise InputError("--val_image_dir and --val_label_file go together")
     checks.output_file(args.save_checkpoint_path, "save_checkpoint_path", new_folder=True)

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from scalemae_det.base.atomic import remove_stale_temps
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, ParameterError
 from scalemae_det.checkpoints import check_weights, describe, detector_state, load_pretrained
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
@@ -168,7 +168,7 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
         ),
     )
     if not any(len(rec.boxes) for rec in train_split.dataset.records):
-        raise UserError(
+        raise InputError(
             f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
             "nothing to learn from"
         )
@@ -211,7 +211,7 @@ def build_run(
     steps_per_epoch = sampler.steps_per_epoch // args.accum_steps
     global_batch = args.batch_size * info.world_size * args.accum_steps
     if steps_per_epoch == 0:
-        raise UserError(
+        raise InputError(
             f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
             f"global batch of {global_batch} (batch size x processes x accumulation)"
         )
@@ -357,7 +357,7 @@ def build_model(
     try:
         model = build_detector(args.model, num_classes, **training_overrides(args))
     except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(
+        raise InputError(
             f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
             f"{exc.args[0] if exc.args else exc}"
         ) from None
@@ -392,7 +392,7 @@ def restore(path: Path, run: Run, console: Console) -> Position:
         state.get("eval_pending", False),
     )
     if state["global_batch"] != run.global_batch and position.step_in_epoch:
-        raise UserError(
+        raise InputError(
             f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
             f"{run.global_batch}; resume with the same batch size, processes and accumulation"
         )

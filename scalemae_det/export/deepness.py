@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.metadata import FLAVOUR_KEY, INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 
 DET_TYPE = "YOLO_v5_or_v7_default"
@@ -157,7 +157,7 @@ def deepness_graph(
 
 def check_rows(default: Path, rewritten: Path, tiles: np.ndarray, classes: int) -> float:
     """The largest difference between the rewritten graph's rows and `rows` of the default
-    flavour's outputs, over `tiles`; UserError when it exceeds ROW_TOLERANCE."""
+    flavour's outputs, over `tiles`; InputError when it exceeds ROW_TOLERANCE."""
     import onnxruntime as ort
 
     def session(path: Path):
@@ -173,7 +173,7 @@ def check_rows(default: Path, rewritten: Path, tiles: np.ndarray, classes: int) 
         (got,) = after.run([OUTPUT_NAME], feed)
         worst = max(worst, float(np.abs(got - rows(boxes, scores, labels, classes)).max()))
     if not worst <= ROW_TOLERANCE:
-        raise UserError(
+        raise InputError(
             f"{rewritten}: the Deepness rows differ from the model's detections by {worst:g} "
             f"(tolerance {ROW_TOLERANCE}); nothing written"
         )

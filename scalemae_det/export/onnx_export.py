@@ -28,7 +28,7 @@ import onnx
 import torch
 
 from scalemae_det.base.atomic import atomic_path, work_dir
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.export.options import PRECISIONS, ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
@@ -134,14 +134,14 @@ def export_onnx(
         try:
             onnx.checker.check_model(str(raw))
         except onnx.checker.ValidationError as exc:
-            raise UserError(
+            raise InputError(
                 f"{out}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]}); nothing written"
             ) from None
         chosen, report, simplified = raw, None, False
         if spec.validate:
             chosen, report, simplified = _validated(prep, raw, slim, log)
             if not report.passed:
-                raise UserError(f"{out}: {report.summary()}; nothing written")
+                raise InputError(f"{out}: {report.summary()}; nothing written")
         if spec.int8:
             int8_graph, table, metadata, report = _int8(prep, chosen, report, out, work, log)
             with atomic_path(table_path(out)) as tmp:
@@ -297,5 +297,5 @@ def _int8(
             if ref_n == 0
             else ""
         )
-        raise UserError(f"{out}: {report.summary()}{why}; nothing written")
+        raise InputError(f"{out}: {report.summary()}{why}; nothing written")
     return int8_graph, table, metadata, report

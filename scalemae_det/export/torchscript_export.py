@@ -15,7 +15,7 @@ import torch
 import torchvision  # noqa: F401  registers torchvision::nms and roi_align, which the traced graph calls
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.metadata import THRESHOLD_INITIALIZER, ModelMetadata
 from scalemae_det.export.options import ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, batched, record_report
@@ -43,9 +43,9 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMet
         with _no_deprecation_warnings():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
-        raise UserError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
     if not extra[METADATA_FILE]:
-        raise UserError(f"{path}: not a scalemae-det TorchScript model (no {METADATA_FILE})")
+        raise InputError(f"{path}: not a scalemae-det TorchScript model (no {METADATA_FILE})")
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
 
 
@@ -93,7 +93,7 @@ def export_torchscript(
                 lambda threshold: torchscript_runner(module, prep.spec.batch, threshold)
             )
             if not report.passed:
-                raise UserError(f"{out}: {report.summary()}; nothing written")
+                raise InputError(f"{out}: {report.summary()}; nothing written")
     report_path = record_report(out, report)
     return ExportResult(
         out,

@@ -18,9 +18,9 @@ from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.detections import Detections
-from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
+from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, TRUNCATION_MARGIN, Tile
 
@@ -83,7 +83,7 @@ class Detector:
                 "score_threshold",
                 f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
                 f"under which the graph keeps no detection; use {own:g} or more, or re-export the model with "
-                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})",
+                f"a lower export `score_threshold` ({score_threshold:g})",
                 value=score_threshold,
             )
         return score_threshold
@@ -159,7 +159,7 @@ class Detector:
         tile_ids, truncated = np.concatenate(tile_ids or [[]]), np.concatenate(truncated or [[]])
         parts.clear()  # the per-tile copies go before the merge: peak memory is one copy plus the merge's
         if len(found):
-            keep = merge(
+            keep = join_seams(
                 found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold
             )
             found = found.take(keep)

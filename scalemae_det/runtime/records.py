@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, MissingPathError, PathError
 from scalemae_det.runtime.shards import Shard
 
 FOLDER = "records"
@@ -174,7 +174,7 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
     """Every record file under OUT/records, oldest first; lines that do not parse are skipped."""
     folder = Path(out) / FOLDER
     if not Path(out).is_dir():
-        raise UserError(f"{out}: no such directory")
+        raise MissingPathError(f"{out}: no such directory")
     attempts = []
     for path in sorted(folder.glob("shard-*.jsonl")) if folder.is_dir() else []:
         attempt = None
@@ -189,8 +189,8 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
         if attempt is not None:
             attempts.append(attempt)
     if not attempts:
-        raise UserError(
-            f"{out}: no run records in {folder} (made by scalemae-det predict --out {out})"
+        raise InputError(
+            f"{out}: no run records in {folder} (predict writes them in its output folder)"
         )
     return sorted(attempts, key=lambda a: a.start.get("time", 0))
 
@@ -199,7 +199,7 @@ def _lines(path: Path) -> Iterator[dict]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        raise PathError(f"{path}: cannot read ({exc.strerror})") from None
     for raw in text.splitlines():
         try:
             entry = json.loads(raw)

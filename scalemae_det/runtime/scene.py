@@ -88,7 +88,7 @@ def _factor(
     return ratio
 
 
-def check_options(gsd_mode: str, overlap: float) -> None:
+def check_tiling_options(gsd_mode: str, overlap: float) -> None:
     """The option errors that need no raster; the CLI checks them once, before any scene."""
     checks.choice("gsd_mode", gsd_mode, GSD_MODES)
     checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
@@ -105,7 +105,7 @@ def open_scene(
 ) -> Scene:
     """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
     path = str(path)
-    check_options(gsd_mode, overlap)
+    check_tiling_options(gsd_mode, overlap)
     with raster_errors(path, "not a readable raster"):
         ds = rasterio.open(path)
     with ds:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, MissingPathError, ParameterError
 from scalemae_det.base.metadata import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -160,14 +160,14 @@ class Session:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError(
+            raise InputError(
                 "onnxruntime is not installed: pip install 'scalemae-det[runtime]'"
             ) from None
 
         self.path = str(model_path)
         checks.choice("provider", provider, CHOICES)
         if not Path(self.path).is_file():
-            raise UserError(f"{self.path}: model file not found")
+            raise MissingPathError(f"{self.path}: model file not found")
         available = ort.get_available_providers()
         gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
         wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
@@ -217,7 +217,7 @@ class Session:
                 )
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             _remove_dirs(created)
-            raise UserError(
+            raise InputError(
                 f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})"
             ) from None
         self.providers = self.session.get_providers()
@@ -251,13 +251,13 @@ class Session:
         outputs = {o.name for o in self.session.get_outputs()}
         t = self.metadata.tile
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME or not set(OUTPUT_NAMES) <= outputs:
-            raise UserError(
+            raise InputError(
                 f"{self.path}: graph inputs/outputs do not follow the scalemae-det contract "
                 f"(want {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})"
             )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
-            raise UserError(
+            raise InputError(
                 f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says"
             )
         checks.number("batch", batch, lo=1, integer=True)

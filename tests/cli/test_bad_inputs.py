@@ -387,13 +387,13 @@ CASES = {
     ),
     # evaluate (rule 1, 6)
     "evaluate output folder missing": Case(
-        f"{EVALUATE} -o {{missing}}.json", ("--output", "nowhere", "does not exist")
+        f"{EVALUATE} -o {{missing}}.json", ("--out", "nowhere", "does not exist")
     ),
     "evaluate output is a folder": Case(
-        f"{EVALUATE} -o {{dir}}", ("--output", "adir", "is a folder")
+        f"{EVALUATE} -o {{dir}}", ("--out", "adir", "is a folder")
     ),
     "evaluate output unwritable": Case(
-        f"{EVALUATE} -o {{ro}}/m.json", ("--output", "not writable")
+        f"{EVALUATE} -o {{ro}}/m.json", ("--out", "not writable")
     ),
     "evaluate detections folder missing": Case(
         f"{EVALUATE} -o {{out}}.json --detections {{missing}}.json",

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.standin import SIZE, build_model, scene_with_squares
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
 
@@ -122,12 +122,15 @@ def test_shard_auto_reads_the_schedulers_index(env, count, expected):
         ("auto", None, {}, "neither SLURM_ARRAY_TASK_ID"),
         ("0/3", None, {}, "shard 0 is outside 1..3"),
         ("2-3", None, {}, "expected K/N"),
-        ("1/3", 3, {}, "--shard-count goes with --shard auto"),
+        ("1/3", 3, {}, "--shard-count 3: goes with --shard auto"),
     ],
 )
 def test_bad_shard_options_are_one_line_errors(text, count, env, problem):
-    with pytest.raises(UserError, match=problem):
+    """The library names parameters (shard_count); the CLI spells them as its flags."""
+    with pytest.raises(UserError) as caught:
         parse_shard(text, count, env)
+    assert problem in caught.value.render(dashed_flag)
+    assert "--shard" not in str(caught.value)
 
 
 def test_the_split_depends_on_each_scene_name_only():
@@ -332,7 +335,7 @@ def _predict_and_merge(tmp_path: Path, model: Path, match: str) -> tuple[str, np
     assert done.returncode == 0, done.stderr
     assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
     merged = tmp_path / "all.gpkg"
-    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
+    result = run("merge", out, "-o", merged, "--crs", "EPSG:3857", "--match", match)
     assert result.returncode == 0, result.stderr
     assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
     bounds, fields = _polygons(merged)
@@ -508,10 +511,10 @@ def test_merge_refuses_bad_options_before_writing(tmp_path, model):
     out = tmp_path / "out"
     assert run("predict", tmp_path / "a.tif", "--model", model, "--out", out).returncode == 0
     for args, problem in (
-        (["--to", tmp_path / "x.shp"], "expected a .gpkg"),
-        (["--to", tmp_path / "x.gpkg", "--crs", "EPSG:99999999"], "not a CRS"),
-        (["--to", tmp_path / "x.gpkg", "--match", "giou"], "--match"),
-        (["--to", tmp_path / "nowhere" / "x.gpkg"], "folder does not exist"),
+        (["--out", tmp_path / "x.shp"], "expected a .gpkg"),
+        (["--out", tmp_path / "x.gpkg", "--crs", "EPSG:99999999"], "not a CRS"),
+        (["--out", tmp_path / "x.gpkg", "--match", "giou"], "--match"),
+        (["--out", tmp_path / "nowhere" / "x.gpkg"], "nowhere does not exist"),
     ):
         done = run("merge", out, *args)
         assert (
@@ -520,7 +523,8 @@ def test_merge_refuses_bad_options_before_writing(tmp_path, model):
         assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "out"]
     fgb = tmp_path / "all.fgb"
-    done = run("merge", out, "--to", fgb)
+    done = run("merge", out, "--to", fgb)  # the old spelling, for a release
     assert done.returncode == 0, done.stderr
+    assert "warning: merge --to is deprecated; use --out" in done.stderr
     bounds, fields = _polygons(fgb)
     assert fields["crs"] == "EPSG:4326" and len(bounds) == 1
