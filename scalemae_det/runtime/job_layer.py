@@ -165,7 +165,8 @@ def merge_job(
 ) -> MergeReport:
     """Every done scene of the predict job in `job_dir` into one layer `out` (.gpkg or .fgb) in
     `crs` (output_crs's vocabulary: wgs84, native when the scenes share one CRS, or any CRS),
-    duplicates across scenes removed."""
+    duplicates across scenes removed; a GeoPackage also gets the QGIS style of its layer
+    (runtime/qgis_style.py) for the classes of all scenes."""
     driver = driver_for(out, "out")
     pyogrio()  # installed, or one error line before any work
     checks.choice("match", match, METRICS)
