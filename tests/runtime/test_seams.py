@@ -97,7 +97,7 @@ def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, m
     np.testing.assert_array_equal(
         keep, _reference_cross_tile_nms(boxes, scores, labels, tiles, 0.4, metric)
     )
-    monkeypatch.setattr(merge_mod, "_CHUNK", 7)  # candidate pairs in many small chunks: same answer
+    monkeypatch.setattr(seams_mod, "_CHUNK", 7)  # candidate pairs in many small chunks: same answer
     np.testing.assert_array_equal(
         join_seams(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep
     )
@@ -107,7 +107,7 @@ def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, m
 
 @pytest.mark.parametrize("group", [1 << 15, 5])  # one sweep, or bands swept a few boxes at a time
 def test_overlapping_pairs_are_exactly_the_brute_force_ones(group, monkeypatch):
-    monkeypatch.setattr(merge_mod, "_GROUP", group)
+    monkeypatch.setattr(seams_mod, "_GROUP", group)
     boxes, _, labels, tiles = _random(120, 2)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)
     assert (
