@@ -1,4 +1,4 @@
-"""`scalemae-det prepare-xview`: the xView training set cut into georeferenced chips (scalemae_det.data.xview)."""
+"""`scalemae-det prepare-xview`: xView cut into georeferenced chips (scalemae_det.data.readers.xview)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base.errors import UserError
-from scalemae_det.data.xview import (
-    DEFAULT_DROP,
-    DEFAULT_SEED,
-    DEFAULT_VAL_FRACTION,
-    ChipConfig,
-    prepare_xview,
-)
+from scalemae_det.data.chipping import DEFAULT_SEED, ChipConfig
+from scalemae_det.data.readers.xview import DEFAULT_DROP, DEFAULT_VAL_FRACTION, prepare_xview
 
 DEFAULTS = ChipConfig()
 
