@@ -11,8 +11,9 @@ the chipper (scalemae_det.data.chipping) writes the layout prepare-xview writes,
 2. The labels are read into boxes per image in its pixels; classes are the labels' own (in the
    format's order where it has one, else sorted by name), or `classes`, which fixes the order and
    drops the rest (counted per class).
-3. Scenes: the images the labels name; for vector and YOLO labels, which cover their images (an
-   image without a YOLO file or a feature is a negative), every image given.
+3. Scenes: the images the labels name (an image named with no box is a negative); vector and YOLO
+   labels cover every image given (an image without a YOLO file or a feature is a negative).
+   Images no label names are left out and reported.
 4. When no box falls on its image, nothing is written: the labels are for other images.
 5. The split is by scene, seeded; a single scene cannot be split and is all train (warned).
 """
@@ -47,7 +48,6 @@ from scalemae_det.runtime.inputs import IMAGE_SUFFIXES, expand_scenes
 log = logging.getLogger(__name__)
 
 DEFAULT_VAL_FRACTION = 0.2
-COVERING_FORMATS = ("vector", "yolo")  # labels that speak for every image given (rule 3)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def prepare(
     )
     names = _category_names(label_set, wanted)
     cats = [{"id": k, "name": n} for k, n in enumerate(names, 1)]
-    scenes, counts = _scene_boxes(found, fmt, label_set, names)
+    scenes, counts = _scene_boxes(found, label_set, names)
     _check_some_box_lands(labels, found, scenes)
     checks.output_dir(out, "out")
     counts.update(
@@ -189,14 +189,14 @@ def _category_names(label_set: LabelSet, wanted: list[str] | None) -> list[str]:
 
 
 def _scene_boxes(
-    found: Sequence[Scene], fmt: str, label_set: LabelSet, names: list[str]
+    found: Sequence[Scene], label_set: LabelSet, names: list[str]
 ) -> tuple[list[SceneBoxes], dict]:
     """The scenes to chip (rule 3) with their boxes' category ids; counts of what was left out."""
     label_of = {n: k for k, n in enumerate(names, 1)}
     dropped, unlabelled, scenes = Counter(), [], []
     for scene in found:
         path = scene.header.path
-        if path not in label_set.boxes and fmt not in COVERING_FORMATS:
+        if path not in label_set.boxes:
             unlabelled.append(str(path))
             continue
         boxes = label_set.boxes.get(path, np.zeros((0, 4)))
@@ -208,7 +208,7 @@ def _scene_boxes(
     if not scenes:
         raise UserError("the labels name none of the images given")
     counts = {
-        "skipped": dict(label_set.skipped),
+        "skipped": {k: n for k, n in label_set.skipped.items() if n},
         "dropped_classes": dict(dropped),
         "unlabelled_images": unlabelled,
     }

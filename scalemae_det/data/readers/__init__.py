@@ -3,7 +3,7 @@
     voc     Pascal VOC XML, a file or a folder of them (LabelImg, CVAT, Label Studio)
     yolo    a folder of YOLO txt files, names from classes.txt or data.yaml
     table   CSV rows image_path,xmin,ymin,xmax,ymax,label (DeepForest's format)
-    coco    COCO JSON of whole images
+    coco_images  COCO JSON of whole images
     vector  GeoJSON, GeoPackage, Shapefile, FlatGeobuf in any CRS (through pyogrio)
     xview   xView's GeoJSON of pixel boxes (`prepare-xview`, its own command)
 
@@ -216,9 +216,9 @@ def read_labels(
 
         return fmt, read_table(labels, index, class_field)
     if fmt == "coco":
-        from scalemae_det.data.readers.coco import read_coco_scenes
+        from scalemae_det.data.readers.coco_images import read_coco_images
 
-        return fmt, read_coco_scenes(labels, index)
+        return fmt, read_coco_images(labels, index)
     from scalemae_det.data.readers.vector import read_vector
 
     return fmt, read_vector(labels, index, class_field, point_size)
