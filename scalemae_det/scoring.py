@@ -92,7 +92,7 @@ def _feature_class(props: dict) -> str | None:
         if props.get(key) not in (None, ""):
             return str(props[key])
     if "type_id" in props:  # xView's labels
-        from scalemae_det.data.xview import XVIEW_CLASSES
+        from scalemae_det.data.readers.xview import XVIEW_CLASSES
 
         return XVIEW_CLASSES.get(int(props["type_id"]), str(props["type_id"]))
     return None

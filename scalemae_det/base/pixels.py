@@ -19,6 +19,7 @@ nodata when every selected band says so, or when any of its values is NaN.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -54,6 +55,20 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
             f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         )
         raise InputError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
+
+
+@contextmanager
+def open_raster(source) -> Iterator:
+    """`rasterio.open(source)` for reading, quiet about PNG/JPEG without a georeference (expected);
+    a failed open or read is a one-line UserError naming the file. The one place images are opened
+    for reading by name, so that every kind of source opens the same way everywhere."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with raster_errors(source), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
+        with rasterio.open(source) as ds:
+            yield ds
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
@@ -194,6 +209,7 @@ __all__ = [
     "ValueRange",
     "gdal_cause",
     "nodata_mask",
+    "open_raster",
     "read_unit",
     "raster_errors",
     "select_bands",

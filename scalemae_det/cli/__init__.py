@@ -26,6 +26,7 @@ from scalemae_det.cli.export import export_command
 from scalemae_det.cli.merge import merge_command
 from scalemae_det.cli.options import respell
 from scalemae_det.cli.predict import predict_command
+from scalemae_det.cli.prepare import prepare_command
 from scalemae_det.cli.prepare_xview import prepare_xview_command
 from scalemae_det.cli.score import score_command
 from scalemae_det.cli.status import status_command
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.command("demo")(demo_command)
 app.command("synth-scene")(synth_scene)
 app.command("synth-chips")(synth_chips)
+app.command("prepare")(prepare_command)
 app.command("prepare-xview")(prepare_xview_command)
 app.command("evaluate")(evaluate_command)
 app.command("score")(score_command)

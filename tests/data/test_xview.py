@@ -12,7 +12,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from scalemae_det.data.xview import XVIEW_CLASSES, ChipConfig, prepare_xview, split_scenes
+from scalemae_det.data.chipping import ChipConfig, split_scenes
+from scalemae_det.data.readers.xview import XVIEW_CLASSES, prepare_xview
 
 CHIP, OVERLAP = 400, 0.1  # stride 360
 # scene -> (width, height, chip x offsets, chip y offsets), offsets worked out by hand: every
@@ -285,7 +286,7 @@ def test_cli_errors_are_one_line(xview, tmp_path):
 
 def test_streamed_features_equal_json_load(xview):
     _, geojson, _ = xview
-    from scalemae_det.data.xview import iter_features
+    from scalemae_det.data.readers.xview import iter_features
 
     text = geojson.read_text()
     # a non-ASCII character split across chunk boundaries must survive too
