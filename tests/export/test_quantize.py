@@ -32,7 +32,7 @@ SPEC = dict(gsd=GSD, tile=TILE, batch=BATCH, simplify=False)
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8_scenes")
-    write_scene(root / "calibration.tif", 1280, seed=31, gsd=GSD, nodata_collar=True)
+    write_scene(root / "calibration.tif", 1792, seed=31, gsd=GSD, nodata_collar=True)
     write_scene(root / "test.tif", 1024, seed=32, gsd=GSD)
     return root
 
@@ -51,7 +51,7 @@ def int8(scenes, tmp_path_factory):
         **SPEC,
         precision="int8",
         calibration=(str(scenes / "calibration.tif"),),
-        calibration_tiles=16,
+        calibration_tiles=24,
         int8_labels=str(scenes / "test.json"),
         int8_images=str(scenes),
     )
@@ -63,8 +63,8 @@ def test_int8_export_passes_the_gate_and_keeps_ap50(int8, float32, scenes):
     assert report["passed"] and report["precision"] == "int8"
     assert report["agreement_precision"] >= 0.95 and report["agreement_recall"] >= 0.95
     assert (
-        report["reference_detections"] > 20 and report["tiles"] == 4
-    )  # a quarter of 16, whole batches
+        report["reference_detections"] > 20 and report["tiles"] == 6
+    )  # a quarter of 24, whole batches: enough held-out detections for a 0.95 bar to mean much
     assert (
         report["calibration"]["tiles_left_out_nodata"] > 0
     )  # the collar's tiles were not calibrated on

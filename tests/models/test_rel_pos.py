@@ -134,9 +134,11 @@ def test_zero_tables_leave_the_detector_exactly_as_without_them():
         with torch.random.fork_rng():
             torch.manual_seed(1)
             losses.append(model(images, targets, gsd=0.5))
-    assert {k: float(v.detach()) for k, v in losses[0].items()} == {
-        k: float(v.detach()) for k, v in losses[1].items()
-    }
+    # Same losses to float32 rounding: with tables the attention runs as an explicit softmax with a
+    # (zero) bias instead of the fused kernel, which sums in another order (about 1e-7 apart).
+    assert losses[0].keys() == losses[1].keys()
+    for k in losses[0]:
+        torch.testing.assert_close(losses[0][k], losses[1][k], rtol=1e-5, atol=1e-6)
     randomise_tables(biased)
     x = torch.rand(1, 3, 128, 160)
     with torch.no_grad():
