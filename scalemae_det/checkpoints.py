@@ -53,8 +53,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import and
-        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at all
+        # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import
+        # and
+        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at
+        # all
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
         blocked = next((line for line in lines if "GLOBAL" in line), None)
         if blocked:
@@ -97,7 +99,8 @@ def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load ScaleMAE encoder weights (original release or torchgeo layout) into the detector's trunk."""
+    """Load ScaleMAE encoder weights (original release or torchgeo layout) into the detector's
+    trunk."""
     trunk = model.backbone.trunk
     state = _encoder_state(read_checkpoint(path))
     own = trunk.state_dict()
@@ -110,7 +113,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         if value.shape != own[key].shape:
             raise InputError(
                 f"{path}: {key} has shape {tuple(value.shape)} but the model "
-                f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model size?"
+                f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model "
+                "size?"
             )
         usable[key] = value
     if not usable:
@@ -134,7 +138,8 @@ def config_to_dict(cfg: DetectorConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> DetectorConfig:
-    """Inverse of `config_to_dict` (lists back to tuples); unknown keys are an error, not ignored."""
+    """Inverse of `config_to_dict` (lists back to tuples); unknown keys are an error, not
+    ignored."""
     types = {f.name for f in fields(DetectorConfig)}
     unknown = set(values) - types
     if unknown:
@@ -216,7 +221,8 @@ def check_weights(
 def describe(cfg: DetectorConfig, num_classes: int) -> str:
     """The config a checkpoint's weights must fit, as a message names it."""
     return (
-        f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
+        f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch "
+        f"{cfg.patch_size}) "
         f"with {num_classes} classes"
     )
 

@@ -1,4 +1,5 @@
-"""Scoring detections of whole scenes: `scalemae-det score` and `scalemae-det evaluate --scene-level`.
+"""Scoring detections of whole scenes: `scalemae-det score` and `scalemae-det evaluate
+--scene-level`.
 
 xView is scored on whole scenes (the official scorer takes one prediction file per scene,
 DIUx-xView/xView1_baseline scoring/score.py). Chips overlap, so scoring chip by chip counts an
@@ -99,7 +100,8 @@ def _feature_class(props: dict) -> str | None:
 
 
 def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
-    """COCO truth from GeoJSON: xView pixel bounds per image_id, or polygons reprojected into each scene."""
+    """COCO truth from GeoJSON: xView pixel bounds per image_id, or polygons reprojected into each
+    scene."""
     pixel_boxes: dict[str, list[tuple[str, list[float]]]] = defaultdict(list)
     polygons: list[tuple[str, np.ndarray]] = []
     for feature in doc["features"]:
@@ -151,7 +153,8 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
 
 
 def _exterior_coordinates(geometry) -> np.ndarray | None:
-    """(N, 2) exterior-ring coordinates of a Polygon or MultiPolygon (holes do not change a bounding box)."""
+    """(N, 2) exterior-ring coordinates of a Polygon or MultiPolygon (holes do not change a bounding
+    box)."""
     if not isinstance(geometry, dict):
         return None
     if geometry.get("type") == "Polygon":
@@ -174,7 +177,8 @@ def _crs_of(doc: dict, path: Path):
 
 
 def _raster_size(name: str, scenes: list[Path]) -> tuple[int, int]:
-    """A scene's pixel size from its raster, when given, else unknown (0, 0: pycocotools needs none)."""
+    """A scene's pixel size from its raster, when given, else unknown (0, 0: pycocotools needs
+    none)."""
     import rasterio
 
     for scene in scenes:
@@ -267,7 +271,8 @@ def results_for_truth(paths: Iterable[str | os.PathLike], truth: dict) -> list[d
         if counts:
             shown = ", ".join(f"{k} ({n})" for k, n in counts.most_common(10))
             log.warning(
-                f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not have, "
+                f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not "
+                "have, "
                 f"not scored: {shown}"
             )
     return out
@@ -277,7 +282,8 @@ def results_for_truth(paths: Iterable[str | os.PathLike], truth: dict) -> list[d
 
 
 def chip_records(label_file: dict, path: str | os.PathLike) -> dict[int, dict]:
-    """Chip image id -> its record, each with `scene`, `x0`, `y0`, `width`, `height` (prepare-xview writes them)."""
+    """Chip image id -> its record, each with `scene`, `x0`, `y0`, `width`, `height` (prepare-xview
+    writes them)."""
     records = {}
     for img in label_file["images"]:
         if not all(isinstance(img.get(k), int | str) for k in ("scene", "x0", "y0")):
@@ -297,7 +303,8 @@ def stitch_chips(
     match: str = "ios",
     match_threshold: float = 0.5,
 ) -> list[dict]:
-    """Chip detections (COCO results in chip pixels) -> merged detections in scene pixels and scene image ids.
+    """Chip detections (COCO results in chip pixels) -> merged detections in scene pixels and scene
+    image ids.
 
     Each chip is a tile of its scene: boxes near an inner chip edge are marked truncated as the
     runtime marks them (`TRUNCATION_MARGIN`), and `runtime.seams.join_seams` resolves the overlaps.
@@ -400,7 +407,8 @@ def score_scenes(
     tile: int | None = None,
     overlap: float = 0.2,
 ) -> dict:
-    """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image cap)
+    """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image
+    cap)
     with `duplicates` (and `seam_duplicates` given the tiling) added."""
     kept = [d for d in detections if d["score"] > 0]  # as evaluate_detections keeps them
     max_dets = max([100, *Counter(d["image_id"] for d in kept).values()])

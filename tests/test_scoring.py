@@ -1,4 +1,5 @@
-"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a generated scene."""
+"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a
+generated scene."""
 
 from __future__ import annotations
 
@@ -49,8 +50,10 @@ def _pycocotools(gt: dict, dets: list[dict], max_dets: int) -> tuple[float, floa
 def scene(tmp_path_factory):
     """A synthetic scene, its truth, and noisy detections of it as predict would write them.
 
-    Detections: 80% of the boxes, jittered by up to 15% of their size, scored at random; false boxes;
-    and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling crosses, and of
+    Detections: 80% of the boxes, jittered by up to 15% of their size, scored at random; false
+    boxes;
+    and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling crosses,
+    and of
     one that no seam crosses.
     """
     root = tmp_path_factory.mktemp("scene")
@@ -72,7 +75,8 @@ def scene(tmp_path_factory):
         boxes.append([x, y, x + rng.uniform(8, 30), y + rng.uniform(8, 30)])
         labels.append(int(rng.integers(1, 4)))
         scores.append(rng.uniform(0.05, 1))
-    # inner tile edges on both axes: stride round(256 * 0.8) = 205, starts 0, 205, 384 (the last flush with
+    # inner tile edges on both axes: stride round(256 * 0.8) = 205, starts 0, 205, 384 (the last
+    # flush with
     # the end), ends 256, 461, 640; the scene's own edges 0 and 640 are no seams
     seams = (205, 256, 384, 461)
     crossed = [
@@ -190,8 +194,10 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
 
 
 def test_chips_stitched_and_merged_equal_the_scene():
-    """A perfect chip detector (every box clipped to every chip that shows it) scored per scene: the seam merge
-    leaves one detection per object, where the chips' union counts the pieces in the overlaps as duplicates."""
+    """A perfect chip detector (every box clipped to every chip that shows it) scored per scene: the
+    seam merge
+    leaves one detection per object, where the chips' union counts the pieces in the overlaps as
+    duplicates."""
     rng = np.random.default_rng(4)
     size, chip = 700, 400  # chips at 0 and 300 on each axis (stride 300)
     boxes = []
@@ -258,7 +264,8 @@ def test_chips_stitched_and_merged_equal_the_scene():
 
 
 def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_checkpoint):
-    """`evaluate --scene-level` = the chip-level run's detections, stitched by `stitch_chips`, scored per scene."""
+    """`evaluate --scene-level` = the chip-level run's detections, stitched by `stitch_chips`,
+    scored per scene."""
     from rasterio.transform import from_origin
 
     from scalemae_det.engine.evaluator import evaluate_checkpoint

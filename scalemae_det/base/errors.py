@@ -1,4 +1,5 @@
-"""The exceptions for problems the user can fix (a bad file, a bad value), catchable as Python's own.
+"""The exceptions for problems the user can fix (a bad file, a bad value), catchable as Python's
+own.
 
 `UserError` is the root the CLI catches: it prints one line and exits 1; anything else is a bug
 and keeps its traceback. What is raised is one of its subclasses, each also a builtin exception a
@@ -65,8 +66,10 @@ _PARAM_REF = re.compile(
 
 
 class ParameterError(InputError):
-    """`param` has a value the library cannot use. `problem` may name parameters in backticks (and must name
-    `param` so when no `value` is given); `source` is the file the value was checked against, if any."""
+    """`param` has a value the library cannot use. `problem` may name parameters in backticks (and
+    must name
+    `param` so when no `value` is given); `source` is the file the value was checked against, if
+    any."""
 
     _UNSET = object()
 

@@ -74,7 +74,8 @@ class ModelMetadata:
             )
         if "format_version" not in props:
             raise MetadataError(
-                f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with `scalemae-det export`"
+                f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with "
+                "`scalemae-det export`"
             )
         try:
             values = {f.name: json.loads(props[f.name]) for f in fields(cls) if f.name in props}
@@ -82,7 +83,8 @@ class ModelMetadata:
             raise MetadataError(f"{source}: unreadable scalemae-det metadata ({exc})") from None
         if values["format_version"] != FORMAT_VERSION:
             raise MetadataError(
-                f"{source}: metadata format {values['format_version']} is not supported (expected {FORMAT_VERSION})"
+                f"{source}: metadata format {values['format_version']} is not supported (expected "
+                f"{FORMAT_VERSION})"
             )
         missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
         if missing:
@@ -123,7 +125,8 @@ def _entry(data: bytes) -> tuple[str, str]:
 
 
 def read_props(path: str | os.PathLike) -> dict[str, str]:
-    """The `metadata_props` of an ONNX file, read without parsing the graph; raises MetadataError when
+    """The `metadata_props` of an ONNX file, read without parsing the graph; raises MetadataError
+    when
     the file is not a protobuf ModelProto."""
     props = {}
     size = os.path.getsize(path)

@@ -38,14 +38,16 @@ ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None mea
 
 
 def gdal_cause(exc: RasterioError) -> str:
-    """The line that says what went wrong: rasterio's own message is often "Read or write failed. See
+    """The line that says what went wrong: rasterio's own message is often "Read or write failed.
+    See
     previous exception for details", with GDAL's error (the previous exception) as its cause."""
     return (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @contextmanager
 def raster_errors(path, problem: str = "reading failed", window=None) -> Iterator[None]:
-    """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors that
+    """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors
+    that
     name the file and GDAL's own reason: rasterio often raises "See previous exception for details"
     with the reason only in the exception's cause."""
     try:
@@ -194,7 +196,8 @@ def read_unit(
     out_shape: tuple[int, int] | None = None,
     resampling: Resampling = Resampling.bilinear,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
+    """Read `window` (optionally resampled to out_shape) as model input values and its nodata
+    mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
     with raster_errors(ds.name, window=window):

@@ -6,7 +6,8 @@ the parameter. Heavy imports (torch, onnxruntime) stay inside the commands, so `
 torch-free `predict` start fast.
 
 Every problem a user can cause ends as one `error: ...` line on stderr and a non-zero exit: a
-`UserError` from a library (exit 1) and the usage errors of click (which typer vendors), such as a missing option or a
+`UserError` from a library (exit 1) and the usage errors of click (which typer vendors), such as a
+missing option or a
 value of the wrong type (exit 2, click's code for usage errors), which click would otherwise
 draw as a framed panel.
 """
@@ -59,8 +60,10 @@ TERMINATED = 143  # ... and by SIGTERM
 
 @contextmanager
 def _sigterm_unwinds():
-    """SIGTERM (`kill`, a job scheduler, torchrun stopping its workers) ends the process the way Ctrl-C does,
-    through every `finally`, so temporary files and work folders are removed instead of left behind."""
+    """SIGTERM (`kill`, a job scheduler, torchrun stopping its workers) ends the process the way
+    Ctrl-C does,
+    through every `finally`, so temporary files and work folders are removed instead of left
+    behind."""
 
     def stop(signum, frame):
         raise SystemExit(TERMINATED)
@@ -77,8 +80,10 @@ def _sigterm_unwinds():
 
 
 def report_user_errors(entry, *args, spell: Spelling = dashed_flag) -> None:
-    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1, parameters spelled as
-    this command's flags by `spell` (train.py uses it too, with its own spelling); Ctrl-C one line and 130."""
+    """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1,
+    parameters spelled as
+    this command's flags by `spell` (train.py uses it too, with its own spelling); Ctrl-C one line
+    and 130."""
     try:
         with _sigterm_unwinds():
             entry(*args)

@@ -1,4 +1,5 @@
-"""`scalemae-det evaluate`: AP of a trained checkpoint on a COCO-format dataset (torch imported on use)."""
+"""`scalemae-det evaluate`: AP of a trained checkpoint on a COCO-format dataset (torch imported on
+use)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ DEFAULT_OUTPUT = "CHECKPOINT_NAME.eval.json in the current folder"
 
 
 def default_output(checkpoint: Path) -> Path:
-    """The metrics file when -o is not given: in the current folder, never beside the checkpoint, which may
+    """The metrics file when -o is not given: in the current folder, never beside the checkpoint,
+    which may
     be the bundled model inside the installed package or a read-only model store."""
     return Path(f"{checkpoint.stem}.eval.json")
 
@@ -45,7 +47,8 @@ def evaluate_command(
         False,
         "--official-counting",
         help="xView AP with the official scorer's counting (ground truth only in "
-        "images where its class was predicted), to compare with the leaderboard; default: every box counted",
+        "images where its class was predicted), to compare with the leaderboard; default: every "
+        "box counted",
     ),
     scene_level: bool = typer.Option(
         False,

@@ -62,7 +62,10 @@ def export_command(
     precision: str = typer.Option(
         DEFAULTS.precision,
         "--precision",
-        help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported against float32); or int8 (static QDQ quantisation calibrated on --calibration, accepted only when its detections agree with float32's on held-out tiles; ONNX only).",
+        help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported "
+        "against float32); or int8 (static QDQ quantisation calibrated on --calibration, "
+        "accepted only when its detections agree with float32's on held-out tiles; ONNX "
+        "only).",
     ),
     fp16: bool = typer.Option(
         False, "--fp16", help="Deprecated: the same as --precision fp16.", hidden=True
@@ -70,7 +73,8 @@ def export_command(
     calibration: list[str] = typer.Option(
         [],
         "--calibration",
-        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat the option), read as predict reads them at the export's GSD and tile.",
+        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat "
+        "the option), read as predict reads them at the export's GSD and tile.",
     ),
     calibration_tiles: int = typer.Option(
         DEFAULTS.calibration_tiles,
@@ -85,12 +89,14 @@ def export_command(
     int8_min_agreement: float = typer.Option(
         DEFAULTS.int8_min_agreement,
         "--int8-min-agreement",
-        help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this.",
+        help="int8: precision and recall of the int8 detections against float32's (same class, IoU "
+        ">= 0.5) must both reach this.",
     ),
     int8_labels: Path | None = typer.Option(
         None,
         "--int8-labels",
-        help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report.",
+        help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the "
+        "report.",
     ),
     int8_images: Path | None = typer.Option(
         None, "--int8-images", help="int8: the image folder of --int8-labels."
@@ -99,12 +105,14 @@ def export_command(
     validate: bool = typer.Option(
         DEFAULTS.validate,
         "--validate/--no-validate",
-        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json.",
+        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report "
+        "goes beside the model as NAME.parity.json.",
     ),
     simplify: bool = typer.Option(
         DEFAULTS.simplify,
         "--simplify/--no-simplify",
-        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory.",
+        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when "
+        "validating). For vit_large it takes minutes and ~8 GB of memory.",
     ),
 ) -> None:
     """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""
@@ -171,7 +179,8 @@ def export_command(
         meta = result.metadata
         console.print(
             f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): "
-            f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch {meta.batch}, "
+            f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch "
+            f"{meta.batch}, "
             f"max {meta.max_detections} detections, score > {meta.score_threshold}"
             + (", simplified" if result.simplified else "")
         )

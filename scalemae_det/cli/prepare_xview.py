@@ -1,4 +1,5 @@
-"""`scalemae-det prepare-xview`: xView cut into georeferenced chips (scalemae_det.data.readers.xview)."""
+"""`scalemae-det prepare-xview`: xView cut into georeferenced chips
+(scalemae_det.data.readers.xview)."""
 
 from __future__ import annotations
 

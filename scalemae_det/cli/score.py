@@ -1,4 +1,5 @@
-"""`scalemae-det score`: detections of whole scenes against labelled ground truth (scalemae_det.scoring)."""
+"""`scalemae-det score`: detections of whole scenes against labelled ground truth
+(scalemae_det.scoring)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def score_command(
     ),
     overlap: float = typer.Option(0.2, "--overlap", help="predict's tile overlap, with --tile"),
 ) -> None:
-    """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at tile seams."""
+    """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at
+    tile seams."""
     from rich.console import Console
 
     from scalemae_det.evaluation import print_metrics, write_results

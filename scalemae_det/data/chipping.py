@@ -103,7 +103,8 @@ def visible(
     """(kept, ignored) masks of boxes clipped to a width x height chip (see the module doc).
 
     Kept: per axis, the visible side is at least `min_visible` of what the chip can show of that
-    side, min(side, chip side), and at least `min_size` px. Ignored: the others that intersect the chip.
+    side, min(side, chip side), and at least `min_size` px. Ignored: the others that intersect the
+    chip.
     """
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -177,7 +178,8 @@ class CocoWriter:
         crowd: np.ndarray = np.zeros((0, 4)),
         crowd_labels: np.ndarray = np.zeros(0, int),
     ) -> None:
-        """Record one image with its boxes and their category ids, and its ignore (iscrowd) regions."""
+        """Record one image with its boxes and their category ids, and its ignore (iscrowd)
+        regions."""
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, **record})
         for group, group_labels, iscrowd in ((boxes, labels, 0), (crowd, crowd_labels, 1)):
@@ -213,7 +215,8 @@ class CocoWriter:
 
 
 def write_chip(path: Path, data: np.ndarray, src, win, bands: Sequence[int] | None = None) -> None:
-    """Write one chip's pixels atomically as a deflate GeoTIFF with its window's georeference, keeping
+    """Write one chip's pixels atomically as a deflate GeoTIFF with its window's georeference,
+    keeping
     the scene's profile (less its block layout, which a smaller chip may not fit) and colour bands.
     With `bands` chosen, the chip holds those bands as the model's red, green and blue (or grey)."""
     import rasterio
@@ -247,7 +250,8 @@ def write_chip(path: Path, data: np.ndarray, src, win, bands: Sequence[int] | No
 
 @contextmanager
 def _quiet_georeference() -> Iterator[None]:
-    """A scene without a georeference (a plain PNG) makes chips without one: expected, not warned."""
+    """A scene without a georeference (a plain PNG) makes chips without one: expected, not
+    warned."""
     from rasterio.errors import NotGeoreferencedWarning
 
     with warnings.catch_warnings():
@@ -324,7 +328,8 @@ def chip_scene(
 
 
 def check_options(cfg: ChipConfig, val_fraction: float) -> None:
-    """Raise a ParameterError naming the first chipping option or split fraction out of its range."""
+    """Raise a ParameterError naming the first chipping option or split fraction out of its
+    range."""
     checks.number("val_fraction", val_fraction, lo=0, hi=1, hi_open=True)
     checks.number("chip", cfg.chip, lo=1, integer=True)
     checks.number("overlap", cfg.overlap, lo=0, hi=1, hi_open=True)
@@ -362,7 +367,8 @@ def chip_dataset(
     """Chip `scenes` into `out` (the layout in the module doc); returns counts for the summary.
 
     Everything is written into a work folder inside `out` and moved into place only when every scene
-    is done, replacing the previous run's train/, val/ and label files as a whole: a failed or killed
+    is done, replacing the previous run's train/, val/ and label files as a whole: a failed or
+    killed
     run leaves the previous output as it was (and its work folder is removed by the next run), and a
     rerun never keeps chips of a scene that has changed split. An unreadable scene stops the run,
     naming GDAL's cause, unless `skip_unreadable`, which leaves it out and counts it.
@@ -437,7 +443,8 @@ def _convert_scene(
 
 
 def publish(stage: Path, out: Path) -> None:
-    """Move the finished outputs from `stage` into `out`, the previous run's into `stage` (removed with it)."""
+    """Move the finished outputs from `stage` into `out`, the previous run's into `stage` (removed
+    with it)."""
     old = stage / "previous"
     old.mkdir()
     for name in OUTPUTS:

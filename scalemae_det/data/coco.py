@@ -85,7 +85,8 @@ class CocoDetection(Dataset):
         return geo_gsd or rec.gsd or self.default_gsd
 
     def median_gsd(self, samples: int = 64) -> float:
-        """The checkpoint's GSD: median over up to `samples` evenly spread images, from their headers only."""
+        """The checkpoint's GSD: median over up to `samples` evenly spread images, from their
+        headers only."""
         step = max(1, len(self.records) // samples)
         values = []
         for rec in self.records[::step][:samples]:

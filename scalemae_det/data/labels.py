@@ -152,7 +152,8 @@ def coco_annotation(
     box: tuple[float, float, float, float],
     iscrowd: int = 0,
 ) -> dict:
-    """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored on)."""
+    """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored
+    on)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     return {

@@ -134,7 +134,8 @@ def _class_list(classes: Sequence[str] | None) -> list[str] | None:
 def _scenes(
     items: Sequence[str | Path], gsd: float | None, bands, skip_unreadable: bool
 ) -> tuple[list[Scene], list[str]]:
-    """The images given, with their headers; and the unreadable ones left out (`skip_unreadable`)."""
+    """The images given, with their headers; and the unreadable ones left out
+    (`skip_unreadable`)."""
     paths, problems = expand_scenes([str(i) for i in items], IMAGE_SUFFIXES)
     if problems:
         raise ParameterError("images", "; ".join(problems))

@@ -84,7 +84,8 @@ def load_resumable(path: Path) -> dict[str, Any]:
 
 
 def newest_valid(save_path: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The most recently written checkpoint beside `save_path` that loads and holds training state."""
+    """The most recently written checkpoint beside `save_path` that loads and holds training
+    state."""
     candidates = [p for p in [save_path, *step_paths(save_path)] if p.is_file()]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         try:

@@ -69,14 +69,16 @@ def load_split(
 def scoring_labels(ds: CocoDetection, category_ids: Sequence[int], label_file: Path) -> dict:
     """The ground truth to score against, limited to the model's categories.
 
-    A category the model was not trained on can only be missed; scoring it would pull every mean down.
+    A category the model was not trained on can only be missed; scoring it would pull every mean
+    down.
     """
     coco = indexed_coco(ds.records, ds.categories)
     keep = set(category_ids)
     extra = [c["name"] for c in coco["categories"] if c["id"] not in keep]
     if extra:
         log.warning(
-            f"warning: {label_file}: not scoring {len(extra)} categor{'y' if len(extra) == 1 else 'ies'} "
+            f"warning: {label_file}: not scoring {len(extra)} "
+            f"categor{'y' if len(extra) == 1 else 'ies'} "
             f"the model does not have: {', '.join(extra)}"
         )
     coco["categories"] = [c for c in coco["categories"] if c["id"] in keep]

@@ -52,7 +52,8 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device: str = "auto", local_rank: int | None = None) -> DistInfo:
-    """Join the process group when launched by torchrun or torch.distributed.launch (gloo on CPU, NCCL on GPU)."""
+    """Join the process group when launched by torchrun or torch.distributed.launch (gloo on CPU,
+    NCCL on GPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", local_rank if local_rank is not None else 0))

@@ -53,7 +53,8 @@ def predict_dataset(
     num_workers: int = 0,
     amp: str = "off",
 ) -> list[dict] | None:
-    """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
+    """COCO results (original image pixels, label-file category ids) for every image of `dataset`,
+    on rank 0."""
     indices = eval_indices(len(dataset), info.rank, info.world_size)
     loader = DataLoader(
         dataset,
@@ -115,7 +116,8 @@ def evaluate_checkpoint(
     xview_counting: str = "corrected",
     scene_labels: Path | None = None,
 ) -> dict | None:
-    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0.
+    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on
+    rank 0.
 
     Every value and both output paths are checked before the model is loaded, so a typo in `out`
     fails at once instead of after the whole evaluation.

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="train.py",
         description="Fine-tune the ScaleMAE ViTDet detector on a COCO-format dataset. "
-        "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per process.",
+        "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per "
+        "process.",
     )
     data = p.add_argument_group("data")
     _add(data, "train_image_dir", type=Path, required=True)
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "min_visible_px",
         type=float,
         default=2.0,
-        help="keep a box cut by the training crop when this many px of its width and height are left",
+        help="keep a box cut by the training crop when this many px of its width and height are "
+        "left",
     )
     _add(
         data,
@@ -123,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         model,
         "rel_pos",
         action="store_true",
-        help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized for --input_size)",
+        help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized "
+        "for --input_size)",
     )
 
     opt = p.add_argument_group("optimisation")
@@ -135,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         opt,
         "warmup",
         metavar="N[steps|epochs]",
-        help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]",
+        help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) "
+        "[default: 250 steps]",
     )
     _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
@@ -194,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """['depth=2', 'global_blocks=[1]'] -> {'depth': 2, 'global_blocks': [1]}; bare words stay strings."""
+    """['depth=2', 'global_blocks=[1]'] -> {'depth': 2, 'global_blocks': [1]}; bare words stay
+    strings."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -222,7 +227,8 @@ def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
     match = _WARMUP.fullmatch(text.strip().lower())
     if not match:
         raise InputError(
-            f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)"
+            f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, "
+            "0.5ep)"
         )
     value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
     if unit == "steps" and not value.is_integer():
@@ -248,7 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])
         ):
             raise InputError(
-                f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes"
+                f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing "
+                "positive sizes"
             )
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
     if args.rel_pos:
@@ -257,7 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Every value and the output path, before any work (NaN and infinity are refused everywhere)."""
+    """Every value and the output path, before any work (NaN and infinity are refused
+    everywhere)."""
     for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
         checks.number(name, getattr(args, name), lo=1, integer=True)
     for name in ("learning_rate", "gsd", "min_visible_px"):

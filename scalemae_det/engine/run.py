@@ -1,4 +1,5 @@
-"""train.py: put the pieces together (data, model, optimizer, resume, epochs, checkpoints, evaluation)."""
+"""train.py: put the pieces together (data, model, optimizer, resume, epochs, checkpoints,
+evaluation)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def set_determinism(enabled: bool) -> None:
 
 @dataclass
 class Run:
-    """Everything one training run holds: what a checkpoint captures, and what step callbacks need."""
+    """Everything one training run holds: what a checkpoint captures, and what step callbacks
+    need."""
 
     args: Namespace  # as given: nothing here rewrites the user's options
     info: DistInfo
@@ -169,7 +171,8 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
     )
     if not any(len(rec.boxes) for rec in train_split.dataset.records):
         raise InputError(
-            f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
+            f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable "
+            "annotation: "
             "nothing to learn from"
         )
     gsd = train_split.dataset.median_gsd()
@@ -195,7 +198,8 @@ def build_run(
     pretrained: Path | None,
     console: Console,
 ) -> Run:
-    """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial weights."""
+    """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial
+    weights."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = build_model(args, len(train_split.class_names), pretrained, console).to(info.device)
     layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
@@ -256,7 +260,8 @@ def announce(run: Run, resume_path: Path | None, console: Console) -> None:
     )
     console.print(
         f"training {model_name(run.model)} on {len(run.train.dataset)} images "
-        f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on {run.info.device}, "
+        f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on "
+        f"{run.info.device}, "
         f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}"
     )
 
@@ -276,7 +281,8 @@ def train_loader(run: Run) -> DataLoader:
 
 
 def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
-    """The epochs from where the run stands, each complete only with its evaluation, then the final save."""
+    """The epochs from where the run stands, each complete only with its evaluation, then the final
+    save."""
     args, progress, loader = run.args, run.progress, train_loader(run)
     if (
         progress.eval_pending and val_split
@@ -291,7 +297,8 @@ def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
             advance(progress.step_in_epoch)
             train_one_epoch(run, loader, advance)
         last = epoch + 1 == args.num_epochs
-        # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped during
+        # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped
+        # during
         # the evaluation runs it when resumed instead of counting the epoch as done
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         progress.eval_pending = bool(val_split) and (
@@ -336,7 +343,8 @@ def model_name(model: torch.nn.Module) -> str:
 
 
 def find_resume(args: Namespace, info: DistInfo) -> Path | None:
-    """The checkpoint to resume from, decided on rank 0 (which also clears dead writers' temporary files)."""
+    """The checkpoint to resume from, decided on rank 0 (which also clears dead writers' temporary
+    files)."""
     path = None
     if info.is_main:
         folder = args.save_checkpoint_path.parent
@@ -381,7 +389,8 @@ def training_overrides(args: Namespace) -> dict:
 
 
 def restore(path: Path, run: Run, console: Console) -> Position:
-    """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order, RNG);
+    """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order,
+    RNG);
     returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
@@ -419,7 +428,8 @@ def restore(path: Path, run: Run, console: Console) -> Position:
 
 
 def step_callback(run: Run, advance):
-    """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every --save_every."""
+    """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every
+    --save_every."""
     args, info, steps_per_epoch = run.args, run.info, run.steps_per_epoch
     window = {"images": 0, "seconds": 0.0}
 

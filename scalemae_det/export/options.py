@@ -24,8 +24,10 @@ CALIBRATION_METHODS = (
 )  # export.quantize's, kept here free of onnx
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
-# Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the newest the
-# TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test
+# Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the
+# newest the
+# TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a
+# test
 # keeps the two equal), and ONNX Runtime has no RoiAlign for opset 22 anyway.
 MIN_OPSET, MAX_OPSET = 14, 20
 # Graph flavours: "native" follows this project's contract (base/metadata.py), which the runtime
@@ -36,7 +38,8 @@ DEFAULT_BATCH = 4  # of a native export; a deepness export has batch 1 (GeoDeep 
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """Export options; None takes the checkpoint's value (training GSD, config threshold and cap)."""
+    """Export options; None takes the checkpoint's value (training GSD, config threshold and
+    cap)."""
 
     gsd: float | None = None
     tile: int = 800
@@ -48,7 +51,8 @@ class ExportSpec:
     validate: bool = True
     simplify: bool = True  # onnxslim, kept only when parity holds: needs validate
     # int8 only: scenes/chips (files, directories, globs) to calibrate on, tiles to calibrate with,
-    # the calibration method, the gate's bar, and an optional labelled set (COCO labels + image folder)
+    # the calibration method, the gate's bar, and an optional labelled set (COCO labels + image
+    # folder)
     calibration: tuple[str, ...] = ()
     calibration_tiles: int = 64
     calibration_method: str = "minmax"

@@ -1,4 +1,5 @@
-"""The checks made before anything is written, then the loaded model, the module to trace and its metadata."""
+"""The checks made before anything is written, then the loaded model, the module to trace and its
+metadata."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDe
 
 @dataclass
 class Prepared:
-    """A checkpoint made ready for one export: the float32 model (the reference) and the module to trace."""
+    """A checkpoint made ready for one export: the float32 model (the reference) and the module to
+    trace."""
 
     model: ScaleMAEDetector
     wrapper: FixedScaleDetector
@@ -66,7 +68,8 @@ def check_int8_inputs(spec: ExportSpec) -> None:
 
 
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
-    """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
+    """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes
+    nothing."""
     spec.check()
     check_outputs(outs)
     if spec.int8:
@@ -90,7 +93,8 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     wrapper = FixedScaleDetector(
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()
-    # an int8 export is traced and validated in float32, then quantised (export.quantize): the metadata
+    # an int8 export is traced and validated in float32, then quantised (export.quantize): the
+    # metadata
     # says float32 until the int8 graph is written
     metadata = ModelMetadata(
         class_names=list(ckpt["class_names"]),

@@ -1,4 +1,5 @@
-"""The scenes a run is given: files, directories (their rasters) and glob patterns, in a stable order."""
+"""The scenes a run is given: files, directories (their rasters) and glob patterns, in a stable
+order."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""The job-wide layer (the `merge` command): every scene of a job in one GIS layer, an object seen by two overlapping scenes kept once.
+"""The job-wide layer (the `merge` command): every scene of a job in one GIS layer, an object seen
+by two overlapping scenes kept once.
 
 The scenes' seams are handled like the tiles' (runtime/seams.py, reused as it is): scene k plays the
 part of tile k, a box within TRUNCATION_MARGIN pixels of its scene's edge is "truncated" (the
-runtime's rule for an inner tile edge, Tile.truncated, on a tile the size of the scene), and join_seams()
+runtime's rule for an inner tile edge, Tile.truncated, on a tile the size of the scene), and
+join_seams()
 compares only boxes of different scenes, so each scene's own result is left as predict made it.
 
 Where: boxes are compared in one metric CRS for the whole job, so that both scenes of a pair decide
@@ -114,7 +116,8 @@ def _footprints(out: Path, state: JobState) -> list[Footprint]:
 
 
 def metric_crs(scenes: list[Footprint]):
-    """The job's common projected CRS in metres, else the UTM zone of its centre (see the docstring)."""
+    """The job's common projected CRS in metres, else the UTM zone of its centre (see the
+    docstring)."""
     from rasterio.crs import CRS
     from rasterio.warp import transform as warp_transform
 
@@ -134,7 +137,8 @@ def metric_crs(scenes: list[Footprint]):
 
 
 def _edge_boxes(s: Footprint) -> np.ndarray:
-    """Thin pixel boxes along the scene's outline, so its bounds follow edges that bend when reprojected."""
+    """Thin pixel boxes along the scene's outline, so its bounds follow edges that bend when
+    reprojected."""
     t = np.linspace(0, 1, EDGE_POINTS)
     xs = np.concatenate([t * s.width, np.full_like(t, s.width), t * s.width, np.zeros_like(t)])
     ys = np.concatenate([np.zeros_like(t), t * s.height, np.full_like(t, s.height), t * s.height])
@@ -219,7 +223,8 @@ def merge_job(
 
 
 def _layer_crs(crs_mode, scenes: list[Footprint]):
-    """The layer's CRS for output_crs's `crs_mode`: native is the scenes' one CRS, if they share it."""
+    """The layer's CRS for output_crs's `crs_mode`: native is the scenes' one CRS, if they share
+    it."""
     from rasterio.crs import CRS
 
     if crs_mode == "wgs84":
@@ -258,9 +263,11 @@ def _dedup(
     match: str,
     threshold: float,
 ) -> np.ndarray:
-    """Indices of scene k's detections that survive join_seams() against its neighbours' inside its footprint.
+    """Indices of scene k's detections that survive join_seams() against its neighbours' inside its
+    footprint.
 
-    The scenes enter join_seams() in job order, whichever is scene k, so that merge's tie-break (equal
+    The scenes enter join_seams() in job order, whichever is scene k, so that merge's tie-break
+    (equal
     scores: the earlier entry wins; a pair cut from one image scores the same) falls the same way
     when the neighbour decides about the same pair.
     """

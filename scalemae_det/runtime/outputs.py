@@ -1,4 +1,5 @@
-"""Detections of a scene as files: GeoJSON (RFC 7946), COCO results JSON, CSV; each written atomically.
+"""Detections of a scene as files: GeoJSON (RFC 7946), COCO results JSON, CSV; each written
+atomically.
 
 Box corners are pixel edges: corner (col, row) maps to `transform * (col, row)`, so the upper-left
 corner of pixel (0, 0) is the transform's origin (no half-pixel shift). Coordinates are in the CRS
@@ -81,7 +82,8 @@ def target_crs(crs_mode, scene_crs):
 def _to_output_crs(
     result: SceneResult, cols: np.ndarray, rows: np.ndarray, crs_mode: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scene pixel coordinates -> output coordinates (map coordinates of the chosen CRS, or pixels)."""
+    """Scene pixel coordinates -> output coordinates (map coordinates of the chosen CRS, or
+    pixels)."""
     scene = result.scene
     if not scene.georeferenced:
         return cols, rows
@@ -95,7 +97,8 @@ def _to_output_crs(
 def box_rings(
     result: SceneResult, crs_mode: str = "wgs84", part: slice = slice(None)
 ) -> np.ndarray:
-    """(N, 5, 2) closed, counter-clockwise box outlines in output coordinates (of detections[part])."""
+    """(N, 5, 2) closed, counter-clockwise box outlines in output coordinates (of
+    detections[part])."""
     from scalemae_det.runtime.vector import pixel_box_rings  # one outline rule for every format
 
     scene, boxes = result.scene, result.detections.boxes[part]
@@ -148,12 +151,14 @@ def geojson_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
 
 
 def geojson(result: SceneResult, crs_mode: str = "wgs84") -> dict:
-    """The GeoJSON document as a dict (for small results; files are written by streaming geojson_text)."""
+    """The GeoJSON document as a dict (for small results; files are written by streaming
+    geojson_text)."""
     return json.loads("".join(geojson_text(result, crs_mode)))
 
 
 def image_id(path: str) -> int | str:
-    """COCO image id of a scene: its stem as a number when it is one (xView's "5.tif" -> 5), else its file name."""
+    """COCO image id of a scene: its stem as a number when it is one (xView's "5.tif" -> 5), else
+    its file name."""
     stem = Path(path).stem
     return int(stem) if stem.isdigit() else Path(path).name
 
@@ -165,7 +170,8 @@ def coco(result: SceneResult) -> list[dict]:
 
 
 def coco_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
-    """COCO results (category ids are the model's labels, 1..classes; pixel boxes whatever `crs_mode`)."""
+    """COCO results (category ids are the model's labels, 1..classes; pixel boxes whatever
+    `crs_mode`)."""
     det = result.detections
     return coco_results_json(image_id(result.path), det.boxes, det.scores, det.labels)
 
@@ -178,7 +184,8 @@ def _csv_field(text: str) -> str:
 
 
 def csv_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
-    """The CSV file (csv.writer's dialect: comma, minimal quoting, CRLF), in pieces of at most CHUNK rows."""
+    """The CSV file (csv.writer's dialect: comma, minimal quoting, CRLF), in pieces of at most CHUNK
+    rows."""
     det = result.detections
     yield ",".join(CSV_HEADER) + "\r\n"
     template = (

@@ -1,6 +1,7 @@
 """A quicklook PNG: the scene decimated to a screen-sized image, detections outlined by class.
 
-Read through scalemae_det.base.pixels, so it shows what the model saw; written with rasterio's PNG driver.
+Read through scalemae_det.base.pixels, so it shows what the model saw; written with rasterio's PNG
+driver.
 """
 
 from __future__ import annotations

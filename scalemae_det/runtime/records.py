@@ -1,9 +1,11 @@
-"""Run records: what every shard of a job did, scene by scene, and the job's state read back from them.
+"""Run records: what every shard of a job did, scene by scene, and the job's state read back from
+them.
 
 Each run of `predict` (each attempt of each shard) appends to a file of its own,
 OUT/records/shard-K-of-N.<host>.<pid>.<start>.jsonl, created exclusively (O_EXCL): concurrent shards
 on a shared filesystem never write the same file, so no locking is needed, and appends from two
-NFS clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard starts
+NFS clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard
+starts
 a new file and leaves the old one as its history.
 
 One JSON object a line, each written with one write(2) and fsynced, so a killed run loses at most
@@ -76,7 +78,8 @@ class RunRecord:
             "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "host"
         )
         started = time.time()
-        stem = f"shard-{shard.index:05d}-of-{shard.count:05d}.{host}.{os.getpid()}.{int(started * 1000)}"
+        shard_part = f"shard-{shard.index:05d}-of-{shard.count:05d}"
+        stem = f"{shard_part}.{host}.{os.getpid()}.{int(started * 1000)}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.path = folder / f"{stem}.jsonl"
@@ -225,7 +228,8 @@ class JobState:
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: {len(self.done)} done, "
+            f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: "
+            f"{len(self.done)} done, "
             f"{len(self.failed)} failed, {self.left} left"
         ]
         out += [
@@ -238,7 +242,8 @@ class JobState:
             )
         for a in self.open_attempts:
             out.append(
-                f"unfinished (running, or killed): shard {a.start.get('shard')} on {a.start.get('host')} "
+                f"unfinished (running, or killed): shard {a.start.get('shard')} on "
+                f"{a.start.get('host')} "
                 f"pid {a.start.get('pid')}, {len(a.scenes)} scenes recorded ({a.path.name})"
             )
         return out + [f"note: {n}" for n in self.notes]
@@ -251,7 +256,8 @@ def job_state(out: str | os.PathLike) -> JobState:
     keys = {(a.start.get("job_key"), a.start.get("shard", "1/1").split("/")[1]) for a in attempts}
     if len(keys) > 1:
         notes.append(
-            f"the records come from {len(keys)} different jobs (scene lists or shard counts differ); "
+            f"the records come from {len(keys)} different jobs (scene lists or shard counts "
+            "differ); "
             "counts mix them"
         )
     newest = attempts[-1].start

@@ -1,4 +1,5 @@
-"""A scene as the model will see it: bands, value range, scale, tiles; and its tiles read in batches.
+"""A scene as the model will see it: bands, value range, scale, tiles; and its tiles read in
+batches.
 
 The GSD decides the resampling: in `resample` mode tiles are read so that a model pixel covers the
 model's GSD; in `as-is` mode pixels are taken as they are. Everything about the raster that is

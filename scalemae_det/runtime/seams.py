@@ -1,4 +1,5 @@
-"""Tile seams: detections from overlapping tiles joined so that an object cut by a seam is reported once.
+"""Tile seams: detections from overlapping tiles joined so that an object cut by a seam is reported
+once.
 
 Two rules, both between detections of the same class from different tiles (the model already ran
 its own NMS inside each tile, which is left alone):
@@ -73,7 +74,8 @@ def _sweep(
     height: float,
     stride: float,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The pairs among `members` whose intersection's top lies in one of bands first..last (per member)."""
+    """The pairs among `members` whose intersection's top lies in one of bands first..last (per
+    member)."""
     span = last - first + 1
     entry_box = np.repeat(members, span)  # the box behind each (box, band) entry
     band = (

@@ -1,4 +1,5 @@
-"""Which scenes a shard of a many-machine job runs: `K/N`, or `auto` from the scheduler's environment.
+"""Which scenes a shard of a many-machine job runs: `K/N`, or `auto` from the scheduler's
+environment.
 
 The split is by a stable hash of each scene's file name, shard = sha256(name) mod N (+1):
 - the file name, not the resolved path: the output is named after the scene (OUT/<stem>.<format>),
@@ -18,7 +19,8 @@ The split is by a stable hash of each scene's file name, shard = sha256(name) mo
   such K and is refused rather than guessed.
 - Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX (0-based; https://kubernetes.io/docs/tasks/job/
   indexed-parallel-processing-static). The job's `completions` reaches the pod in no variable, so N
-  comes from `--shard-count`, or from SCALEMAE_DET_SHARD_COUNT where a manifest prefers an env entry.
+  comes from `--shard-count`, or from SCALEMAE_DET_SHARD_COUNT where a manifest prefers an env
+  entry.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ ALL = Shard(1, 1)
 
 
 def shard_of(scene: str | os.PathLike, count: int) -> int:
-    """The 1-based shard of `count` that runs `scene` (by its file name; see the module docstring)."""
+    """The 1-based shard of `count` that runs `scene` (by its file name; see the module
+    docstring)."""
     digest = hashlib.sha256(Path(scene).name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
@@ -134,7 +137,8 @@ def _kubernetes(env: Mapping[str, str], count: int | None) -> Shard:
 def parse_shard(
     text: str | None, count: int | None = None, env: Mapping[str, str] | None = None
 ) -> Shard:
-    """`K/N` (1-based), `auto` (from Slurm or Kubernetes, see above) or None (the whole job: 1/1)."""
+    """`K/N` (1-based), `auto` (from Slurm or Kubernetes, see above) or None (the whole job:
+    1/1)."""
     env = os.environ if env is None else env
     if text is None:
         if count is not None:

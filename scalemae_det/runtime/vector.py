@@ -1,4 +1,5 @@
-"""Detections as a GIS layer: GeoPackage (`--format gpkg`, and `merge --to x.gpkg`) or FlatGeobuf (`x.fgb`).
+"""Detections as a GIS layer: GeoPackage (`--format gpkg`, and `merge --to x.gpkg`) or FlatGeobuf
+(`x.fgb`).
 
 Written through pyogrio, GeoPandas' default I/O engine: its wheels bundle GDAL (no system GDAL, as
 rasterio's), and `pyogrio.raw.write` takes WKB geometries and one numpy array per field, so a layer

@@ -46,7 +46,9 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     except CRSError as exc:
         raise InputError(f"{path}: invalid CRS {crs!r}: {exc}") from None
     if not crs_obj.is_projected or crs_obj.linear_units not in ("metre", "meter"):
-        raise InputError(f"{path}: CRS {crs} is not projected in metres; use one such as a UTM zone")
+        raise InputError(
+            f"{path}: CRS {crs} is not projected in metres; use one such as a UTM zone"
+        )
     params = crs_obj.to_dict()
     lon = params["zone"] * 6 - 183 if "zone" in params else params.get("lon_0", 0.0)
     lat = params.get("lat_0") or (-30.0 if params.get("south") else 45.0)
@@ -55,7 +57,8 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     true_gsd = gsd_m(crs_obj, Affine(gsd, 0, x0, 0, -gsd, y0), 1000, 1000)
     if abs(true_gsd / gsd - 1) > 0.02:
         raise InputError(
-            f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS such as UTM"
+            f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS "
+            "such as UTM"
         )
     return crs_obj, x0, y0
 

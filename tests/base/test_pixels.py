@@ -1,4 +1,5 @@
-"""scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated rasters."""
+"""scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated
+rasters."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""`scalemae-det export` through the real entry point: bad input is one line, exit 1, nothing written."""
+"""`scalemae-det export` through the real entry point: bad input is one line, exit 1, nothing
+written."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def _under_a_file(tmp_path):
     return tmp_path / "file" / "m.onnx"
 
 
-BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the error line)
+# case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the
+# error line)
+BAD = {
     "missing": (lambda tmp: tmp / "nope.pt", None, [], ["nope.pt", "no such checkpoint"]),
     "not_a_checkpoint": (_junk, None, [], ["junk.pt", "not a readable PyTorch checkpoint"]),
     "foreign_dict": (_encoder, None, [], ["encoder.pt", "not a scalemae-det detector checkpoint"]),
@@ -111,7 +114,8 @@ def test_failed_parity_exits_nonzero_and_leaves_no_file(
 
 
 def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsys, tiny_checkpoint):
-    """The glue only (parity is covered in test_export): both files, each reloadable with its metadata."""
+    """The glue only (parity is covered in test_export): both files, each reloadable with its
+    metadata."""
     from scalemae_det.base.metadata import ModelMetadata
     from scalemae_det.export.torchscript_export import load_torchscript
 

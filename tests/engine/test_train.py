@@ -1,4 +1,5 @@
-"""train.py and its engine: optimizer groups, schedule, sampling, scale-aware GSD, DDP, resume, evaluation.
+"""train.py and its engine: optimizer groups, schedule, sampling, scale-aware GSD, DDP, resume,
+evaluation.
 
 Runs a micro detector (2 blocks, width 96) on generated 64-px images so that a training step
 costs about 0.1 s on one CPU thread; the multi-process runs go through the real launchers.
@@ -294,7 +295,8 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
-# ---------------------------------------------------------------- distributed training and evaluation
+# ---------------------------------------------------------------- distributed training and
+# evaluation
 
 # Every image has the same box layout and the samplers take every anchor and RoI, so each image
 # contributes the same number of samples to torchvision's batch-mean losses and no random
@@ -308,7 +310,8 @@ TAKE_ALL = {
 
 @pytest.fixture(scope="module")
 def global_batch(tmp_path_factory):
-    """The equal-batch runs' data, their arguments, and one process's run with the global batch (2)."""
+    """The equal-batch runs' data, their arguments, and one process's run with the global batch
+    (2)."""
     root = tmp_path_factory.mktemp("global_batch")
     images, labels = make_dataset(root, 4, fixed_layout=True)
 
@@ -332,7 +335,8 @@ def global_batch(tmp_path_factory):
 
 
 def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
-    """`other` logged the same loss and (pre-clipping) gradient norm at every step as the one process
+    """`other` logged the same loss and (pre-clipping) gradient norm at every step as the one
+    process
     with the global batch, and ended at the same weights: equal gradients, scale included."""
     torch.manual_seed(0)  # train.py seeds with --seed (0) before building the model
     init = build_detector("vit_tiny_patch16", 2, **{**TINY, **TAKE_ALL}).state_dict()
@@ -354,7 +358,8 @@ def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
 
 
 def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(global_batch):
-    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated."""
+    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2
+    accumulated."""
     root, args = global_batch
     run(
         [
@@ -374,7 +379,8 @@ def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(gl
 
 
 def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch):
-    """Two machines as the README's multi-node command runs them: two torchrun agents (one process each)
+    """Two machines as the README's multi-node command runs them: two torchrun agents (one process
+    each)
     meeting through a c10d rendezvous on 127.0.0.1, against one process with their global batch."""
     root, args = global_batch
     port = free_port()
@@ -412,7 +418,8 @@ def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch
 
 
 def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
-    """The seed's command form; its in-loop 2-rank evaluation equals `scalemae-det evaluate` in one process."""
+    """The seed's command form; its in-loop 2-rank evaluation equals `scalemae-det evaluate` in one
+    process."""
     from typer.testing import CliRunner
 
     from scalemae_det.cli import app

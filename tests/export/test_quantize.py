@@ -1,7 +1,9 @@
-"""int8 export: calibrated on a generated scene, the bundled model passes the accuracy gate and keeps its
+"""int8 export: calibrated on a generated scene, the bundled model passes the accuracy gate and
+keeps its
 AP50 on another scene; calibrated on nonsense it is refused and nothing is written.
 
-References: AP50 is pycocotools' (scalemae_det.evaluation) over the scene's own ground truth, computed
+References: AP50 is pycocotools' (scalemae_det.evaluation) over the scene's own ground truth,
+computed
 for a float32 export of the same checkpoint; metadata is compared with the onnx library's reading.
 """
 
@@ -90,7 +92,8 @@ def test_int8_graph_and_metadata(int8, float32):
 
 
 def test_gate_catches_a_model_calibrated_on_constant_tiles(float32, scenes, tmp_path):
-    """The agreement figures themselves: quantised with ranges from constant tiles, judged on real ones."""
+    """The agreement figures themselves: quantised with ranges from constant tiles, judged on real
+    ones."""
     from scalemae_det.export.agreement import agreement
     from scalemae_det.export.calibration import read_tiles
     from scalemae_det.export.quantize import quantize_int8
@@ -238,7 +241,8 @@ def test_fp16_flag_is_a_deprecated_alias(tmp_path, monkeypatch, capsys):
 
 
 def test_calibration_tiles_leave_out_nodata_and_match_the_runtime_reading(tmp_path):
-    """Tiles come from the runtime's reader (independent check: rasterio's own read of the same window)
+    """Tiles come from the runtime's reader (independent check: rasterio's own read of the same
+    window)
     and a tile that is mostly nodata, or a scene of nothing but nodata, gives no tile."""
     from scalemae_det.export.calibration import read_tiles
 

@@ -122,7 +122,8 @@ def test_configs_and_overrides():
 def _far_edge_matches(
     reference: torch.Tensor, other: torch.Tensor, size: int
 ) -> tuple[int, float, float]:
-    """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU box
+    """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU
+    box
     of `other`: (how many, lowest IoU, largest coordinate difference in px)."""
     from scalemae_det.evaluation import box_iou
 
@@ -150,7 +151,7 @@ def test_bf16_autocast_gives_float32_boxes():
             out = model([image], gsd=0.3)[0]
         return out["boxes"], proposals["boxes"]
 
-    (boxes32, props32), (boxes16, props16) = run(False), run(True)
+    (_, props32), (boxes16, props16) = run(False), run(True)
     assert boxes16.dtype == props16.dtype == torch.float32
     # bf16 keeps 8 significant bits: a coordinate in [512, 1024) decoded in bf16 is a multiple of 4.
     # The bf16 run's own far coordinates must not be (float32 decoding gives any value).

@@ -1,5 +1,6 @@
 """ViTDet's decomposed relative position bias (models/vit.py): zero tables change nothing, non-zero
-tables give the attention written out by hand, and the ONNX export of a detector with them keeps parity."""
+tables give the attention written out by hand, and the ONNX export of a detector with them keeps
+parity."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def randomise_tables(model: torch.nn.Module, std: float = 0.3) -> None:
 
 
 def resized(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Linear resampling of the table to `rows` entries, sample centres aligned (align_corners=False),
+    """Linear resampling of the table to `rows` entries, sample centres aligned
+    (align_corners=False),
     the ends held: a matrix made with numpy's interp (independent of torch's interpolate), applied
     with a matmul so that gradients pass."""
     n = len(table)
@@ -160,7 +162,8 @@ def test_detector_checkpoint_keeps_the_tables(tmp_path):
 
 
 def test_onnx_export_with_nonzero_tables_keeps_parity(tmp_path):
-    """Tables built for a 6 x 6 grid, exported at tile 128 (8 x 8): the global blocks' resampling is traced too."""
+    """Tables built for a 6 x 6 grid, exported at tile 128 (8 x 8): the global blocks' resampling is
+    traced too."""
     model = calibrated_detector(randomise_tables, rel_pos=True, rel_pos_grid=6)
     assert all(p.abs().max() > 0.5 for p in tables(model).values())
     ckpt = tmp_path / "rel_pos.pt"

@@ -1,4 +1,5 @@
-"""Output files: georeferencing checked against rasterio's own transforms, COCO against pycocotools."""
+"""Output files: georeferencing checked against rasterio's own transforms, COCO against
+pycocotools."""
 
 import csv
 import json
@@ -235,8 +236,10 @@ def _expected_features(result, crs_mode) -> list[dict]:
 def test_streamed_files_equal_the_objects_they_stand_for(
     tmp_path, detector, monkeypatch, kind, crs_mode
 ):
-    """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to the
-    dicts and rows an object-building writer makes from the same detections, coordinates by rasterio."""
+    """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to
+    the
+    dicts and rows an object-building writer makes from the same detections, coordinates by
+    rasterio."""
     monkeypatch.setattr("scalemae_det.base.rows.CHUNK", 7)
     geo = {
         "utm": {},

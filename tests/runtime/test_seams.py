@@ -101,7 +101,9 @@ def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, m
     np.testing.assert_array_equal(
         join_seams(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep
     )
-    same_tile = join_seams(boxes, scores, labels, np.zeros(150, int), np.zeros(150, bool), metric, 0.4)
+    same_tile = join_seams(
+        boxes, scores, labels, np.zeros(150, int), np.zeros(150, bool), metric, 0.4
+    )
     assert len(same_tile) == 150
 
 
@@ -135,11 +137,21 @@ def test_truncated_part_yields_to_the_whole_object_seen_by_the_neighbour():
     tiles = np.array([0, 1, 0])
     truncated = np.array([True, False, True])
     assert join_seams(boxes, scores, labels, tiles, truncated, "iou", 0.5).tolist() == [1, 2]
-    # without the truncation flag, IoU NMS keeps both pieces (IoU 0.4) and IoS keeps the higher-scored part
-    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "iou", 0.5).tolist() == [0, 1, 2]
-    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [0, 2]
+    # without the truncation flag, IoU NMS keeps both pieces (IoU 0.4) and IoS keeps the
+    # higher-scored part
+    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "iou", 0.5).tolist() == [
+        0,
+        1,
+        2,
+    ]
+    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [
+        0,
+        2,
+    ]
     # a different class is a different object
-    assert join_seams(boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5).tolist() == [
+    assert join_seams(
+        boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5
+    ).tolist() == [
         0,
         1,
         2,

@@ -159,7 +159,8 @@ def scene_boxes(
 
 
 def _on_no_scene(labels: Path, crs, parts: list[np.ndarray], headers: list[ImageHeader]):
-    """Rule 5's last error: how many features, and their extent and the images', in the file's CRS."""
+    """Rule 5's last error: how many features, and their extent and the images', in the file's
+    CRS."""
     from rasterio.warp import transform_bounds
 
     xy = np.concatenate(parts)

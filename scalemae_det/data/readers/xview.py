@@ -179,7 +179,8 @@ def categories(drop: Iterable[int]) -> list[dict]:
 def check_inputs(
     geojson: Path, images: Path, out: Path, cfg: ChipConfig, val_fraction: float
 ) -> None:
-    """Check the label file, the images folder, the options and the output folder before any work."""
+    """Check the label file, the images folder, the options and the output folder before any
+    work."""
     if not geojson.is_file():
         raise InputError(f"{geojson}: no such file")
     if not images.is_dir():

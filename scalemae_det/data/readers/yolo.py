@@ -112,7 +112,9 @@ def _parse(line: str, path: Path, number: int, n_classes: int) -> tuple[int, tup
     try:
         cls, values = int(parts[0]), [float(v) for v in parts[1:]]
     except ValueError:
-        raise InputError(f"{where}: expected a class id and numbers, got {line.strip()!r}") from None
+        raise InputError(
+            f"{where}: expected a class id and numbers, got {line.strip()!r}"
+        ) from None
     if not 0 <= cls < n_classes:
         raise InputError(f"{where}: class id {cls} is not one of the {n_classes} names (0-based)")
     if len(values) == 4:
