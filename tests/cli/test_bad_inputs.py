@@ -583,7 +583,10 @@ def test_prepare_xview_skips_unreadable_scenes_and_a_rerun_keeps_no_chip_of_the_
     world, place, monkeypatch, capsys
 ):
     values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    xview = "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} --chip 128 --seed 3"
+    xview = (
+        "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} "
+        "--chip 128 --seed 3"
+    )
     code, out, err = run(f"{xview} --val-fraction 0 --skip-unreadable", values, monkeypatch, capsys)
     assert code == 0, err
     assert "1 unreadable scene(s) skipped" in out
