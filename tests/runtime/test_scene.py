@@ -73,13 +73,13 @@ def test_objects_across_seams_are_found_once(tmp_path, detector, match, monkeypa
         for b, lab in zip(result.detections.boxes, result.detections.labels)
     }
     assert [labels[c] for c in corners] == [2 if k % 3 == 0 else 1 for k in range(60)]
-    # the same run without merging reports seam objects several times: the merge is what removes
+    # the same run without merging reports seam objects several times: joining the seams is what removes
     # them
-    monkeypatch.setattr(detector_mod, "merge", lambda boxes, *a: np.arange(len(boxes)))
+    monkeypatch.setattr(detector_mod, "join_seams", lambda boxes, *a, **k: np.arange(len(boxes)))
     raw = detector.detect_scene(path, overlap=0.25, match=match)
     duplicates = len(raw.detections) - len(corners)
     assert duplicates >= len(seam)
-    print(f"seam objects {len(seam)}: duplicates {duplicates} before merging, 0 after")
+    print(f"seam objects {len(seam)}: duplicates {duplicates} before joining seams, 0 after")
 
 
 def test_batch_size_and_prefetch_do_not_change_results(tmp_path, model, detector):
