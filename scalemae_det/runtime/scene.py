@@ -23,6 +23,7 @@ from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.pixels import (
     FILL,
     ValueRange,
+    masked_inside,
     raster_errors,
     read_unit,
     select_bands,
@@ -116,6 +117,15 @@ def open_scene(
         vr = value_range(ds, chosen, scale)
         notes: list[str] = []
         factor = _factor(path, gsd, meta, gsd_mode, notes)
+        inside = masked_inside(ds, chosen)
+        if inside:
+            share = inside / (ds.width * ds.height)
+            notes.append(
+                f"its declared nodata {ds.nodatavals[chosen[0] - 1]:g} also occurs "
+                f"inside the image: about {inside} pixel(s) ({share:.2%}) "
+                "of that value in every band are read as nodata and hide what they show; if they "
+                "are data, unset the nodata (`gdal_edit.py -unsetnodata`)"
+            )
         src = max(1, round(meta.tile * factor))
         tiles = plan(ds.width, ds.height, src, meta.tile, overlap)
         return Scene(
