@@ -84,6 +84,16 @@ class CocoDetection(Dataset):
     def _gsd(self, rec: ImageRecord, geo_gsd: float | None) -> float:
         return geo_gsd or rec.gsd or self.default_gsd
 
+    def defaulted_gsd(self) -> int:
+        """How many images take `default_gsd`: no `gsd` field and no georeference (read from the
+        headers of the images without the field)."""
+        count = 0
+        for rec in self.records:
+            if not rec.gsd:
+                with open_raster(rec.path) as ds:
+                    count += gsd_m(ds.crs, ds.transform, ds.width, ds.height) is None
+        return count
+
     def median_gsd(self, samples: int = 64) -> float:
         """The checkpoint's GSD: median over up to `samples` evenly spread images, from their
         headers only."""

@@ -3,6 +3,7 @@ evaluation)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -44,6 +45,7 @@ from scalemae_det.models.configs import get_config
 from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
 
 LOG_NAME = "train_log.jsonl"
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,6 +178,7 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
             "nothing to learn from"
         )
     gsd = train_split.dataset.median_gsd()
+    warn_defaulted_gsd(train_split, args.train_label_file, args.gsd)
     val_split = (
         load_split(
             args.val_image_dir,
@@ -187,7 +190,19 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
         if args.val_image_dir
         else None
     )
+    if val_split is not None:
+        warn_defaulted_gsd(val_split, args.val_label_file, args.gsd)
     return train_split, val_split, gsd
+
+
+def warn_defaulted_gsd(split: DataSplit, label_file: Path, default: float) -> None:
+    """One line saying how many images took --gsd: a wrong scale trains the GSD embedding on it."""
+    n = split.dataset.defaulted_gsd()
+    if n:
+        log.warning(
+            f"warning: {label_file}: {n} of {len(split.dataset)} image(s) have neither a "
+            f"georeference nor a 'gsd' field and are taken to be at --gsd {default:g} m"
+        )
 
 
 def build_run(

@@ -8,6 +8,7 @@ costs about 0.1 s on one CPU thread; the multi-process runs go through the real 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -35,7 +36,7 @@ from scalemae_det.engine.distributed import DistInfo
 from scalemae_det.engine.loop import Position, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.options import train_flag
-from scalemae_det.engine.run import main
+from scalemae_det.engine.run import main, warn_defaulted_gsd
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
 from scalemae_det.models.detector import build_detector
 
@@ -139,7 +140,7 @@ def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
 # ---------------------------------------------------------------- scale-aware augmentation
 
 
-def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
+def test_augmented_gsd_reaches_the_positional_embedding(tmp_path, caplog):
     """Each sample's GSD, divided by its jitter scale, is the resolution the trunk embeds at.
 
     Three native GSDs: a UTM GeoTIFF (0.6 m pixels), a PNG with a `gsd` field, a PNG with
@@ -185,6 +186,12 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     split = load_split(
         images, labels, transform=train_transform(256, (0.25, 2.0)), default_gsd=0.45
     )
+    with caplog.at_level(logging.WARNING):
+        warn_defaulted_gsd(split, labels, 0.45)
+    assert f"{labels}: 1 of 3 image(s) have neither a georeference nor a 'gsd' field and are " in (
+        caplog.text
+    )
+    assert "taken to be at --gsd 0.45 m" in caplog.text
     model = build_detector("vit_tiny_patch16", 1, **TINY)
     seen_res, seen_targets = [], []
     model.backbone.trunk.register_forward_pre_hook(lambda m, args: seen_res.append(args[1].clone()))
