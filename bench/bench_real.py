@@ -1,0 +1,265 @@
+"""Held-out accuracy on real imagery, through the commands a user runs.
+
+    python -m bench.bench_real                       # both recipes, ../shared/realimagery
+    python -m bench.bench_real --recipes scratch --epochs 10 --work /tmp/real
+
+Two NEON crops at 0.1 m with DeepForest's tree-crown boxes (`<shared>/realimagery`, see its
+README): the model trains on one and is scored on the other. Each recipe runs, as subprocesses:
+
+1. `scalemae-det prepare` from the training crop's Pascal VOC XML (`--gsd 0.1`: a PNG has no
+   georeference), every chip for training (one scene cannot be split by scene);
+2. `python train.py` on those chips, from scratch or `--init_from` the bundled model;
+3. `scalemae-det export` to ONNX (tile: the checkpoint's training input size);
+4. the held-out crop written as a GeoTIFF (EPSG:32612, 0.1 m pixels at its NEON tile's corner;
+   the origin is nominal, the GSD is what matters), then `scalemae-det predict` on it;
+5. `scalemae-det prepare` on the held-out crop's XML for its truth in scene pixels
+   (`train_scenes.json`), and `scalemae-det score` against it.
+
+Prints and writes (`<work>/bench_real.md`, `<work>/bench_real.json`) one row per recipe: held-out
+AP50, COCO AP, detections, duplicates (all / at tile seams), training and total minutes. The
+recipes share every training option but the starting weights; docs/benchmarks-real.md gives the
+figures and the command. Needs the real crops: it stops with a message when they are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCENE = "2019_YELL_2_528000_4978000_image_crop2"
+HELD_OUT = "2019_YELL_2_541000_4977000_image_crop"
+HELD_OUT_CORNER = (541000.0, 4978000.0)  # its NEON tile's north-west corner, EPSG:32612
+GSD = 0.1
+BUNDLED = REPO / "scalemae_det" / "assets" / "vit_tiny_synthetic.pth"
+RECIPES = ("scratch", "init_from")
+
+
+def cli(*args: str) -> list[str]:
+    """A `scalemae-det` command line run by this interpreter (the entry point's own module)."""
+    entry = "import sys; from scalemae_det.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", entry, *args]
+
+
+def run(cmd: list[str], log: Path, threads: int) -> float:
+    """Run `cmd` with its output in `log`; its wall time in seconds; exits on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        code = subprocess.run(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
+    if code:
+        sys.exit(f"failed ({code}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - start
+
+
+def held_out_geotiff(png: Path, out: Path) -> None:
+    """The held-out PNG as a GeoTIFF at 0.1 m (predict reads GeoTIFFs)."""
+    import numpy as np
+    import rasterio
+    import rasterio.errors
+    from rasterio.transform import from_origin
+
+    with warnings.catch_warnings():  # a PNG has no georeference: that is why this is written
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(png) as src:
+            pixels = src.read()
+    profile = {
+        "driver": "GTiff",
+        "width": pixels.shape[2],
+        "height": pixels.shape[1],
+        "count": pixels.shape[0],
+        "dtype": np.uint8,
+        "crs": "EPSG:32612",
+        "transform": from_origin(*HELD_OUT_CORNER, GSD, GSD),
+    }
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(pixels.astype(np.uint8))
+
+
+def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str) -> list[str]:
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--train_image_dir", str(chips / "train"),
+        "--train_label_file", str(chips / "train.json"),
+        "--input_size", str(args.input_size),
+        "--scale_range", str(args.scale_range[0]), str(args.scale_range[1]),
+        "--batch_size", str(args.batch_size),
+        "--learning_rate", str(args.learning_rate),
+        "--num_epochs", str(args.epochs),
+        "--warmup_steps", str(args.warmup_steps),
+        "--weight_decay", "0.05",
+        "--anchor_sizes", *map(str, args.anchor_sizes),
+        "--override", f"nms_thresh={args.nms}",
+        "--device", "cpu",
+        "--num_workers", "0",
+        "--seed", "0",
+        "--save_every", "0",
+        "--log_every", "10",
+        "--save_checkpoint_path", str(save),
+    ]  # fmt: skip
+    if recipe == "init_from":
+        return cmd + ["--init_from", str(args.init_from)]
+    return cmd + ["--model", "vit_tiny_patch16"]
+
+
+def bench(args: argparse.Namespace) -> list[dict]:
+    real = args.shared / "realimagery"
+    if not (real / f"{TRAIN_SCENE}.xml").is_file():
+        sys.exit(f"{real}: the real crops are not there (see --shared)")
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    chips, truth_dir = work / "chips", work / "truth"
+    common = ["--gsd", str(GSD), "--chip", str(args.chip), "--overlap", str(args.chip_overlap)]
+    prep = run(
+        cli("prepare", "--images", str(real / f"{TRAIN_SCENE}.png"), "--labels",
+            str(real / f"{TRAIN_SCENE}.xml"), "-o", str(chips), "--val-fraction", "0", *common),
+        log, args.threads,
+    )  # fmt: skip
+    run(
+        cli("prepare", "--images", str(real / f"{HELD_OUT}.png"), "--labels",
+            str(real / f"{HELD_OUT}.xml"), "-o", str(truth_dir), "--val-fraction", "0", *common),
+        log, args.threads,
+    )  # fmt: skip
+    truth = truth_dir / "train_scenes.json"  # its scene-pixel boxes; val cannot be 1
+    scene = work / f"{HELD_OUT}.tif"
+    held_out_geotiff(real / f"{HELD_OUT}.png", scene)
+
+    # training is the long part: the recipes train side by side, one thread each
+    jobs = {}
+    for recipe in args.recipes:
+        out = work / recipe
+        out.mkdir(exist_ok=True)
+        if args.reuse and (out / "checkpoint.pth").is_file():
+            continue  # trained by an earlier run of this bench; its log gives the minutes
+        cmd = train_command(args, chips, out / "checkpoint.pth", recipe)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+        with (out / "train.log").open("w") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n")
+        fh = (out / "train.log").open("a")
+        jobs[recipe] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=fh),
+                        time.perf_counter(), fh)  # fmt: skip
+        if not args.parallel:
+            jobs[recipe][0].wait()
+    trained = {}
+    for recipe, (proc, _start, fh) in jobs.items():
+        if proc.wait():
+            sys.exit(
+                f"train.py ({recipe}) failed:\n{(work / recipe / 'train.log').read_text()[-3000:]}"
+            )
+        fh.close()
+    trained = {}
+    for recipe in args.recipes:
+        log_rows = (work / recipe / "train_log.jsonl").read_text().splitlines()
+        times = [json.loads(r)["time"] for r in log_rows]
+        trained[recipe] = times[-1] - times[0]  # first to last log record: training itself
+
+    rows = []
+    for recipe in args.recipes:
+        out = work / recipe
+        ckpt, model, dets = out / "checkpoint.pth", out / "model.onnx", out / "detections"
+        other = run(
+            cli(
+                "export", str(ckpt), "-o", str(model), *([] if args.validate else ["--no-validate"])
+            ),
+            out / "export.log",
+            args.threads,
+        )
+        other += run(
+            cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
+                str(args.threads), "--overwrite"),
+            out / "predict.log", args.threads,
+        )  # fmt: skip
+        tile = args.input_size  # export's default tile: the checkpoint's training input size
+        metrics_path = out / "metrics.json"
+        other += run(
+            cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
+                str(metrics_path), "--tile", str(tile), "--overlap", "0.2"),
+            out / "score.log", args.threads,
+        )  # fmt: skip
+        metrics = json.loads(metrics_path.read_text())
+        found = json.loads((dets / f"{HELD_OUT}.geojson").read_text())
+        rows.append(
+            {
+                "recipe": recipe,
+                "AP50": metrics["AP50"],
+                "AP": metrics["AP"],
+                "detections": len(found["features"]),
+                "duplicates": metrics.get("duplicates"),
+                "seam_duplicates": metrics.get("seam_duplicates"),
+                "train_min": trained[recipe] / 60,
+                "total_min": (prep + trained[recipe] + other) / 60,
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    head = (
+        "| recipe | held-out AP50 | COCO AP | detections | duplicates (seams) | train min "
+        "| total min |\n|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {r['recipe']} | {r['AP50']:.3f} | {r['AP']:.3f} | {r['detections']} | "
+        f"{r['duplicates']} ({r['seam_duplicates']}) | {r['train_min']:.1f} | "
+        f"{r['total_min']:.1f} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="holds realimagery/")
+    p.add_argument("--work", type=Path, default=Path("/tmp/scalemae-det-bench-real"))
+    p.add_argument("--recipes", type=lambda s: s.split(","), default=list(RECIPES))
+    p.add_argument("--init_from", type=Path, default=BUNDLED, help="detector for init_from")
+    p.add_argument("--chip", type=int, default=512, help="prepare's chip side, px")
+    p.add_argument("--chip_overlap", type=float, default=0.25)
+    p.add_argument("--input_size", type=int, default=384, help="training crop, px")
+    p.add_argument("--scale_range", type=float, nargs=2, default=(0.8, 1.25))
+    p.add_argument("--anchor_sizes", type=int, nargs=5, default=(12, 24, 48, 96, 192))
+    p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument("--warmup_steps", type=int, default=50)
+    p.add_argument("--reuse", action="store_true", help="keep checkpoints --work already has")
+    p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                   help="export's parity check")  # fmt: skip
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per command")
+    p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the recipes side by side")  # fmt: skip
+    args = p.parse_args(argv)
+    unknown = set(args.recipes) - set(RECIPES)
+    if unknown:
+        p.error(
+            f"--recipes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RECIPES)}"
+        )
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    rows = bench(args)
+    text = table(rows, args)
+    print(text, end="")
+    (args.work / "bench_real.md").write_text(text)
+    (args.work / "bench_real.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
