@@ -38,6 +38,11 @@ _PARAM_REF = re.compile(
 )  # a parameter named inside a problem text: "use `gsd_mode` as-is"
 
 
+def spelled(text: str, spell: Spelling) -> str:
+    """`text` with the parameters it names in backticks written by `spell` (notes, problems)."""
+    return _PARAM_REF.sub(lambda m: spell(m[1]), text)
+
+
 class ParameterError(UserError):
     """`param` has a value the library cannot use. `problem` may name parameters in backticks (and must name
     `param` so when no `value` is given); `source` is the file the value was checked against, if any."""
@@ -49,7 +54,7 @@ class ParameterError(UserError):
         super().__init__(self.render())
 
     def render(self, spell: Spelling = python_name) -> str:
-        problem = _PARAM_REF.sub(lambda m: spell(m[1]), self.problem)
+        problem = spelled(self.problem, spell)
         where = f"{self.source}: " if self.source else ""
         if self.value is self._UNSET:
             return f"{where}{problem}"

@@ -16,7 +16,9 @@ from scalemae_det.base.errors import dashed_flag
 
 def predict(
     scenes: list[str] = typer.Argument(
-        ..., help="GeoTIFF scenes: files, directories or glob patterns"
+        ...,
+        help="GeoTIFF scenes: files, directories, glob patterns, URLs (https://, s3://, gs://, "
+        "az://) or STAC Item/ItemCollection JSON (a file or a URL)",
     ),
     model: Path = typer.Option(..., "--model", help="exported scalemae-det ONNX model"),
     out: Path = typer.Option(..., "--out", help="output directory (one file per scene)"),
@@ -66,6 +68,18 @@ def predict(
         "--shard-count",
         help="N for --shard auto in a Kubernetes Indexed Job (its completions)",
     ),
+    aoi: Path = typer.Option(
+        None,
+        "--aoi",
+        help="area of interest (any vector file, any CRS): only tiles meeting it are read, "
+        "detections outside it dropped",
+    ),
+    stac_asset: str = typer.Option(
+        None,
+        "--stac-asset",
+        help="asset of STAC items to read",
+        show_default="visual, else the first GeoTIFF data asset",
+    ),
 ) -> None:
     """Detect objects in GeoTIFF scenes with an exported ONNX model (no PyTorch needed)."""
     from scalemae_det.runtime.job import SceneOptions, predict_job
@@ -80,6 +94,8 @@ def predict(
         fmt,
         crs,
         overwrite,
+        aoi,
+        stac_asset,
     )
     failed = predict_job(
         scenes,

@@ -151,7 +151,7 @@ def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Pat
         None if not scene.georeferenced else WGS84 if crs_mode == "wgs84" else scene.crs.to_string()
     )
     det = result.detections
-    fields = columns(Path(result.path).name, det.boxes, det.scores, det.labels, result.class_names)
+    fields = columns(result.name, det.boxes, det.scores, det.labels, result.class_names)
     with atomic_path(path, keep_suffix=True) as tmp:
         write_layer(tmp, box_rings(result, crs_mode), fields, crs, driver)
     return Path(path)
