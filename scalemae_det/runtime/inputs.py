@@ -50,6 +50,13 @@ def url_source(url: str) -> Source:
     return Source(url, name, Path(name).stem)
 
 
+def as_source(scene: str | Path | Source) -> Source:
+    """A Source of a Source, a URL or a file path."""
+    if isinstance(scene, Source):
+        return scene
+    return url_source(scene) if is_url(scene) else file_source(scene)
+
+
 def _is_stac(item: str) -> bool:
     tail = url_name(item) if is_url(item) else item
     return tail.lower().endswith(STAC_SUFFIXES)

@@ -28,7 +28,7 @@ from scalemae_det.base.pixels import (
     value_range,
 )
 from scalemae_det.base.remote import open_path, reading
-from scalemae_det.runtime.inputs import Source, file_source
+from scalemae_det.runtime.inputs import Source, as_source
 from scalemae_det.runtime.tiling import Tile, plan
 
 GSD_MODES = ("resample", "as-is")
@@ -58,7 +58,7 @@ class Scene:
     area_rings: list | None = None  # the area in scene pixels (runtime.aoi), None without one
 
     def __post_init__(self):
-        self.name = self.name or file_source(self.path).name
+        self.name = self.name or as_source(self.path).name
 
     @property
     def georeferenced(self) -> bool:
@@ -121,7 +121,7 @@ def open_scene(
     """Inspect a raster (a file, a URL, or a runtime.inputs.Source) and plan its tiles: those
     meeting `area` (a runtime.aoi.Area) when given. Reads only a decimated copy, for the stretch,
     over the tiles to be read."""
-    source = path if isinstance(path, Source) else file_source(path)
+    source = as_source(path)
     path = source.path
     check_options(gsd_mode, overlap)
     with reading(path), raster_errors(path, "not a readable raster"):

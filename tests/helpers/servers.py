@@ -218,6 +218,32 @@ class RangeServer:
         h.end_headers()
 
 
+def write_cog(
+    src: str | os.PathLike, dst: str | os.PathLike, blocksize: int = 128, **options
+) -> Path:
+    """`src` rewritten as a Cloud Optimized GeoTIFF by rasterio's COG driver (uncompressed unless
+    `options` say otherwise, so the bytes a read needs are proportional to the pixels it reads)."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        profile = {
+            "driver": "COG",
+            "width": ds.width,
+            "height": ds.height,
+            "count": ds.count,
+            "dtype": ds.dtypes[0],
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "nodata": ds.nodata,
+            "blocksize": blocksize,
+            "compress": "NONE",
+            **options,
+        }
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read())
+    return Path(dst)
+
+
 class S3Server:
     """moto's S3 API server on 127.0.0.1 (moto 5: moto.server.ThreadedMotoServer), with the
     environment GDAL's /vsis3/ and boto3 need to reach it: `env(key, secret)`."""
