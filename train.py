@@ -1,7 +1,8 @@
 """Fine-tune the ScaleMAE ViTDet detector (see `python train.py --help`).
 
 python train.py ...                                          one process
-torchrun --nproc_per_node=N train.py ...                     N processes (and --nnodes/--rdzv_* across machines)
+torchrun --nproc_per_node=N train.py ...                     N processes (and --nnodes/--rdzv_*
+across machines)
 python -m torch.distributed.launch --nproc_per_node=N train.py ...   the old launcher
 """
 

@@ -1,4 +1,5 @@
-"""Scene throughput of the bundled model: ONNX Runtime vs PyTorch eager vs SAHI, same tiles, and their AP@0.5.
+"""Scene throughput of the bundled model: ONNX Runtime vs PyTorch eager vs SAHI, same tiles, and
+their AP@0.5.
 
     .venv/bin/python bench/bench_backends.py                         # 10240 px scene, 2 threads
     .venv/bin/python bench/bench_backends.py --size 6144 --backends ort torch
@@ -11,7 +12,8 @@ Backends (each in its own process, after the model is loaded, so the figures are
 - `sahi`: `sahi.predict.get_sliced_prediction` with the PyTorch model at the same slice size and
   overlap (SAHI lays out the same tiles), its default GREEDYNMM/IOS 0.5 merge, on the scene read
   into memory (the read is counted). SAHI is not a dependency: install it apart, e.g.
-  `.venv/bin/pip install --target /tmp/sahi-pkgs --no-deps sahi shapely opencv-python-headless fire termcolor`,
+  `.venv/bin/pip install --target /tmp/sahi-pkgs --no-deps sahi shapely opencv-python-headless fire
+  termcolor`,
   and pass that folder as --sahi-path; it is put on sys.path in the SAHI process only.
 
 The scene (synthetic, at the model's 0.5 m, seed = size, as bench_predict) and the exported models
@@ -44,7 +46,8 @@ def scene_progress(label: str):
 
 
 class TorchSession:
-    """A Detector's session made of the PyTorch model, eager, on the same batches as onnxruntime's."""
+    """A Detector's session made of the PyTorch model, eager, on the same batches as
+    onnxruntime's."""
 
     def __init__(self, model, metadata, batch: int):
         self.model, self.metadata, self.gsd, self.batch = model, metadata, metadata.gsd, batch
@@ -113,7 +116,8 @@ def run_sahi(args: argparse.Namespace) -> dict:
         from sahi.prediction import ObjectPrediction
     except ImportError as exc:
         return {
-            "error": f"sahi not importable ({exc}); install it apart (see this script's doc) and pass --sahi-path"
+            "error": f"sahi not importable ({exc}); install it apart (see this script's doc) and "
+            "pass --sahi-path"
         }
 
     from scalemae_det.base.pixels import select_bands
@@ -124,7 +128,8 @@ def run_sahi(args: argparse.Namespace) -> dict:
     names = ckpt["class_names"]
 
     class ScaleMAEDetectionModel(DetectionModel):
-        """SAHI's model interface over ScaleMAEDetector: uint8 HWC slice -> [0, 1] CHW, run at the model's GSD."""
+        """SAHI's model interface over ScaleMAEDetector: uint8 HWC slice -> [0, 1] CHW, run at the
+        model's GSD."""
 
         infer_seconds, slices = 0.0, 0
 
@@ -180,7 +185,8 @@ def run_sahi(args: argparse.Namespace) -> dict:
     read_seconds = time.perf_counter() - start
     with bar:
         # force_postprocess_type: keep SAHI's default merge although the threshold is under its 0.1
-        # "low confidence" switch to NMS/IOU; perform_standard_pred would run the model on the whole scene
+        # "low confidence" switch to NMS/IOU; perform_standard_pred would run the model on the whole
+        # scene
         result = get_sliced_prediction(
             image,
             sahi_model,
@@ -320,7 +326,8 @@ def main() -> None:
 
     megapixels = args.size**2 / 1e6
     print(
-        f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} objects, "
+        f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, {len(gt['annotations'])} "
+        "objects, "
         f"{args.gsd:g} m), tile {args.tile}, overlap {args.overlap}, {args.threads} threads",
         flush=True,
     )
@@ -341,13 +348,15 @@ def main() -> None:
             f", {k.split('_')[0]} {m[k]:.1f} s" for k in ("read_seconds", "merge_seconds") if k in m
         )
         print(
-            f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) [{m['provider']}]",
+            f"{backend}: {m['seconds']:.1f} s ({m['infer_seconds']:.1f} s in inference{extra}) "
+            f"[{m['provider']}]",
             flush=True,
         )
 
     base = rows.get("ort", {}).get("seconds")
     print(
-        f"\n{'backend':<8} {'tiles':>6} {'seconds':>8} {'MP/s':>6} {'detections':>10} {'AP@0.5':>7} {'time/ORT':>8}"
+        f"\n{'backend':<8} {'tiles':>6} {'seconds':>8} {'MP/s':>6} {'detections':>10} "
+        f"{'AP@0.5':>7} {'time/ORT':>8}"
     )
     for backend, m in rows.items():
         if "error" in m:
@@ -359,7 +368,8 @@ def main() -> None:
             f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}"
         )
     print(
-        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over classes;\n"
+        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over "
+        "classes;\n"
         "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
         "it did not finish in 18 min on a 10k scene"
     )

@@ -1,4 +1,5 @@
-"""`scalemae-det merge`: seconds and peak RSS by the number of scenes in a job (the streaming claim).
+"""`scalemae-det merge`: seconds and peak RSS by the number of scenes in a job (the streaming
+claim).
 
     .venv/bin/python bench/bench_merge.py                    # 3x3 and 6x6 grids of scenes
     .venv/bin/python bench/bench_merge.py --grids 2 4 8 --detections 20000
@@ -8,7 +9,8 @@ A job is laid out as predict leaves it, through the runtime's own writers: a gri
 GeoJSON output (runtime.outputs.write) and a run record (runtime.records.RunRecord). Objects are
 drawn in ground coordinates, so one in an overlap is in both scenes' outputs (cut where a scene's
 edge crosses it) and merge has real duplicates to remove. Each merge runs in its own process, so its
-peak RSS (VmHWM, bench_predict.peak_rss_mib) is its own; the claim is that it follows one scene's detections, not the job's:
+peak RSS (VmHWM, bench_predict.peak_rss_mib) is its own; the claim is that it follows one scene's
+detections, not the job's:
 a 4x larger job keeps about the same peak.
 """
 
@@ -99,7 +101,7 @@ def write_job(out: Path, grid: int, per_scene: int, overlap_m: float, seed: int)
 
 
 def child(out: str, to: str) -> None:
-    from scalemae_det.runtime.mosaic import merge_job
+    from scalemae_det.runtime.job_layer import merge_job
 
     start = time.perf_counter()
     report = merge_job(out, to, crs="EPSG:4326")
@@ -155,7 +157,8 @@ def main() -> None:
         )
         m = json.loads(done.stdout.strip().splitlines()[-1])
         print(
-            f"| {m['scenes']} | {m['detections']:,} | {m['detections'] - m['kept']:,} | {m['pairs']} | "
+            f"| {m['scenes']} | {m['detections']:,} | {m['detections'] - m['kept']:,} | "
+            f"{m['pairs']} | "
             f"{m['seconds']:.1f} | {m['peak_rss_mib']:.1f} MiB |",
             flush=True,
         )

@@ -1,7 +1,9 @@
-"""Whole-process `scalemae-det predict`: peak RSS as detections grow, and time against a bare onnxruntime loop.
+"""Whole-process `scalemae-det predict`: peak RSS as detections grow, and time against a bare
+onnxruntime loop.
 
     .venv/bin/python bench/bench_outputs.py                        # memory 2k vs 8k, overhead at 4k
-    .venv/bin/python bench/bench_outputs.py --memory-sizes 2048 8192 --overhead-size 4096 --threads 1
+    .venv/bin/python bench/bench_outputs.py --memory-sizes 2048 8192 --overhead-size 4096 --threads
+    1
 
 Every measurement is a separate process, timed from its start to its exit, with its own CPU time and
 peak RSS (os.wait4's rusage), so imports, reading, merging and writing all count.
@@ -100,7 +102,8 @@ def synthetic_scene(workdir: Path, size: int) -> Path:
     return path
 
 
-# Measures one command from a fresh, small Python: Linux carries a process's peak RSS across fork and
+# Measures one command from a fresh, small Python: Linux carries a process's peak RSS across fork
+# and
 # exec, so a child forked straight from this (torch-importing) process would report this one's peak.
 LAUNCHER = """
 import json, os, subprocess, sys, time
@@ -108,13 +111,15 @@ with open(sys.argv[1], "w") as log:
     start = time.perf_counter()
     proc = subprocess.Popen(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
-print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "cpu_seconds": usage.ru_utime + usage.ru_stime,
                   "peak_rss_mib": usage.ru_maxrss / 1024, "rc": os.waitstatus_to_exitcode(status)}))
 """
 
 
 def run_measured(cmd: list[str], log: Path) -> dict:
-    """Run `cmd` to its end: wall seconds from start to exit, CPU seconds (user + system) and peak RSS (MiB)."""
+    """Run `cmd` to its end: wall seconds from start to exit, CPU seconds (user + system) and peak
+    RSS (MiB)."""
     done = subprocess.run(
         [sys.executable, "-c", LAUNCHER, str(log), *cmd], capture_output=True, text=True, check=True
     )
@@ -240,7 +245,8 @@ def main() -> None:
         )
         rows.append(m)
         print(
-            f"predict {size:>5} px: {m['detections']:>7} detections, {m['tiles']:>4} tiles, {m['seconds']:6.1f} s, "
+            f"predict {size:>5} px: {m['detections']:>7} detections, {m['tiles']:>4} tiles, "
+            f"{m['seconds']:6.1f} s, "
             f"peak RSS {m['peak_rss_mib']:6.1f} MiB, GeoJSON {m['output_mib']:.1f} MiB",
             flush=True,
         )
@@ -279,10 +285,14 @@ def main() -> None:
         cpu_base, cpu = (min(r[k]["cpu_seconds"] for r in runs) for k in (0, 1))
         assert m["tiles"] == base["tiles"], (m["tiles"], base["tiles"])
         print(
-            f"{kind} {args.overhead_size} px, {base['tiles']} tiles, {m['detections']} detections written as GeoJSON "
-            f"(peak RSS {m['peak_rss_mib']:.1f} MiB); fastest of {args.repeats}, predict / bare onnxruntime loop:\n"
-            f"    wall {m['seconds']:.1f} s / {base['seconds']:.1f} s = {m['seconds'] / base['seconds']:.3f}x, "
-            f"CPU {cpu:.1f} s / {cpu_base:.1f} s = {cpu / cpu_base:.3f}x (target <= 1.10x); wall ratios of each "
+            f"{kind} {args.overhead_size} px, {base['tiles']} tiles, {m['detections']} detections "
+            "written as GeoJSON "
+            f"(peak RSS {m['peak_rss_mib']:.1f} MiB); fastest of {args.repeats}, predict / bare "
+            "onnxruntime loop:\n"
+            f"    wall {m['seconds']:.1f} s / {base['seconds']:.1f} s = "
+            f"{m['seconds'] / base['seconds']:.3f}x, "
+            f"CPU {cpu:.1f} s / {cpu_base:.1f} s = {cpu / cpu_base:.3f}x (target <= 1.10x); wall "
+            "ratios of each "
             f"repeat: {[round(r[1]['seconds'] / r[0]['seconds'], 3) for r in runs]}",
             flush=True,
         )

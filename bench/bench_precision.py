@@ -1,9 +1,11 @@
-"""float32 vs fp16 vs int8 exports in ONNX Runtime on this machine: tiles/s per model, and AP50 of the bundled model.
+"""float32 vs fp16 vs int8 exports in ONNX Runtime on this machine: tiles/s per model, and AP50 of
+the bundled model.
 
     .venv/bin/python bench/bench_precision.py --models bundled vit_base_patch16 --threads 2
     .venv/bin/python bench/bench_precision.py --models vit_large_patch16 --threads 2 --rounds 2
 
-Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`, int8
+Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`,
+int8
 with the library's quantisation (export.quantize) of the float32 graph, calibrated on a generated
 scene read by the runtime's reader. The bundled model goes through the full `--precision int8`
 export instead (calibration, then the accuracy gate against float32 on held-out tiles), and its
@@ -94,7 +96,8 @@ def exports(
 def throughput(
     paths: dict[str, Path], tile: int, threads: int, rounds: int, count: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """precision -> tiles/s (median pass), and -> CPU seconds per tile (best pass); precisions interleaved."""
+    """precision -> tiles/s (median pass), and -> CPU seconds per tile (best pass); precisions
+    interleaved."""
     import onnxruntime as ort
 
     sessions = {}
@@ -182,7 +185,8 @@ def main() -> None:
                     )
                 )
                 print(
-                    f"  {p}: {rates[p]:.3f} tiles/s ({rates[p] / rates['fp32']:.2f}x), {cpu[p]:.2f} CPU s/tile "
+                    f"  {p}: {rates[p]:.3f} tiles/s ({rates[p] / rates['fp32']:.2f}x), "
+                    f"{cpu[p]:.2f} CPU s/tile "
                     f"({cpu['fp32'] / cpu[p]:.2f}x), {sizes[p]:.0f} MiB"
                     + (f", AP50 {ap50[p]:.3f}" if p in ap50 else ""),
                     flush=True,
@@ -193,14 +197,17 @@ def main() -> None:
                 path.unlink()
             gc.collect()
         print(
-            f"\ntile {args.tile}, batch 1, {args.threads} threads, median of {args.rounds} passes of {args.tiles} tiles\n"
+            f"\ntile {args.tile}, batch 1, {args.threads} threads, median of {args.rounds} passes "
+            f"of {args.tiles} tiles\n"
         )
         print(
-            "| model | precision | tiles/s | vs fp32 | CPU s/tile | vs fp32 | MiB | AP50 |\n|---|---|---|---|---|---|---|---|"
+            "| model | precision | tiles/s | vs fp32 | CPU s/tile | vs fp32 | MiB | AP50 "
+            "|\n|---|---|---|---|---|---|---|---|"
         )
         for name, p, rate, ratio, cpu_s, cpu_ratio, size, ap in rows:
             print(
-                f"| {name} | {p} | {rate:.3f} | {ratio:.2f}x | {cpu_s:.2f} | {cpu_ratio:.2f}x | {size:.0f} | "
+                f"| {name} | {p} | {rate:.3f} | {ratio:.2f}x | {cpu_s:.2f} | {cpu_ratio:.2f}x | "
+                f"{size:.0f} | "
                 f"{'-' if ap is None else f'{ap:.3f}'} |"
             )
 

@@ -1,12 +1,16 @@
-"""Scene throughput (megapixels/s), the share of wall time outside session.run, and peak RSS by scene size.
+"""Scene throughput (megapixels/s), the share of wall time outside session.run, and peak RSS by
+scene size.
 
-    .venv/bin/python bench/bench_predict.py                          # ONNX stand-in, 2k and 16k scenes
+    .venv/bin/python bench/bench_predict.py                          # ONNX stand-in, 2k and 16k
+    scenes
     .venv/bin/python bench/bench_predict.py --model tiny.onnx --sizes 2048 --threads 2
     .venv/bin/python bench/bench_predict.py --model m.onnx --provider cuda   # on a GPU machine
 
 Scenes are synthetic GeoTIFFs (`scalemae_det.synthetic.write_scene`, at the model's GSD, cached in
---workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak RSS
-(VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k scene's peak stays
+--workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak
+RSS
+(VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k scene's
+peak stays
 within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/helpers/standin.py,
 tile 512) is used: it makes the runtime's own costs (reading, tiling, merging) visible, which a real
 detector's inference hides; pass an exported model for real throughput.
@@ -26,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory since its exec (VmHWM). Not ru_maxrss: Linux carries the
-    parent's high-water mark into a child's across fork and exec, so a child would report its parent's."""
+    parent's high-water mark into a child's across fork and exec, so a child would report its
+    parent's."""
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
@@ -114,10 +119,13 @@ def main() -> None:
         outside = 1 - m["run_seconds"] / m["seconds"]
         rows.append(m)
         print(
-            f"{size:>6} px  {m['megapixels']:8.1f} MP  {m['tiles']:6d} tiles ({m['skipped']} skipped)  "
-            f"{m['megapixels'] / m['seconds']:7.2f} MP/s  {m['tiles'] / m['seconds']:7.1f} tiles/s  "
+            f"{size:>6} px  {m['megapixels']:8.1f} MP  {m['tiles']:6d} tiles ({m['skipped']} "
+            "skipped)  "
+            f"{m['megapixels'] / m['seconds']:7.2f} MP/s  {m['tiles'] / m['seconds']:7.1f} tiles/s "
+            " "
             f"outside session.run {outside:6.1%}  peak RSS {m['peak_rss_mib']:7.1f} MiB  "
-            f"{m['detections']} detections  [{m['provider']}, tile {m['tile']}, batch {m['batch']}]",
+            f"{m['detections']} detections  [{m['provider']}, tile {m['tile']}, batch "
+            f"{m['batch']}]",
             flush=True,
         )
     if len(rows) > 1:

@@ -1,11 +1,14 @@
 """Training throughput of train.py (images/s) and peak memory, for 1 and 2 processes.
 
-    .venv/bin/python bench/bench_train.py                # vit_tiny_patch16, 256 px, CPU, 1 and 2 processes
-    .venv/bin/python bench/bench_train.py --model vit_large_patch16 --input_size 800 --device cuda \\
+    .venv/bin/python bench/bench_train.py                # vit_tiny_patch16, 256 px, CPU, 1 and 2
+    processes
+    .venv/bin/python bench/bench_train.py --model vit_large_patch16 --input_size 800 --device cuda
+    \\
         --amp bf16 --grad_checkpointing --procs 1        # the GPU figure
 
 Generates synthetic GeoTIFF chips (`scalemae-det synth-chips`), runs train.py for one epoch
-(torchrun for several processes; the CPU cores are split between them unless --threads) and reads its
+(torchrun for several processes; the CPU cores are split between them unless --threads) and reads
+its
 JSON-lines log: throughput over the steps after `--warmup`, from the log's timestamps, and the
 peak memory (GPU allocated, or the CPU process's max RSS). Prints one line per process count.
 """
@@ -126,15 +129,19 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         print(
-            f"train.py throughput: {args.model}, {args.input_size} px, batch {args.batch_size}/process, "
-            f"{args.device}, amp {args.amp}{', grad checkpointing' if args.grad_checkpointing else ''}, "
+            f"train.py throughput: {args.model}, {args.input_size} px, batch "
+            f"{args.batch_size}/process, "
+            f"{args.device}, amp "
+            f"{args.amp}{', grad checkpointing' if args.grad_checkpointing else ''}, "
             f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start"
         )
         for procs in args.procs:
             r = measure(data, work, procs, args)
             print(
-                f"  {procs} process(es) x {r['threads']} thread(s): {r['images_per_s']:.2f} images/s "
-                f"over {r['steps_timed']} steps, peak memory {r['max_memory_mb']:.0f} MB per process"
+                f"  {procs} process(es) x {r['threads']} thread(s): {r['images_per_s']:.2f} "
+                "images/s "
+                f"over {r['steps_timed']} steps, peak memory {r['max_memory_mb']:.0f} MB per "
+                "process"
             )
 
 

@@ -20,9 +20,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from scalemae_det.data.chipping import ChipConfig
 from scalemae_det.data.coco import CocoDetection
+from scalemae_det.data.readers.xview import XVIEW_CLASSES, prepare_xview
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
-from scalemae_det.data.xview import XVIEW_CLASSES, ChipConfig, prepare_xview
 
 SIDE = 3000
 

@@ -1,21 +1,26 @@
-"""GPU check, for a machine with one NVIDIA GPU (under 10 minutes): throughput of vit_large_patch16 at tile 800,
-batch 4 (random weights) on CUDA fp32/fp16 and TensorRT fp16/int8, and the int8 accuracy gate's figures on each.
+"""GPU check, for a machine with one NVIDIA GPU (under 10 minutes): throughput of vit_large_patch16
+at tile 800,
+batch 4 (random weights) on CUDA fp32/fp16 and TensorRT fp16/int8, and the int8 accuracy gate's
+figures on each.
 
     .venv/bin/python bench/gpu_check.py --out gpu_check_out          # on the GPU machine
-    .venv/bin/python bench/gpu_check.py --smoke --out /tmp/smoke     # plumbing only, CPU, tiny model, tile 256
+    .venv/bin/python bench/gpu_check.py --smoke --out /tmp/smoke     # plumbing only, CPU, tiny
+    model, tile 256
 
 NOT YET RUN ON A GPU: no GPU has been lent to this project so far; `--smoke` runs every stage on
 the CPU provider with vit_tiny_patch16 to check the script itself (49 s on the 2-core machine).
 Expected time on a GPU machine, by estimate only: ViT-L traces (about 60 s each for float32 and
 fp16 on the CPU, as measured here), its quantisation (pre-processing and quantize_static on the
 CPU, calibration on CUDA: 2-4 min), two TensorRT engine builds (minutes each; cached under
-~/.cache/scalemae-det/tensorrt for a rerun). If it runs long, lower --calibration-tiles and --passes.
+~/.cache/scalemae-det/tensorrt for a rerun). If it runs long, lower --calibration-tiles and
+--passes.
 
 Stages (each timed, results appended to OUT/gpu_check.json and printed as a markdown table):
 1. exports: vit_large_patch16 with random weights, float32 and fp16 (`export_onnx`, no onnxslim, no
    PyTorch parity, which would run ViT-L on the CPU), and int8 (`export.quantize` of the float32
    graph, calibrated on CUDA with tiles of a generated scene read by the runtime's reader);
-   the bundled model at the same tile and batch through the full `--precision int8` export (with the gate).
+   the bundled model at the same tile and batch through the full `--precision int8` export (with the
+   gate).
 2. per configuration, through the runtime's own Session (so the int8 TensorRT switch is the one
    predict uses): cuda/fp32, cuda/fp16, tensorrt/fp16 (the fp16 graph), tensorrt/int8 (the QDQ
    graph, `trt_int8_enable`, explicit quantisation): tiles/s over --passes batches after a warm-up
@@ -181,7 +186,8 @@ def main() -> None:
     log(f"onnxruntime {ort.__version__}, providers {available}")
     if not args.smoke and "CUDAExecutionProvider" not in available:
         sys.exit(
-            "error: no CUDAExecutionProvider: install onnxruntime-gpu with its CUDA libraries, or use --smoke"
+            "error: no CUDAExecutionProvider: install onnxruntime-gpu with its CUDA libraries, or "
+            "use --smoke"
         )
     providers = (
         ["CPUExecutionProvider"]
@@ -213,7 +219,8 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - start
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
     print(
-        "\n| model | provider | precision | tiles/s | engine/first run s | precision vs CPU fp32 | recall |"
+        "\n| model | provider | precision | tiles/s | engine/first run s | precision vs CPU fp32 | "
+        "recall |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in results["rows"]:
@@ -224,7 +231,8 @@ def main() -> None:
         else:
             print(
                 f"| {r['model']} | {r['provider']} | {r['precision']} | {r['tiles_per_s']:.2f} | "
-                f"{r['first_run_s']:.1f} | {r['agreement_precision']:.3f} | {r['agreement_recall']:.3f} |"
+                f"{r['first_run_s']:.1f} | {r['agreement_precision']:.3f} | "
+                f"{r['agreement_recall']:.3f} |"
             )
     log(f"done in {results['seconds']:.0f} s; {args.out / 'gpu_check.json'}")
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, MissingPathError
 from scalemae_det.models.configs import DetectorConfig
 
 CHECKPOINT_FORMAT = "scalemae-det/1"
@@ -48,27 +48,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True; a pickle that wants to run code is refused, not run."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
+        raise MissingPathError(f"{path}: no such checkpoint file")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import and
-        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at all
+        # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import
+        # and
+        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at
+        # all
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
         blocked = next((line for line in lines if "GLOBAL" in line), None)
         if blocked:
-            raise UserError(
+            raise InputError(
                 f"{path}: refused to load: it holds objects that are not plain weights ({blocked})"
             ) from None
         marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler error" in line), None)
         detail = lines[marker + 1] if marker is not None and marker + 1 < len(lines) else lines[0]
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
     except Exception as exc:  # a truncated or foreign file fails in many ways inside the unpickler
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     return obj
 
 
@@ -97,7 +99,8 @@ def _encoder_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load ScaleMAE encoder weights (original release or torchgeo layout) into the detector's trunk."""
+    """Load ScaleMAE encoder weights (original release or torchgeo layout) into the detector's
+    trunk."""
     trunk = model.backbone.trunk
     state = _encoder_state(read_checkpoint(path))
     own = trunk.state_dict()
@@ -108,13 +111,14 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
             report.skipped.append(key)
             continue
         if value.shape != own[key].shape:
-            raise UserError(
+            raise InputError(
                 f"{path}: {key} has shape {tuple(value.shape)} but the model "
-                f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model size?"
+                f"({model.config.name}) expects {tuple(own[key].shape)}: weights of another model "
+                "size?"
             )
         usable[key] = value
     if not usable:
-        raise UserError(
+        raise InputError(
             f"{path}: no ScaleMAE encoder weights found (keys like 'blocks.0.attn.qkv.weight')"
         )
     report.loaded = sorted(usable)
@@ -134,7 +138,8 @@ def config_to_dict(cfg: DetectorConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> DetectorConfig:
-    """Inverse of `config_to_dict` (lists back to tuples); unknown keys are an error, not ignored."""
+    """Inverse of `config_to_dict` (lists back to tuples); unknown keys are an error, not
+    ignored."""
     types = {f.name for f in fields(DetectorConfig)}
     unknown = set(values) - types
     if unknown:
@@ -165,7 +170,7 @@ def read_detector_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `detector_state` (train.py), refusing anything else."""
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt or "config" not in ckpt:
-        raise UserError(
+        raise InputError(
             f"{path}: not a scalemae-det detector checkpoint (format {ckpt.get('format')!r})"
         )
     return ckpt
@@ -202,12 +207,12 @@ def check_weights(
             + ([f"missing: {_some(missing)}"] if missing else [])
             + ([f"unexpected: {_some(unexpected)}"] if unexpected else [])
         )
-        raise UserError(f"{path}: weights do not fit {expected}; {'; '.join(parts)}")
+        raise InputError(f"{path}: weights do not fit {expected}; {'; '.join(parts)}")
     bad = [
         k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
     ]
     if bad:
-        raise UserError(
+        raise InputError(
             f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_some(bad)}); "
             "the run that wrote it diverged: use an earlier checkpoint"
         )
@@ -216,7 +221,8 @@ def check_weights(
 def describe(cfg: DetectorConfig, num_classes: int) -> str:
     """The config a checkpoint's weights must fit, as a message names it."""
     return (
-        f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}) "
+        f"the {cfg.name} config (embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch "
+        f"{cfg.patch_size}) "
         f"with {num_classes} classes"
     )
 

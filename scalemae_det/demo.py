@@ -61,7 +61,8 @@ def run_demo(
     checkpoint: Path = BUNDLED,
     console: Console | None = None,
 ) -> dict:
-    """Run every stage into `out`; returns the report (also written as report.json and report.md)."""
+    """Run every stage into `out`; returns the report (also written as report.json and
+    report.md)."""
     from scalemae_det.evaluation import evaluate_detections, scene_results
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
@@ -142,7 +143,8 @@ def _markdown(report: dict) -> str:
         f"{report['scene']['objects']} objects (seed {report['scene']['seed']}).",
         "",
         f"Detections: {report['predict']['detections']} on {report['predict']['tiles_run']} tiles "
-        f"({report['predict']['tiles_skipped']} nodata tiles skipped), provider {report['predict']['provider']}.",
+        f"({report['predict']['tiles_skipped']} nodata tiles skipped), provider "
+        f"{report['predict']['provider']}.",
         "",
         "| class | AP@0.5 |",
         "|---|---|",
@@ -162,7 +164,8 @@ def _print(console: Console, report: dict) -> None:
     table.add_row("[bold]mean[/]", f"[bold]{report['AP50']:.3f}[/]")
     console.print(table)
     console.print(
-        f"{report['predict']['detections']} detections, {report['predict']['tiles_run']} tiles run, "
+        f"{report['predict']['detections']} detections, {report['predict']['tiles_run']} tiles "
+        "run, "
         f"{report['predict']['tiles_skipped']} skipped, on {report['predict']['provider']}; "
         f"total {sum(report['seconds'].values()):.0f} s"
     )

@@ -178,7 +178,8 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
         "APm": all_precision[:, :, :, 2, -1],
         "APl": all_precision[:, :, :, 3, -1],
     }
-    # COCOeval marks an undefined value (no ground truth, e.g. in an area range) -1; JSON says null, as for
+    # COCOeval marks an undefined value (no ground truth, e.g. in an area range) -1; JSON says null,
+    # as for
     # the per-class APs and the xView mean, so that no reader averages a -1 in
     stats = {name: float(v[v > -1].mean()) if (v > -1).any() else None for name, v in parts.items()}
     precision = all_precision[0, :, :, 0, -1]
@@ -202,7 +203,8 @@ class ClassMatches:
 
     @property
     def duplicate(self) -> np.ndarray:
-        """Detections whose best box reached the threshold but was claimed already: a second detection of one object."""
+        """Detections whose best box reached the threshold but was claimed already: a second
+        detection of one object."""
         return np.array([b is not None and not t for b, t in zip(self.best, self.tp)], bool)
 
 
@@ -259,7 +261,8 @@ def xview_class_aps(
     "official": a category's boxes in an image count only when the image has a detection of it,
     and a category with no box counted gets no AP (see the module doc). (The official scorer
     matches in the order of each image's file; by score here, the same for files sorted by score,
-    as predict writes them.) `matches`: `greedy_matches(gt, detections, iou_threshold)` when the caller
+    as predict writes them.) `matches`: `greedy_matches(gt, detections, iou_threshold)` when the
+    caller
     has it already.
     """
     aps = {}
@@ -281,9 +284,11 @@ def xview_class_aps(
 def claim(
     box: np.ndarray, targets: np.ndarray, claimed: np.ndarray, iou_threshold: float = 0.5
 ) -> tuple[bool, int | None]:
-    """The xView scorer's matching step: `box` claims the target of highest IoU when that IoU reaches
+    """The xView scorer's matching step: `box` claims the target of highest IoU when that IoU
+    reaches
     `iou_threshold` and the target is still unclaimed (`claimed` is updated). Call it for detections
-    in decreasing score order. Returns (true positive, index of that best target, or None when its IoU
+    in decreasing score order. Returns (true positive, index of that best target, or None when its
+    IoU
     is below the threshold)."""
     if not len(targets):
         return False, None
@@ -332,7 +337,8 @@ def xyxy(bbox: Sequence[float]) -> list[float]:
 def scene_results(
     result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]
 ) -> list[dict]:
-    """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id and
+    """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id
+    and
     category ids (matched to the model's classes by name)."""
     by_name = {c["name"]: c["id"] for c in categories}
     det = result.detections

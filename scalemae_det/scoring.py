@@ -1,4 +1,5 @@
-"""Scoring detections of whole scenes: `scalemae-det score` and `scalemae-det evaluate --scene-level`.
+"""Scoring detections of whole scenes: `scalemae-det score` and `scalemae-det evaluate
+--scene-level`.
 
 xView is scored on whole scenes (the official scorer takes one prediction file per scene,
 DIUx-xView/xView1_baseline scoring/score.py). Chips overlap, so scoring chip by chip counts an
@@ -17,7 +18,7 @@ that failed leaves behind.
   whatever CRS the polygons are in), or COCO results as `predict` writes them (image id = the
   scene's stem as a number, or its file name; category ids those of the COCO ground truth).
 - Chips: `stitch_chips` moves chip detections to scene pixels by the chip records' `scene`, `x0`
-  and `y0` and merges them with the runtime's own seam merge (`runtime.merge`), so scene-level
+  and `y0` and merges them with the runtime's own seam join (`runtime.seams`), so scene-level
   evaluation scores what `predict` would report.
 """
 
@@ -32,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, PathError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
 from scalemae_det.evaluation import ClassMatches, evaluate_detections, greedy_matches, xyxy
-from scalemae_det.runtime.merge import merge
+from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile, plan
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ def _read_json(path: Path):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise PathError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file: {exc}") from None
+        raise InputError(f"{path}: not a JSON file: {exc}") from None
 
 
 def _is_feature_collection(doc) -> bool:
@@ -83,7 +84,7 @@ def read_truth(path: str | os.PathLike, scenes: Sequence[str | os.PathLike] = ()
     coco = read_coco_json(path)
     for img in coco["images"]:
         if not isinstance(img, dict) or not isinstance(img.get("file_name"), str):
-            raise UserError(f"{path}: every image record needs a file_name (the scene's)")
+            raise InputError(f"{path}: every image record needs a file_name (the scene's)")
     return coco
 
 
@@ -92,21 +93,22 @@ def _feature_class(props: dict) -> str | None:
         if props.get(key) not in (None, ""):
             return str(props[key])
     if "type_id" in props:  # xView's labels
-        from scalemae_det.data.xview import XVIEW_CLASSES
+        from scalemae_det.data.readers.xview import XVIEW_CLASSES
 
         return XVIEW_CLASSES.get(int(props["type_id"]), str(props["type_id"]))
     return None
 
 
 def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
-    """COCO truth from GeoJSON: xView pixel bounds per image_id, or polygons reprojected into each scene."""
+    """COCO truth from GeoJSON: xView pixel bounds per image_id, or polygons reprojected into each
+    scene."""
     pixel_boxes: dict[str, list[tuple[str, list[float]]]] = defaultdict(list)
     polygons: list[tuple[str, np.ndarray]] = []
     for feature in doc["features"]:
         props = (feature or {}).get("properties") or {}
         name = _feature_class(props)
         if name is None:
-            raise UserError(
+            raise InputError(
                 f"{path}: a feature without a class ({', '.join(CLASS_PROPERTIES)} or type_id)"
             )
         if "bounds_imcoords" in props and "image_id" in props:
@@ -119,10 +121,10 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
             continue
         coords = _exterior_coordinates(feature.get("geometry"))
         if coords is None:
-            raise UserError(f"{path}: a feature whose geometry is not a Polygon or MultiPolygon")
+            raise InputError(f"{path}: a feature whose geometry is not a Polygon or MultiPolygon")
         polygons.append((name, coords))
     if polygons and not scenes:
-        raise UserError(
+        raise InputError(
             f"{path}: polygons in map coordinates need the scene rasters to map them to pixels "
             "(give the scenes)"
         )
@@ -151,7 +153,8 @@ def _geojson_truth(doc: dict, path: Path, scenes: list[Path]) -> dict:
 
 
 def _exterior_coordinates(geometry) -> np.ndarray | None:
-    """(N, 2) exterior-ring coordinates of a Polygon or MultiPolygon (holes do not change a bounding box)."""
+    """(N, 2) exterior-ring coordinates of a Polygon or MultiPolygon (holes do not change a bounding
+    box)."""
     if not isinstance(geometry, dict):
         return None
     if geometry.get("type") == "Polygon":
@@ -170,11 +173,12 @@ def _crs_of(doc: dict, path: Path):
     try:
         return CRS.from_user_input(name.replace("urn:ogc:def:crs:EPSG::", "EPSG:"))
     except Exception:  # rasterio raises its own CRSError, or ValueError, for names it cannot read
-        raise UserError(f"{path}: unknown crs {name!r}") from None
+        raise InputError(f"{path}: unknown crs {name!r}") from None
 
 
 def _raster_size(name: str, scenes: list[Path]) -> tuple[int, int]:
-    """A scene's pixel size from its raster, when given, else unknown (0, 0: pycocotools needs none)."""
+    """A scene's pixel size from its raster, when given, else unknown (0, 0: pycocotools needs
+    none)."""
     import rasterio
 
     for scene in scenes:
@@ -202,7 +206,7 @@ def _polygons_in_scenes(
         with raster_errors(scene), rasterio.open(scene) as ds:
             scene_crs, transform, w, h = ds.crs, ds.transform, ds.width, ds.height
         if scene_crs is None:
-            raise UserError(
+            raise InputError(
                 f"{scene}: no georeference, so polygons in map coordinates cannot be placed in it"
             )
         xs, ys = (np.asarray(v) for v in warp(crs, scene_crs, coords[:, 0], coords[:, 1]))
@@ -218,12 +222,16 @@ def _polygons_in_scenes(
     return out
 
 
-def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dict]:
-    """COCO results in the truth's scene image ids and category ids, from predict's GeoJSON or COCO files.
+def results_for_truth(paths: Iterable[str | os.PathLike], truth: dict) -> list[dict]:
+    """COCO results in the truth's image and category ids, from predict's files in any format
+    (read by runtime.outputs.read_detections): scenes by file name or stem, classes by name; COCO
+    results, which carry ids only, by image id (or its name) and category id.
 
     Detections of a scene or class the truth does not have cannot be scored: they are left out with
     a warning naming them.
     """
+    from scalemae_det.runtime.outputs import read_detections
+
     by_name = {}
     for img in truth["images"]:
         by_name[img["file_name"]] = img["id"]
@@ -232,67 +240,39 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
     cat_by_name = {str(c.get("name", c["id"])): c["id"] for c in truth["categories"]}
     cat_ids = set(cat_by_name.values())
     out, unknown_scenes, unknown_classes = [], Counter(), Counter()
-    for path in map(Path, paths):
-        doc = _read_json(path)
-        if _is_feature_collection(doc):
-            for feature in doc["features"]:
-                props = (feature or {}).get("properties") or {}
-                try:
-                    scene, label, score = (
-                        str(props["scene"]),
-                        str(props["label"]),
-                        float(props["score"]),
-                    )
-                    x0, y0, x1, y1 = (float(v) for v in props["pixel_bbox"])
-                except (KeyError, TypeError, ValueError):
-                    raise UserError(
-                        f"{path}: not predict's GeoJSON (features need scene, label, score and "
-                        "pixel_bbox properties)"
-                    ) from None
-                image = by_name.get(scene, by_name.get(Path(scene).stem))
-                if image is None:
-                    unknown_scenes[scene] += 1
-                elif label not in cat_by_name:
-                    unknown_classes[label] += 1
-                else:
-                    out.append(
-                        {
-                            "image_id": image,
-                            "category_id": cat_by_name[label],
-                            "score": score,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        }
-                    )
-        elif isinstance(doc, list):
-            for det in doc:
-                try:
-                    ident, cat, score, bbox = (
-                        det["image_id"],
-                        int(det["category_id"]),
-                        float(det["score"]),
-                        det["bbox"],
-                    )
-                    bbox = [float(v) for v in bbox][:4]
-                except (KeyError, TypeError, ValueError):
-                    raise UserError(
-                        f"{path}: not COCO results (each needs image_id, category_id, score, bbox)"
-                    ) from None
-                image = ident if ident in ids else by_name.get(str(ident))
-                if image is None:
-                    unknown_scenes[str(ident)] += 1
-                elif cat not in cat_ids:
-                    unknown_classes[str(cat)] += 1
-                else:
-                    out.append(
-                        {"image_id": image, "category_id": cat, "score": score, "bbox": bbox}
-                    )
-        else:
-            raise UserError(f"{path}: neither a GeoJSON FeatureCollection nor a COCO results list")
+    for path in paths:
+        found = read_detections(path)
+        for k in range(len(found)):
+            scene = found.scenes[k]
+            if found.labels is None:  # COCO results
+                image = scene if scene in ids else by_name.get(str(scene))
+                cat = int(found.class_ids[k])
+                known = cat in cat_ids
+                label = str(cat)
+            else:
+                image = by_name.get(str(scene), by_name.get(Path(str(scene)).stem))
+                label = found.labels[k]
+                cat, known = cat_by_name.get(label), label in cat_by_name
+            if image is None:
+                unknown_scenes[str(scene)] += 1
+            elif not known:
+                unknown_classes[label] += 1
+            else:
+                x0, y0, x1, y1 = found.boxes[k].tolist()
+                out.append(
+                    {
+                        "image_id": image,
+                        "category_id": cat,
+                        "score": float(found.scores[k]),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    }
+                )
     for what, counts in (("scene", unknown_scenes), ("class", unknown_classes)):
         if counts:
             shown = ", ".join(f"{k} ({n})" for k, n in counts.most_common(10))
             log.warning(
-                f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not have, "
+                f"warning: {sum(counts.values())} detection(s) of a {what} the truth does not "
+                "have, "
                 f"not scored: {shown}"
             )
     return out
@@ -302,11 +282,12 @@ def read_detections(paths: Iterable[str | os.PathLike], truth: dict) -> list[dic
 
 
 def chip_records(label_file: dict, path: str | os.PathLike) -> dict[int, dict]:
-    """Chip image id -> its record, each with `scene`, `x0`, `y0`, `width`, `height` (prepare-xview writes them)."""
+    """Chip image id -> its record, each with `scene`, `x0`, `y0`, `width`, `height` (prepare-xview
+    writes them)."""
     records = {}
     for img in label_file["images"]:
         if not all(isinstance(img.get(k), int | str) for k in ("scene", "x0", "y0")):
-            raise UserError(
+            raise InputError(
                 f"{path}: image {img.get('id')} has no scene, x0 and y0 (as prepare-xview writes); "
                 "scene-level evaluation needs them"
             )
@@ -322,10 +303,11 @@ def stitch_chips(
     match: str = "ios",
     match_threshold: float = 0.5,
 ) -> list[dict]:
-    """Chip detections (COCO results in chip pixels) -> merged detections in scene pixels and scene image ids.
+    """Chip detections (COCO results in chip pixels) -> merged detections in scene pixels and scene
+    image ids.
 
     Each chip is a tile of its scene: boxes near an inner chip edge are marked truncated as the
-    runtime marks them (`TRUNCATION_MARGIN`), and `runtime.merge.merge` resolves the overlaps.
+    runtime marks them (`TRUNCATION_MARGIN`), and `runtime.seams.join_seams` resolves the overlaps.
     """
     scene_of = {img["file_name"]: img for img in scene_truth["images"]}
     by_chip: dict[int, list[dict]] = defaultdict(list)
@@ -336,7 +318,7 @@ def stitch_chips(
         chip = chips[chip_id]
         scene = scene_of.get(chip["scene"])
         if scene is None:
-            raise UserError(
+            raise InputError(
                 f"scene {chip['scene']} of chip {chip.get('file_name')} is not in the scene labels"
             )
         x0, y0, w, h = int(chip["x0"]), int(chip["y0"]), int(chip["width"]), int(chip["height"])
@@ -363,7 +345,7 @@ def stitch_chips(
     out = []
     for name, chunks in parts.items():
         boxes, truncated, scores, labels, tile_ids = (np.concatenate(c) for c in zip(*chunks))
-        keep = merge(boxes, scores, labels, tile_ids, truncated, match, match_threshold)
+        keep = join_seams(boxes, scores, labels, tile_ids, truncated, match, match_threshold)
         out += coco_results(scene_of[name]["id"], boxes[keep], scores[keep], labels[keep])
     return out
 
@@ -425,7 +407,8 @@ def score_scenes(
     tile: int | None = None,
     overlap: float = 0.2,
 ) -> dict:
-    """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image cap)
+    """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image
+    cap)
     with `duplicates` (and `seam_duplicates` given the tiling) added."""
     kept = [d for d in detections if d["score"] > 0]  # as evaluate_detections keeps them
     max_dets = max([100, *Counter(d["image_id"] for d in kept).values()])

@@ -1,6 +1,8 @@
-"""Shrink a training checkpoint to what inference needs: weights in half precision, config, classes, GSD.
+"""Shrink a training checkpoint to what inference needs: weights in half precision, config, classes,
+GSD.
 
-    .venv/bin/python scripts/slim_checkpoint.py run/checkpoint.pth scalemae_det/assets/vit_tiny_synthetic.pth
+    .venv/bin/python scripts/slim_checkpoint.py run/checkpoint.pth
+    scalemae_det/assets/vit_tiny_synthetic.pth
 
 `load_detector` casts the weights back to float32 on load, so the bundled model stays a few MB.
 """

@@ -1,9 +1,14 @@
-"""Shared fixtures: a tiny detector checkpoint and this project's own exports of it, built once per session.
+"""Shared fixtures: a tiny detector checkpoint and this project's own exports of it, built once per
+session.
 
-    tiny_checkpoint           Path of a `detector_state` checkpoint (vit_tiny_patch16, 3 classes, gsd 0.5 m)
-    tiny_export(fmt, **spec)  export it (fmt "onnx" or "torchscript", spec: ExportSpec fields; tile 128 and
-                              batch 3 unless given) -> scalemae_det.export.prepare.ExportResult, cached per arguments
-    tiny_onnx                 tiny_export("onnx"): batch 3, tile 128, validated; `.path`, `.metadata`
+    tiny_checkpoint           Path of a `detector_state` checkpoint (vit_tiny_patch16, 3 classes,
+    gsd 0.5 m)
+    tiny_export(fmt, **spec)  export it (fmt "onnx" or "torchscript", spec: ExportSpec fields; tile
+    128 and
+                              batch 3 unless given) -> scalemae_det.export.prepare.ExportResult,
+                              cached per arguments
+    tiny_onnx                 tiny_export("onnx"): batch 3, tile 128, validated; `.path`,
+    `.metadata`
 
 The detector is random, so it is made to detect: its class logits are scaled up (a confident
 classifier) and its score threshold (the export default) is set just above the best score it

@@ -1,5 +1,7 @@
-"""Loading the two published ScaleMAE layouts (the scale-mae release's full MAE checkpoint and torchgeo's
-encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the tiny config."""
+"""Loading the two published ScaleMAE layouts (the scale-mae release's full MAE checkpoint and
+torchgeo's
+encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the tiny
+config."""
 
 import argparse
 import os
@@ -54,7 +56,8 @@ def test_published_layouts_load(tmp_path, writer):
 
 
 def test_relative_position_tables_the_encoder_lacks_start_at_zero(tmp_path):
-    """ViTDet's way with MAE weights: the trunk with the bias on computes exactly what the encoder did."""
+    """ViTDet's way with MAE weights: the trunk with the bias on computes exactly what the encoder
+    did."""
     path = tmp_path / "w.pth"
     original_release(path, encoder_state())
     plain = build_detector("vit_tiny_patch16", 2).eval()

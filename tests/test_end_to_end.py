@@ -1,4 +1,5 @@
-"""The bundled model through export and the torch-free runtime on a generated scene: seams and accuracy."""
+"""The bundled model through export and the torch-free runtime on a generated scene: seams and
+accuracy."""
 
 import numpy as np
 import pytest
@@ -71,7 +72,8 @@ def test_objects_cut_by_seams_are_found_once(scene_run):
             f"score >= {threshold}: {cut.sum()} of {len(gt_boxes)} objects cut by a seam; "
             + ", ".join(f"{k} {v:.3f}" for k, v in rates[threshold].items())
         )
-    # below 0.3 the detector doubles some objects anywhere; seams must add no duplicates of their own
+    # below 0.3 the detector doubles some objects anywhere; seams must add no duplicates of their
+    # own
     assert rates[0.05]["seam_dup"] <= rates[0.05]["inner_dup"] + 0.02
     assert rates[0.3]["seam_dup"] <= 0.02
     assert rates[0.3]["inner_recall"] >= 0.9

@@ -201,15 +201,19 @@ def test_label_file_not_json(tmp_path):
 
 
 def test_official_xview_counting_differs_from_the_corrected_one_hand_worked():
-    """Two images; classes 1, 2, 3 (the official scorer, DIUx-xView/xView1_baseline scoring/score.py).
+    """Two images; classes 1, 2, 3 (the official scorer, DIUx-xView/xView1_baseline
+    scoring/score.py).
 
-    Ground truth: image 1 holds a1 (class 1) and c1 (class 3); image 2 holds a2 (class 1) and b2 (class 2).
-    Detections: image 1: a1 exactly (0.9), a false class-1 box (0.7), c1 exactly but score 0 (dropped,
+    Ground truth: image 1 holds a1 (class 1) and c1 (class 3); image 2 holds a2 (class 1) and b2
+    (class 2).
+    Detections: image 1: a1 exactly (0.9), a false class-1 box (0.7), c1 exactly but score 0
+    (dropped,
     as the official scorer keeps only score > 0); image 2: b2 exactly (0.8).
     Corrected: class 1 has 2 boxes, TP then FP: precision 1 at recall 1/2 -> AP 1/2; class 2 AP 1;
     class 3 has a box and no (kept) detection -> AP 0. Mean (1/2 + 1 + 0) / 3 = 1/2.
     Official: image 2 has no class-1 detection, so a2 is not counted: class 1 has 1 box, found first
-    -> AP 1; class 2 AP 1; class 3 has no box counted (no detection anywhere) -> no AP, out of the mean.
+    -> AP 1; class 2 AP 1; class 3 has no box counted (no detection anywhere) -> no AP, out of the
+    mean.
     Mean (1 + 1) / 2 = 1. Had the score-0 detection been kept, class 3 would score 1 in both.
     """
     boxes = {

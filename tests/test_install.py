@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """Built from a copy of the checkout, so setuptools' build/ and egg-info never land in the sources."""
+    """Built from a copy of the checkout, so setuptools' build/ and egg-info never land in the
+    sources."""
     out = tmp_path_factory.mktemp("wheel")
     source = out / "source"
     shutil.copytree(
@@ -59,7 +60,8 @@ def test_wheel_imports_from_outside_the_checkout(tmp_path, wheel):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
-        "import scalemae_det.runtime.detector as d, scalemae_det.export.onnx_export, scalemae_det.cli;"
+        "import scalemae_det.runtime.detector as d, scalemae_det.export.onnx_export, "
+        "scalemae_det.cli;"
         "print(d.__file__)"
     )
     done = subprocess.run(

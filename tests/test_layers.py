@@ -33,7 +33,8 @@ LAYERS = {
 
 
 def layer(module: str) -> int:
-    """The package itself (its version and lazy names) is the bottom; every other module must be listed."""
+    """The package itself (its version and lazy names) is the bottom; every other module must be
+    listed."""
     if module == "scalemae_det":
         return 0
     best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
@@ -65,7 +66,8 @@ def imported(path: Path, name: str) -> set[str]:
 
 
 def test_every_folder_with_code_is_a_package():
-    """setuptools finds packages by their __init__.py: a folder of modules without one would not install."""
+    """setuptools finds packages by their __init__.py: a folder of modules without one would not
+    install."""
     folders = {path.parent for path in PACKAGE.rglob("*.py")}
     assert all((folder / "__init__.py").exists() for folder in folders), sorted(folders)
 

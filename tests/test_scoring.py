@@ -1,4 +1,5 @@
-"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a generated scene."""
+"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a
+generated scene."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from scalemae_det.runtime.detector import SceneResult
 from scalemae_det.runtime.outputs import coco as coco_results
 from scalemae_det.runtime.outputs import geojson
 from scalemae_det.runtime.scene import Scene
-from scalemae_det.scoring import read_detections, read_truth, score_scenes, stitch_chips
+from scalemae_det.scoring import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.synthetic.writers import write_scene
 
 SIZE, TILE, OVERLAP = 640, 256, 0.2
@@ -49,8 +50,10 @@ def _pycocotools(gt: dict, dets: list[dict], max_dets: int) -> tuple[float, floa
 def scene(tmp_path_factory):
     """A synthetic scene, its truth, and noisy detections of it as predict would write them.
 
-    Detections: 80% of the boxes, jittered by up to 15% of their size, scored at random; false boxes;
-    and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling crosses, and of
+    Detections: 80% of the boxes, jittered by up to 15% of their size, scored at random; false
+    boxes;
+    and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling crosses,
+    and of
     one that no seam crosses.
     """
     root = tmp_path_factory.mktemp("scene")
@@ -72,7 +75,8 @@ def scene(tmp_path_factory):
         boxes.append([x, y, x + rng.uniform(8, 30), y + rng.uniform(8, 30)])
         labels.append(int(rng.integers(1, 4)))
         scores.append(rng.uniform(0.05, 1))
-    # inner tile edges on both axes: stride round(256 * 0.8) = 205, starts 0, 205, 384 (the last flush with
+    # inner tile edges on both axes: stride round(256 * 0.8) = 205, starts 0, 205, 384 (the last
+    # flush with
     # the end), ends 256, 461, 640; the scene's own edges 0 and 640 are no seams
     seams = (205, 256, 384, 461)
     crossed = [
@@ -115,8 +119,8 @@ def scene(tmp_path_factory):
 def test_score_equals_pycocotools_and_counts_seam_duplicates(scene):
     root, tif, truth = scene
     gt = read_truth(root / "7.json")
-    from_geojson = read_detections([root / "7.geojson"], gt)
-    from_coco = read_detections([root / "7.results.json"], gt)
+    from_geojson = results_for_truth([root / "7.geojson"], gt)
+    from_coco = results_for_truth([root / "7.results.json"], gt)
     assert len(from_geojson) == len(from_coco) > len(truth["annotations"]) // 2
     metrics = score_scenes(gt, from_geojson, tile=TILE, overlap=OVERLAP)
     ap, ap50, per_class = _pycocotools(truth, from_geojson, len(from_geojson))
@@ -159,10 +163,10 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     gt = read_truth(path, [tif])
     assert len(gt["annotations"]) == len(truth["annotations"])
-    dets = read_detections([root / "7.geojson"], gt)
+    dets = results_for_truth([root / "7.geojson"], gt)
     by_pixels = score_scenes(
         read_truth(root / "7.json"),
-        read_detections([root / "7.geojson"], read_truth(root / "7.json")),
+        results_for_truth([root / "7.geojson"], read_truth(root / "7.json")),
     )
     by_polygons = score_scenes(gt, dets)
     for key in ("AP", "AP50", "xview_mAP"):
@@ -179,7 +183,7 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
             str(path),
             "--scene",
             str(tif),
-            "--output",
+            "--out",
             str(out),
         ],
     )
@@ -190,8 +194,10 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
 
 
 def test_chips_stitched_and_merged_equal_the_scene():
-    """A perfect chip detector (every box clipped to every chip that shows it) scored per scene: the seam merge
-    leaves one detection per object, where the chips' union counts the pieces in the overlaps as duplicates."""
+    """A perfect chip detector (every box clipped to every chip that shows it) scored per scene: the
+    seam merge
+    leaves one detection per object, where the chips' union counts the pieces in the overlaps as
+    duplicates."""
     rng = np.random.default_rng(4)
     size, chip = 700, 400  # chips at 0 and 300 on each axis (stride 300)
     boxes = []
@@ -258,7 +264,8 @@ def test_chips_stitched_and_merged_equal_the_scene():
 
 
 def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_checkpoint):
-    """`evaluate --scene-level` = the chip-level run's detections, stitched by `stitch_chips`, scored per scene."""
+    """`evaluate --scene-level` = the chip-level run's detections, stitched by `stitch_chips`,
+    scored per scene."""
     from rasterio.transform import from_origin
 
     from scalemae_det.engine.evaluator import evaluate_checkpoint
@@ -341,7 +348,7 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
         tiny_checkpoint,
         tmp_path / "chips",
         labels,
-        output=tmp_path / "chip.json",
+        out=tmp_path / "chip.json",
         detections=tmp_path / "chip_dets.json",
         **common,
     )
@@ -349,7 +356,7 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
         tiny_checkpoint,
         tmp_path / "chips",
         labels,
-        output=tmp_path / "scene.json",
+        out=tmp_path / "scene.json",
         detections=tmp_path / "scene_dets.json",
         scene_labels=tmp_path / "val_scenes.json",
         **common,

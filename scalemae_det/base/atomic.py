@@ -38,7 +38,8 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
 @contextmanager
 def work_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A hidden work folder beside `path` (same filesystem, so its files can be renamed into place),
-    removed on exit however the block ends; what dead writers of the same `path` left is removed first."""
+    removed on exit however the block ends; what dead writers of the same `path` left is removed
+    first."""
     final = Path(path)
     remove_stale_temps(final.parent, final.name)
     work = final.with_name(f".{final.name}.work{os.getpid()}")

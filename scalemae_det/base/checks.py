@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import ParameterError, PathError, UserError
 
 
 def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
@@ -48,7 +48,8 @@ def number(
     integer: bool = False,
     source: str | None = None,
 ):
-    """`value` if it is a finite number in the interval, else a ParameterError; None passes (unset)."""
+    """`value` if it is a finite number in the interval, else a ParameterError; None passes
+    (unset)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -68,7 +69,8 @@ def number(
 
 
 def choice(param: str, value: str, choices: Iterable[str]):
-    """`value` if it is one of `choices`; the one check of allowed values (Enums and tuples alike)."""
+    """`value` if it is one of `choices`; the one check of allowed values (Enums and tuples
+    alike)."""
     allowed = [getattr(c, "value", c) for c in choices]
     got = getattr(value, "value", value)
     if got not in allowed:
@@ -77,7 +79,8 @@ def choice(param: str, value: str, choices: Iterable[str]):
 
 
 def bands(param: str, text: str | Sequence[int] | None) -> list[int] | None:
-    """ "4,3,2" (or a list) -> [4, 3, 2]: 1 or 3 band numbers, 1-based; None or "" -> None (the default choice)."""
+    """ "4,3,2" (or a list) -> [4, 3, 2]: 1 or 3 band numbers, 1-based; None or "" -> None (the
+    default choice)."""
     if text is None or text == "" or (not isinstance(text, str) and not len(text)):
         return None
     if isinstance(text, str):
@@ -133,14 +136,15 @@ def _folder_problem(folder: Path) -> str | None:
 
 def _path_error(path: Path, param: str | None, problem: str) -> UserError:
     if param is None:
-        return UserError(f"{path}: {problem}")
+        return PathError(f"{path}: {problem}")
     return ParameterError(param, problem, value=str(path))
 
 
 def output_file(
     path: str | os.PathLike, param: str | None = None, new_folder: bool = False
 ) -> Path:
-    """A file path that can be written (created, or replaced by a rename): its folder exists and is writable,
+    """A file path that can be written (created, or replaced by a rename): its folder exists and is
+    writable,
     or, with `new_folder`, can be created (the writer makes it)."""
     path = Path(path)
     if path.is_dir():
@@ -153,7 +157,8 @@ def output_file(
 
 
 def output_dir(path: str | os.PathLike, param: str | None = None, create: bool = True) -> Path:
-    """A folder to write into: an existing writable folder, or one that can be (and, with `create`, is) made."""
+    """A folder to write into: an existing writable folder, or one that can be (and, with `create`,
+    is) made."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise _path_error(path, param, "is a file, not a folder")
@@ -172,10 +177,11 @@ def output_dir(path: str | os.PathLike, param: str | None = None, create: bool =
     return path
 
 
-def write_failed(path: str | os.PathLike, exc: OSError, doing: str = "cannot write") -> UserError:
-    """The UserError for an OSError met while writing `path` (disk full, permissions, a vanished folder)."""
+def write_failed(path: str | os.PathLike, exc: OSError, doing: str = "cannot write") -> PathError:
+    """The UserError for an OSError met while writing `path` (disk full, permissions, a vanished
+    folder)."""
     target = exc.filename or path
-    return UserError(f"{target}: {doing} ({exc.strerror or exc})")
+    return PathError(f"{target}: {doing} ({exc.strerror or exc})")
 
 
 __all__ = ["bands", "choice", "number", "output_dir", "output_file", "value_scale", "write_failed"]

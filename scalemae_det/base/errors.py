@@ -1,6 +1,17 @@
-"""One exception for every problem the user can fix (bad file, bad option).
+"""The exceptions for problems the user can fix (a bad file, a bad value), catchable as Python's
+own.
 
-The CLI prints it as a single line and exits 1; anything else is a bug and keeps its traceback.
+`UserError` is the root the CLI catches: it prints one line and exits 1; anything else is a bug
+and keeps its traceback. What is raised is one of its subclasses, each also a builtin exception a
+Python caller already catches, as rasterio's errors are (rasterio/errors.py: `CRSError` is a
+`ValueError`, `RasterioIOError` an `OSError`):
+
+    InputError(UserError, ValueError)          a value or a file's content that cannot be used
+      ParameterError(InputError)               ... the value of one named parameter
+    PathError(UserError, OSError)              a path that cannot be read, written or created
+      MissingPathError(PathError, FileNotFoundError)   ... one that does not exist
+    InputWarning(UserWarning)                  used, but maybe not what was meant (a warning)
+
 Messages name the file and the problem: "scene.tif: reading failed at window (0, 800)".
 
 A bad value of a named parameter is a `ParameterError`: the library names the parameter as its
@@ -28,9 +39,26 @@ def dashed_flag(param: str) -> str:
 
 
 class UserError(Exception):
+    """The root of the problems a user can fix; raise one of its subclasses."""
+
     def render(self, spell: Spelling = python_name) -> str:
         """The one-line message, with parameters spelled by `spell`."""
         return str(self)
+
+
+class InputError(UserError, ValueError):
+    """A value, or the content of a file, that the library cannot use."""
+
+
+class PathError(UserError, OSError):
+    """A path that cannot be read, written or created (the message names it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingPathError(PathError, FileNotFoundError):
+    """A path that does not exist."""
 
 
 _PARAM_REF = re.compile(
@@ -43,9 +71,10 @@ def spelled(text: str, spell: Spelling) -> str:
     return _PARAM_REF.sub(lambda m: spell(m[1]), text)
 
 
-class ParameterError(UserError):
-    """`param` has a value the library cannot use. `problem` may name parameters in backticks (and must name
-    `param` so when no `value` is given); `source` is the file the value was checked against, if any."""
+class ParameterError(InputError):
+    """`param` has a value the library cannot use. `problem` may name parameters in backticks (and
+    must name `param` so when no `value` is given); `source` is the file the value was checked
+    against, if any."""
 
     _UNSET = object()
 
@@ -61,6 +90,16 @@ class ParameterError(UserError):
         sep = "=" if spell is python_name else " "
         shown = repr(self.value) if spell is python_name else _plain(self.value)
         return f"{where}{spell(self.param)}{sep}{shown}: {problem}"
+
+
+class InputWarning(UserWarning):
+    """Input the library used but that may not give what the caller meant (a size taken from a
+    default, a tile far from the training size). Issued with `warnings.warn`, so a Python caller
+    filters or escalates it as any warning; the CLI prints it as one `warning: ...` line, with the
+    parameters named in backticks spelled as its flags (as `ParameterError` does)."""
+
+    def render(self, spell: Spelling = python_name) -> str:
+        return spelled(str(self.args[0]) if self.args else "", spell)
 
 
 def _plain(value) -> str:

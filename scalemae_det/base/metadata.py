@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import MISSING, asdict, dataclass, fields
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -27,9 +27,12 @@ PRECISIONS = ("float32", "float16", "int8")
 # The graph's score threshold is an initializer of this name, so a session can override it
 # (onnxruntime SessionOptions.add_initializer): the export's parity check probes below it.
 THRESHOLD_INITIALIZER = "score_threshold"
+# An export of another flavour (export/deepness.py: for QGIS Deepness and GeoDeep) names it here,
+# with that tool's metadata instead of this contract's
+FLAVOUR_KEY = "scalemae_det_flavour"
 
 
-class MetadataError(UserError):
+class MetadataError(InputError):
     """The model has no (or unusable) scalemae-det metadata."""
 
 
@@ -62,9 +65,17 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        if "format_version" not in props and FLAVOUR_KEY in props:
+            raise MetadataError(
+                f"{source}: a scalemae-det export of flavour {props[FLAVOUR_KEY]} (for QGIS "
+                "Deepness and GeoDeep: one (1, N, 5 + classes) output and their metadata), which "
+                "this runtime does not run; run it in Deepness or GeoDeep, or export the "
+                "checkpoint again in the default flavour"
+            )
         if "format_version" not in props:
             raise MetadataError(
-                f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with `scalemae-det export`"
+                f"{source}: not a scalemae-det model (no scalemae-det metadata); export it with "
+                "`scalemae-det export`"
             )
         try:
             values = {f.name: json.loads(props[f.name]) for f in fields(cls) if f.name in props}
@@ -72,7 +83,8 @@ class ModelMetadata:
             raise MetadataError(f"{source}: unreadable scalemae-det metadata ({exc})") from None
         if values["format_version"] != FORMAT_VERSION:
             raise MetadataError(
-                f"{source}: metadata format {values['format_version']} is not supported (expected {FORMAT_VERSION})"
+                f"{source}: metadata format {values['format_version']} is not supported (expected "
+                f"{FORMAT_VERSION})"
             )
         missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
         if missing:
@@ -113,7 +125,8 @@ def _entry(data: bytes) -> tuple[str, str]:
 
 
 def read_props(path: str | os.PathLike) -> dict[str, str]:
-    """The `metadata_props` of an ONNX file, read without parsing the graph; raises MetadataError when
+    """The `metadata_props` of an ONNX file, read without parsing the graph; raises MetadataError
+    when
     the file is not a protobuf ModelProto."""
     props = {}
     size = os.path.getsize(path)

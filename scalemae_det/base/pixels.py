@@ -19,6 +19,8 @@ nodata when every selected band says so, or when any of its values is NaN.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -27,7 +29,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, ParameterError
 from scalemae_det.base.remote import explain, shown
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
@@ -38,7 +40,8 @@ ValueRange = tuple[np.ndarray, np.ndarray] | None  # per-band (lo, hi); None mea
 
 
 def gdal_cause(exc: RasterioError) -> str:
-    """The line that says what went wrong: rasterio's own message is often "Read or write failed. See
+    """The line that says what went wrong: rasterio's own message is often "Read or write failed.
+    See
     previous exception for details", with GDAL's error (the previous exception) as its cause."""
     return (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -56,7 +59,21 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
             f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         )
         reason = explain(path, gdal_cause(exc))
-        raise UserError(f"{shown(path)}: {problem}{where}: {reason}") from None
+        raise InputError(f"{shown(path)}: {problem}{where}: {reason}") from None
+
+
+@contextmanager
+def open_raster(source) -> Iterator:
+    """`rasterio.open(source)` for reading, quiet about PNG/JPEG without a georeference (expected);
+    a failed open or read is a one-line UserError naming the file. The one place images are opened
+    for reading by name, so that every kind of source opens the same way everywhere."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with raster_errors(source), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
+        with rasterio.open(source) as ds:
+            yield ds
 
 
 def select_bands(ds, bands: Sequence[int] | None = None) -> list[int]:
@@ -165,6 +182,37 @@ def nodata_mask(
     return mask
 
 
+def masked_inside(ds, bands: Sequence[int]) -> int:
+    """About how many pixels inside the image the declared nodata value masks: 0 when the raster
+    declares no nodata value (an alpha band or a mask is explicit, not a value that data can take).
+
+    A nodata collar lies at the ends of rows and columns; a pixel masked between two valid pixels of
+    its row and between two of its column is inside the data, so its value also occurs as data (a
+    uint8 scene with nodata 255 loses its brightest pixels). Counted on the same decimated read as
+    the stretch (nearest neighbour samples isolated pixels in proportion) and scaled to the full
+    size.
+    """
+    unique = sorted(set(bands))
+    values = [ds.nodatavals[b - 1] for b in unique]
+    if any(v is None or math.isnan(v) for v in values):  # NaN is never data
+        return 0
+    factor = max(1.0, max(ds.width, ds.height) / STATS_SIDE)
+    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+    with raster_errors(ds.name):
+        data = ds.read(unique, out_shape=(len(unique), *shape), resampling=Resampling.nearest)
+    masked = np.all([band == v for band, v in zip(data, values)], axis=0)
+    valid = ~masked
+    inside = masked & _between(valid, axis=1) & _between(valid, axis=0)
+    return round(int(inside.sum()) * (ds.width * ds.height) / (shape[0] * shape[1]))
+
+
+def _between(valid: np.ndarray, axis: int) -> np.ndarray:
+    """True where a valid pixel lies both before and after along `axis`."""
+    before = np.maximum.accumulate(valid, axis=axis)
+    after = np.flip(np.maximum.accumulate(np.flip(valid, axis), axis=axis), axis)
+    return before & after
+
+
 def to_unit(data: np.ndarray, vr: ValueRange, nodata: np.ndarray | None = None) -> np.ndarray:
     """(C, h, w) raw values -> float32 in [0, 1]; nodata pixels set to FILL."""
     if vr is None:
@@ -187,7 +235,8 @@ def read_unit(
     out_shape: tuple[int, int] | None = None,
     resampling: Resampling = Resampling.bilinear,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read `window` (optionally resampled to out_shape) as model input values and its nodata mask."""
+    """Read `window` (optionally resampled to out_shape) as model input values and its nodata
+    mask."""
     unique = sorted(set(bands))
     shape = out_shape or (int(window.height), int(window.width))
     with raster_errors(ds.name, window=window):
@@ -201,7 +250,9 @@ __all__ = [
     "FILL",
     "ValueRange",
     "gdal_cause",
+    "masked_inside",
     "nodata_mask",
+    "open_raster",
     "read_unit",
     "raster_errors",
     "select_bands",

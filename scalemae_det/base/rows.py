@@ -25,7 +25,8 @@ def chunks(n: int) -> Iterator[slice]:
 
 
 def format_rows(template: str, columns: Sequence[list]) -> list[str]:
-    """`template % row` for each row of `columns` (one list per placeholder, all the same length)."""
+    """`template % row` for each row of `columns` (one list per placeholder, all the same
+    length)."""
     return [template % row for row in zip(*columns)]
 
 
@@ -48,7 +49,8 @@ def _columns(boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) ->
 def coco_results(
     image_id: int | str, boxes: np.ndarray, scores: np.ndarray, category_ids: np.ndarray
 ) -> list[dict]:
-    """COCO result dicts of one image: `boxes` (N, 4) xyxy pixels, `scores` (N,), `category_ids` (N,)."""
+    """COCO result dicts of one image: `boxes` (N, 4) xyxy pixels, `scores` (N,), `category_ids`
+    (N,)."""
     return [
         {"image_id": image_id, "category_id": c, "bbox": [x, y, w, h], "score": s}
         for c, x, y, w, h, s in zip(*_columns(boxes, scores, category_ids))

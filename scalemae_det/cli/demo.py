@@ -11,7 +11,7 @@ from scalemae_det.demo import BUNDLED, DEMO_SEED, run_demo
 
 def demo_command(
     out: Path = typer.Option(
-        Path("demo_out"), "--out", help="Folder for the scene, model, detections and report."
+        Path("demo_out"), "-o", "--out", help="Folder for the scene, model, detections and report."
     ),
     size: int = typer.Option(3072, help="Scene side in pixels."),
     seed: int = typer.Option(

@@ -1,4 +1,5 @@
-"""`scalemae-det export`: a detector checkpoint to ONNX and/or TorchScript. torch is imported inside the command."""
+"""`scalemae-det export`: a detector checkpoint to ONNX (this project's contract, or the deepness
+flavour QGIS Deepness and GeoDeep run) and/or TorchScript. torch is imported inside the command."""
 
 from __future__ import annotations
 
@@ -7,32 +8,60 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
-from scalemae_det.export.options import MAX_OPSET, MIN_OPSET, ExportSpec
+from scalemae_det.base.errors import InputError
+from scalemae_det.export.options import (
+    DEFAULT_BATCH,
+    DEFAULT_TILE,
+    MAX_OPSET,
+    MIN_OPSET,
+    ExportSpec,
+)
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
 DEFAULTS = ExportSpec()
-FORMATS = ("onnx", "torchscript", "all")
+FORMATS = ("onnx", "torchscript", "deepness", "all")
 
 
 def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
+    """(exporter, path) of each file: deepness is the ONNX exporter's deepness flavour."""
     if fmt == "all":
         return [("onnx", out.with_suffix(".onnx")), ("torchscript", out.with_suffix(".pt"))]
-    return [(fmt, out)]
+    return [("onnx" if fmt == "deepness" else fmt, out)]
 
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output file; with --format all, its .onnx and .pt siblings."
+        ..., "-o", "--out", help="Output file; with --format all, its .onnx and .pt siblings."
     ),
-    fmt: str = typer.Option(FORMATS[0], "--format", help="onnx (main path), torchscript, or all."),
+    fmt: str = typer.Option(
+        FORMATS[0],
+        "--format",
+        help="onnx (main path, what predict runs), torchscript, deepness (an ONNX model for QGIS "
+        "Deepness and GeoDeep, batch 1; see docs/gis.md), or all (onnx and torchscript).",
+    ),
     gsd: float | None = typer.Option(
         None,
         help="Metres per pixel the model will run at; the embedding is baked in.",
         show_default="the checkpoint's training GSD",
     ),
-    tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
-    batch: int = typer.Option(DEFAULTS.batch, help="Fixed batch size of the graph."),
+    tile: int | None = typer.Option(
+        DEFAULTS.tile,
+        help="Square tile side in pixels, a multiple of 32 [default: the size the checkpoint was "
+        f"trained at, rounded up to a multiple of 32; {DEFAULT_TILE} if it records none].",
+        show_default=False,
+    ),
+    batch: int | None = typer.Option(
+        None,
+        help="Fixed batch size of the graph.",
+        show_default=f"{DEFAULT_BATCH}; 1 with --format deepness, which takes only 1",
+    ),
+    overlap: float | None = typer.Option(
+        None,
+        help="--format deepness: the tile overlap (a fraction, as predict's) written into the "
+        "model for Deepness and GeoDeep, which read it as a whole percent.",
+        show_default=str(DEFAULT_OVERLAP),
+    ),
     max_detections: int | None = typer.Option(
         None,
         help="Rows per tile in the padded outputs.",
@@ -44,7 +73,10 @@ def export_command(
     precision: str = typer.Option(
         DEFAULTS.precision,
         "--precision",
-        help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported against float32); or int8 (static QDQ quantisation calibrated on --calibration, accepted only when its detections agree with float32's on held-out tiles; ONNX only).",
+        help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported "
+        "against float32); or int8 (static QDQ quantisation calibrated on --calibration, "
+        "accepted only when its detections agree with float32's on held-out tiles; ONNX "
+        "only).",
     ),
     fp16: bool = typer.Option(
         False, "--fp16", help="Deprecated: the same as --precision fp16.", hidden=True
@@ -52,7 +84,8 @@ def export_command(
     calibration: list[str] = typer.Option(
         [],
         "--calibration",
-        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat the option), read as predict reads them at the export's GSD and tile.",
+        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat "
+        "the option), read as predict reads them at the export's GSD and tile.",
     ),
     calibration_tiles: int = typer.Option(
         DEFAULTS.calibration_tiles,
@@ -67,12 +100,14 @@ def export_command(
     int8_min_agreement: float = typer.Option(
         DEFAULTS.int8_min_agreement,
         "--int8-min-agreement",
-        help="int8: precision and recall of the int8 detections against float32's (same class, IoU >= 0.5) must both reach this.",
+        help="int8: precision and recall of the int8 detections against float32's (same class, IoU "
+        ">= 0.5) must both reach this.",
     ),
     int8_labels: Path | None = typer.Option(
         None,
         "--int8-labels",
-        help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the report.",
+        help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the "
+        "report.",
     ),
     int8_images: Path | None = typer.Option(
         None, "--int8-images", help="int8: the image folder of --int8-labels."
@@ -81,12 +116,14 @@ def export_command(
     validate: bool = typer.Option(
         DEFAULTS.validate,
         "--validate/--no-validate",
-        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report goes beside the model as NAME.parity.json.",
+        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report "
+        "goes beside the model as NAME.parity.json.",
     ),
     simplify: bool = typer.Option(
         DEFAULTS.simplify,
         "--simplify/--no-simplify",
-        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when validating). For vit_large it takes minutes and ~8 GB of memory.",
+        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when "
+        "validating). For vit_large it takes minutes and ~8 GB of memory.",
     ),
 ) -> None:
     """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""
@@ -100,7 +137,7 @@ def export_command(
     console = Console(stderr=True)
     if fp16:
         if precision not in (DEFAULTS.precision, "fp16"):
-            raise UserError(f"--fp16 and --precision {precision} disagree; give --precision only")
+            raise InputError(f"--fp16 and --precision {precision} disagree; give --precision only")
         console.print(
             "warning: --fp16 is deprecated; use --precision fp16", style="yellow", highlight=False
         )
@@ -121,9 +158,14 @@ def export_command(
         int8_min_agreement=int8_min_agreement,
         int8_labels=None if int8_labels is None else str(int8_labels),
         int8_images=None if int8_images is None else str(int8_images),
+        flavour="deepness" if fmt == "deepness" else DEFAULTS.flavour,
+        overlap=overlap,
     )
+    checks.choice("format", fmt, FORMATS)
+    if overlap is not None and fmt != "deepness":
+        raise InputError(f"--overlap is only used with --format deepness (this is --format {fmt})")
     spec.check()
-    outputs = _outputs(out, checks.choice("format", fmt, FORMATS))
+    outputs = _outputs(out, fmt)
     for kind, path in outputs:  # all outputs, before the first is written
         spec.check_format(kind, path)
     check_outputs([path for _, path in outputs])
@@ -148,10 +190,20 @@ def export_command(
         meta = result.metadata
         console.print(
             f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.seconds:.1f} s): "
-            f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch {meta.batch}, "
+            f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch "
+            f"{meta.batch}, "
             f"max {meta.max_detections} detections, score > {meta.score_threshold}"
             + (", simplified" if result.simplified else "")
         )
+        if result.deepness:
+            d = result.deepness
+            console.print(
+                f"for QGIS Deepness and GeoDeep: {d.det_type} rows (1, {meta.max_detections}, "
+                f"{5 + len(meta.class_names)}), resolution {d.resolution:g} cm/px, tiles "
+                f"{d.tiles_size} px overlapping {d.tiles_overlap}%, confidence {d.det_conf:g}, "
+                f"NMS IoU {d.det_iou_thresh:g}",
+                highlight=False,
+            )
         if meta.calibration_table:
             console.print(
                 f"TensorRT calibration table: {result.path.with_name(meta.calibration_table)}",

@@ -12,44 +12,40 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import dashed_flag
+from scalemae_det.cli.options import (
+    bands_option,
+    crs_option,
+    match_option,
+    out_option,
+    provider_option,
+    score_threshold_option,
+)
 
 
-def predict(
+def predict_command(
     scenes: list[str] = typer.Argument(
         ...,
         help="GeoTIFF scenes: files, directories, glob patterns, URLs (https://, s3://, gs://, "
         "az://) or STAC Item/ItemCollection JSON (a file or a URL)",
     ),
     model: Path = typer.Option(..., "--model", help="exported scalemae-det ONNX model"),
-    out: Path = typer.Option(..., "--out", help="output directory (one file per scene)"),
-    provider: str = typer.Option("auto", "--provider", help="auto | tensorrt | cuda | cpu"),
+    out: Path = out_option("output folder (one file per scene)"),
+    provider: str = provider_option(),
     overlap: float = typer.Option(
         0.2, "--overlap", help="fraction of a tile shared with its neighbour"
     ),
     batch: int = typer.Option(None, "--batch", help="tiles per run", show_default="the model's"),
-    score_threshold: float = typer.Option(
-        None,
-        "--score-threshold",
-        show_default="the model's",
-        help="in [0, 1]; not below the model's, which its graph applies",
-    ),
-    bands: str = typer.Option(
-        None,
-        "--bands",
-        help="1 or 3 band numbers, 1-based, e.g. 4,3,2",
-        show_default="RGB by colour interpretation, else the first three",
-    ),
+    score_threshold: float = score_threshold_option(),
+    bands: str = bands_option("RGB by colour interpretation, else the first three"),
     scale: str = typer.Option(
         "auto", "--scale", help="auto (2-98% stretch; uint8 /255) or MIN,MAX"
     ),
     gsd_mode: str = typer.Option(
         "resample", "--gsd-mode", help="resample to the model's GSD, or as-is"
     ),
-    crs: str = typer.Option("wgs84", "--crs", help="wgs84 (RFC 7946) or native (the scene's CRS)"),
+    crs: str = crs_option(),
     fmt: str = typer.Option("geojson", "--format", help="geojson | coco | csv | gpkg"),
-    match: str = typer.Option(
-        "ios", "--match", help="seam merging: ios (intersection over smaller) or iou"
-    ),
+    match: str = match_option(),
     preview: Path = typer.Option(
         None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"
     ),
@@ -114,4 +110,4 @@ def predict(
         raise typer.Exit(1)
 
 
-__all__ = ["predict"]
+__all__ = ["predict_command"]

@@ -1,4 +1,5 @@
-"""`scalemae-det prepare-xview`: the xView training set cut into georeferenced chips (scalemae_det.data.xview)."""
+"""`scalemae-det prepare-xview`: xView cut into georeferenced chips
+(scalemae_det.data.readers.xview)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,9 @@ from pathlib import Path
 
 import typer
 
-from scalemae_det.base.errors import UserError
-from scalemae_det.data.xview import (
-    DEFAULT_DROP,
-    DEFAULT_SEED,
-    DEFAULT_VAL_FRACTION,
-    ChipConfig,
-    prepare_xview,
-)
+from scalemae_det.base.errors import InputError
+from scalemae_det.data.chipping import DEFAULT_SEED, ChipConfig
+from scalemae_det.data.readers.xview import DEFAULT_DROP, DEFAULT_VAL_FRACTION, prepare_xview
 
 DEFAULTS = ChipConfig()
 
@@ -21,7 +17,7 @@ DEFAULTS = ChipConfig()
 def prepare_xview_command(
     geojson: Path = typer.Option(..., "--geojson", help="xView_train.geojson"),
     images: Path = typer.Option(..., "--images", help="folder of the xView scenes (5.tif, ...)"),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = typer.Option(..., "-o", "--out", help="output folder"),
     chip: int = typer.Option(DEFAULTS.chip, "--chip", help="chip side in pixels"),
     overlap: float = typer.Option(
         DEFAULTS.overlap, "--overlap", help="fraction of a chip shared with the next"
@@ -51,7 +47,7 @@ def prepare_xview_command(
     try:
         drop = [int(t) for t in drop_classes.split(",") if t.strip()]
     except ValueError:
-        raise UserError(
+        raise InputError(
             f"--drop-classes: expected comma-separated integers, got {drop_classes!r}"
         ) from None
     counts = prepare_xview(

@@ -1,4 +1,5 @@
-"""`scalemae-det score`: detections of whole scenes against labelled ground truth (scalemae_det.scoring)."""
+"""`scalemae-det score`: detections of whole scenes against labelled ground truth
+(scalemae_det.scoring)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 import typer
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import MissingPathError
+from scalemae_det.cli.options import out_option
 
 
 def score_command(
     detections: list[Path] = typer.Argument(
-        ..., help="predict's GeoJSON or COCO results files, one or many scenes"
+        ..., help="predict's outputs (GeoJSON, COCO results, CSV, GeoPackage), one or many scenes"
     ),
     truth: Path = typer.Option(
         ...,
@@ -23,7 +25,7 @@ def score_command(
     scenes: list[Path] = typer.Option(
         [], "--scene", help="a scene raster, to place GeoJSON polygons in its pixels (repeatable)"
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="also write the metrics as JSON"),
+    out: Path = out_option("also write the metrics as JSON", required=False),
     iou: float = typer.Option(
         0.5,
         "--iou",
@@ -41,22 +43,23 @@ def score_command(
     ),
     overlap: float = typer.Option(0.2, "--overlap", help="predict's tile overlap, with --tile"),
 ) -> None:
-    """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at tile seams."""
+    """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at
+    tile seams."""
     from rich.console import Console
 
     from scalemae_det.evaluation import print_metrics, write_results
-    from scalemae_det.scoring import read_detections, read_truth, score_scenes
+    from scalemae_det.scoring import read_truth, results_for_truth, score_scenes
 
     checks.number("iou", iou, lo=0, hi=1, lo_open=True, hi_open=True)
     checks.number("tile", tile, lo=1, integer=True)
     checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
     for path in (*detections, truth, *scenes):
         if not path.is_file():
-            raise UserError(f"{path}: no such file")
-    if output is not None and not output.parent.is_dir():
-        raise UserError(f"{output}: its folder does not exist")
+            raise MissingPathError(f"{path}: no such file")
+    if out is not None:
+        checks.output_file(out, "out")
     gt = read_truth(truth, scenes)
-    dets = read_detections(detections, gt)
+    dets = results_for_truth(detections, gt)
     metrics = score_scenes(
         gt,
         dets,
@@ -72,5 +75,5 @@ def score_command(
         f"{metrics['num_detections']} detections in {metrics['num_images']} scene(s); "
         f"{metrics['duplicates']} duplicate(s){seams}"
     )
-    if output is not None:
-        write_results(output, metrics)
+    if out is not None:
+        write_results(out, metrics)

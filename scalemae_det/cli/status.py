@@ -1,4 +1,5 @@
-"""`scalemae-det status OUT`: the state of a (sharded) predict job, from every shard's run records."""
+"""`scalemae-det status OUT`: the state of a (sharded) predict job, from every shard's run
+records."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import typer
 
 def synth_scene(
     out: Path = typer.Option(
-        ..., "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)."
+        ..., "-o", "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)."
     ),
     size: int = typer.Option(4096, help="Width and height in pixels."),
     seed: int = typer.Option(0, help="Layout and texture seed."),
@@ -30,7 +30,7 @@ def synth_scene(
 
 
 def synth_chips(
-    out: Path = typer.Option(..., "--out", help="Folder for the chips and labels.json."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the chips and labels.json."),
     count: int = typer.Option(..., help="Number of chips."),
     size: int = typer.Option(256, help="Chip width and height in pixels."),
     seed: int = typer.Option(0, help="Seed of the whole set."),

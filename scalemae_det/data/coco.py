@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from scalemae_det.base.geo import gsd_m
-from scalemae_det.base.pixels import raster_errors, read_unit, select_bands, value_range
+from scalemae_det.base.pixels import open_raster, read_unit, select_bands, value_range
 from scalemae_det.data.labels import ImageRecord, index_coco
 
 Transform = Callable[[Tensor, dict], tuple[Tensor, dict]]
@@ -88,8 +84,19 @@ class CocoDetection(Dataset):
     def _gsd(self, rec: ImageRecord, geo_gsd: float | None) -> float:
         return geo_gsd or rec.gsd or self.default_gsd
 
+    def defaulted_gsd(self) -> int:
+        """How many images take `default_gsd`: no `gsd` field and no georeference (read from the
+        headers of the images without the field)."""
+        count = 0
+        for rec in self.records:
+            if not rec.gsd:
+                with open_raster(rec.path) as ds:
+                    count += gsd_m(ds.crs, ds.transform, ds.width, ds.height) is None
+        return count
+
     def median_gsd(self, samples: int = 64) -> float:
-        """The checkpoint's GSD: median over up to `samples` evenly spread images, from their headers only."""
+        """The checkpoint's GSD: median over up to `samples` evenly spread images, from their
+        headers only."""
         step = max(1, len(self.records) // samples)
         values = []
         for rec in self.records[::step][:samples]:
@@ -109,15 +116,6 @@ def read_image(
         )
         gsd = gsd_m(ds.crs, ds.transform, ds.width, ds.height)
     return torch.from_numpy(unit), gsd
-
-
-@contextmanager
-def open_raster(path: os.PathLike) -> Iterator[rasterio.DatasetReader]:
-    """`rasterio.open`, quiet about PNG/JPEG without a georeference; a failed read is a one-line UserError."""
-    with raster_errors(path), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
-        with rasterio.open(path) as ds:
-            yield ds
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, MissingPathError, PathError
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ def read_coco_json(path: str | os.PathLike) -> dict:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise PathError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file: {exc}") from None
+        raise InputError(f"{path}: not a JSON file: {exc}") from None
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "categories")
     ):
-        raise UserError(f"{path}: not a COCO label file (needs 'images' and 'categories' lists)")
+        raise InputError(f"{path}: not a COCO label file (needs 'images' and 'categories' lists)")
     return data
 
 
@@ -75,7 +75,7 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
     """
     image_dir, label_file = Path(image_dir), Path(label_file)
     if not image_dir.is_dir():
-        raise UserError(f"{image_dir}: images directory not found")
+        raise MissingPathError(f"{image_dir}: images directory not found")
     data = read_coco_json(label_file)
     by_id = {}
     for c in data["categories"]:
@@ -83,7 +83,7 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
             by_id.setdefault(c["id"], c)
     cats = [by_id[i] for i in sorted(by_id)]
     if not cats:
-        raise UserError(f"{label_file}: no categories")
+        raise InputError(f"{label_file}: no categories")
     label_of = {c["id"]: k for k, c in enumerate(cats, 1)}
     skipped = Counter()
 
@@ -130,7 +130,7 @@ def index_coco(image_dir: str | os.PathLike, label_file: str | os.PathLike) -> C
             rec.labels.append(label_of[cat_id])
 
     if not records:
-        raise UserError(
+        raise InputError(
             f"{label_file}: no usable image record (of {len(data['images'])}) "
             f"with its file in {image_dir}"
         )
@@ -152,7 +152,8 @@ def coco_annotation(
     box: tuple[float, float, float, float],
     iscrowd: int = 0,
 ) -> dict:
-    """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored on)."""
+    """The COCO annotation of an xyxy pixel box (`iscrowd` 1: a region detections are not scored
+    on)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     return {

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, UserError
 from scalemae_det.checkpoints import read_checkpoint
 
 
@@ -77,14 +77,15 @@ def is_training_checkpoint(ckpt: dict[str, Any]) -> bool:
 def load_resumable(path: Path) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     if not is_training_checkpoint(ckpt):
-        raise UserError(
+        raise InputError(
             f"{path}: not a training checkpoint (no optimizer/step state to resume from)"
         )
     return ckpt
 
 
 def newest_valid(save_path: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The most recently written checkpoint beside `save_path` that loads and holds training state."""
+    """The most recently written checkpoint beside `save_path` that loads and holds training
+    state."""
     candidates = [p for p in [save_path, *step_paths(save_path)] if p.is_file()]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         try:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.data.coco import CocoDetection, Transform
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, EvalTransform, TrainTransform
@@ -69,14 +69,16 @@ def load_split(
 def scoring_labels(ds: CocoDetection, category_ids: Sequence[int], label_file: Path) -> dict:
     """The ground truth to score against, limited to the model's categories.
 
-    A category the model was not trained on can only be missed; scoring it would pull every mean down.
+    A category the model was not trained on can only be missed; scoring it would pull every mean
+    down.
     """
     coco = indexed_coco(ds.records, ds.categories)
     keep = set(category_ids)
     extra = [c["name"] for c in coco["categories"] if c["id"] not in keep]
     if extra:
         log.warning(
-            f"warning: {label_file}: not scoring {len(extra)} categor{'y' if len(extra) == 1 else 'ies'} "
+            f"warning: {label_file}: not scoring {len(extra)} "
+            f"categor{'y' if len(extra) == 1 else 'ies'} "
             f"the model does not have: {', '.join(extra)}"
         )
     coco["categories"] = [c for c in coco["categories"] if c["id"] in keep]
@@ -90,7 +92,7 @@ def category_ids_by_name(
     by_name = dict(zip(ds.class_names, ds.category_ids))
     missing = [n for n in class_names if n not in by_name]
     if missing:
-        raise UserError(
+        raise InputError(
             f"{label_file}: no category named {', '.join(map(repr, missing))} "
             f"(the model's classes are {', '.join(class_names)})"
         )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,20 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine")
+            raise ParameterError("device", "CUDA is not available on this machine", value=name)
         if device.index is None:
             device = torch.device("cuda", local_rank)
         if device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+            raise ParameterError(
+                "device", f"only {torch.cuda.device_count()} GPU(s) visible", value=str(device)
+            )
         torch.cuda.set_device(device)
     return device
 
 
 def init_distributed(device: str = "auto", local_rank: int | None = None) -> DistInfo:
-    """Join the process group when launched by torchrun or torch.distributed.launch (gloo on CPU, NCCL on GPU)."""
+    """Join the process group when launched by torchrun or torch.distributed.launch (gloo on CPU,
+    NCCL on GPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", local_rank if local_rank is not None else 0))

@@ -18,7 +18,7 @@ from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine.data import DataSplit, load_split
 from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distributed, shutdown
-from scalemae_det.engine.loop import AMP_CHOICES, predict, resolve_amp
+from scalemae_det.engine.loop import AMP_CHOICES, predict_batches, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
 from scalemae_det.evaluation import (
@@ -53,7 +53,8 @@ def predict_dataset(
     num_workers: int = 0,
     amp: str = "off",
 ) -> list[dict] | None:
-    """COCO results (original image pixels, label-file category ids) for every image of `dataset`, on rank 0."""
+    """COCO results (original image pixels, label-file category ids) for every image of `dataset`,
+    on rank 0."""
     indices = eval_indices(len(dataset), info.rank, info.world_size)
     loader = DataLoader(
         dataset,
@@ -65,7 +66,7 @@ def predict_dataset(
     )
     local = []
     with progress_bar("evaluating", len(dataset), info.is_main) as advance:
-        for output, target in predict(
+        for output, target in predict_batches(
             model, loader, info, amp=amp, on_batch=lambda n: advance(n * info.world_size)
         ):
             local += detections_to_coco([output], [target], category_ids)
@@ -103,7 +104,7 @@ def evaluate_checkpoint(
     image_dir: Path,
     label_file: Path,
     *,
-    output: Path,
+    out: Path,
     detections: Path | None = None,
     input_size: int | None = None,
     batch_size: int = 1,
@@ -115,9 +116,10 @@ def evaluate_checkpoint(
     xview_counting: str = "corrected",
     scene_labels: Path | None = None,
 ) -> dict | None:
-    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on rank 0.
+    """`scalemae-det evaluate`: score a train.py checkpoint, alone or under torchrun. Metrics on
+    rank 0.
 
-    Every value and both output paths are checked before the model is loaded, so a typo in `output`
+    Every value and both output paths are checked before the model is loaded, so a typo in `out`
     fails at once instead of after the whole evaluation.
 
     `scene_labels` (COCO in scene pixels, `prepare-xview`'s `<split>_scenes.json`): score at scene
@@ -130,7 +132,7 @@ def evaluate_checkpoint(
     checks.choice("amp", amp, AMP_CHOICES)
     checks.choice("xview_counting", xview_counting, COUNTINGS)
     bands = checks.bands("bands", bands)
-    checks.output_file(output, "output")
+    checks.output_file(out, "out")
     if detections is not None:
         checks.output_file(detections, "detections")
     if scene_labels is not None and not Path(scene_labels).is_file():
@@ -196,10 +198,10 @@ def evaluate_checkpoint(
             return None
         metrics, found = result
         print_metrics(metrics, console)
-        write_results(output, metrics)
+        write_results(out, metrics)
         if detections:
             write_results(detections, found)
-        console.print(f"wrote {output}" + (f" and {detections}" if detections else ""))
+        console.print(f"wrote {out}" + (f" and {detections}" if detections else ""))
         return metrics
     finally:
         shutdown()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 class JsonLines:
-    """Appends records to `path` (created with its folder); a no-op when `enabled` is False (other ranks)."""
+    """Appends records to `path` (created with its folder); a no-op when `enabled` is False (other
+    ranks)."""
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled

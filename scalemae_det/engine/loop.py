@@ -111,7 +111,8 @@ def train_epoch(
         if not math.isfinite(float(loss.detach())) and not scaler.is_enabled():
             parts = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
             raise FloatingPointError(
-                f"loss is {float(loss)} at epoch {progress.epoch + 1}, step {progress.step_in_epoch + 1} "
+                f"loss is {float(loss)} at epoch {progress.epoch + 1}, step "
+                f"{progress.step_in_epoch + 1} "
                 f"(global step {progress.global_step + 1}; {parts})"
             )
         if not stepping:
@@ -131,7 +132,7 @@ def train_epoch(
         stats, start = StepStats(), time.perf_counter()
 
 
-def predict(
+def predict_batches(
     model: nn.Module,
     batches: Iterable,
     info: DistInfo,

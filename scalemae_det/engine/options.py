@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.engine.loop import AMP_CHOICES
 
 SCHEDULES = ("cosine", "step")
@@ -29,7 +29,7 @@ def train_flag(param: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line through UserError instead of usage + exit 2
-        raise UserError(f"train.py: {message} (see --help)")
+        raise InputError(f"train.py: {message} (see --help)")
 
 
 def _add(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="train.py",
         description="Fine-tune the ScaleMAE ViTDet detector on a COCO-format dataset. "
-        "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per process.",
+        "Run with python, torchrun or python -m torch.distributed.launch; --batch_size is per "
+        "process.",
     )
     data = p.add_argument_group("data")
     _add(data, "train_image_dir", type=Path, required=True)
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "min_visible_px",
         type=float,
         default=2.0,
-        help="keep a box cut by the training crop when this many px of its width and height are left",
+        help="keep a box cut by the training crop when this many px of its width and height are "
+        "left",
     )
     _add(
         data,
@@ -123,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         model,
         "rel_pos",
         action="store_true",
-        help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized for --input_size)",
+        help="add ViTDet's relative position bias, zero-initialised (global blocks' tables sized "
+        "for --input_size)",
     )
 
     opt = p.add_argument_group("optimisation")
@@ -135,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         opt,
         "warmup",
         metavar="N[steps|epochs]",
-        help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) [default: 250 steps]",
+        help="linear warmup length: optimizer steps (250, 250steps) or epochs (1epochs, 0.5ep) "
+        "[default: 250 steps]",
     )
     _add(opt, "warmup_steps", type=int, help="the same in steps (the older spelling)")
     _add(opt, "weight_decay", type=float, default=0.1)
@@ -194,12 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """['depth=2', 'global_blocks=[1]'] -> {'depth': 2, 'global_blocks': [1]}; bare words stay strings."""
+    """['depth=2', 'global_blocks=[1]'] -> {'depth': 2, 'global_blocks': [1]}; bare words stay
+    strings."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--override {item}: expected FIELD=VALUE")
+            raise InputError(f"--override {item}: expected FIELD=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -216,17 +221,18 @@ _WARMUP = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(steps?|epochs?|ep)?")
 def parse_warmup(text: str | None, steps: int | None) -> tuple[float, str]:
     """`--warmup` (or the older `--warmup_steps`) -> (length, "steps" or "epochs")."""
     if text is not None and steps is not None:
-        raise UserError("--warmup and --warmup_steps say the same thing; give one")
+        raise InputError("--warmup and --warmup_steps say the same thing; give one")
     if text is None:
         return float(DEFAULT_WARMUP_STEPS if steps is None else steps), "steps"  # range: check_args
     match = _WARMUP.fullmatch(text.strip().lower())
     if not match:
-        raise UserError(
-            f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, 0.5ep)"
+        raise InputError(
+            f"--warmup {text}: expected a number of steps (250, 250steps) or epochs (1epochs, "
+            "0.5ep)"
         )
     value, unit = float(match[1]), "epochs" if (match[2] or "s").startswith("e") else "steps"
     if unit == "steps" and not value.is_integer():
-        raise UserError(f"--warmup {text}: a number of steps must be whole")
+        raise InputError(f"--warmup {text}: a number of steps must be whole")
     return value, unit
 
 
@@ -247,8 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not all(
             0 < a < b for a, b in zip(args.anchor_sizes, [*args.anchor_sizes[1:], float("inf")])
         ):
-            raise UserError(
-                f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing positive sizes"
+            raise InputError(
+                f"--anchor_sizes {' '.join(map(str, args.anchor_sizes))}: need 5 increasing "
+                "positive sizes"
             )
         args.overrides["anchor_sizes"] = tuple(args.anchor_sizes)
     if args.rel_pos:
@@ -257,7 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Every value and the output path, before any work (NaN and infinity are refused everywhere)."""
+    """Every value and the output path, before any work (NaN and infinity are refused
+    everywhere)."""
     for name in ("batch_size", "num_epochs", "accum_steps", "input_size"):
         checks.number(name, getattr(args, name), lo=1, integer=True)
     for name in ("learning_rate", "gsd", "min_visible_px"):
@@ -283,5 +291,5 @@ def check_args(args: argparse.Namespace) -> None:
     args.warmup = parse_warmup(args.warmup, args.warmup_steps)
     args.bands = checks.bands("bands", args.bands)
     if (args.val_image_dir is None) != (args.val_label_file is None):
-        raise UserError("--val_image_dir and --val_label_file go together")
+        raise InputError("--val_image_dir and --val_label_file go together")
     checks.output_file(args.save_checkpoint_path, "save_checkpoint_path", new_folder=True)

@@ -1,7 +1,9 @@
-"""train.py: put the pieces together (data, model, optimizer, resume, epochs, checkpoints, evaluation)."""
+"""train.py: put the pieces together (data, model, optimizer, resume, epochs, checkpoints,
+evaluation)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -17,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from scalemae_det.base.atomic import remove_stale_temps
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, ParameterError
 from scalemae_det.checkpoints import check_weights, describe, detector_state, load_pretrained
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
@@ -43,6 +45,7 @@ from scalemae_det.models.configs import get_config
 from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
 
 LOG_NAME = "train_log.jsonl"
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +67,8 @@ def set_determinism(enabled: bool) -> None:
 
 @dataclass
 class Run:
-    """Everything one training run holds: what a checkpoint captures, and what step callbacks need."""
+    """Everything one training run holds: what a checkpoint captures, and what step callbacks
+    need."""
 
     args: Namespace  # as given: nothing here rewrites the user's options
     info: DistInfo
@@ -109,6 +113,7 @@ class Run:
             self.gsd,
             train=train_state,
             category_ids=list(self.train.category_ids),
+            input_size=self.args.input_size,  # the export's default tile
             args=plain_args(self.args),
         )
 
@@ -168,11 +173,13 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
         ),
     )
     if not any(len(rec.boxes) for rec in train_split.dataset.records):
-        raise UserError(
-            f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable annotation: "
+        raise InputError(
+            f"{args.train_label_file}: {len(train_split.dataset)} image(s) but not one usable "
+            "annotation: "
             "nothing to learn from"
         )
     gsd = train_split.dataset.median_gsd()
+    warn_defaulted_gsd(train_split, args.train_label_file, args.gsd)
     val_split = (
         load_split(
             args.val_image_dir,
@@ -184,7 +191,19 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
         if args.val_image_dir
         else None
     )
+    if val_split is not None:
+        warn_defaulted_gsd(val_split, args.val_label_file, args.gsd)
     return train_split, val_split, gsd
+
+
+def warn_defaulted_gsd(split: DataSplit, label_file: Path, default: float) -> None:
+    """One line saying how many images took --gsd: a wrong scale trains the GSD embedding on it."""
+    n = split.dataset.defaulted_gsd()
+    if n:
+        log.warning(
+            f"warning: {label_file}: {n} of {len(split.dataset)} image(s) have neither a "
+            f"georeference nor a 'gsd' field and are taken to be at --gsd {default:g} m"
+        )
 
 
 def build_run(
@@ -195,7 +214,8 @@ def build_run(
     pretrained: Path | None,
     console: Console,
 ) -> Run:
-    """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial weights."""
+    """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial
+    weights."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = build_model(args, len(train_split.class_names), pretrained, console).to(info.device)
     layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
@@ -211,7 +231,7 @@ def build_run(
     steps_per_epoch = sampler.steps_per_epoch // args.accum_steps
     global_batch = args.batch_size * info.world_size * args.accum_steps
     if steps_per_epoch == 0:
-        raise UserError(
+        raise InputError(
             f"{args.train_label_file}: {len(train_split.dataset)} usable images, fewer than one "
             f"global batch of {global_batch} (batch size x processes x accumulation)"
         )
@@ -256,7 +276,8 @@ def announce(run: Run, resume_path: Path | None, console: Console) -> None:
     )
     console.print(
         f"training {model_name(run.model)} on {len(run.train.dataset)} images "
-        f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on {run.info.device}, "
+        f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on "
+        f"{run.info.device}, "
         f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}"
     )
 
@@ -276,7 +297,8 @@ def train_loader(run: Run) -> DataLoader:
 
 
 def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
-    """The epochs from where the run stands, each complete only with its evaluation, then the final save."""
+    """The epochs from where the run stands, each complete only with its evaluation, then the final
+    save."""
     args, progress, loader = run.args, run.progress, train_loader(run)
     if (
         progress.eval_pending and val_split
@@ -291,7 +313,8 @@ def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
             advance(progress.step_in_epoch)
             train_one_epoch(run, loader, advance)
         last = epoch + 1 == args.num_epochs
-        # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped during
+        # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped
+        # during
         # the evaluation runs it when resumed instead of counting the epoch as done
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         progress.eval_pending = bool(val_split) and (
@@ -336,7 +359,8 @@ def model_name(model: torch.nn.Module) -> str:
 
 
 def find_resume(args: Namespace, info: DistInfo) -> Path | None:
-    """The checkpoint to resume from, decided on rank 0 (which also clears dead writers' temporary files)."""
+    """The checkpoint to resume from, decided on rank 0 (which also clears dead writers' temporary
+    files)."""
     path = None
     if info.is_main:
         folder = args.save_checkpoint_path.parent
@@ -357,7 +381,7 @@ def build_model(
     try:
         model = build_detector(args.model, num_classes, **training_overrides(args))
     except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(
+        raise InputError(
             f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
             f"{exc.args[0] if exc.args else exc}"
         ) from None
@@ -381,7 +405,8 @@ def training_overrides(args: Namespace) -> dict:
 
 
 def restore(path: Path, run: Run, console: Console) -> Position:
-    """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order, RNG);
+    """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order,
+    RNG);
     returns where training stopped."""
     ckpt = checkpointing.load_resumable(path)
     state = ckpt["train"]
@@ -392,7 +417,7 @@ def restore(path: Path, run: Run, console: Console) -> Position:
         state.get("eval_pending", False),
     )
     if state["global_batch"] != run.global_batch and position.step_in_epoch:
-        raise UserError(
+        raise InputError(
             f"{path}: stopped mid-epoch with a global batch of {state['global_batch']}, now "
             f"{run.global_batch}; resume with the same batch size, processes and accumulation"
         )
@@ -419,7 +444,8 @@ def restore(path: Path, run: Run, console: Console) -> Position:
 
 
 def step_callback(run: Run, advance):
-    """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every --save_every."""
+    """After each optimizer step: progress bar, log line every --log_every steps, checkpoint every
+    --save_every."""
     args, info, steps_per_epoch = run.args, run.info, run.steps_per_epoch
     window = {"images": 0, "seconds": 0.0}
 

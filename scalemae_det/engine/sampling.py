@@ -19,12 +19,14 @@ from torch.utils.data import Dataset, Sampler
 
 
 def derived_seed(*values: int) -> int:
-    """A 32-bit seed that depends on every value (all >= 0), with no visible pattern between neighbours."""
+    """A 32-bit seed that depends on every value (all >= 0), with no visible pattern between
+    neighbours."""
     return int(np.random.SeedSequence(list(values)).generate_state(1, np.uint32)[0])
 
 
 class TrainSampler(Sampler):
-    """Yields (index, sample seed) keys for one rank; `set_epoch(epoch, start_step)` resumes mid-epoch.
+    """Yields (index, sample seed) keys for one rank; `set_epoch(epoch, start_step)` resumes
+    mid-epoch.
 
     The incomplete last global batch is dropped so that every rank runs the same number of steps,
     and so are the steps past the last multiple of `step_multiple` (gradient accumulation).
@@ -75,7 +77,8 @@ def eval_indices(size: int, rank: int, world_size: int) -> list[int]:
 
 @contextmanager
 def seeded_rngs(seed: int) -> Iterator[None]:
-    """Seed torch's, numpy's and Python's global RNGs for the block, then put the caller's states back."""
+    """Seed torch's, numpy's and Python's global RNGs for the block, then put the caller's states
+    back."""
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

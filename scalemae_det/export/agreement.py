@@ -29,7 +29,8 @@ IOU_THRESHOLD = 0.5
 
 
 def matched(found: Detections, partners: Detections, floor: float) -> tuple[int, int]:
-    """(counted, matched): `found`'s detections scoring at least `floor`, and how many of them claim a
+    """(counted, matched): `found`'s detections scoring at least `floor`, and how many of them claim
+    a
     same-class partner among all of `partners`."""
     counted = hits = 0
     for label in np.unique(found.labels):
@@ -70,19 +71,23 @@ class AgreementReport:
         verdict = "passed" if self.passed else "FAILED"
         text = (
             f"int8 accuracy gate {verdict} ({self.runtime}, {self.tiles} held-out tiles): "
-            f"precision {self.agreement_precision:.3f} and recall {self.agreement_recall:.3f} against float32 "
-            f"(min {self.min_agreement}; {self.detections} int8 vs {self.reference_detections} float32 detections "
+            f"precision {self.agreement_precision:.3f} and recall {self.agreement_recall:.3f} "
+            "against float32 "
+            f"(min {self.min_agreement}; {self.detections} int8 vs {self.reference_detections} "
+            "float32 detections "
             f"scoring >= {self.score_floor:g}, same class, IoU >= {self.iou_threshold})"
         )
         if self.ap50:
-            text += f"; AP50 float32 {self.ap50['float32']:.3f}, int8 {self.ap50['int8']:.3f} on {self.ap50['labels']}"
+            ap = self.ap50
+            text += f"; AP50 float32 {ap['float32']:.3f}, int8 {ap['int8']:.3f} on {ap['labels']}"
         return text
 
 
 def agreement(
     reference: list[Detections], exported: list[Detections], score_threshold: float
 ) -> tuple[float, float, int, int]:
-    """(precision, recall, float32 counted, int8 counted) of `exported` against `reference`, tile by tile."""
+    """(precision, recall, float32 counted, int8 counted) of `exported` against `reference`, tile by
+    tile."""
     floor = score_threshold + SCORE_MARGIN
     ref_n = ref_hits = got_n = got_hits = 0
     for ref, got in zip(reference, exported, strict=True):
@@ -90,5 +95,6 @@ def agreement(
         got_n, got_hits = got_n + n, got_hits + h
         n, h = matched(ref, got, floor)
         ref_n, ref_hits = ref_n + n, ref_hits + h
-    # nothing confident on either side agrees trivially; the caller reports the counts beside the figures
+    # nothing confident on either side agrees trivially; the caller reports the counts beside the
+    # figures
     return (got_hits / got_n if got_n else 1.0), (ref_hits / ref_n if ref_n else 1.0), ref_n, got_n

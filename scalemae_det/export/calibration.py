@@ -1,4 +1,5 @@
-"""Tiles of the user's own scenes for int8 calibration and for the accuracy gate, read as predict reads them.
+"""Tiles of the user's own scenes for int8 calibration and for the accuracy gate, read as predict
+reads them.
 
 The ranges int8 quantisation fixes are only as good as the tiles they are measured on, so the tiles
 come from the scenes the model will run on and go through the runtime's own reader
@@ -6,7 +7,8 @@ come from the scenes the model will run on and go through the runtime's own read
 export's GSD and tile size, and nodata fill. Tiles are drawn from all scenes in a seeded random
 order (not the first rows of the first scene, which are often collar or sea), and tiles that are
 mostly nodata are left out: their FILL pixels would pull the measured ranges toward a value no real
-pixel has. The first `count` tiles calibrate; the next `held_out` are kept apart for the gate, so the
+pixel has. The first `count` tiles calibrate; the next `held_out` are kept apart for the gate, so
+the
 gate judges the quantised model on tiles it was not calibrated on.
 """
 
@@ -37,12 +39,14 @@ class CalibrationTiles:
 
 
 def held_out_count(count: int, batch: int) -> int:
-    """Tiles the gate gets for `count` calibration tiles: a quarter of them, at least one batch, whole batches."""
+    """Tiles the gate gets for `count` calibration tiles: a quarter of them, at least one batch,
+    whole batches."""
     return -(-max(batch, count // 4) // batch) * batch
 
 
 def calibration_scenes(sources: Sequence[str | os.PathLike]) -> list:
-    """The rasters `sources` name (files, directories, globs); ParameterError naming the first that gives none."""
+    """The rasters `sources` name (files, directories, globs); ParameterError naming the first that
+    gives none."""
     paths, problems = expand_scenes([str(s) for s in sources])
     if problems:
         raise ParameterError("calibration", f"`calibration` {problems[0]}")
@@ -57,7 +61,8 @@ def read_tiles(
     seed: int = 0,
 ) -> CalibrationTiles:
     """`count` calibration and `held_out` gate tiles from `sources` (files, directories of rasters,
-    globs), at `meta`'s GSD and tile size. Raises ParameterError when the sources cannot give both."""
+    globs), at `meta`'s GSD and tile size. Raises ParameterError when the sources cannot give
+    both."""
     paths = calibration_scenes(sources)
     scenes = [open_scene(p, meta, overlap=0.0) for p in paths]
     candidates = [(i, t) for i, scene in enumerate(scenes) for t in range(len(scene.tiles))]
@@ -95,7 +100,8 @@ def read_tiles(
 
 
 def in_batches(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
-    """Whole batches of `tiles` for a fixed-batch graph, the last one padded by repeating its last tile."""
+    """Whole batches of `tiles` for a fixed-batch graph, the last one padded by repeating its last
+    tile."""
     out = []
     for start in range(0, len(tiles), batch):
         part = tiles[start : start + batch]

@@ -37,7 +37,8 @@ from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
 def set_postprocess(
     model: ScaleMAEDetector, score_threshold: float | Tensor, max_detections: int
 ) -> None:
-    """Give the model's RoI heads the export's threshold and detection cap (the PyTorch reference uses them too)."""
+    """Give the model's RoI heads the export's threshold and detection cap (the PyTorch reference
+    uses them too)."""
     model.roi_heads.score_thresh = (
         score_threshold if isinstance(score_threshold, Tensor) else float(score_threshold)
     )
@@ -60,7 +61,8 @@ def _half_out(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> 
 
 
 def half_with_float32_norms(module: nn.Module) -> nn.Module:
-    """A half-precision copy of `module` whose LayerNorms (nn.LayerNorm and subclasses) run in float32."""
+    """A half-precision copy of `module` whose LayerNorms (nn.LayerNorm and subclasses) run in
+    float32."""
     module = copy.deepcopy(module).half()
     for norm in module.modules():
         if isinstance(norm, nn.LayerNorm):
@@ -96,7 +98,8 @@ class FixedScaleDetector(nn.Module):
     """images (B, 3, T, T) in [0, 1] -> boxes, scores, labels, num_detections (see the module doc).
 
     Shares its heads (and, in float32, its backbone) with `model`, and sets the model's score
-    threshold (to its own `score_threshold` buffer: changing the buffer changes both) and detection cap.
+    threshold (to its own `score_threshold` buffer: changing the buffer changes both) and detection
+    cap.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Checkpoint -> ONNX at a fixed scale: trace, check, simplify when it keeps parity, validate, then write.
+"""Checkpoint -> ONNX at a fixed scale: trace, check, simplify when it keeps parity, validate, then
+write.
 
 Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. The dynamo exporter
 (torch.export) stops at torchvision's `batched_nms`, which branches on the data-dependent number
@@ -28,7 +29,7 @@ import onnx
 import torch
 
 from scalemae_det.base.atomic import atomic_path, work_dir
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from scalemae_det.export.options import PRECISIONS, ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, ParityReport, record_report
@@ -67,7 +68,10 @@ def finish_graph(model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelP
             dim.dim_value = size
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata.to_props())
-    model.doc_string = f"scalemae-det {metadata.model_config} detector at {metadata.gsd} m/px, tile {metadata.tile}, batch {metadata.batch}"
+    model.doc_string = (
+        f"scalemae-det {metadata.model_config} detector at {metadata.gsd} m/px, "
+        f"tile {metadata.tile}, batch {metadata.batch}"
+    )
     return model
 
 
@@ -90,7 +94,8 @@ def simplify(src: Path, dst: Path, metadata: ModelMetadata) -> bool:
 
 
 def onnx_runner(path: Path, score_threshold: float | None = None):
-    """(runner for ParityCheck, provider name), at the graph's threshold or at `score_threshold`: the
+    """(runner for ParityCheck, provider name), at the graph's threshold or at `score_threshold`:
+    the
     runtime's own Session, so the model is checked against the contract and run with the provider
     policy users get (CUDA when usable, without TF32)."""
     session = Session(path, "auto", exact=True, score_threshold=score_threshold)
@@ -98,7 +103,8 @@ def onnx_runner(path: Path, score_threshold: float | None = None):
 
 
 def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, ParityReport, bool]:
-    """(graph to keep, its parity report, whether it is onnxslim's): the simplified graph when it keeps parity."""
+    """(graph to keep, its parity report, whether it is onnxslim's): the simplified graph when it
+    keeps parity."""
     log("running the PyTorch reference on the validation tiles")
     check = ParityCheck.build(prep)
     if prep.spec.simplify:
@@ -116,9 +122,11 @@ def _validated(prep: Prepared, raw: Path, slim: Path, log: Log) -> tuple[Path, P
 def export_onnx(
     checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet
 ) -> ExportResult:
-    """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
+    """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on
+    failure."""
     start = time.perf_counter()
     out = Path(out)
+    spec.check_format("onnx", out)
     prep = prepare(checkpoint, [out], spec, opset=spec.opset)
     spec, metadata = prep.spec, prep.metadata
     with work_dir(
@@ -126,21 +134,23 @@ def export_onnx(
     ) as work:  # beside the output; what an export killed earlier left there goes first
         raw, slim = work / "raw.onnx", work / "slim.onnx"
         log(
-            f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, {metadata.precision})"
+            f"tracing the {metadata.model_config} detector to ONNX (opset {spec.opset}, "
+            f"{metadata.precision})"
         )
         trace_to_onnx(prep.wrapper, prep.example(), raw, spec.opset)
         onnx.save(finish_graph(onnx.load(str(raw)), metadata), str(raw))
         try:
             onnx.checker.check_model(str(raw))
         except onnx.checker.ValidationError as exc:
-            raise UserError(
-                f"{out}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]}); nothing written"
+            raise InputError(
+                f"{out}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]}); "
+                "nothing written"
             ) from None
         chosen, report, simplified = raw, None, False
         if spec.validate:
             chosen, report, simplified = _validated(prep, raw, slim, log)
             if not report.passed:
-                raise UserError(f"{out}: {report.summary()}; nothing written")
+                raise InputError(f"{out}: {report.summary()}; nothing written")
         if spec.int8:
             int8_graph, table, metadata, report = _int8(prep, chosen, report, out, work, log)
             with atomic_path(table_path(out)) as tmp:
@@ -150,6 +160,9 @@ def export_onnx(
             table_path(out).unlink(
                 missing_ok=True
             )  # an earlier int8 export's table would describe another model
+        deepness = None
+        if spec.deepness:
+            chosen, deepness = _deepness(prep, metadata, chosen, work, log)
         with atomic_path(out) as tmp:
             os.replace(chosen, tmp)
     report_path = record_report(out, report)
@@ -161,7 +174,21 @@ def export_onnx(
         simplified,
         time.perf_counter() - start,
         out.stat().st_size,
+        deepness,
     )
+
+
+def _deepness(prep: Prepared, metadata, graph: Path, work: Path, log: Log):
+    """(the deepness flavour of `graph` in `work`, its Deepness metadata); its rows are checked
+    against `graph`'s detections on the validation tiles when validating."""
+    from scalemae_det.export.deepness import DeepnessMetadata, write_deepness
+    from scalemae_det.export.parity import validation_tiles
+
+    spec = prep.spec
+    deepness = DeepnessMetadata.of(metadata, spec.resolved_overlap, prep.model.config.nms_thresh)
+    log("writing the (1, N, 5 + classes) output and metadata for QGIS Deepness and GeoDeep")
+    tiles = validation_tiles(spec.tile, 1) if spec.validate else None
+    return write_deepness(graph, work / "deepness.onnx", metadata, deepness, tiles), deepness
 
 
 def table_path(model_path: Path) -> Path:
@@ -179,7 +206,8 @@ def int8_model(
     table_name: str | None = None,
     providers: list[str] | None = None,
 ):
-    """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated on
+    """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated
+    on
     `tiles`: (path, export.quantize.Quantised, its metadata). No gate: see `_int8`."""
     from scalemae_det.export.calibration import in_batches
     from scalemae_det.export.quantize import quantize_int8
@@ -201,7 +229,8 @@ def int8_model(
 def _int8(
     prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log
 ):
-    """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in `work`,
+    """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in
+    `work`,
     or UserError when the gate refuses it."""
     from scalemae_det.export.agreement import (
         IOU_THRESHOLD,
@@ -220,7 +249,8 @@ def _int8(
         held_out_count(spec.calibration_tiles, spec.batch),
     )
     log(
-        f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising to int8"
+        f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising "
+        "to int8"
     )
     table = work / "table.flatbuffers"
     int8_graph, quantised, metadata = int8_model(
@@ -274,10 +304,11 @@ def _int8(
     )
     if not report.passed:
         why = (
-            "; the float32 graph finds nothing on the held-out tiles, so there is nothing to check: "
+            "; the float32 graph finds nothing on the held-out tiles, so there is nothing to "
+            "check: "
             "calibrate on scenes with objects"
             if ref_n == 0
             else ""
         )
-        raise UserError(f"{out}: {report.summary()}{why}; nothing written")
+        raise InputError(f"{out}: {report.summary()}{why}; nothing written")
     return int8_graph, table, metadata, report

@@ -1,4 +1,5 @@
-"""Does the exported model detect what the PyTorch model detects? Generated tiles, both runs, the comparison.
+"""Does the exported model detect what the PyTorch model detects? Generated tiles, both runs, the
+comparison.
 
 Detections are compared per image after matching, not row by row: two detections with nearly
 equal scores may come out in either order. Detections whose score lies within the score
@@ -59,8 +60,10 @@ RunnerFactory = Callable[[float | None], tuple[Runner, str]]
 
 
 def validation_tiles(tile: int, batch: int, seed: int = 0) -> np.ndarray:
-    """(N, 3, T, T) float32 in [0, 1], N a multiple of `batch` and at least 2: one blank tile, the rest busy
-    (blocky background texture and scattered rectangles of random colours, like vehicles on ground)."""
+    """(N, 3, T, T) float32 in [0, 1], N a multiple of `batch` and at least 2: one blank tile, the
+    rest busy
+    (blocky background texture and scattered rectangles of random colours, like vehicles on
+    ground)."""
     count = -(-max(2, batch) // batch) * batch
     rng = np.random.default_rng(seed)
     tiles = np.zeros((count, 3, tile, tile), np.float32)
@@ -95,7 +98,8 @@ def batched(run_batch: Callable[[np.ndarray], tuple[np.ndarray, ...]], batch: in
 def run_reference(
     model: ScaleMAEDetector, tiles: np.ndarray, batch: int, gsd: float
 ) -> list[Detections]:
-    """The PyTorch model's own forward (its own normalisation and embedding), in batches of `batch`."""
+    """The PyTorch model's own forward (its own normalisation and embedding), in batches of
+    `batch`."""
     dets = []
     for start in range(0, len(tiles), batch):
         for out in model(list(torch.from_numpy(tiles[start : start + batch])), gsd=gsd):
@@ -137,17 +141,21 @@ class ParityReport:
             f"parity {verdict} ({self.precision}, {self.runtime}, {self.images} tiles, "
             f"{self.compared_detections} detections): max box diff {self.max_box_diff_px:.2g} px "
             f"(tol {self.tolerance['box_px']}), max score diff {self.max_score_diff:.2g} "
-            f"(tol {self.tolerance['score']}), labels {self.label_agreement:.1%}, counts {self.count_agreement:.1%}, "
+            f"(tol {self.tolerance['score']}), labels {self.label_agreement:.1%}, counts "
+            f"{self.count_agreement:.1%}, "
             f"per-tile counts {self.counts_reference} vs {self.counts_exported}"
             + ("" if self.finite else "; NON-FINITE boxes or scores")
             + (
                 ""
                 if probe is None or not (probe["lowered"] or probe["compared_detections"] == 0)
-                else f"; at score threshold {probe['score_threshold']:g}: {probe['compared_detections']} detections, "
-                f"max box diff {probe['max_box_diff_px']:.2g} px, max score diff {probe['max_score_diff']:.2g}"
+                else f"; at score threshold {probe['score_threshold']:g}: "
+                f"{probe['compared_detections']} detections, "
+                f"max box diff {probe['max_box_diff_px']:.2g} px, max score diff "
+                f"{probe['max_score_diff']:.2g}"
                 + ("" if probe["finite"] else ", NON-FINITE outputs")
                 + (
-                    " (nothing to compare: the model detects nothing on the generated tiles; are its weights finite?)"
+                    " (nothing to compare: the model detects nothing on the generated tiles; are "
+                    "its weights finite?)"
                     if probe["compared_detections"] == 0
                     else ""
                 )
@@ -156,7 +164,8 @@ class ParityReport:
 
 
 def _match(ref: Detections, got: Detections) -> tuple[int, list[float], list[float]]:
-    """Greedy, in reference score order: each detection takes the unused one of the same label with the
+    """Greedy, in reference score order: each detection takes the unused one of the same label with
+    the
     nearest box. Returns (matched count, box diffs, score diffs)."""
     free = np.ones(len(got.scores), bool)
     box_diffs, score_diffs = [], []
@@ -226,7 +235,8 @@ def compare(
 
 @contextmanager
 def threshold_set(wrapper, value: float) -> Iterator[None]:
-    """The fixed-scale module (and the model sharing its heads) at another score threshold, for a while."""
+    """The fixed-scale module (and the model sharing its heads) at another score threshold, for a
+    while."""
     buffer = wrapper.score_threshold
     saved = float(buffer)
     buffer.fill_(value)
@@ -253,7 +263,8 @@ class ParityCheck:
 
     @classmethod
     def build(cls, prep) -> ParityCheck:
-        """From an `scalemae_det.export.prepare.Prepared`: its float32 model is the reference whatever the export's precision."""
+        """From an `scalemae_det.export.prepare.Prepared`: its float32 model is the reference
+        whatever the export's precision."""
         spec = prep.spec
         tiles = validation_tiles(spec.tile, spec.batch)
         precision = prep.metadata.precision
@@ -285,7 +296,8 @@ class ParityCheck:
         )
 
     def run(self, runners: RunnerFactory) -> ParityReport:
-        """Compare at the export's threshold and, when it is lower, at the probe's; `runners(threshold)` gives the
+        """Compare at the export's threshold and, when it is lower, at the probe's;
+        `runners(threshold)` gives the
         exported model at a threshold (None: its own)."""
         runner, runtime = runners(None)
         exported, padding_zero = runner(self.tiles)

@@ -1,7 +1,9 @@
-"""The checks made before anything is written, then the loaded model, the module to trace and its metadata."""
+"""The checks made before anything is written, then the loaded model, the module to trace and its
+metadata."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -10,19 +12,21 @@ import torch
 import scalemae_det
 from scalemae_det.base import checks
 from scalemae_det.base.digest import sha256_file
-from scalemae_det.base.errors import ParameterError
+from scalemae_det.base.errors import InputWarning, ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.calibration import calibration_scenes
+from scalemae_det.export.deepness import DeepnessMetadata
 from scalemae_det.export.fixed_scale import FixedScaleDetector
-from scalemae_det.export.options import ExportSpec
+from scalemae_det.export.options import DEFAULT_TILE, TILE_RATIO_WARNED, ExportSpec, trained_tile
 from scalemae_det.export.parity import ParityReport, report_path
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 
 
 @dataclass
 class Prepared:
-    """A checkpoint made ready for one export: the float32 model (the reference) and the module to trace."""
+    """A checkpoint made ready for one export: the float32 model (the reference) and the module to
+    trace."""
 
     model: ScaleMAEDetector
     wrapper: FixedScaleDetector
@@ -44,6 +48,7 @@ class ExportResult:
     simplified: bool  # onnxslim's graph was kept (ONNX only)
     seconds: float
     size_bytes: int
+    deepness: DeepnessMetadata | None = None  # what a deepness-flavour file tells Deepness/GeoDeep
 
 
 def check_outputs(outs: list[Path]) -> None:
@@ -63,14 +68,43 @@ def check_int8_inputs(spec: ExportSpec) -> None:
             raise ParameterError("int8_images", "no such directory", value=spec.int8_images)
 
 
+def resolve_tile(tile: int | None, trained: int | None, checkpoint: str | Path) -> int:
+    """The export's tile: `tile` when given, else the training input size, else DEFAULT_TILE; an
+    InputWarning when the tile is more than TILE_RATIO_WARNED times the training size either way,
+    or when neither is known."""
+    if tile is None:
+        if trained is not None:
+            return trained
+        warnings.warn(
+            InputWarning(
+                f"{checkpoint}: records no training input size; exporting at `tile` "
+                f"{DEFAULT_TILE} (give `tile` the size the model was trained at)"
+            ),
+            stacklevel=2,
+        )
+        return DEFAULT_TILE
+    if trained is not None and max(tile / trained, trained / tile) > TILE_RATIO_WARNED:
+        warnings.warn(
+            InputWarning(
+                f"{checkpoint}: `tile` {tile} is {max(tile / trained, trained / tile):.3g}x the "
+                f"{trained} px the model was trained on; a detector run on tiles far from its "
+                "training size finds far fewer objects"
+            ),
+            stacklevel=2,
+        )
+    return tile
+
+
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
-    """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes nothing."""
+    """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes
+    nothing."""
     spec.check()
     check_outputs(outs)
     if spec.int8:
         check_int8_inputs(spec)
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
+    spec = replace(spec, tile=resolve_tile(spec.tile, trained_tile(ckpt), checkpoint))
     if spec.tile % cfg.patch_size:
         raise ParameterError(
             "tile", f"not a multiple of the model's patch size {cfg.patch_size}", value=spec.tile
@@ -78,11 +112,18 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     gsd = float(ckpt["gsd"]) if spec.gsd is None else spec.gsd
     max_det = cfg.detections_per_image if spec.max_detections is None else spec.max_detections
     threshold = cfg.score_thresh if spec.score_threshold is None else spec.score_threshold
-    spec = replace(spec, gsd=gsd, max_detections=max_det, score_threshold=threshold)
+    spec = replace(
+        spec,
+        gsd=gsd,
+        max_detections=max_det,
+        score_threshold=threshold,
+        batch=spec.resolved_batch,
+    )
     wrapper = FixedScaleDetector(
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()
-    # an int8 export is traced and validated in float32, then quantised (export.quantize): the metadata
+    # an int8 export is traced and validated in float32, then quantised (export.quantize): the
+    # metadata
     # says float32 until the int8 graph is written
     metadata = ModelMetadata(
         class_names=list(ckpt["class_names"]),

@@ -33,7 +33,8 @@ onnxruntime 1.31; bench/bench_precision.py gives the end-to-end figures in the R
 
 onnxruntime mechanics:
 - `quant_pre_process` must run with `skip_symbolic_shape=True`: symbolic shape inference stops on
-  the traced graph ("Incomplete symbolic shape inference", the data-dependent NMS shapes); ONNX's own
+  the traced graph ("Incomplete symbolic shape inference", the data-dependent NMS shapes); ONNX's
+  own
   shape inference plus onnxruntime's basic optimisations (which fuse MatMul+Add into Gemm) work.
 - Calibration data go in one batch per `collect_data` call: the histogram calibrators keep every
   output of a call in memory (calibrate.py HistogramCalibrater.collect_data), while per-call
@@ -92,7 +93,8 @@ class Quantised:
 
 
 def quantised_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(nodes to quantise, compute nodes left float32), by op type and name scope (see the module doc)."""
+    """(nodes to quantise, compute nodes left float32), by op type and name scope (see the module
+    doc)."""
     chosen, left = [], []
     for node in model.graph.node:
         if node.op_type in QUANTISED_OPS:
@@ -128,7 +130,8 @@ def calibrate(
     work: Path,
     providers: list[str] | None = None,
 ):
-    """Ranges (onnxruntime TensorsData) of the inputs and outputs of QUANTISED_OPS nodes over `batches`."""
+    """Ranges (onnxruntime TensorsData) of the inputs and outputs of QUANTISED_OPS nodes over
+    `batches`."""
     from onnxruntime.quantization import create_calibrator
 
     calibrator = create_calibrator(
@@ -170,7 +173,8 @@ def quantize_int8(
     providers: list[str] | None = None,
     finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model,
 ) -> Quantised:
-    """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`), calibrated
+    """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`),
+    calibrated
     on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory."""
     import logging
 
@@ -217,7 +221,8 @@ def quantize_int8(
         )
     finally:
         logging.getLogger().setLevel(quiet)
-    # one file (int8 weights fit well under 2 GB), `finish` applied on the way (e.g. the contract's metadata)
+    # one file (int8 weights fit well under 2 GB), `finish` applied on the way (e.g. the contract's
+    # metadata)
     onnx.save(finish(onnx.load(str(work / "int8.onnx"))), str(out))
     if table is not None:
         write_trt_table(ranges, table)

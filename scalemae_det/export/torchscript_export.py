@@ -1,4 +1,5 @@
-"""Checkpoint -> TorchScript: the same fixed-scale module, traced, with the ONNX metadata as an extra file.
+"""Checkpoint -> TorchScript: the same fixed-scale module, traced, with the ONNX metadata as an
+extra file.
 
 TorchScript is deprecated upstream; this stays a thin second format for PyTorch-only deployments.
 """
@@ -15,7 +16,7 @@ import torch
 import torchvision  # noqa: F401  registers torchvision::nms and roi_align, which the traced graph calls
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.metadata import THRESHOLD_INITIALIZER, ModelMetadata
 from scalemae_det.export.options import ExportSpec, Log, quiet
 from scalemae_det.export.parity import ParityCheck, batched, record_report
@@ -37,15 +38,16 @@ def _no_deprecation_warnings():
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMetadata]:
-    """(module, metadata); the module maps images (B, 3, T, T) in [0, 1] to the four padded outputs."""
+    """(module, metadata); the module maps images (B, 3, T, T) in [0, 1] to the four padded
+    outputs."""
     extra = {METADATA_FILE: ""}
     try:
         with _no_deprecation_warnings():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
-        raise UserError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
     if not extra[METADATA_FILE]:
-        raise UserError(f"{path}: not a scalemae-det TorchScript model (no {METADATA_FILE})")
+        raise InputError(f"{path}: not a scalemae-det TorchScript model (no {METADATA_FILE})")
     return module, ModelMetadata.from_props(json.loads(extra[METADATA_FILE]), source=str(path))
 
 
@@ -58,7 +60,8 @@ def torchscript_runner(
 
     def run(images):
         threshold.fill_(own if score_threshold is None else score_threshold)
-        # Without the profiling executor's warm-up passes, which cost seconds per call for a few calls.
+        # Without the profiling executor's warm-up passes, which cost seconds per call for a few
+        # calls.
         with torch.no_grad(), torch.jit.optimized_execution(False):
             return tuple(t.numpy() for t in module(torch.from_numpy(images)))
 
@@ -68,13 +71,15 @@ def torchscript_runner(
 def export_torchscript(
     checkpoint: str | Path, out: str | Path, spec: ExportSpec = ExportSpec(), log: Log = quiet
 ) -> ExportResult:
-    """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on failure."""
+    """Write `out` (and, when validating, `out`.parity.json); raise UserError and write nothing on
+    failure."""
     start = time.perf_counter()
     out = Path(out)
     spec.check_format("torchscript", out)
     prep = prepare(checkpoint, [out], spec, opset=NOT_ONNX)
     log(
-        f"tracing the {prep.metadata.model_config} detector to TorchScript ({prep.metadata.precision})"
+        f"tracing the {prep.metadata.model_config} detector to TorchScript "
+        f"({prep.metadata.precision})"
     )
     with torch.no_grad(), _no_deprecation_warnings():
         traced = torch.jit.trace(prep.wrapper, prep.example(), check_trace=False)
@@ -93,7 +98,7 @@ def export_torchscript(
                 lambda threshold: torchscript_runner(module, prep.spec.batch, threshold)
             )
             if not report.passed:
-                raise UserError(f"{out}: {report.summary()}; nothing written")
+                raise InputError(f"{out}: {report.summary()}; nothing written")
     report_path = record_report(out, report)
     return ExportResult(
         out,

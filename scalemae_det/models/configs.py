@@ -52,7 +52,8 @@ class DetectorConfig:
     def __post_init__(self):
         if len(self.anchor_sizes) != 5 or not all(s > 0 for s in self.anchor_sizes):
             raise ValueError(
-                f"anchor_sizes needs 5 positive sizes, one per level p2..p6, got {self.anchor_sizes}"
+                "anchor_sizes needs 5 positive sizes, one per level p2..p6, got "
+                f"{self.anchor_sizes}"
             )
         if self.rel_pos_grid < 1:
             raise ValueError(f"rel_pos_grid must be at least 1 patch, got {self.rel_pos_grid}")
@@ -67,8 +68,10 @@ class DetectorConfig:
 
 CONFIGS: dict[str, DetectorConfig] = {
     # The released ScaleMAE weights (bair-climate-initiative/scale-mae, mae/models_vit.py) with the
-    # ViTDet settings of Li et al., "Exploring Plain Vision Transformer Backbones for Object Detection",
-    # ECCV 2022 (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_{l,b}_100ep.py), except the
+    # ViTDet settings of Li et al., "Exploring Plain Vision Transformer Backbones for Object
+    # Detection",
+    # ECCV 2022 (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_{l,b}_100ep.py), except
+    # the
     # anchors (see anchor_sizes).
     "vit_large_patch16": DetectorConfig(
         name="vit_large_patch16",

@@ -42,7 +42,8 @@ class ScaleMAEBackbone(nn.Module):
 
 
 class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
-    """torchvision's multi-level RoIAlign with `aligned=True` (ViTDet's setting; torchvision hard-codes False).
+    """torchvision's multi-level RoIAlign with `aligned=True` (ViTDet's setting; torchvision
+    hard-codes False).
 
     Levels are pooled separately and put back in RoI order with one gather, which traces to ONNX
     without torchvision's tracing special case.
@@ -71,7 +72,8 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
 
 
 def box_regression_loss(deltas: Tensor, targets: Tensor, beta: float, normaliser: int) -> Tensor:
-    """Smooth L1 summed over the positives' deltas and divided by the number of sampled anchors or RoIs.
+    """Smooth L1 summed over the positives' deltas and divided by the number of sampled anchors or
+    RoIs.
 
     beta 0 is plain L1, ViTDet's choice for both heads (detectron2's `smooth_l1_beta` 0 in its RPN
     and box head configs); torchvision hard-codes beta 1/9, whose quadratic zone damps the
@@ -108,7 +110,8 @@ class L1RegionProposalNetwork(RegionProposalNetwork):
 
 
 class L1RoIHeads(RoIHeads):
-    """torchvision's RoI heads with the box loss of `box_loss_beta` (class-specific deltas, as ViTDet)."""
+    """torchvision's RoI heads with the box loss of `box_loss_beta` (class-specific deltas, as
+    ViTDet)."""
 
     box_loss_beta: float = 0.0
 
@@ -133,7 +136,8 @@ SIZE_DIVISIBLE = 32  # images are padded to multiples of this, the stride of p5
 
 
 class TileTransform(GeneralizedRCNNTransform):
-    """Normalise and pad to a multiple of SIZE_DIVISIBLE, never resize: tiles are used at their own GSD."""
+    """Normalise and pad to a multiple of SIZE_DIVISIBLE, never resize: tiles are used at their own
+    GSD."""
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
         return image, target
@@ -161,7 +165,8 @@ class ScaleMAEDetector(GeneralizedRCNN):
     """
 
     def __init__(self, cfg: DetectorConfig, num_classes: int):
-        # torchvision's FasterRCNN defaults, which are also ViTDet's: RPN IoU 0.7/0.3, half positives,
+        # torchvision's FasterRCNN defaults, which are also ViTDet's: RPN IoU 0.7/0.3, half
+        # positives,
         # NMS 0.7; RoI IoU 0.5, a quarter positives, box weights (10, 10, 5, 5).
         rpn = L1RegionProposalNetwork(
             AnchorGenerator(

@@ -1,4 +1,5 @@
-"""ViTDet's simple feature pyramid: strides 4..32 from the single stride-16 map, plus p6 for the RPN."""
+"""ViTDet's simple feature pyramid: strides 4..32 from the single stride-16 map, plus p6 for the
+RPN."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def _output_convs(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class SimpleFeaturePyramid(nn.Module):
-    """Levels ordered fine to coarse (p2 first): torchvision derives RoI level ranges from that order."""
+    """Levels ordered fine to coarse (p2 first): torchvision derives RoI level ranges from that
+    order."""
 
     names = ("p2", "p3", "p4", "p5", "p6")
     strides = (4, 8, 16, 32, 64)

@@ -30,7 +30,8 @@ from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
 
 
 def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nW, window, window, C), zero-padding H and W up to multiples of window."""
+    """(B, H, W, C) -> (B * nW, window, window, C), zero-padding H and W up to multiples of
+    window."""
     b, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
     x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
@@ -175,7 +176,8 @@ class ScaleMAEViT(nn.Module):
         )
 
     def forward_with_pos(self, x: Tensor, pos_embed: Tensor) -> Tensor:
-        """Same, with the positional embedding given: (H*W, C) or (B, H*W, C). Export bakes it in here."""
+        """Same, with the positional embedding given: (H*W, C) or (B, H*W, C). Export bakes it in
+        here."""
         x = self.patch_embed(x)
         b, h, w, c = x.shape
         # The residual stream keeps the parameters' dtype (float32 when training, whatever autocast

@@ -1,6 +1,7 @@
 """Torch-free ONNX Runtime runner: tiled, streaming detection over GeoTIFF scenes.
 
-Imports only numpy, onnxruntime and rasterio (plus typer/rich for the CLI): edge boxes have no torch.
+Imports only numpy, onnxruntime and rasterio (plus typer/rich for the CLI): edge boxes have no
+torch.
 
     from scalemae_det.runtime import Detector
     result = Detector("model.onnx").detect_scene("scene.tif")   # result.detections in scene pixels

@@ -19,11 +19,11 @@ from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.inputs import Source
-from scalemae_det.runtime.merge import merge
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
+from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.session import Session
-from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, TRUNCATION_MARGIN, Tile
 
 
 @dataclass
@@ -83,8 +83,10 @@ class Detector:
         return self.session.provider
 
     def threshold(self, score_threshold: float | None) -> float:
-        """The score cut-off to apply: the model's own when None. One below the model's is refused, not
-        ignored: the graph drops detections under its own threshold before they reach us, so a lower cut-off
+        """The score cut-off to apply: the model's own when None. One below the model's is refused,
+        not
+        ignored: the graph drops detections under its own threshold before they reach us, so a lower
+        cut-off
         would silently give the same detections as the model's."""
         own = self.metadata.score_threshold
         if score_threshold is None:
@@ -93,9 +95,11 @@ class Detector:
         if score_threshold < own:
             raise ParameterError(
                 "score_threshold",
-                f"below the threshold exported into {Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
-                f"under which the graph keeps no detection; use {own:g} or more, or re-export the model with "
-                f"a lower threshold (scalemae-det export --score-threshold {score_threshold:g})",
+                "below the threshold exported into "
+                f"{Path(getattr(self.session, 'path', 'the model')).name} ({own:g}), "
+                f"under which the graph keeps no detection; use {own:g} or more, or re-export the "
+                "model with "
+                f"a lower export `score_threshold` ({score_threshold:g})",
                 value=score_threshold,
             )
         return score_threshold
@@ -103,7 +107,8 @@ class Detector:
     def detect_tiles(
         self, images: np.ndarray, score_threshold: float | None = None
     ) -> list[Detections]:
-        """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile, tile pixels."""
+        """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile,
+        tile pixels."""
         t = self.metadata.tile
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
@@ -130,7 +135,7 @@ class Detector:
         self,
         path: str | os.PathLike | Source,
         *,
-        overlap: float = 0.2,
+        overlap: float = DEFAULT_OVERLAP,
         score_threshold: float | None = None,
         bands: Sequence[int] | None = None,
         scale: str | tuple[float, float] = "auto",
@@ -178,9 +183,10 @@ class Detector:
                 progress(done, len(scene.tiles))
         found = Detections.concat(parts)
         tile_ids, truncated = np.concatenate(tile_ids or [[]]), np.concatenate(truncated or [[]])
-        parts.clear()  # the per-tile copies go before the merge: peak memory is one copy plus the merge's
+        # the per-tile copies go before the merge: peak memory is one copy plus the merge's
+        parts.clear()
         if len(found):
-            keep = merge(
+            keep = join_seams(
                 found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold
             )
             found = found.take(keep)

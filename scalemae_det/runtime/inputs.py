@@ -13,8 +13,10 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemae_det.base.remote import RASTER_SUFFIXES, is_url, shown, url_name
+from scalemae_det.base.remote import is_url, shown, url_name
 
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"}
+IMAGE_SUFFIXES = RASTER_SUFFIXES | {".png", ".jpg", ".jpeg"}  # plain images too (`prepare`)
 STAC_SUFFIXES = (".json", ".geojson")
 
 
@@ -63,11 +65,11 @@ def _is_stac(item: str) -> bool:
 
 
 def expand_scenes(
-    items: list[str], stac_asset: str | None = None
+    items: list[str], stac_asset: str | None = None, suffixes: set[str] = RASTER_SUFFIXES
 ) -> tuple[list[Source], list[str]]:
-    """Files, directories (their rasters), glob patterns, URLs and STAC documents -> the scenes, and
-    the problems (one line each) of items that name none. `stac_asset` picks the asset of STAC
-    items (runtime/stac.py's default when None)."""
+    """Files, directories (their files of `suffixes`), glob patterns, URLs and STAC documents ->
+    the scenes, and the problems (one line each) of items that name none. `stac_asset` picks the
+    asset of STAC items (runtime/stac.py's default when None)."""
     scenes: list[Source] = []
     problems: list[str] = []
     for item in items:
@@ -89,7 +91,7 @@ def expand_scenes(
         path = Path(item)
         if path.is_dir():
             found = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
+                p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
             )
         elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())

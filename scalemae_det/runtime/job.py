@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, Spelling, UserError, python_name, spelled
+from scalemae_det.base.errors import (
+    InputError,
+    ParameterError,
+    Spelling,
+    UserError,
+    python_name,
+    spelled,
+)
 from scalemae_det.runtime.inputs import Source, expand_scenes
 from scalemae_det.runtime.shards import Shard, parse_shard, select
 
@@ -76,17 +83,17 @@ def plan_job(
     threads: int | None,
 ) -> Job:
     """Every option and output path checked, before the model is loaded or a scene read."""
-    from scalemae_det.runtime.merge import METRICS
-    from scalemae_det.runtime.outputs import CRS_MODES, FORMATS, output_path
-    from scalemae_det.runtime.scene import check_options
+    from scalemae_det.runtime.outputs import FORMATS, output_crs, output_path
+    from scalemae_det.runtime.scene import check_tiling_options
+    from scalemae_det.runtime.seams import METRICS
     from scalemae_det.runtime.session import CHOICES as PROVIDERS
     from scalemae_det.runtime.vector import pyogrio
 
     checks.choice("format", options.fmt, FORMATS)
-    checks.choice("crs", options.crs, CRS_MODES)
+    output_crs(options.crs)
     checks.choice("match", options.match, METRICS)
     checks.choice("provider", provider, PROVIDERS)
-    check_options(options.gsd_mode, options.overlap)  # once here, not once per scene
+    check_tiling_options(options.gsd_mode, options.overlap)  # once here, not once per scene
     checks.number("batch", batch, lo=1, integer=True)
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)
@@ -110,7 +117,7 @@ def plan_job(
     for p, target in targets.items():  # over the whole job, not only this shard
         clash = writers.setdefault(target, p)
         if clash != p:
-            raise UserError(f"{p} and {clash} would both write {target}; run them separately")
+            raise InputError(f"{p} and {clash} would both write {target}; run them separately")
     mine = select(paths, this_shard)
     previews = {p: Path(str(preview).replace("{scene}", p.stem)) for p in mine} if preview else {}
     for path in previews.values():
@@ -227,7 +234,7 @@ def run_scene(
 ) -> bool:
     """Detect over one scene (within `area`, a runtime.aoi.Area, when given) and write its outputs;
     a problem is one error line and a failed record."""
-    from scalemae_det.runtime.outputs import write
+    from scalemae_det.runtime.outputs import output_crs, write
     from scalemae_det.runtime.preview import write_preview
     from scalemae_det.runtime.records import footprint
 
@@ -260,7 +267,7 @@ def run_scene(
             return True
         if preview:  # before the output, so an existing output means the preview is there too
             write_preview(result, preview)
-        write(result, target, options.fmt, options.crs)
+        write(result, target, options.fmt, output_crs(options.crs))
     except (UserError, OSError) as exc:
         reason = (exc if isinstance(exc, UserError) else checks.write_failed(target, exc)).render(
             spell

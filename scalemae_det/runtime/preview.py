@@ -1,6 +1,7 @@
 """A quicklook PNG: the scene decimated to a screen-sized image, detections outlined by class.
 
-Read through scalemae_det.base.pixels, so it shows what the model saw; written with rasterio's PNG driver.
+Read through scalemae_det.base.pixels, so it shows what the model saw; written with rasterio's PNG
+driver.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ PALETTE = np.array(
 )
 
 
+def class_colour(class_id: int) -> np.ndarray:
+    """(3,) uint8 RGB of class `class_id` (1-based): the preview's and the QGIS style's colour."""
+    return PALETTE[(int(class_id) - 1) % len(PALETTE)]
+
+
 def quicklook(result: SceneResult, side: int = SIDE) -> np.ndarray:
     """(3, h, w) uint8 quicklook with box outlines."""
     scene = result.scene
@@ -49,7 +55,7 @@ def quicklook(result: SceneResult, side: int = SIDE) -> np.ndarray:
     ):
         x1, x2 = np.clip([x1, x2], 0, w - 1)
         y1, y2 = np.clip([y1, y2], 0, h - 1)
-        colour = PALETTE[(label - 1) % len(PALETTE), :, None]
+        colour = class_colour(label)[:, None]
         image[:, y1, x1 : x2 + 1] = image[:, y2, x1 : x2 + 1] = colour
         image[:, y1 : y2 + 1, x1] = image[:, y1 : y2 + 1, x2] = colour
     return image

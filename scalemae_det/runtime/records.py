@@ -1,9 +1,11 @@
-"""Run records: what every shard of a job did, scene by scene, and the job's state read back from them.
+"""Run records: what every shard of a job did, scene by scene, and the job's state read back from
+them.
 
 Each run of `predict` (each attempt of each shard) appends to a file of its own,
 OUT/records/shard-K-of-N.<host>.<pid>.<start>.jsonl, created exclusively (O_EXCL): concurrent shards
 on a shared filesystem never write the same file, so no locking is needed, and appends from two
-NFS clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard starts
+NFS clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard
+starts
 a new file and leaves the old one as its history.
 
 One JSON object a line, each written with one write(2) and fsynced, so a killed run loses at most
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, MissingPathError, PathError
 from scalemae_det.runtime.shards import Shard
 
 FOLDER = "records"
@@ -76,7 +78,8 @@ class RunRecord:
             "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "host"
         )
         started = time.time()
-        stem = f"shard-{shard.index:05d}-of-{shard.count:05d}.{host}.{os.getpid()}.{int(started * 1000)}"
+        shard_part = f"shard-{shard.index:05d}-of-{shard.count:05d}"
+        stem = f"{shard_part}.{host}.{os.getpid()}.{int(started * 1000)}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.path = folder / f"{stem}.jsonl"
@@ -180,7 +183,7 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
     """Every record file under OUT/records, oldest first; lines that do not parse are skipped."""
     folder = Path(out) / FOLDER
     if not Path(out).is_dir():
-        raise UserError(f"{out}: no such directory")
+        raise MissingPathError(f"{out}: no such directory")
     attempts = []
     for path in sorted(folder.glob("shard-*.jsonl")) if folder.is_dir() else []:
         attempt = None
@@ -195,8 +198,8 @@ def read_attempts(out: str | os.PathLike) -> list[Attempt]:
         if attempt is not None:
             attempts.append(attempt)
     if not attempts:
-        raise UserError(
-            f"{out}: no run records in {folder} (made by scalemae-det predict --out {out})"
+        raise InputError(
+            f"{out}: no run records in {folder} (predict writes them in its output folder)"
         )
     return sorted(attempts, key=lambda a: a.start.get("time", 0))
 
@@ -205,7 +208,7 @@ def _lines(path: Path) -> Iterator[dict]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        raise PathError(f"{path}: cannot read ({exc.strerror})") from None
     for raw in text.splitlines():
         try:
             entry = json.loads(raw)
@@ -231,7 +234,8 @@ class JobState:
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: {len(self.done)} done, "
+            f"{self.total} scenes in {self.shards} shard{'s' * (self.shards > 1)}: "
+            f"{len(self.done)} done, "
             f"{len(self.failed)} failed, {self.left} left"
         ]
         out += [
@@ -244,7 +248,8 @@ class JobState:
             )
         for a in self.open_attempts:
             out.append(
-                f"unfinished (running, or killed): shard {a.start.get('shard')} on {a.start.get('host')} "
+                f"unfinished (running, or killed): shard {a.start.get('shard')} on "
+                f"{a.start.get('host')} "
                 f"pid {a.start.get('pid')}, {len(a.scenes)} scenes recorded ({a.path.name})"
             )
         return out + [f"note: {n}" for n in self.notes]
@@ -257,7 +262,8 @@ def job_state(out: str | os.PathLike) -> JobState:
     keys = {(a.start.get("job_key"), a.start.get("shard", "1/1").split("/")[1]) for a in attempts}
     if len(keys) > 1:
         notes.append(
-            f"the records come from {len(keys)} different jobs (scene lists or shard counts differ); "
+            f"the records come from {len(keys)} different jobs (scene lists or shard counts "
+            "differ); "
             "counts mix them"
         )
     newest = attempts[-1].start

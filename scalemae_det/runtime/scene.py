@@ -1,4 +1,5 @@
-"""A scene as the model will see it: bands, value range, scale, tiles; and its tiles read in batches.
+"""A scene as the model will see it: bands, value range, scale, tiles; and its tiles read in
+batches.
 
 The GSD decides the resampling: in `resample` mode tiles are read so that a model pixel covers the
 model's GSD; in `as-is` mode pixels are taken as they are. Everything about the raster that is
@@ -22,6 +23,7 @@ from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.base.pixels import (
     FILL,
     ValueRange,
+    masked_inside,
     raster_errors,
     read_unit,
     select_bands,
@@ -29,7 +31,7 @@ from scalemae_det.base.pixels import (
 )
 from scalemae_det.base.remote import open_path, reading
 from scalemae_det.runtime.inputs import Source, as_source
-from scalemae_det.runtime.tiling import Tile, plan
+from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, Tile, plan
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
@@ -102,7 +104,7 @@ def _factor(
     return ratio
 
 
-def check_options(gsd_mode: str, overlap: float) -> None:
+def check_tiling_options(gsd_mode: str, overlap: float) -> None:
     """The option errors that need no raster; the CLI checks them once, before any scene."""
     checks.choice("gsd_mode", gsd_mode, GSD_MODES)
     checks.number("overlap", overlap, lo=0, hi=1, hi_open=True)
@@ -115,7 +117,7 @@ def open_scene(
     bands: Sequence[int] | None = None,
     scale: str | tuple[float, float] = "auto",
     gsd_mode: str = "resample",
-    overlap: float = 0.2,
+    overlap: float = DEFAULT_OVERLAP,
     area=None,
 ) -> Scene:
     """Inspect a raster (a file, a URL, or a runtime.inputs.Source) and plan its tiles: those
@@ -123,7 +125,7 @@ def open_scene(
     over the tiles to be read."""
     source = as_source(path)
     path = source.path
-    check_options(gsd_mode, overlap)
+    check_tiling_options(gsd_mode, overlap)
     with reading(path), raster_errors(path, "not a readable raster"):
         ds = rasterio.open(open_path(path))
     with reading(path), ds:
@@ -133,6 +135,15 @@ def open_scene(
         notes: list[str] = list(source.notes)
         _check_stac_gsd(source.gsd, gsd, notes)
         factor = _factor(path, gsd, meta, gsd_mode, notes)
+        inside = masked_inside(ds, chosen)
+        if inside:
+            share = inside / (ds.width * ds.height)
+            notes.append(
+                f"its declared nodata {ds.nodatavals[chosen[0] - 1]:g} also occurs "
+                f"inside the image: about {inside} pixel(s) ({share:.2%}) "
+                "of that value in every band are read as nodata and hide what they show; if they "
+                "are data, unset the nodata (`gdal_edit.py -unsetnodata`)"
+            )
         src = max(1, round(meta.tile * factor))
         tiles = plan(ds.width, ds.height, src, meta.tile, overlap)
         rings, planned = None, len(tiles)

@@ -12,9 +12,12 @@ Layers the export left in float32 stay float32 on TensorRT too (fp16 is not swit
 The metadata is read from the file before the session is made (`read_props`): the TensorRT options
 have to be known when the engine is built.
 
-TensorRT's engine cache (trt_engine_cache_path, ONNX Runtime's TensorRT EP options) is a folder under
-XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and removed again
-when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run leaves it for nothing.
+TensorRT's engine cache (trt_engine_cache_path, ONNX Runtime's TensorRT EP options) is a folder
+under
+XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and removed
+again
+when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run leaves it for
+nothing.
 A home that cannot be written (read-only edge boxes) is TensorRT's problem alone: `auto` goes on
 without TensorRT and says why; `--provider tensorrt` is refused naming the folder.
 """
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import ParameterError, UserError
+from scalemae_det.base.errors import InputError, MissingPathError, ParameterError
 from scalemae_det.base.metadata import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -63,7 +66,8 @@ def trt_cache_dir() -> Path:
 
 
 def _make_dirs(path: Path) -> list[Path]:
-    """`mkdir -p path`, returning the folders it created (outermost first) so they can be taken back."""
+    """`mkdir -p path`, returning the folders it created (outermost first) so they can be taken
+    back."""
     missing = []
     while not path.exists():
         missing.append(path)
@@ -85,7 +89,8 @@ def provider_options(
 ) -> dict:
     """onnxruntime options for provider `name` running a model of `precision`."""
     if name == NAMES["cuda"]:
-        # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls off TF32
+        # tile shapes are fixed: no exhaustive search; `exact` (parity checks) keeps float32 matmuls
+        # off TF32
         return {"cudnn_conv_algo_search": "HEURISTIC", **({"use_tf32": 0} if exact else {})}
     if name == NAMES["tensorrt"]:
         options = {
@@ -110,7 +115,8 @@ def _precision(path: str) -> str:
 @contextlib.contextmanager
 def _captured() -> Iterator[list[str]]:
     """Collect what onnxruntime prints (C++ log on fd 2, Python fallback notices on stdout)
-    while it tries providers, so a failed GPU load becomes one line of ours instead of a screenful."""
+    while it tries providers, so a failed GPU load becomes one line of ours instead of a
+    screenful."""
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+") as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
         saved = os.dup(2)
@@ -160,14 +166,14 @@ class Session:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError(
+            raise InputError(
                 "onnxruntime is not installed: pip install 'scalemae-det[runtime]'"
             ) from None
 
         self.path = str(model_path)
         checks.choice("provider", provider, CHOICES)
         if not Path(self.path).is_file():
-            raise UserError(f"{self.path}: model file not found")
+            raise MissingPathError(f"{self.path}: model file not found")
         available = ort.get_available_providers()
         gpu = ("cuda",) if exact and provider == "auto" else ("tensorrt", "cuda")
         wanted = [NAMES[p] for p in gpu if provider in ("auto", p) and NAMES[p] in available]
@@ -183,7 +189,8 @@ class Session:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
-        # onnxruntime keeps no reference to an added initializer (nor the OrtValue to its numpy array):
+        # onnxruntime keeps no reference to an added initializer (nor the OrtValue to its numpy
+        # array):
         # both must live as long as the session, or the session reads freed memory
         self._initializers = []
         if score_threshold is not None:
@@ -196,7 +203,10 @@ class Session:
             try:
                 created = _make_dirs(trt_cache)
             except OSError as exc:
-                problem = f"cannot create its engine cache {trt_cache} ({exc.strerror}); set XDG_CACHE_HOME to a writable folder"
+                problem = (
+                    f"cannot create its engine cache {trt_cache} ({exc.strerror}); "
+                    "set XDG_CACHE_HOME to a writable folder"
+                )
                 if provider == "tensorrt":
                     raise ParameterError(
                         "provider", problem, value=provider, source=self.path
@@ -217,7 +227,7 @@ class Session:
                 )
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             _remove_dirs(created)
-            raise UserError(
+            raise InputError(
                 f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})"
             ) from None
         self.providers = self.session.get_providers()
@@ -251,13 +261,13 @@ class Session:
         outputs = {o.name for o in self.session.get_outputs()}
         t = self.metadata.tile
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME or not set(OUTPUT_NAMES) <= outputs:
-            raise UserError(
+            raise InputError(
                 f"{self.path}: graph inputs/outputs do not follow the scalemae-det contract "
                 f"(want {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)})"
             )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [t, t]:
-            raise UserError(
+            raise InputError(
                 f"{self.path}: input shape {shape} is not (B, 3, {t}, {t}) as its metadata says"
             )
         checks.number("batch", batch, lo=1, integer=True)

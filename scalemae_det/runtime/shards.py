@@ -1,4 +1,5 @@
-"""Which scenes a shard of a many-machine job runs: `K/N`, or `auto` from the scheduler's environment.
+"""Which scenes a shard of a many-machine job runs: `K/N`, or `auto` from the scheduler's
+environment.
 
 The split is by a stable hash of each scene's file name, shard = sha256(name) mod N (+1):
 - the file name, not the resolved path: the output is named after the scene (OUT/<stem>.<format>),
@@ -18,7 +19,8 @@ The split is by a stable hash of each scene's file name, shard = sha256(name) mo
   such K and is refused rather than guessed.
 - Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX (0-based; https://kubernetes.io/docs/tasks/job/
   indexed-parallel-processing-static). The job's `completions` reaches the pod in no variable, so N
-  comes from `--shard-count`, or from SCALEMAE_DET_SHARD_COUNT where a manifest prefers an env entry.
+  comes from `--shard-count`, or from SCALEMAE_DET_SHARD_COUNT where a manifest prefers an env
+  entry.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import ParameterError
 
 COUNT_ENV = "SCALEMAE_DET_SHARD_COUNT"
 P = TypeVar("P", str, os.PathLike)
@@ -72,14 +74,18 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"--shard auto: {name}={text!r} is not a whole number") from None
+        raise ParameterError(
+            "shard", f"{name}={text!r} is not a whole number", value="auto"
+        ) from None
 
 
-def _checked(index: int, count: int, where: str) -> Shard:
+def _checked(index: int, count: int, value: str, where: str = "") -> Shard:
     if count < 1:
-        raise UserError(f"{where}: the shard count must be at least 1, got {count}")
+        raise ParameterError(
+            "shard", f"{where}the shard count must be at least 1, got {count}", value=value
+        )
     if not 1 <= index <= count:
-        raise UserError(f"{where}: shard {index} is outside 1..{count}")
+        raise ParameterError("shard", f"{where}shard {index} is outside 1..{count}", value=value)
     return Shard(index, count)
 
 
@@ -90,18 +96,24 @@ def _slurm(env: Mapping[str, str], count: int | None) -> Shard:
     high = _int(env, "SLURM_ARRAY_TASK_MAX")
     step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
     if total is None or low is None:
-        raise UserError(
-            "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT or _MIN is not; "
-            "give --shard K/N"
+        raise ParameterError(
+            "shard",
+            "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT or _MIN is not; "
+            "give `shard` K/N",
+            value="auto",
         )
     if (task - low) % step or (high is not None and (high - low) // step + 1 != total):
-        raise UserError(
-            f"--shard auto: the Slurm array's task ids are not evenly spaced (MIN {low}, MAX {high}, "
-            f"STEP {step}, COUNT {total}); submit --array=A-B[:S] or give --shard K/N"
+        raise ParameterError(
+            "shard",
+            f"the Slurm array's task ids are not evenly spaced (MIN {low}, MAX {high}, "
+            f"STEP {step}, COUNT {total}); submit sbatch --array=A-B[:S] or give `shard` K/N",
+            value="auto",
         )
     if count is not None and count != total:
-        raise UserError(f"--shard-count {count} disagrees with the Slurm array's {total} tasks")
-    shard = _checked((task - low) // step + 1, total, f"--shard auto (SLURM_ARRAY_TASK_ID={task})")
+        raise ParameterError(
+            "shard_count", f"disagrees with the Slurm array's {total} tasks", value=count
+        )
+    shard = _checked((task - low) // step + 1, total, "auto", f"SLURM_ARRAY_TASK_ID={task}: ")
     return Shard(shard.index, shard.count, "slurm")
 
 
@@ -111,41 +123,48 @@ def _kubernetes(env: Mapping[str, str], count: int | None) -> Shard:
     if count is None:
         count = from_env
     elif from_env is not None and from_env != count:
-        raise UserError(f"--shard-count {count} disagrees with {COUNT_ENV}={from_env}")
+        raise ParameterError("shard_count", f"disagrees with {COUNT_ENV}={from_env}", value=count)
     if count is None:
-        raise UserError(
-            f"--shard auto: JOB_COMPLETION_INDEX is set but not the job's completions; "
-            f"give --shard-count N (or {COUNT_ENV}) equal to the Job's spec.completions"
+        raise ParameterError(
+            "shard",
+            "JOB_COMPLETION_INDEX is set but not the job's completions; "
+            f"give `shard_count` N (or {COUNT_ENV}) equal to the Job's spec.completions",
+            value="auto",
         )
-    shard = _checked(index + 1, count, f"--shard auto (JOB_COMPLETION_INDEX={index})")
+    shard = _checked(index + 1, count, "auto", f"JOB_COMPLETION_INDEX={index}: ")
     return Shard(shard.index, shard.count, "kubernetes")
 
 
 def parse_shard(
     text: str | None, count: int | None = None, env: Mapping[str, str] | None = None
 ) -> Shard:
-    """`K/N` (1-based), `auto` (from Slurm or Kubernetes, see above) or None (the whole job: 1/1)."""
+    """`K/N` (1-based), `auto` (from Slurm or Kubernetes, see above) or None (the whole job:
+    1/1)."""
     env = os.environ if env is None else env
     if text is None:
         if count is not None:
-            raise UserError("--shard-count needs --shard auto")
+            raise ParameterError("shard_count", "needs `shard` auto", value=count)
         return ALL
     if text == "auto":
         if env.get("SLURM_ARRAY_TASK_ID"):
             return _slurm(env, count)
         if env.get("JOB_COMPLETION_INDEX"):
             return _kubernetes(env, count)
-        raise UserError(
-            "--shard auto: neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX "
-            "(a Kubernetes Indexed Job) is set; give --shard K/N"
+        raise ParameterError(
+            "shard",
+            "neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX "
+            "(a Kubernetes Indexed Job) is set; give `shard` K/N",
+            value="auto",
         )
     if count is not None:
-        raise UserError("--shard-count goes with --shard auto; with --shard K/N the count is N")
+        raise ParameterError(
+            "shard_count", "goes with `shard` auto; with `shard` K/N the count is N", value=count
+        )
     k, slash, n = text.partition("/")
     try:
         index, total = int(k), int(n)
     except ValueError:
-        raise UserError(f"--shard: expected K/N (e.g. 2/8) or auto, got {text!r}") from None
+        raise ParameterError("shard", "expected K/N (e.g. 2/8) or auto", value=text) from None
     if not slash:
-        raise UserError(f"--shard: expected K/N (e.g. 2/8) or auto, got {text!r}")
-    return _checked(index, total, f"--shard {text}")
+        raise ParameterError("shard", "expected K/N (e.g. 2/8) or auto", value=text)
+    return _checked(index, total, text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+DEFAULT_OVERLAP = 0.2  # share of a tile's side it shares with its neighbour, unless told
 TRUNCATION_MARGIN = (
     2.0  # model pixels: a box this close to an inner tile edge may be cut by it (Tile.truncated)
 )
@@ -45,7 +46,8 @@ class Tile:
         )
 
     def truncated(self, boxes: np.ndarray, margin: float) -> np.ndarray:
-        """Which boxes (model pixels) touch an inner edge, i.e. may show only part of their object."""
+        """Which boxes (model pixels) touch an inner edge, i.e. may show only part of their
+        object."""
         near = (
             boxes[:, 0] <= margin,
             boxes[:, 1] <= margin,
@@ -68,7 +70,8 @@ def offsets(length: int, size: int, stride: int) -> list[int]:
 
 
 def plan(width: int, height: int, src: int, tile: int, overlap: float) -> list[Tile]:
-    """Tiles of `src` scene pixels (read as `tile` model pixels) overlapping by `overlap`, row-major."""
+    """Tiles of `src` scene pixels (read as `tile` model pixels) overlapping by `overlap`,
+    row-major."""
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     stride = max(1, round(src * (1 - overlap)))

@@ -1,4 +1,5 @@
-"""Detections as a GIS layer: GeoPackage (`--format gpkg`, and `merge --to x.gpkg`) or FlatGeobuf (`x.fgb`).
+"""Detections as a GIS layer: GeoPackage (`--format gpkg`, and `merge --to x.gpkg`) or FlatGeobuf
+(`x.fgb`).
 
 Written through pyogrio, GeoPandas' default I/O engine: its wheels bundle GDAL (no system GDAL, as
 rasterio's), and `pyogrio.raw.write` takes WKB geometries and one numpy array per field, so a layer
@@ -9,7 +10,8 @@ of `runtime`, because an edge box writing GeoJSON needs no second GDAL.
 Box outlines are built as WKB here (a little-endian Polygon of one closed 5-point ring, 93 bytes,
 OGC Simple Features / ISO 19125-1 section 8.2) in one numpy pass. FlatGeobuf is written without its
 packed R-tree (layer option SPATIAL_INDEX=NO): GDAL can append only to such a file; GIS tools read
-it all the same, a spatial query just scans it.
+it all the same, a spatial query just scans it. A GeoPackage also carries the QGIS style of its
+layer (runtime/qgis_style.py), so it opens in QGIS coloured by class.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError, ParameterError
 
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 LAYER = "detections"
@@ -38,17 +40,20 @@ def pyogrio():
     try:
         import pyogrio as module
     except ImportError:
-        raise UserError(
+        raise InputError(
             "GeoPackage and FlatGeobuf need pyogrio: pip install 'scalemae-det[gis]'"
         ) from None
     return module
 
 
-def driver_for(path: str | os.PathLike, what: str) -> str:
-    """The GDAL driver for a layer file, by its suffix; `what` names the option in the error."""
+def driver_for(path: str | os.PathLike, param: str | None = None) -> str:
+    """The GDAL driver for a layer file, by its suffix; `param` names the parameter in the error."""
     suffix = Path(path).suffix.lower()
     if suffix not in DRIVERS:
-        raise UserError(f"{what} {path}: expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file")
+        problem = "expected a .gpkg (GeoPackage) or .fgb (FlatGeobuf) file"
+        if param:
+            raise ParameterError(param, problem, value=str(path))
+        raise InputError(f"{path}: {problem}")
     return DRIVERS[suffix]
 
 
@@ -141,17 +146,25 @@ def read_columns(path: str | os.PathLike, names: list[str]) -> list[np.ndarray]:
     return [found[name] for name in names]
 
 
-def write_scene(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Path:
+def write_scene_layer(result, path: str | os.PathLike, crs_mode: str = "wgs84") -> Path:
     """One scene's detections as a GeoPackage or FlatGeobuf (by suffix); complete or absent."""
-    from scalemae_det.runtime.outputs import WGS84, box_rings
+    from rasterio.crs import CRS
 
-    driver = driver_for(path, "--format")
+    from scalemae_det.runtime.outputs import box_rings, target_crs
+
+    driver = driver_for(path)
     scene = result.scene
     crs = (
-        None if not scene.georeferenced else WGS84 if crs_mode == "wgs84" else scene.crs.to_string()
+        CRS.from_user_input(target_crs(crs_mode, scene.crs)).to_string()
+        if scene.georeferenced
+        else None
     )
     det = result.detections
     fields = columns(result.name, det.boxes, det.scores, det.labels, result.class_names)
     with atomic_path(path, keep_suffix=True) as tmp:
         write_layer(tmp, box_rings(result, crs_mode), fields, crs, driver)
+        if driver == "GPKG":
+            from scalemae_det.runtime.qgis_style import write_style
+
+            write_style(tmp, result.class_names)
     return Path(path)

@@ -33,7 +33,8 @@ _GLASS = np.array([35, 40, 52], _F)[:, None, None]
 
 
 def render_window(scene: Layout, row: int, col: int, height: int, width: int) -> np.ndarray:
-    """The window's pixels as a (3, height, width) uint8 array; 0 in all bands only in the collar."""
+    """The window's pixels as a (3, height, width) uint8 array; 0 in all bands only in the
+    collar."""
     out = np.empty((3, height, width), np.uint8)
     for r in range(0, height, CHUNK):
         for c in range(0, width, CHUNK):
@@ -43,7 +44,8 @@ def render_window(scene: Layout, row: int, col: int, height: int, width: int) ->
 
 
 def _cover(sd: np.ndarray, gsd: float) -> np.ndarray:
-    """Anti-aliased coverage of a pixel from the signed distance (metres) of its centre to a shape."""
+    """Anti-aliased coverage of a pixel from the signed distance (metres) of its centre to a
+    shape."""
     return np.clip(_F(0.5) - sd / _F(gsd), 0, 1)
 
 

@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import InputError
 from scalemae_det.base.geo import gsd_m
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.synthetic.layout import CLASS_NAMES, Layout, make_scene
@@ -44,9 +44,11 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
         with rasterio.Env():  # GDAL reports through the exception, not on stderr
             crs_obj = CRS.from_user_input(crs)
     except CRSError as exc:
-        raise UserError(f"{path}: invalid CRS {crs!r}: {exc}") from None
+        raise InputError(f"{path}: invalid CRS {crs!r}: {exc}") from None
     if not crs_obj.is_projected or crs_obj.linear_units not in ("metre", "meter"):
-        raise UserError(f"{path}: CRS {crs} is not projected in metres; use one such as a UTM zone")
+        raise InputError(
+            f"{path}: CRS {crs} is not projected in metres; use one such as a UTM zone"
+        )
     params = crs_obj.to_dict()
     lon = params["zone"] * 6 - 183 if "zone" in params else params.get("lon_0", 0.0)
     lat = params.get("lat_0") or (-30.0 if params.get("south") else 45.0)
@@ -54,8 +56,9 @@ def _georef(path: Path, crs: str, gsd: float) -> tuple[CRS, float, float]:
     x0, y0 = round(x, -3), round(y, -3)
     true_gsd = gsd_m(crs_obj, Affine(gsd, 0, x0, 0, -gsd, y0), 1000, 1000)
     if abs(true_gsd / gsd - 1) > 0.02:
-        raise UserError(
-            f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS such as UTM"
+        raise InputError(
+            f"{path}: CRS {crs} distorts scale by {true_gsd / gsd - 1:+.0%} here; use a local CRS "
+            "such as UTM"
         )
     return crs_obj, x0, y0
 
@@ -181,7 +184,7 @@ def write_chips(
     _georef(out, crs, hi)
     checks.number("gsd_max", hi, lo=lo)
     if labels.is_dir():
-        raise UserError(f"{labels}: is a folder; cannot write the labels there")
+        raise InputError(f"{labels}: is a folder; cannot write the labels there")
     checks.output_dir(out, "out")
     gsds = np.round(np.random.default_rng([seed, 2]).uniform(lo, hi, count), 4)
     images, anns = [], []

@@ -1,4 +1,5 @@
-"""scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated rasters."""
+"""scalemae_det.base.pixels: band choice, stretch, nodata and scaling, on real and generated
+rasters."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from helpers.realdata import ORIGINS, raster
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import (
     FILL,
+    masked_inside,
     nodata_mask,
     read_unit,
     select_bands,
@@ -146,3 +148,30 @@ def test_corrupt_raster_is_a_one_line_user_error(tmp_path, origin):
         with pytest.raises(UserError, match=r"corrupt.tif: reading failed at window") as err:
             read_unit(ds, [1, 2, 3], Window(0, 0, ds.width, ds.height), None)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("side", [600, 3000])  # read whole, and decimated (STATS_SIDE 1024)
+def test_nodata_value_inside_the_image_is_counted_and_a_collar_is_not(tmp_path, side):
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 255, (3, side, side), dtype=np.uint8)  # 255 never drawn
+    rows, cols = np.indices((side, side))
+    collar = cols < rows // 3  # a slanted collar along the left edge, as a rotated scene has
+    data[:, collar] = 255
+    data[:, : side // 10] = 255  # and one along the top
+    # saturated pixels well inside the data (one beside the collar or the far edge has no valid
+    # pixel on that side, and counts as collar)
+    inner = (cols >= rows // 3 + 2) & (rows >= side // 10 + 2) & (rows < side - 2)
+    bright = (rng.random((side, side)) < 0.01) & inner & (cols < side - 2)
+    data[:, bright] = 255  # saturated pixels inside the data: what nodata 255 hides
+    data[0, 5 * side // 10, 5 * side // 10 :] = 255  # 255 in one band only: not nodata
+    path = _write(tmp_path / "bright.tif", data, nodata=255)
+    with rasterio.open(path) as ds:
+        found = masked_inside(ds, [1, 2, 3])
+    assert abs(found - bright.sum()) <= 0.1 * bright.sum()  # exact when read whole
+    if side <= 1024:
+        assert found == bright.sum()
+    data[:, bright] = 0
+    with rasterio.open(_write(tmp_path / "collar.tif", data, nodata=255)) as ds:
+        assert masked_inside(ds, [1, 2, 3]) == 0
+    with rasterio.open(_write(tmp_path / "none.tif", data)) as ds:  # no nodata declared
+        assert masked_inside(ds, [1, 2, 3]) == 0

@@ -56,14 +56,16 @@ def _other_width(ckpt: dict) -> None:
 
 
 def _never_detects(ckpt: dict) -> None:
-    """Finite weights whose class scores underflow to 0 for every object class: no detection at any threshold."""
+    """Finite weights whose class scores underflow to 0 for every object class: no detection at any
+    threshold."""
     bias = ckpt["model"]["roi_heads.box_predictor.cls_score.bias"]
     bias[1:] = -1e4
     bias[0] = 1e4
 
 
 def _xview(root: Path) -> dict:
-    """Three small scenes and their xView-format labels; `bad.tif` is labelled but truncated (unreadable)."""
+    """Three small scenes and their xView-format labels; `bad.tif` is labelled but truncated
+    (unreadable)."""
     images = root / "images"
     images.mkdir()
     features = []
@@ -128,7 +130,8 @@ def world(tmp_path_factory, tiny_checkpoint) -> dict:
     doc["annotations"] = []
     w["empty_labels"] = data / "no_annotations.json"
     w["empty_labels"].write_text(json.dumps(doc))
-    # the tiny checkpoint's classes are vehicle/building/ship: a label file with those names for evaluate
+    # the tiny checkpoint's classes are vehicle/building/ship: a label file with those names for
+    # evaluate
     doc = json.loads(w["labels"].read_text())
     doc["categories"] = [
         {"id": 1, "name": "vehicle"},
@@ -182,7 +185,8 @@ def run(line: str, values: dict, monkeypatch, capsys) -> tuple[int, str, str]:
 
 
 def files_under(folder: Path) -> list[str]:
-    """Everything under `folder` but predict's run records (runtime.records), which log failed scenes too."""
+    """Everything under `folder` but predict's run records (runtime.records), which log failed
+    scenes too."""
     found = folder.rglob("*") if folder.exists() else []
     return sorted(
         str(p.relative_to(folder))
@@ -219,7 +223,10 @@ class Case:
 
 PREDICT = "predict {scene} --model {model} --out {out}"
 EXPORT = "export {ckpt} --out {tmp}/m.onnx --tile 64 --batch 1 --no-simplify"
-EVALUATE = "evaluate --checkpoint {ckpt} --image-dir {images} --label-file {eval_labels} --device cpu --num-workers 0"
+EVALUATE = (
+    "evaluate --checkpoint {ckpt} --image-dir {images} --label-file {eval_labels} "
+    "--device cpu --num-workers 0"
+)
 XVIEW = "prepare-xview --geojson {xview_good} --images {xview_images} --out {out} --chip 128"
 TRAIN = "train.py {train}"
 DEMO = "demo --out {out} --size 256 --tile 64"
@@ -334,7 +341,7 @@ CASES = {
         f"{EXPORT} --score-threshold nan", ("--score-threshold nan", "finite"), after=no_export
     ),
     "export format": Case(
-        f"{EXPORT} --format tflite", ("--format tflite", "onnx, torchscript, all"), after=no_export
+        f"{EXPORT} --format tflite", ("--format tflite", "onnx, torchscript, deepness, all"), after=no_export
     ),
     "export out is a folder": Case(
         "export {ckpt} --out {dir}",
@@ -387,14 +394,10 @@ CASES = {
     ),
     # evaluate (rule 1, 6)
     "evaluate output folder missing": Case(
-        f"{EVALUATE} -o {{missing}}.json", ("--output", "nowhere", "does not exist")
+        f"{EVALUATE} -o {{missing}}.json", ("--out", "nowhere", "does not exist")
     ),
-    "evaluate output is a folder": Case(
-        f"{EVALUATE} -o {{dir}}", ("--output", "adir", "is a folder")
-    ),
-    "evaluate output unwritable": Case(
-        f"{EVALUATE} -o {{ro}}/m.json", ("--output", "not writable")
-    ),
+    "evaluate output is a folder": Case(f"{EVALUATE} -o {{dir}}", ("--out", "adir", "is a folder")),
+    "evaluate output unwritable": Case(f"{EVALUATE} -o {{ro}}/m.json", ("--out", "not writable")),
     "evaluate detections folder missing": Case(
         f"{EVALUATE} -o {{out}}.json --detections {{missing}}.json",
         ("--detections", "nowhere", "does not exist"),
@@ -532,8 +535,10 @@ def test_bad_input(name, world, place, monkeypatch, capsys):
 def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(
     world, place, monkeypatch, capsys
 ):
-    """Ctrl-C during tracing: exit 130, one line, no model and no work folder; a work folder that an export killed
-    with SIGKILL left (its process is gone) is removed by the next export of the same output, not others'."""
+    """Ctrl-C during tracing: exit 130, one line, no model and no work folder; a work folder that an
+    export killed
+    with SIGKILL left (its process is gone) is removed by the next export of the same output, not
+    others'."""
     import scalemae_det.export.onnx_export as onnx_export
 
     def interrupted(*args, **kwargs):
@@ -578,7 +583,10 @@ def test_prepare_xview_skips_unreadable_scenes_and_a_rerun_keeps_no_chip_of_the_
     world, place, monkeypatch, capsys
 ):
     values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    xview = "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} --chip 128 --seed 3"
+    xview = (
+        "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} "
+        "--chip 128 --seed 3"
+    )
     code, out, err = run(f"{xview} --val-fraction 0 --skip-unreadable", values, monkeypatch, capsys)
     assert code == 0, err
     assert "1 unreadable scene(s) skipped" in out
@@ -687,7 +695,8 @@ def test_resume_runs_the_evaluation_a_kill_interrupted_and_refuses_another_archi
     )
 
 
-# ---------------------------------------------------------------- the library side of the same rules
+# ---------------------------------------------------------------- the library side of the same
+# rules
 
 
 def test_library_errors_name_the_parameter_and_each_command_spells_it():
@@ -735,7 +744,8 @@ def test_parity_fails_on_non_finite_outputs_and_the_opset_range_is_the_exporters
 def test_parity_probes_below_a_threshold_that_leaves_nothing_to_compare(
     world, place, monkeypatch, capsys
 ):
-    """At 0.9999 the tiny model keeps (almost) nothing; the check then compares at a lower threshold, and passes."""
+    """At 0.9999 the tiny model keeps (almost) nothing; the check then compares at a lower
+    threshold, and passes."""
     values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
     code, _, err = run(f"{EXPORT} --score-threshold 0.9999", values, monkeypatch, capsys)
     assert code == 0, err

@@ -1,4 +1,5 @@
-"""`scalemae-det export` through the real entry point: bad input is one line, exit 1, nothing written."""
+"""`scalemae-det export` through the real entry point: bad input is one line, exit 1, nothing
+written."""
 
 from __future__ import annotations
 
@@ -47,13 +48,28 @@ def _under_a_file(tmp_path):
     return tmp_path / "file" / "m.onnx"
 
 
-BAD = {  # case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the error line)
+# case: (checkpoint (None: the tiny one), output (None: out/m.onnx), extra arguments, words of the
+# error line)
+BAD = {
     "missing": (lambda tmp: tmp / "nope.pt", None, [], ["nope.pt", "no such checkpoint"]),
     "not_a_checkpoint": (_junk, None, [], ["junk.pt", "not a readable PyTorch checkpoint"]),
     "foreign_dict": (_encoder, None, [], ["encoder.pt", "not a scalemae-det detector checkpoint"]),
     "tile": (None, None, ["--tile", "100"], ["--tile 100", "multiple of 32"]),
     "batch": (None, None, ["--batch", "0"], ["--batch 0", "at least 1"]),
     "parent_is_a_file": (None, _under_a_file, [], ["m.onnx", "is a file, not a folder"]),
+    "deepness_batch": (
+        None,
+        None,
+        ["--format", "deepness", "--batch", "2"],
+        ["--batch 2", "batch 1"],
+    ),
+    "deepness_not_onnx": (
+        None,
+        lambda tmp: tmp / "out" / "m.pt",
+        ["--format", "deepness"],
+        ["--out", "m.pt", ".onnx suffix"],
+    ),
+    "overlap_not_deepness": (None, None, ["--overlap", "0.25"], ["--overlap", "--format deepness"]),
 }
 
 
@@ -98,7 +114,8 @@ def test_failed_parity_exits_nonzero_and_leaves_no_file(
 
 
 def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsys, tiny_checkpoint):
-    """The glue only (parity is covered in test_export): both files, each reloadable with its metadata."""
+    """The glue only (parity is covered in test_export): both files, each reloadable with its
+    metadata."""
     from scalemae_det.base.metadata import ModelMetadata
     from scalemae_det.export.torchscript_export import load_torchscript
 
@@ -130,3 +147,30 @@ def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsy
         == (64, 2, 0.3)
     )
     assert err.count("not validated") == 2
+
+
+def test_tile_defaults_to_the_training_size_and_a_far_tile_is_warned(
+    tmp_path, monkeypatch, capsys, tiny_checkpoint
+):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    trained = tmp_path / "trained_at_100.pt"
+    torch.save({**ckpt, "input_size": 100}, trained)  # train.py's --input_size 100
+    out = tmp_path / "m.onnx"
+    code, _, err = run_cli(
+        monkeypatch, capsys, trained, "--out", out, "--no-validate", "--batch", "1"
+    )
+    assert code == 0 and "warning" not in err, err
+    # 100 rounded up to the tile's multiple of 32
+    assert onnx.load(out).graph.input[0].type.tensor_type.shape.dim[2].dim_value == 128
+    code, _, err = run_cli(
+        monkeypatch, capsys, trained, "--out", out, "--no-validate", "--batch", "1", "--tile", "288"
+    )
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warned) == 1, err
+    assert "--tile 288 is 2.25x the 128 px the model was trained on" in warned[0]
+    out.unlink()
+    code, _, err = run_cli(
+        monkeypatch, capsys, tiny_checkpoint, "--out", out, "--no-validate", "--batch", "1"
+    )
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warned) == 1 and "exporting at --tile 800" in warned[0], err

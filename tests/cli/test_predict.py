@@ -150,7 +150,8 @@ def _output_is_a_file(tmp_path, args):
     args[5] = tmp_path / "taken"
 
 
-UNUSABLE = {  # case: (change to the arguments [scene, scene, --model, M, --out, O], words of the one error line)
+# case: (change to the arguments [scene, scene, --model, M, --out, O], words of the one error line)
+UNUSABLE = {
     "no metadata": (_bare_model, "bare.onnx: not a scalemae-det model"),
     "output is a file": (_output_is_a_file, "taken: is a file, not a folder"),
     "preview name": (

@@ -222,7 +222,8 @@ def test_unreadable_image_is_a_one_line_error(tmp_path, origin):
 
 
 def test_indexed_coco_holds_what_the_index_kept(dataset_dir, tmp_path):
-    """Scoring labels: usable images, clipped boxes, each category once (duplicates and junk dropped)."""
+    """Scoring labels: usable images, clipped boxes, each category once (duplicates and junk
+    dropped)."""
     images, labels, _ = dataset_dir
     data = json.loads(labels.read_text())
     data["categories"] += [{"id": 5, "name": "car again"}, "junk"]

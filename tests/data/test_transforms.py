@@ -174,7 +174,8 @@ def test_crop_clips_boxes_and_drops_mostly_outside_ones():
 
 
 def test_lsj_pads_with_the_mean_colour_and_keeps_boxes_two_px_visible():
-    """ViTDet's LSJ: padding is the mean colour (zero once normalised), and any box with 2+ px left is kept."""
+    """ViTDet's LSJ: padding is the mean colour (zero once normalised), and any box with 2+ px left
+    is kept."""
     from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD
 
     image, target = _scene(40, 30, [(1, 2, 20, 30), (26, 30, 30, 38)])
@@ -188,7 +189,8 @@ def test_lsj_pads_with_the_mean_colour_and_keeps_boxes_two_px_visible():
         IMAGENET_STD
     ).view(3, 1, 1)
     assert normalised[:, 40:].abs().max() < 1e-6 and normalised[:, :, 30:].abs().max() < 1e-6
-    # a window through box 1 leaving 3 of its 19 px of width (16%): kept, clipped, as ViTDet keeps it
+    # a window through box 1 leaving 3 of its 19 px of width (16%): kept, clipped, as ViTDet keeps
+    # it
     _, cut = crop(image, target, 0, 17, 13, cfg.min_visible, cfg.min_box_size)
     assert cut["labels"].tolist() == [1] and torch.equal(
         cut["boxes"], torch.tensor([[0.0, 2.0, 3.0, 13.0]])

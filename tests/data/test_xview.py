@@ -12,7 +12,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from scalemae_det.data.xview import XVIEW_CLASSES, ChipConfig, prepare_xview, split_scenes
+from scalemae_det.data.chipping import ChipConfig, split_scenes
+from scalemae_det.data.readers.xview import XVIEW_CLASSES, prepare_xview
 
 CHIP, OVERLAP = 400, 0.1  # stride 360
 # scene -> (width, height, chip x offsets, chip y offsets), offsets worked out by hand: every
@@ -176,7 +177,8 @@ def test_every_box_lands_clipped_in_the_right_chips(xview, converted):
             kx0, ky0 = max(sx0 - cx0, 0), max(sy0 - cy0, 0)
             kx1, ky1 = min(sx1 - cx0, cw), min(sy1 - cy0, ch)
             kw, kh = kx1 - kx0, ky1 - ky0
-            # per axis, against what the chip can show of that side; the rest that touches it is ignored
+            # per axis, against what the chip can show of that side; the rest that touches it is
+            # ignored
             if (
                 kw >= 2
                 and kh >= 2
@@ -285,7 +287,7 @@ def test_cli_errors_are_one_line(xview, tmp_path):
 
 def test_streamed_features_equal_json_load(xview):
     _, geojson, _ = xview
-    from scalemae_det.data.xview import iter_features
+    from scalemae_det.data.readers.xview import iter_features
 
     text = geojson.read_text()
     # a non-ASCII character split across chunk boundaries must survive too
@@ -298,7 +300,8 @@ def test_streamed_features_equal_json_load(xview):
 
 
 def test_box_larger_than_a_chip_and_box_across_a_corner_are_kept_clipped(tmp_path):
-    """The area rule lost both: a 500 px box is at most 64% inside a 400 px chip, and a box 60% inside
+    """The area rule lost both: a 500 px box is at most 64% inside a 400 px chip, and a box 60%
+    inside
     along each side of a chip corner is 36% inside by area."""
     (tmp_path / "images").mkdir()
     with rasterio.open(
@@ -339,12 +342,14 @@ def test_box_larger_than_a_chip_and_box_across_a_corner_are_kept_clipped(tmp_pat
     chip = next(r for r in records.values() if (r[1]["x0"], r[1]["y0"]) == (0, 0))
     boxes = {(a["category_id"], a["iscrowd"]): a["bbox"] for a in chip[2]}
     cat = {c["xview_type_id"]: c["id"] for c in chip[3]}
-    # chip (0, 0) is 400 x 400: the huge box appears clipped to it, the corner box as its 70 x 80 part
+    # chip (0, 0) is 400 x 400: the huge box appears clipped to it, the corner box as its 70 x 80
+    # part
     assert boxes[(cat[77], 0)] == [150, 200, 250, 200]
     assert boxes[(cat[73], 0)] == [330, 320, 70, 80]
     # 5 of the sliver's 30 px are in the chip: an ignore region, not a box and not lost
     assert boxes[(cat[18], 1)] == [395, 100, 5, 30] and (cat[18], 0) not in boxes
-    # the huge box, in every chip: kept where at least half of a chip side of it shows (200 px), else ignored
+    # the huge box, in every chip: kept where at least half of a chip side of it shows (200 px),
+    # else ignored
     for r in records.values():
         x0, y0 = r[1]["x0"], r[1]["y0"]
         shown_x, shown_y = min(650, x0 + 400) - max(150, x0), min(700, y0 + 400) - max(200, y0)

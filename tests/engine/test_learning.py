@@ -33,7 +33,8 @@ def rectangles(n: int, seed: int):
 
 
 def coco_map50(model, images, targets) -> float:
-    """AP@0.5 with the project's evaluator (itself checked against pycocotools in test_evaluation.py)."""
+    """AP@0.5 with the project's evaluator (itself checked against pycocotools in
+    test_evaluation.py)."""
     gt = {
         "images": [],
         "annotations": [],
@@ -77,7 +78,8 @@ def test_tiny_detector_learns_rectangles():
         losses.append(loss.item())
     after = coco_map50(model, test_x, test_y)
     print(
-        f"loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}; mAP@0.5 {before:.3f} -> {after:.3f}"
+        f"loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}; mAP@0.5 {before:.3f} -> "
+        f"{after:.3f}"
     )
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
     assert before < 0.05

@@ -1,4 +1,5 @@
-"""train.py and its engine: optimizer groups, schedule, sampling, scale-aware GSD, DDP, resume, evaluation.
+"""train.py and its engine: optimizer groups, schedule, sampling, scale-aware GSD, DDP, resume,
+evaluation.
 
 Runs a micro detector (2 blocks, width 96) on generated 64-px images so that a training step
 costs about 0.1 s on one CPU thread; the multi-process runs go through the real launchers.
@@ -7,6 +8,7 @@ costs about 0.1 s on one CPU thread; the multi-process runs go through the real 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -34,7 +36,7 @@ from scalemae_det.engine.distributed import DistInfo
 from scalemae_det.engine.loop import Position, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.options import train_flag
-from scalemae_det.engine.run import main
+from scalemae_det.engine.run import main, warn_defaulted_gsd
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
 from scalemae_det.models.detector import build_detector
 
@@ -138,7 +140,7 @@ def test_sampler_shards_the_global_batch_and_resumes_mid_epoch():
 # ---------------------------------------------------------------- scale-aware augmentation
 
 
-def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
+def test_augmented_gsd_reaches_the_positional_embedding(tmp_path, caplog):
     """Each sample's GSD, divided by its jitter scale, is the resolution the trunk embeds at.
 
     Three native GSDs: a UTM GeoTIFF (0.6 m pixels), a PNG with a `gsd` field, a PNG with
@@ -184,6 +186,12 @@ def test_augmented_gsd_reaches_the_positional_embedding(tmp_path):
     split = load_split(
         images, labels, transform=train_transform(256, (0.25, 2.0)), default_gsd=0.45
     )
+    with caplog.at_level(logging.WARNING):
+        warn_defaulted_gsd(split, labels, 0.45)
+    assert f"{labels}: 1 of 3 image(s) have neither a georeference nor a 'gsd' field and are " in (
+        caplog.text
+    )
+    assert "taken to be at --gsd 0.45 m" in caplog.text
     model = build_detector("vit_tiny_patch16", 1, **TINY)
     seen_res, seen_targets = [], []
     model.backbone.trunk.register_forward_pre_hook(lambda m, args: seen_res.append(args[1].clone()))
@@ -294,7 +302,8 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
-# ---------------------------------------------------------------- distributed training and evaluation
+# ---------------------------------------------------------------- distributed training and
+# evaluation
 
 # Every image has the same box layout and the samplers take every anchor and RoI, so each image
 # contributes the same number of samples to torchvision's batch-mean losses and no random
@@ -308,7 +317,8 @@ TAKE_ALL = {
 
 @pytest.fixture(scope="module")
 def global_batch(tmp_path_factory):
-    """The equal-batch runs' data, their arguments, and one process's run with the global batch (2)."""
+    """The equal-batch runs' data, their arguments, and one process's run with the global batch
+    (2)."""
     root = tmp_path_factory.mktemp("global_batch")
     images, labels = make_dataset(root, 4, fixed_layout=True)
 
@@ -332,7 +342,8 @@ def global_batch(tmp_path_factory):
 
 
 def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
-    """`other` logged the same loss and (pre-clipping) gradient norm at every step as the one process
+    """`other` logged the same loss and (pre-clipping) gradient norm at every step as the one
+    process
     with the global batch, and ended at the same weights: equal gradients, scale included."""
     torch.manual_seed(0)  # train.py seeds with --seed (0) before building the model
     init = build_detector("vit_tiny_patch16", 2, **{**TINY, **TAKE_ALL}).state_dict()
@@ -354,7 +365,8 @@ def assert_trained_like_the_global_batch(root: Path, other: str) -> None:
 
 
 def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(global_batch):
-    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2 accumulated."""
+    """torchrun, 2 gloo processes x batch 1 == 1 process x batch 2 == 1 process x batch 1 x 2
+    accumulated."""
     root, args = global_batch
     run(
         [
@@ -374,7 +386,8 @@ def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(gl
 
 
 def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch):
-    """Two machines as the README's multi-node command runs them: two torchrun agents (one process each)
+    """Two machines as the README's multi-node command runs them: two torchrun agents (one process
+    each)
     meeting through a c10d rendezvous on 127.0.0.1, against one process with their global batch."""
     root, args = global_batch
     port = free_port()
@@ -412,7 +425,8 @@ def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch
 
 
 def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
-    """The seed's command form; its in-loop 2-rank evaluation equals `scalemae-det evaluate` in one process."""
+    """The seed's command form; its in-loop 2-rank evaluation equals `scalemae-det evaluate` in one
+    process."""
     from typer.testing import CliRunner
 
     from scalemae_det.cli import app
@@ -464,11 +478,11 @@ def test_seed_command_with_old_launcher_and_distributed_evaluation(tmp_path):
             "evaluate",
             "--checkpoint",
             str(folder / "checkpoint.pth"),
-            "--image_dir",
+            "--image-dir",
             str(images),
-            "--label_file",
+            "--label-file",
             str(labels),
-            "--output",
+            "--out",
             str(out),
             "--detections",
             str(tmp_path / "dets.json"),

@@ -1,4 +1,5 @@
-"""scalemae-det export: ONNX Runtime and TorchScript against the PyTorch model, the baked-in GSD, metadata."""
+"""scalemae-det export: ONNX Runtime and TorchScript against the PyTorch model, the baked-in GSD,
+metadata."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def tiles() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint, tiles) -> list[dict[str, np.ndarray]]:
-    """The checkpoint's own PyTorch model, batched, at its training GSD: what every export must reproduce."""
+    """The checkpoint's own PyTorch model, batched, at its training GSD: what every export must
+    reproduce."""
     model, _ = load_detector(tiny_checkpoint)
     with torch.no_grad():
         out = model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)
@@ -174,7 +176,8 @@ def test_torchscript_reloads_and_agrees(tiny_export, tiny_onnx, tiles, reference
 def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(
     tiny_export, tiny_onnx, tiles, reference
 ):
-    """Half precision may reorder near-equal scores, so detections are matched (scalemae_det.export.parity.compare) before comparing."""
+    """Half precision may reorder near-equal scores, so detections are matched
+    (scalemae_det.export.parity.compare) before comparing."""
     result = tiny_export("onnx", batch=1, precision="fp16", simplify=False)
     model = onnx.load(str(result.path))
     assert result.metadata.precision == "float16" and result.report.precision == "float16"

@@ -1,4 +1,5 @@
-"""Stand-ins for the released ScaleMAE encoder weights (keys and shapes of scale-mae mae/models_vit.py)."""
+"""Stand-ins for the released ScaleMAE encoder weights (keys and shapes of scale-mae
+mae/models_vit.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ D, DEPTH = 192, 4  # vit_tiny_patch16
 
 
 def encoder_state(dim: int = D, depth: int = DEPTH) -> dict[str, torch.Tensor]:
-    """The released encoder's keys and shapes (scale-mae mae/models_vit.py), at width `dim` and depth `depth`."""
+    """The released encoder's keys and shapes (scale-mae mae/models_vit.py), at width `dim` and
+    depth `depth`."""
     g = torch.Generator().manual_seed(1)
     shapes = {
         "cls_token": (1, 1, dim),

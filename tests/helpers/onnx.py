@@ -1,4 +1,5 @@
-"""Running an exported graph directly with onnxruntime, and comparing its detections with PyTorch's."""
+"""Running an exported graph directly with onnxruntime, and comparing its detections with
+PyTorch's."""
 
 from __future__ import annotations
 

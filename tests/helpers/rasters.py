@@ -1,12 +1,15 @@
-"""Small GeoTIFFs with the properties of each real test raster, written with rasterio in milliseconds.
+"""Small GeoTIFFs with the properties of each real test raster, written with rasterio in
+milliseconds.
 
 A fresh clone has no ../shared/realdata (see helpers.realdata), so every property a test checks on a
 real file is also checked on one of these: MADE maps each real file's name to a writer of its
 equivalent (same band layout, dtype, nodata, CRS kind and transform kind, smaller). The scene-like
 ones carry the stand-in's bright squares (helpers.standin) so the detector finds something in them.
 
-    RGB.byte.tif                RGB uint8, UTM 18N, 30 m, nodata 0 in a collar, not a multiple of a tile
-    RGBA.uint16.tif             blue, green, red, alpha uint16 (alpha 0 over a third), UTM 12N, 1.38 m
+    RGB.byte.tif                RGB uint8, UTM 18N, 30 m, nodata 0 in a collar, not a multiple of a
+    tile
+    RGBA.uint16.tif             blue, green, red, alpha uint16 (alpha 0 over a third), UTM 12N, 1.38
+    m
     all-nodata.tif              4 bands uint16, nodata 0 everywhere, tall and thin
     corrupt.tif                 a tiled GeoTIFF cut in half: it opens, reading its pixels fails
     float_nan.tif               one float32 band, nodata NaN (some pixels NaN), no CRS

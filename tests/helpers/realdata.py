@@ -1,9 +1,12 @@
 """Where the real rasters are, and the one way tests ask for a raster: real when present, else skip.
 
-The real GeoTIFFs (from rasterio's own test data) sit in `../shared/realdata` beside the repository on
+The real GeoTIFFs (from rasterio's own test data) sit in `../shared/realdata` beside the repository
+on
 CI and the project's machines, not on a user's fresh clone. Each test that reads one is parametrised
-over ORIGINS: "made" writes an equivalent with helpers.rasters (always runs), "real" uses the file or
-skips saying why. SCALEMAE_DET_REALDATA points elsewhere; naming a folder that does not exist runs the
+over ORIGINS: "made" writes an equivalent with helpers.rasters (always runs), "real" uses the file
+or
+skips saying why. SCALEMAE_DET_REALDATA points elsewhere; naming a folder that does not exist runs
+the
 suite as a fresh clone would (`SCALEMAE_DET_REALDATA=/nonexistent pytest`).
 """
 
@@ -37,7 +40,8 @@ def realdata_dir() -> Path:
 
 
 def real(name: str) -> Path:
-    """The real raster `name`, or a skip that says where it was looked for and how to point elsewhere."""
+    """The real raster `name`, or a skip that says where it was looked for and how to point
+    elsewhere."""
     path = realdata_dir() / name
     if not path.is_file():
         pytest.skip(
@@ -48,7 +52,8 @@ def real(name: str) -> Path:
 
 
 def raster(name: str, origin: str, folder: Path) -> Path:
-    """The real `name` (origin "real") or its generated equivalent written in `folder` (origin "made")."""
+    """The real `name` (origin "real") or its generated equivalent written in `folder` (origin
+    "made")."""
     if origin == "real":
         return real(name)
     path = folder / name

@@ -8,7 +8,8 @@ visible part, as a real detector's would. Boxes are scored by the corner's grey 
 metadata follow runtime/metadata.py exactly.
 
 `scene_with_squares` writes GeoTIFFs holding such squares, so every expected box is known.
-Shared by the tests and the benchmarks (bench/bench_predict.py), so it lives outside any test module;
+Shared by the tests and the benchmarks (bench/bench_predict.py), so it lives outside any test
+module;
 tests/test_runtime_standin.py checks the graph against its numpy rule.
 """
 
@@ -206,7 +207,8 @@ def scene_with_squares(
     background: int = 20,
 ) -> Path:
     """A uint8 RGB GeoTIFF: dark background, bright squares with upper-left corners at `corners`
-    (col, row); squares whose index is in `blue` are bluish (label 2), the rest reddish (label 1)."""
+    (col, row); squares whose index is in `blue` are bluish (label 2), the rest reddish (label
+    1)."""
     data = np.full((3, height, width), background, np.uint8)
     for i, (c, r) in enumerate(corners):
         colour = (value - 40, value, value + 20) if i in blue else (value + 20, value, value - 40)

@@ -19,10 +19,13 @@ _MIN_BUSY = 5  # detections each busy validation tile must get for the tests to 
 
 
 def calibrated_detector(init=None, **overrides):
-    """The first of a few seeds whose detector, logits scaled, puts several busy-tile detections above the
-    blank tile's best score (seeds are tried, not fixed, so that a change of the tiny config keeps this working).
+    """The first of a few seeds whose detector, logits scaled, puts several busy-tile detections
+    above the
+    blank tile's best score (seeds are tried, not fixed, so that a change of the tiny config keeps
+    this working).
 
-    `overrides` change the tiny config; `init(model)` changes the weights of each candidate (seeded) first."""
+    `overrides` change the tiny config; `init(model)` changes the weights of each candidate (seeded)
+    first."""
     from scalemae_det.export.parity import BLANK_INDEX, run_reference, validation_tiles
     from scalemae_det.models.detector import build_detector
 

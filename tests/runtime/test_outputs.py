@@ -1,4 +1,5 @@
-"""Output files: georeferencing checked against rasterio's own transforms, COCO against pycocotools."""
+"""Output files: georeferencing checked against rasterio's own transforms, COCO against
+pycocotools."""
 
 import csv
 import json
@@ -235,8 +236,10 @@ def _expected_features(result, crs_mode) -> list[dict]:
 def test_streamed_files_equal_the_objects_they_stand_for(
     tmp_path, detector, monkeypatch, kind, crs_mode
 ):
-    """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to the
-    dicts and rows an object-building writer makes from the same detections, coordinates by rasterio."""
+    """GeoJSON, COCO and CSV written in chunks (7 detections, so chunk seams are crossed) parse to
+    the
+    dicts and rows an object-building writer makes from the same detections, coordinates by
+    rasterio."""
     monkeypatch.setattr("scalemae_det.base.rows.CHUNK", 7)
     geo = {
         "utm": {},
@@ -310,3 +313,56 @@ def test_streamed_files_equal_the_objects_they_stand_for(
             centre = np.array([[xs[0], ys[0]]])
         assert np.allclose([float(row[8]), float(row[9])], centre[0], rtol=0, atol=1e-9)
     assert list(tmp_path.glob(".*")) == []  # nothing left beside the outputs
+
+
+def test_a_named_crs_is_rasterios_reprojection_and_is_named_in_the_file(tmp_path, detector):
+    from scalemae_det.runtime.outputs import output_crs
+
+    scene = raster("RGB.byte.tif", ORIGINS[0], tmp_path)
+    result = detector.detect_scene(scene, gsd_mode="as-is")
+    doc = json.loads(
+        write(result, tmp_path / "o.geojson", "geojson", output_crs("EPSG:3857")).read_text()
+    )
+    assert doc["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::3857"
+    with rasterio.open(scene) as ds:
+        transform, crs = ds.transform, ds.crs
+    for feature in doc["features"][:50]:
+        x1, y1, x2, y2 = feature["properties"]["pixel_bbox"]
+        xs, ys = xy(transform, [y1, y2, y2, y1], [x1, x1, x2, x2], offset="ul")
+        expected = np.stack(warp(crs, "EPSG:3857", xs, ys), 1)
+        _check_ring(feature["geometry"]["coordinates"][0], expected, atol=1e-6)
+    assert output_crs("EPSG:4326") == "wgs84" and output_crs("NATIVE") == "native"
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "coco", "csv", "gpkg"])
+def test_every_format_reads_back_as_it_was_detected(tmp_path, detector, fmt):
+    from scalemae_det.runtime.outputs import FORMATS, read_detections
+
+    if fmt == "gpkg":
+        pytest.importorskip("pyogrio", reason="pyogrio is not installed (the gis extra)")
+    scene = raster("RGB.byte.tif", ORIGINS[0], tmp_path)
+    result = detector.detect_scene(scene, gsd_mode="as-is")
+    back = read_detections(write(result, tmp_path / f"o{FORMATS[fmt]}", fmt, "wgs84"))
+    det = result.detections
+    np.testing.assert_array_equal(back.boxes, det.boxes.astype(np.float64))
+    np.testing.assert_array_equal(back.scores, det.scores.astype(np.float64))
+    np.testing.assert_array_equal(back.class_ids, det.labels)
+    if fmt == "coco":
+        assert back.labels is None and set(back.scenes) == {image_id(str(scene))}
+    else:
+        assert set(back.scenes) == {"RGB.byte.tif"}
+        assert list(back.labels) == [result.class_names[c - 1] for c in det.labels]
+
+
+def test_a_file_that_is_not_detections_is_one_clear_error(tmp_path):
+    from scalemae_det.base.errors import InputError, MissingPathError
+    from scalemae_det.runtime.outputs import read_detections
+
+    (tmp_path / "x.geojson").write_text('{"type": "FeatureCollection", "features": [{}]}')
+    with pytest.raises(InputError, match="x.geojson: not a file of detections"):
+        read_detections(tmp_path / "x.geojson")
+    (tmp_path / "y.json").write_text("{")
+    with pytest.raises(InputError, match="y.json: not JSON"):
+        read_detections(tmp_path / "y.json")
+    with pytest.raises(MissingPathError):
+        read_detections(tmp_path / "none.csv")

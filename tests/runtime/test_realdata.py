@@ -1,4 +1,5 @@
-"""Every real GeoTIFF in ../shared/realdata, and its generated equivalent, gives a sensible result or one clean error."""
+"""Every real GeoTIFF in ../shared/realdata, and its generated equivalent, gives a sensible result
+or one clean error."""
 
 import math
 
@@ -12,9 +13,11 @@ from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.session import Session
 
-# the failures we expect, by (file, gsd mode); the stand-in model has a 1 m GSD. The real corrupt.tif's
+# the failures we expect, by (file, gsd mode); the stand-in model has a 1 m GSD. The real
+# corrupt.tif's
 # full-resolution tiles are broken but its overviews are not: resampled 2x (its GSD is ~0.45 m),
-# GDAL reads the overviews and the scene runs; the generated one (cut in half, no overviews) fails both ways
+# GDAL reads the overviews and the scene runs; the generated one (cut in half, no overviews) fails
+# both ways
 ERRORS = {("corrupt.tif", "as-is"): "reading failed at window"} | {
     (name, "resample"): "upsampling"
     for name in ("RGB.byte.tif", "rgb1_fake_nir_epsg3857.tif", "shade.tif", "world.rgb.tif")

@@ -73,12 +73,13 @@ def test_objects_across_seams_are_found_once(tmp_path, detector, match, monkeypa
         for b, lab in zip(result.detections.boxes, result.detections.labels)
     }
     assert [labels[c] for c in corners] == [2 if k % 3 == 0 else 1 for k in range(60)]
-    # the same run without merging reports seam objects several times: the merge is what removes them
-    monkeypatch.setattr(detector_mod, "merge", lambda boxes, *a: np.arange(len(boxes)))
+    # the same run without merging reports seam objects several times: joining the seams is what removes
+    # them
+    monkeypatch.setattr(detector_mod, "join_seams", lambda boxes, *a, **k: np.arange(len(boxes)))
     raw = detector.detect_scene(path, overlap=0.25, match=match)
     duplicates = len(raw.detections) - len(corners)
     assert duplicates >= len(seam)
-    print(f"seam objects {len(seam)}: duplicates {duplicates} before merging, 0 after")
+    print(f"seam objects {len(seam)}: duplicates {duplicates} before joining seams, 0 after")
 
 
 def test_batch_size_and_prefetch_do_not_change_results(tmp_path, model, detector):
@@ -158,7 +159,19 @@ def test_all_nodata_tiles_never_reach_the_model(tmp_path, model, monkeypatch):
     )
     result = Detector(model, "cpu").detect_scene(path)
     assert result.tiles_skipped == empty and result.tiles_run == len(tiles) - empty == sum(seen)
+    assert result.notes == []  # a collar is what nodata is for: no word about it
     np.testing.assert_array_equal(_sorted(result.detections.boxes), _expected(corners))
+
+
+def test_a_nodata_value_that_also_occurs_as_data_is_said(tmp_path, detector):
+    path = scene_with_squares(tmp_path / "white.tif", 120, 90, [(20, 20)], nodata=255)
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, 50:53, 60:70] = 255  # 30 saturated pixels, white in every band
+        data[0, 70, 30:90] = 255  # white in one band only: not nodata
+        ds.write(data)
+    (note,) = detector.detect_scene(path).notes
+    assert "nodata 255 also occurs inside the image: about 30 pixel(s) (0.28%)" in note
 
 
 def test_nodata_is_filled_and_detections_centred_on_it_dropped(tmp_path, detector):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from scalemae_det.runtime import merge as merge_mod
-from scalemae_det.runtime.merge import merge, overlapping_pairs
+from scalemae_det.runtime import seams as seams_mod
+from scalemae_det.runtime.seams import join_seams, overlapping_pairs
 from scalemae_det.runtime.tiling import offsets, plan
 
 
@@ -82,7 +82,7 @@ def _random(n, seed, tiles=4):
 
 def test_iou_merge_equals_torchvision_batched_nms_when_every_box_has_its_own_tile():
     boxes, scores, labels, _ = _random(400, 0)
-    keep = merge(boxes, scores, labels, np.arange(400), np.zeros(400, bool), "iou", 0.5)
+    keep = join_seams(boxes, scores, labels, np.arange(400), np.zeros(400, bool), "iou", 0.5)
     ref = batched_nms(
         torch.tensor(boxes), torch.tensor(scores, dtype=torch.float64), torch.tensor(labels), 0.5
     )
@@ -93,21 +93,23 @@ def test_iou_merge_equals_torchvision_batched_nms_when_every_box_has_its_own_til
 @pytest.mark.parametrize("metric", ["iou", "ios"])
 def test_merge_matches_pairwise_reference_and_leaves_within_tile_alone(metric, monkeypatch):
     boxes, scores, labels, tiles = _random(150, 1)
-    keep = merge(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4)
+    keep = join_seams(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4)
     np.testing.assert_array_equal(
         keep, _reference_cross_tile_nms(boxes, scores, labels, tiles, 0.4, metric)
     )
-    monkeypatch.setattr(merge_mod, "_CHUNK", 7)  # candidate pairs in many small chunks: same answer
+    monkeypatch.setattr(seams_mod, "_CHUNK", 7)  # candidate pairs in many small chunks: same answer
     np.testing.assert_array_equal(
-        merge(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep
+        join_seams(boxes, scores, labels, tiles, np.zeros(150, bool), metric, 0.4), keep
     )
-    same_tile = merge(boxes, scores, labels, np.zeros(150, int), np.zeros(150, bool), metric, 0.4)
+    same_tile = join_seams(
+        boxes, scores, labels, np.zeros(150, int), np.zeros(150, bool), metric, 0.4
+    )
     assert len(same_tile) == 150
 
 
 @pytest.mark.parametrize("group", [1 << 15, 5])  # one sweep, or bands swept a few boxes at a time
 def test_overlapping_pairs_are_exactly_the_brute_force_ones(group, monkeypatch):
-    monkeypatch.setattr(merge_mod, "_GROUP", group)
+    monkeypatch.setattr(seams_mod, "_GROUP", group)
     boxes, _, labels, tiles = _random(120, 2)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)
     assert (
@@ -134,15 +136,25 @@ def test_truncated_part_yields_to_the_whole_object_seen_by_the_neighbour():
     labels = np.array([1, 1, 1])
     tiles = np.array([0, 1, 0])
     truncated = np.array([True, False, True])
-    assert merge(boxes, scores, labels, tiles, truncated, "iou", 0.5).tolist() == [1, 2]
-    # without the truncation flag, IoU NMS keeps both pieces (IoU 0.4) and IoS keeps the higher-scored part
-    assert merge(boxes, scores, labels, tiles, np.zeros(3, bool), "iou", 0.5).tolist() == [0, 1, 2]
-    assert merge(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [0, 2]
+    assert join_seams(boxes, scores, labels, tiles, truncated, "iou", 0.5).tolist() == [1, 2]
+    # without the truncation flag, IoU NMS keeps both pieces (IoU 0.4) and IoS keeps the
+    # higher-scored part
+    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "iou", 0.5).tolist() == [
+        0,
+        1,
+        2,
+    ]
+    assert join_seams(boxes, scores, labels, tiles, np.zeros(3, bool), "ios", 0.5).tolist() == [
+        0,
+        2,
+    ]
     # a different class is a different object
-    assert merge(boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5).tolist() == [
+    assert join_seams(
+        boxes, scores, np.array([2, 1, 1]), tiles, truncated, "iou", 0.5
+    ).tolist() == [
         0,
         1,
         2,
     ]
     # when every view touches an inner edge, the larger view wins whatever the scores
-    assert merge(boxes, scores, labels, tiles, np.ones(3, bool), "iou", 0.5).tolist() == [1, 2]
+    assert join_seams(boxes, scores, labels, tiles, np.ones(3, bool), "iou", 0.5).tolist() == [1, 2]

@@ -1,6 +1,8 @@
-"""Provider choice around TensorRT's engine cache: a home that cannot be written costs TensorRT only.
+"""Provider choice around TensorRT's engine cache: a home that cannot be written costs TensorRT
+only.
 
-Tests run as root here, where file modes do not stop a mkdir, so the unwritable home is a path under a
+Tests run as root here, where file modes do not stop a mkdir, so the unwritable home is a path under
+a
 regular file (mkdir fails with NotADirectoryError whoever runs it).
 """
 
@@ -35,7 +37,8 @@ def blocked_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def trt_listed(monkeypatch):
-    """onnxruntime as onnxruntime-gpu is: TensorRT listed as available (whether or not its libraries load)."""
+    """onnxruntime as onnxruntime-gpu is: TensorRT listed as available (whether or not its libraries
+    load)."""
     import onnxruntime as ort
 
     listed = ort.get_available_providers()
@@ -65,7 +68,8 @@ def test_tensorrt_asked_for_with_an_unwritable_home_is_refused_naming_the_folder
     with pytest.raises(ParameterError) as err:
         Session(model, "tensorrt")
     problem = (
-        f"cannot create its engine cache {blocked_home}/.cache/scalemae-det/tensorrt (Not a directory); "
+        f"cannot create its engine cache {blocked_home}/.cache/scalemae-det/tensorrt (Not a "
+        "directory); "
         "set XDG_CACHE_HOME to a writable folder"
     )
     assert str(err.value) == f"{model}: provider='tensorrt': {problem}"

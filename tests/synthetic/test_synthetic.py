@@ -1,4 +1,5 @@
-"""Synthetic scenes: ground truth agrees with the pixels, streaming is seamless, georeference is right."""
+"""Synthetic scenes: ground truth agrees with the pixels, streaming is seamless, georeference is
+right."""
 
 import dataclasses
 import json

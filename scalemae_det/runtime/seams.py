@@ -1,4 +1,5 @@
-"""Merge detections from overlapping tiles so that an object cut by a seam is reported once.
+"""Tile seams: detections from overlapping tiles joined so that an object cut by a seam is reported
+once.
 
 Two rules, both between detections of the same class from different tiles (the model already ran
 its own NMS inside each tile, which is left alone):
@@ -17,6 +18,8 @@ nearby pairs, not the square of the number of detections.
 from __future__ import annotations
 
 import numpy as np
+
+from scalemae_det.base import checks
 
 METRICS = ("iou", "ios")
 _CHUNK = 1 << 16  # candidate pairs examined at a time, bounding memory on huge scenes
@@ -71,7 +74,8 @@ def _sweep(
     height: float,
     stride: float,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The pairs among `members` whose intersection's top lies in one of bands first..last (per member)."""
+    """The pairs among `members` whose intersection's top lies in one of bands first..last (per
+    member)."""
     span = last - first + 1
     entry_box = np.repeat(members, span)  # the box behind each (box, band) entry
     band = (
@@ -140,7 +144,7 @@ def _greedy(scores: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return alive
 
 
-def merge(
+def join_seams(
     boxes: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
@@ -150,8 +154,7 @@ def merge(
     threshold: float = 0.5,
 ) -> np.ndarray:
     """Indices of the detections to keep (ascending). Boxes are xyxy in scene pixels."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    checks.choice("match", metric, METRICS)
     if len(boxes) == 0:
         return np.zeros(0, int)
     i, j, inter = overlapping_pairs(boxes, labels, tiles)

@@ -1,8 +1,10 @@
-"""`merge`: every scene of a job in one GIS layer, an object seen by two overlapping scenes kept once.
+"""The job-wide layer (the `merge` command): every scene of a job in one GIS layer, an object seen
+by two overlapping scenes kept once.
 
-The scenes' seams are handled like the tiles' (runtime/merge.py, reused as it is): scene k plays the
+The scenes' seams are handled like the tiles' (runtime/seams.py, reused as it is): scene k plays the
 part of tile k, a box within TRUNCATION_MARGIN pixels of its scene's edge is "truncated" (the
-runtime's rule for an inner tile edge, Tile.truncated, on a tile the size of the scene), and merge()
+runtime's rule for an inner tile edge, Tile.truncated, on a tile the size of the scene), and
+join_seams()
 compares only boxes of different scenes, so each scene's own result is left as predict made it.
 
 Where: boxes are compared in one metric CRS for the whole job, so that both scenes of a pair decide
@@ -27,8 +29,6 @@ so a job can be merged where its outputs are, not its imagery.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,16 +39,17 @@ from affine import Affine
 
 from scalemae_det.base import checks
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.base.errors import UserError
-from scalemae_det.runtime.merge import METRICS, merge
+from scalemae_det.base.errors import InputError, MissingPathError, ParameterError
+from scalemae_det.runtime.outputs import output_crs, read_detections
+from scalemae_det.runtime.qgis_style import write_style
 from scalemae_det.runtime.records import JobState, job_state
+from scalemae_det.runtime.seams import METRICS, join_seams
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
 from scalemae_det.runtime.vector import (
     columns,
     driver_for,
     pixel_box_rings,
     pyogrio,
-    read_columns,
     write_layer,
 )
 
@@ -81,25 +82,13 @@ class MergeReport:
         return self.detections - self.kept
 
 
-def check_crs(text: str, what: str = "--crs"):
-    """A CRS the user named (EPSG:4326, a WKT, a PROJ string) as rasterio's CRS, or one error line."""
-    import rasterio
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-
-    try:
-        with rasterio.Env():  # GDAL reports through the exception, not on stderr
-            return CRS.from_user_input(text)
-    except CRSError as exc:
-        raise UserError(f"{what} {text}: not a CRS ({exc})") from None
-
-
 def _footprints(out: Path, state: JobState) -> list[Footprint]:
     found, problems = [], []
     for name in sorted(state.done):
         if name not in state.latest_ok:
             problems.append(
-                f"{name}: its output was made before run records (no footprint); redo it with --overwrite"
+                f"{name}: its output was made before run records (no footprint); predict that "
+                "scene again, overwriting it"
             )
             continue
         rec, start = state.latest_ok[name]
@@ -120,19 +109,21 @@ def _footprints(out: Path, state: JobState) -> list[Footprint]:
         )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UserError(problems[0] + more)
+        raise InputError(problems[0] + more)
     if not found:
-        raise UserError("no scene of the job is done yet: nothing to merge")
+        raise InputError("no scene of the job is done yet: nothing to merge")
     return found
 
 
 def metric_crs(scenes: list[Footprint]):
-    """The job's common projected CRS in metres, else the UTM zone of its centre (see the docstring)."""
+    """The job's common projected CRS in metres, else the UTM zone of its centre (see the
+    docstring)."""
+    from rasterio.crs import CRS
     from rasterio.warp import transform as warp_transform
 
     crss = {s.crs for s in scenes}
     if len(crss) == 1:
-        only = check_crs(next(iter(crss)), "scene CRS")
+        only = CRS.from_user_input(next(iter(crss)))
         if only.is_projected and only.linear_units in ("metre", "meter"):
             return only
     lons, lats = [], []
@@ -142,58 +133,16 @@ def metric_crs(scenes: list[Footprint]):
         lons.append(lon)
         lats.append(lat)
     zone = int((np.mean(lons) + 180) // 6) % 60 + 1
-    return check_crs(f"EPSG:{32600 + zone if np.mean(lats) >= 0 else 32700 + zone}")
+    return CRS.from_epsg(32600 + zone if np.mean(lats) >= 0 else 32700 + zone)
 
 
 def _edge_boxes(s: Footprint) -> np.ndarray:
-    """Thin pixel boxes along the scene's outline, so its bounds follow edges that bend when reprojected."""
+    """Thin pixel boxes along the scene's outline, so its bounds follow edges that bend when
+    reprojected."""
     t = np.linspace(0, 1, EDGE_POINTS)
     xs = np.concatenate([t * s.width, np.full_like(t, s.width), t * s.width, np.zeros_like(t)])
     ys = np.concatenate([np.zeros_like(t), t * s.height, np.full_like(t, s.height), t * s.height])
     return np.stack([xs, ys, xs, ys], 1)
-
-
-def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes xyxy scene pixels, scores, class ids) from one scene's output, whatever its format."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".gpkg":
-            *box, scores, labels = read_columns(
-                path, ["px_x1", "px_y1", "px_x2", "px_y2", "score", "class_id"]
-            )
-            boxes = np.stack(box, 1) if len(scores) else np.zeros((0, 4))
-        elif suffix == ".csv":
-            with open(path, newline="") as fh:
-                rows = [
-                    (r["x1"], r["y1"], r["x2"], r["y2"], r["score"], r["class_id"])
-                    for r in csv.DictReader(fh)
-                ]
-            table = np.asarray(rows, np.float64).reshape(-1, 6)
-            boxes, scores, labels = table[:, :4], table[:, 4], table[:, 5]
-        elif suffix == ".geojson":
-            props = [f["properties"] for f in json.loads(path.read_text())["features"]]
-            boxes = np.asarray([p["pixel_bbox"] for p in props], np.float64).reshape(-1, 4)
-            scores, labels = [p["score"] for p in props], [p["class_id"] for p in props]
-        elif suffix == ".json":  # COCO results: bbox is x, y, w, h
-            entries = json.loads(path.read_text())
-            boxes = np.asarray([e["bbox"] for e in entries], np.float64).reshape(-1, 4)
-            boxes[:, 2:] += boxes[:, :2]
-            scores, labels = [e["score"] for e in entries], [e["category_id"] for e in entries]
-        else:
-            raise UserError(f"{path}: not an output of predict (.geojson, .json, .csv, .gpkg)")
-    except FileNotFoundError:
-        raise UserError(
-            f"{path}: the output its run record names is gone; redo the scene with --overwrite"
-        ) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(
-            f"{path}: not the output predict wrote ({type(exc).__name__}: {exc})"
-        ) from None
-    return (
-        np.asarray(boxes, np.float64),
-        np.asarray(scores, np.float64),
-        np.asarray(labels, np.int64),
-    )
 
 
 def _metric_bounds(s: Footprint, boxes: np.ndarray, metric) -> np.ndarray:
@@ -211,39 +160,31 @@ def _meets(bounds: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def merge_job(
+    job_dir: str | os.PathLike,
     out: str | os.PathLike,
-    to: str | os.PathLike,
-    crs: str = "EPSG:4326",
+    crs: str = "wgs84",
     match: str = "ios",
     threshold: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
 ) -> MergeReport:
-    """Every done scene of the job in OUT into one layer `to` (.gpkg or .fgb) in `crs`, duplicates removed."""
-    driver = driver_for(to, "--to")
+    """Every done scene of the predict job in `job_dir` into one layer `out` (.gpkg or .fgb) in
+    `crs` (output_crs's vocabulary: wgs84, native when the scenes share one CRS, or any CRS),
+    duplicates across scenes removed; a GeoPackage also gets the QGIS style of its layer
+    (runtime/qgis_style.py) for the classes of all scenes."""
+    driver = driver_for(out, "out")
     pyogrio()  # installed, or one error line before any work
     checks.choice("match", match, METRICS)
-    target_crs = check_crs(crs)
-    to = Path(to)
-    folder = to.parent.resolve()
-    problem = (
-        "is a directory"
-        if to.is_dir()
-        else "its folder does not exist"
-        if not folder.is_dir()
-        else "its folder is not writable"
-        if not os.access(folder, os.W_OK)
-        else None
-    )
-    if problem:
-        raise UserError(f"--to {to}: {problem}")
-    state = job_state(out)
-    scenes = _footprints(Path(out), state)
+    crs_mode = output_crs(crs)
+    out = checks.output_file(out, "out")
+    state = job_state(job_dir)
+    scenes = _footprints(Path(job_dir), state)
     report = MergeReport(len(scenes))
     if state.failed or state.left:
         report.notes.append(
             f"{len(state.failed)} scenes failed and {state.left} are left: the layer holds the "
-            f"{len(scenes)} done (scalemae-det status {out})"
+            f"{len(scenes)} done (scalemae-det status {job_dir})"
         )
+    target_crs = _layer_crs(crs_mode, scenes)
     metric = metric_crs(scenes)
     report.metric_crs = metric.to_string()
     for s in scenes:
@@ -252,11 +193,12 @@ def merge_job(
     index = np.stack([s.bounds for s in scenes])
     names = [s.class_names for s in scenes]
     try:
-        with atomic_path(to, keep_suffix=True) as tmp:
+        with atomic_path(out, keep_suffix=True) as tmp:
             for k, s in enumerate(scenes):
                 neighbours = [int(j) for j in np.flatnonzero(_meets(index, s.bounds)) if j != k]
                 report.overlapping_pairs += sum(int(j > k) for j in neighbours)
-                boxes, scores, labels = read_detections(s.output)
+                found = _read_back(s.output)
+                boxes, scores, labels = found.boxes, found.scores, found.class_ids
                 keep = _dedup(
                     k, s, boxes, scores, labels, scenes, neighbours, metric, match, threshold
                 )
@@ -273,9 +215,40 @@ def merge_job(
                 )
                 if progress:
                     progress(k + 1, len(scenes))
+            if driver == "GPKG":
+                write_style(tmp, list(dict.fromkeys(n for names_k in names for n in names_k)))
     except OSError as exc:
-        raise UserError(f"--to {to}: cannot write ({exc.strerror})") from None
+        raise checks.write_failed(out, exc) from None
     return report
+
+
+def _layer_crs(crs_mode, scenes: list[Footprint]):
+    """The layer's CRS for output_crs's `crs_mode`: native is the scenes' one CRS, if they share
+    it."""
+    from rasterio.crs import CRS
+
+    if crs_mode == "wgs84":
+        return CRS.from_epsg(4326)
+    if crs_mode != "native":
+        return crs_mode
+    found = {CRS.from_user_input(s.crs).to_string() for s in scenes}
+    if len(found) > 1:
+        raise ParameterError(
+            "crs",
+            f"native: the scenes are in {len(found)} CRSs ({', '.join(sorted(found)[:3])}); "
+            "name one, e.g. EPSG:4326",
+            value="native",
+        )
+    return CRS.from_user_input(scenes[0].crs) if scenes else CRS.from_epsg(4326)
+
+
+def _read_back(path: Path):
+    try:
+        return read_detections(path)
+    except FileNotFoundError:
+        raise MissingPathError(
+            f"{path}: the output its run record names is gone; predict that scene again"
+        ) from None
 
 
 def _dedup(
@@ -290,9 +263,11 @@ def _dedup(
     match: str,
     threshold: float,
 ) -> np.ndarray:
-    """Indices of scene k's detections that survive merge() against its neighbours' inside its footprint.
+    """Indices of scene k's detections that survive join_seams() against its neighbours' inside its
+    footprint.
 
-    The scenes enter merge() in job order, whichever is scene k, so that merge's tie-break (equal
+    The scenes enter join_seams() in job order, whichever is scene k, so that merge's tie-break
+    (equal
     scores: the earlier entry wins; a pair cut from one image scores the same) falls the same way
     when the neighbour decides about the same pair.
     """
@@ -301,7 +276,11 @@ def _dedup(
     parts, first = [], 0
     for j in sorted([k, *neighbours]):
         scene = scenes[j]
-        b, sc, lab = (boxes, scores, labels) if j == k else read_detections(scene.output)
+        if j == k:
+            b, sc, lab = boxes, scores, labels
+        else:
+            found = _read_back(scene.output)
+            b, sc, lab = found.boxes, found.scores, found.class_ids
         mb = _metric_bounds(scene, b, metric)
         inside = np.ones(len(sc), bool) if j == k else _meets(mb, s.bounds)
         if j < k:
@@ -322,6 +301,6 @@ def _dedup(
     mb = mb - np.tile(
         mb[:, :2].min(0), 2
     )  # merge's sweep wants coordinates from 0 (and keeps precision)
-    kept = merge(mb, sc, lab, tiles, trunc, match, threshold)
+    kept = join_seams(mb, sc, lab, tiles, trunc, match, threshold)
     mine = kept[(kept >= first) & (kept < first + len(scores))]
     return mine - first
