@@ -15,18 +15,22 @@ S3 API; GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*): nothing here reads or 
 secret variables out of every message and record.
 
 `reading(path)` applies GDAL settings to the reads of one remote scene (rasterio.Env, so they end
-with it), each only where the environment does not set it already (a user's GDAL_HTTP_TIMEOUT wins):
+with it), each only where the environment does not set it already (a user's GDAL_HTTP_TIMEOUT wins);
+GDAL's meaning of each: https://gdal.org/en/stable/user/configoptions.html
 1. GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR: no listing of the URL's "directory" and no probes for
    sidecar files (.aux.xml, .ovr, .msk), each a request to a server that has none;
-2. CPL_VSIL_CURL_ALLOWED_EXTENSIONS: the raster suffixes, when the URL has one (a URL without one,
-   a signed STAC asset say, would be refused under it);
+2. CPL_VSIL_CURL_ALLOWED_EXTENSIONS: the URL's own suffix, when it has one, so no other name near it
+   is ever tried (a URL without one, a signed STAC asset say, would be refused under it);
 3. VSI_CACHE with VSI_CACHE_SIZE of VSI_CACHE_MB: header and block bytes fetched once are kept for
-   the scene's later reads (overlapping tiles), in a bounded cache per open file;
+   the scene's later reads, in a bounded cache per open file (decoded blocks are kept by GDAL's
+   block cache, bounded by runtime.scene's GDAL_CACHE_MB);
 4. GDAL_HTTP_MAX_RETRY / GDAL_HTTP_RETRY_DELAY: 429 and 5xx answers and dropped connections are
-   retried (GDAL doubles the delay each time);
-5. GDAL_HTTP_CONNECTTIMEOUT and GDAL_HTTP_LOW_SPEED_TIME / _LIMIT: a server that does not answer,
-   or stops sending, fails the read after that many seconds instead of hanging; a whole-request
-   GDAL_HTTP_TIMEOUT is not set, as a large range on a slow link may rightly take long.
+   retried, MAX_RETRY times after the first try (GDAL doubles the delay each time);
+5. every request is bounded: GDAL_HTTP_CONNECTTIMEOUT for the connection, GDAL_HTTP_LOW_SPEED_TIME
+   with _LIMIT for a server that stops sending (under 1 byte/s for that long), GDAL_HTTP_TIMEOUT for
+   the whole request (GDAL's largest read-ahead is 2 MB: 60 s is 35 KB/s); a server that stops
+   answering fails the read after at most (MAX_RETRY + 1) x LOW_SPEED_TIME plus the retry delays,
+   as one error line, instead of hanging.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from urllib.parse import unquote, urlsplit, urlunsplit
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 SCHEMES = {
     "http": "/vsicurl/",
@@ -44,7 +49,6 @@ SCHEMES = {
     "gs": "/vsigs/",
     "az": "/vsiaz/",
 }
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf")
 VSI_CACHE_MB = 32
 SETTINGS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -53,9 +57,9 @@ SETTINGS = {
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
-    "GDAL_HTTP_LOW_SPEED_TIME": "30",
+    "GDAL_HTTP_LOW_SPEED_TIME": "20",
     "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_TIMEOUT": "60",
 }
 # variables whose values are secrets: scrubbed from any message that could reach a user or a file
 SECRET_VARIABLES = (
@@ -73,7 +77,9 @@ _URL = re.compile(r"\b(?:https?|s3|gs|az)://[^\s'\"<>]+")
 
 def is_url(text: str | os.PathLike) -> bool:
     """Whether `text` names a scene by a URL of a scheme GDAL reads (see SCHEMES)."""
-    return isinstance(text, str) and urlsplit(text).scheme.lower() in SCHEMES and "://" in text
+    if not isinstance(text, str) or "://" not in text:
+        return False
+    return text.partition("://")[0].lower() in SCHEMES
 
 
 def gdal_path(url: str) -> str:
@@ -93,16 +99,36 @@ def shown(path: str | os.PathLike) -> str:
         return shown(text[len("/vsicurl/") :])
     if not is_url(text):
         return text
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    scheme, _, rest = text.partition("://")
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]  # no query or fragment
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"  # no user:password@
+
+
+def url_problem(url: str) -> str | None:
+    """Why GDAL could not read `url` at all (no host or bucket, a bad port, no file name), checked
+    before any request is made; None for a URL it can try."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return (
+            "the URL names no host"
+            if parts.scheme.lower() in ("http", "https")
+            else ("the URL names no bucket or container")
+        )
+    if not url_name(url):
+        return "the URL names no file"
+    return None
 
 
 def url_name(url: str) -> str:
     """The file name at the end of a URL's path, percent-decoded ("" when the path ends in /)."""
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    rest = re.split(r"[?#]", url.partition("://")[2], maxsplit=1)[0]
+    path = rest.partition("/")[2]
+    return unquote(path.rsplit("/", 1)[-1])
 
 
 def scrub(text: str) -> str:
@@ -119,8 +145,9 @@ def settings(path: str) -> dict[str, str]:
     """The GDAL settings `reading(path)` applies (see the module docstring), none the environment
     sets already."""
     chosen = dict(SETTINGS)
-    if url_name(path).lower().endswith(RASTER_SUFFIXES):
-        chosen["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(RASTER_SUFFIXES)
+    suffix = PurePosixPath(url_name(path)).suffix
+    if suffix:
+        chosen["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = suffix
     return {k: v for k, v in chosen.items() if k not in os.environ}
 
 
@@ -151,7 +178,7 @@ _CAUSES = (
     (
         re.compile(
             r"HTTP response code: 40[13]|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch"
-            r"|Forbidden"
+            r"|Forbidden|signature you provided|Access Key Id you provided"
         ),
         "access denied (HTTP 403): check the credentials in the environment (AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE; AWS_NO_SIGN_REQUEST=YES for a public bucket)",
@@ -160,7 +187,10 @@ _CAUSES = (
         re.compile(r"HTTP response code: (5\d\d)"),
         "the server failed (HTTP {0}) after GDAL's retries",
     ),
-    (re.compile(r"[Tt]imed out|timeout", re.I), "the server did not answer in time (timed out)"),
+    (
+        re.compile(r"timed out|timeout|Operation too slow", re.I),
+        "the server did not answer in time (timed out)",
+    ),
     (
         re.compile(r"Could not connect|Failed to connect|Connection refused|Couldn't resolve host"),
         "cannot connect to the server (down, or a wrong host or port)",

@@ -13,7 +13,7 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemae_det.base.remote import is_url, shown, url_name
+from scalemae_det.base.remote import is_url, shown, url_name, url_problem
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"}
 IMAGE_SUFFIXES = RASTER_SUFFIXES | {".png", ".jpg", ".jpeg"}  # plain images too (`prepare`)
@@ -81,8 +81,9 @@ def expand_scenes(
             scenes.extend(found)
             continue
         if is_url(item):
-            if not url_name(item):
-                problems.append(f"{shown(item)}: the URL names no file")
+            problem = url_problem(item)
+            if problem:
+                problems.append(f"{shown(item)}: {problem}")
             elif glob.has_magic(url_name(item)):
                 problems.append(f"{shown(item)}: patterns are for local files; list the URLs")
             else:

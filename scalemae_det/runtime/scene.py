@@ -38,8 +38,12 @@ MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
 GSD_TOLERANCE = 0.25  # as-is mode warns past this relative mismatch
 STAC_GSD_TOLERANCE = 0.1  # a STAC item's gsd this far from the raster's own is said in a note
 # GDAL's block cache defaults to 5% of RAM and would end up holding much of a large scene; a row of
-# tiles is what reads reuse (overlaps), so a bounded cache keeps memory flat whatever the scene size
+# tiles is what reads reuse (overlaps), so a bounded cache keeps memory flat at any scene size.
+# rasterio.Env hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, in bytes (rasterio/_env.pyx,
+# set_gdal_config), not in megabytes as GDAL's own config option reads it: 32 there would be a
+# cache of 32 bytes, and each overlapping tile would fetch its blocks again.
 GDAL_CACHE_MB = 32
+GDAL_CACHE_BYTES = GDAL_CACHE_MB * 1024 * 1024
 
 
 @dataclass
@@ -211,11 +215,11 @@ def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     chosen: list[Tile] = []
     skipped = 0
     with (
-        reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_MB),
+        reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_BYTES),
         raster_errors(scene.path, "not a readable raster"),
     ):
         ds = rasterio.open(open_path(scene.path))
-    with reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_MB), ds:
+    with reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_BYTES), ds:
         for t in scene.tiles:
             unit, mask = read_unit(
                 ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width)

@@ -298,7 +298,6 @@ class S3Server:
         """From now on every request is checked against IAM (moto's /moto-api/reset-auth): returns
         the access key id and secret of a user allowed all of S3; any other key is refused (403)."""
         import json
-        import urllib.request
 
         iam = self._client("iam")
         iam.create_user(UserName="reader")
@@ -306,22 +305,27 @@ class S3Server:
         policy = {"Version": "2012-10-17", "Statement": [allow]}
         iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="reader")["AccessKey"]
+        self._reset_auth(b"0")
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def _reset_auth(self, count: bytes) -> None:
+        """Check every request after the next `count` against IAM (b"inf": none is)."""
+        import urllib.request
+
+        # a plain body: a form content type would have werkzeug parse it away from request.data
         request = urllib.request.Request(
-            f"http://{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST"
+            f"http://{self.endpoint}/moto-api/reset-auth",
+            data=count,
+            method="POST",
+            headers={"Content-Type": "text/plain"},
         )
         urllib.request.urlopen(request, timeout=10).close()
-        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def __enter__(self) -> S3Server:
         self._server.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        import urllib.request
-
         with contextlib.suppress(OSError):  # auth off again: moto's settings are process-wide
-            request = urllib.request.Request(
-                f"http://{self.endpoint}/moto-api/reset-auth", data=b"inf", method="POST"
-            )
-            urllib.request.urlopen(request, timeout=10).close()
+            self._reset_auth(b"inf")
         self._server.stop()
