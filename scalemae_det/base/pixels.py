@@ -30,7 +30,7 @@ from rasterio.errors import RasterioError
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import InputError, ParameterError
-from scalemae_det.base.remote import explain, shown
+from scalemae_det.base.remote import explain, open_path, reading, shown
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)
@@ -65,14 +65,17 @@ def raster_errors(path, problem: str = "reading failed", window=None) -> Iterato
 @contextmanager
 def open_raster(source) -> Iterator:
     """`rasterio.open(source)` for reading, quiet about PNG/JPEG without a georeference (expected);
-    a failed open or read is a one-line UserError naming the file. The one place images are opened
-    for reading by name, so that every kind of source opens the same way everywhere."""
+    a failed open or read is a one-line UserError naming the file. `source` is a path, a URL (read
+    through GDAL's virtual file systems under base.remote.reading's settings) or anything with a
+    `path` that is one (runtime.inputs.Source). The one place images are opened for reading by
+    name, so that every kind of source opens the same way everywhere."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with raster_errors(source), warnings.catch_warnings():
+    where = str(getattr(source, "path", source))
+    with reading(where), raster_errors(where), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
-        with rasterio.open(source) as ds:
+        with rasterio.open(open_path(where)) as ds:
             yield ds
 
 

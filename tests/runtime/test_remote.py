@@ -400,3 +400,45 @@ def test_a_stac_item_file_names_the_output(model, cog, tmp_path):
     assert run.returncode == 0, run.stderr
     features = json.loads((out / "S2B_31UFU_20240501_0_L2A.geojson").read_text())["features"]
     assert features and features[0]["properties"]["scene"] == "S2B_31UFU_20240501_0_L2A.tif"
+
+
+# ---------------------------------------------------------------- other places scenes are taken
+
+
+def test_calibration_tiles_from_a_url_are_those_of_the_local_file(detector, cog, served):
+    from scalemae_det.export.calibration import read_tiles
+
+    meta = detector.metadata
+    local = read_tiles([cog], meta, 8, 4)
+    remote = read_tiles([served.url("scene.tif") + f"?token={SECRET}"], meta, 8, 4)
+    np.testing.assert_array_equal(remote.calibration, local.calibration)
+    np.testing.assert_array_equal(remote.held_out, local.held_out)
+    assert remote.scenes == [served.url("scene.tif")]  # recorded in the model: no token
+
+
+def test_prepare_chips_a_url_image_as_its_local_file(cog, served, tmp_path):
+    from helpers import labelled
+    from scalemae_det.data.chipping import ChipConfig
+    from scalemae_det.data.prepare import prepare
+
+    objects = [("square", (10 + 60 * i, 10, 40 + 60 * i, 40)) for i in range(0, 12, 3)]
+    labels = labelled.voc(tmp_path / "scene.xml", "scene.tif", SIDE, SIDE, objects)
+    cfg = ChipConfig(chip=256, overlap=0.0)
+    runs = {}
+    for key, image in (("local", cog), ("url", served.url("scene.tif"))):
+        out = tmp_path / key
+        runs[key] = prepare([image], labels, out, cfg=cfg, progress=False, val_fraction=0.0)
+        runs[key]["files"] = {
+            p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()
+        }
+    local, url = runs["local"], runs["url"]
+    assert served.sent_bytes("scene.tif") > 0, (local, url)
+    assert url["files"].keys() == local["files"].keys()
+    assert local["boxes"]["train"] == len(objects) and local["chips"]["train"] == 9
+    assert {**local, "files": None} == {**url, "files": None}
+    for name, path in local["files"].items():
+        if name.endswith(".tif"):
+            with rasterio.open(path) as a, rasterio.open(url["files"][name]) as b:
+                np.testing.assert_array_equal(a.read(), b.read())
+        elif name.endswith(".json"):
+            assert json.loads(path.read_text()) == json.loads(url["files"][name].read_text())
