@@ -161,8 +161,7 @@ class RangeServer:
         if not name or ".." in Path(name).parts or not path.is_file():
             self._empty(h, 404)
             return
-        data = path.read_bytes()
-        size = len(data)
+        size = path.stat().st_size
         header = h.headers.get("Range")
         ranges = _ranges(header, size) if header else [(0, size - 1)]
         if ranges is None:
@@ -173,17 +172,17 @@ class RangeServer:
             return
         kind = _TYPES.get(path.suffix.lower(), "application/octet-stream")
         if not header:
-            status, payload, headers = 200, data, {"Content-Type": kind}
+            status, payload, headers = 200, _read(path, 0, size - 1), {"Content-Type": kind}
         elif len(ranges) == 1:
             (first, last) = ranges[0]
-            status, payload = 206, data[first : last + 1]
+            status, payload = 206, _read(path, first, last)
             headers = {"Content-Type": kind, "Content-Range": f"bytes {first}-{last}/{size}"}
         else:
             boundary = "scalemae-det-range-boundary"
             parts = [
                 f"--{boundary}\r\nContent-Type: {kind}\r\nContent-Range: bytes {a}-{b}/{size}"
                 f"\r\n\r\n".encode()
-                + data[a : b + 1]
+                + _read(path, a, b)
                 + b"\r\n"
                 for a, b in ranges
             ]
@@ -216,6 +215,13 @@ class RangeServer:
         h.send_response(code)
         h.send_header("Content-Length", "0")
         h.end_headers()
+
+
+def _read(path: Path, first: int, last: int) -> bytes:
+    """Bytes first..last (inclusive) of a file, read alone (a scene can be tens of MB)."""
+    with open(path, "rb") as f:
+        f.seek(first)
+        return f.read(last - first + 1)
 
 
 def write_cog(
