@@ -153,11 +153,11 @@ def _quadrant_aoi(path: Path, cog: Path) -> Path:
     return path
 
 
-# GDAL doubles the size of a read that starts where the last one ended, up to 128 chunks (2 MB at
-# its default 16 KB chunk; https://gdal.org/en/stable/user/virtual_file_systems.html, /vsicurl/):
-# on this 2.4 MB scene that read-ahead alone could span the file. A 4 KB chunk scales the ceiling to
-# 512 KB, in proportion to the scene as 2 MB is to a scene of tens of MB (bench/bench_remote.py
-# measures one at GDAL's defaults). GDAL reads it once per process: a fresh CLI process here.
+# GDAL fetches more at once when reads follow each other, up to 2 MB at its default 16 KB chunk
+# (https://gdal.org/en/stable/user/virtual_file_systems.html, /vsicurl/): on this 2.5 MB scene that
+# read-ahead alone spans the file (docs/remote.md measures it). A 4 KB chunk keeps it small beside
+# this file as 2 MB is beside a scene of tens of MB (bench/bench_remote.py measures one at GDAL's
+# defaults). GDAL reads the chunk size once per process: a fresh CLI process here.
 SMALL_CHUNKS = {"CPL_VSIL_CURL_CHUNK_SIZE": "4096"}
 
 
