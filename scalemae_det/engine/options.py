@@ -16,10 +16,11 @@ import re
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import InputError
+from scalemae_det.base.errors import InputError, MissingPathError
 from scalemae_det.engine.loop import AMP_CHOICES
 
 SCHEDULES = ("cosine", "step")
+DEFAULT_MODEL = "vit_large_patch16"
 
 
 def train_flag(param: str) -> str:
@@ -97,8 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add(data, "num_workers", type=int, default=4)
 
     model = p.add_argument_group("model")
-    _add(model, "model", default="vit_large_patch16")
-    _add(model, "pretrained", type=Path, help="ScaleMAE encoder weights")
+    _add(
+        model,
+        "model",
+        help=f"config name (default {DEFAULT_MODEL}; with --init_from, the checkpoint's)",
+    )
+    _add(model, "pretrained", type=Path, help="ScaleMAE encoder weights (the trunk)")
+    _add(
+        model,
+        "init_from",
+        type=Path,
+        help="a trained detector checkpoint (train.py's, the bundled model) to start from: every "
+        "layer but the class rows, which are kept for classes of the same name",
+    )
     _add(
         model,
         "override",
@@ -290,6 +302,16 @@ def check_args(args: argparse.Namespace) -> None:
     checks.choice("schedule", args.schedule, SCHEDULES)
     args.warmup = parse_warmup(args.warmup, args.warmup_steps)
     args.bands = checks.bands("bands", args.bands)
+    if args.init_from is not None:
+        if args.pretrained is not None:
+            raise InputError(
+                "--init_from and --pretrained both give the trunk's weights: give one (a trained "
+                "detector's trunk is already ScaleMAE's, fine-tuned)"
+            )
+        if not args.init_from.is_file():
+            raise MissingPathError(f"{args.init_from}: no such checkpoint (--init_from)")
+    elif args.model is None:
+        args.model = DEFAULT_MODEL
     if (args.val_image_dir is None) != (args.val_label_file is None):
         raise InputError("--val_image_dir and --val_label_file go together")
     checks.output_file(args.save_checkpoint_path, "save_checkpoint_path", new_folder=True)

@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader
 
 from scalemae_det.base.atomic import remove_stale_temps
 from scalemae_det.base.errors import InputError, ParameterError
-from scalemae_det.checkpoints import check_weights, describe, detector_state, load_pretrained
+from scalemae_det.checkpoints import (
+    check_weights,
+    config_from_dict,
+    describe,
+    detector_state,
+    load_pretrained,
+    read_detector_checkpoint,
+)
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
 from scalemae_det.engine import checkpointing
@@ -41,8 +48,9 @@ from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
 from scalemae_det.evaluation import print_metrics, write_results
-from scalemae_det.models.configs import get_config
-from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
+from scalemae_det.models import transfer
+from scalemae_det.models.configs import DetectorConfig, get_config
+from scalemae_det.models.detector import SIZE_DIVISIBLE, ScaleMAEDetector
 
 LOG_NAME = "train_log.jsonl"
 log = logging.getLogger(__name__)
@@ -147,7 +155,13 @@ def train(args: Namespace, info: DistInfo) -> None:
     set_determinism(args.deterministic)
     train_split, val_split, gsd = load_data(args)
     resume_path = find_resume(args, info)
-    run = build_run(args, info, train_split, gsd, None if resume_path else args.pretrained, console)
+    if resume_path and args.init_from:
+        console.print(
+            f"{resume_path}: resuming the run; --init_from {args.init_from} gave its first weights",
+            highlight=False,
+        )
+    starts = (None, None) if resume_path else (args.pretrained, args.init_from)
+    run = build_run(args, info, train_split, gsd, *starts, console)
     if resume_path:
         run.progress = restore(resume_path, run, console)
     else:
@@ -212,12 +226,14 @@ def build_run(
     train_split: DataSplit,
     gsd: float,
     pretrained: Path | None,
+    init_from: Path | None,
     console: Console,
 ) -> Run:
     """Model, optimizer, sampler, schedule and scaler, built in the order that fixes the initial
     weights."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = build_model(args, len(train_split.class_names), pretrained, console).to(info.device)
+    model = build_model(args, train_split.class_names, pretrained, init_from, console)
+    model = model.to(info.device)
     layer_decay = args.layer_decay if args.layer_decay is not None else model.config.layer_decay
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, layer_decay)
     sampler = TrainSampler(
@@ -376,10 +392,28 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
 
 
 def build_model(
-    args: Namespace, num_classes: int, pretrained: Path | None, console: Console
+    args: Namespace,
+    class_names: list[str],
+    pretrained: Path | None,
+    init_from: Path | None,
+    console: Console,
 ) -> torch.nn.Module:
+    """The model to train: --model's config (or --init_from's, also when resuming) with
+    --override, then ScaleMAE weights (`pretrained`) or a trained detector's (`init_from`); neither
+    when resuming."""
+    num_classes = len(class_names)
+    start = read_detector_checkpoint(args.init_from) if args.init_from else None
+    if start is not None:
+        name = start["config"].get("name")
+        if args.model not in (None, name):
+            raise InputError(
+                f"--model {args.model}: the --init_from checkpoint is a {name}; leave --model "
+                "out (the config is the checkpoint's)"
+            )
+        args.model = name
     try:
-        model = build_detector(args.model, num_classes, **training_overrides(args))
+        base = get_config(args.model) if start is None else config_from_dict(start["config"])
+        model = ScaleMAEDetector(base.with_overrides(**training_overrides(args, base)), num_classes)
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(
             f"--model {args.model} {' '.join('--override ' + o for o in args.override)}: "
@@ -388,16 +422,21 @@ def build_model(
     if pretrained:
         report = load_pretrained(model, pretrained)
         console.print(f"{pretrained}: {report}")
+    if init_from is not None:
+        report = transfer.init_from(model, start, class_names, init_from)
+        for line in report.lines():
+            console.print(f"{init_from}: {line}", highlight=False, soft_wrap=True)
     return model
 
 
-def training_overrides(args: Namespace) -> dict:
+def training_overrides(args: Namespace, base: DetectorConfig | None = None) -> dict:
     """--override and the options that set config fields; with the relative position bias on, the
     global blocks' tables fit the training crop's grid (as ViTDet's fit its 1024 px input) unless
     --override rel_pos_grid=N says otherwise."""
     overrides = dict(args.overrides)
     if overrides.get("rel_pos") and "rel_pos_grid" not in overrides:
-        patch = get_config(args.model, **overrides).patch_size
+        base = base or get_config(args.model)
+        patch = base.with_overrides(**overrides).patch_size
         overrides["rel_pos_grid"] = (
             math.ceil(args.input_size / SIZE_DIVISIBLE) * SIZE_DIVISIBLE // patch
         )

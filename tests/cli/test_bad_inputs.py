@@ -341,7 +341,9 @@ CASES = {
         f"{EXPORT} --score-threshold nan", ("--score-threshold nan", "finite"), after=no_export
     ),
     "export format": Case(
-        f"{EXPORT} --format tflite", ("--format tflite", "onnx, torchscript, deepness, all"), after=no_export
+        f"{EXPORT} --format tflite",
+        ("--format tflite", "onnx, torchscript, deepness, all"),
+        after=no_export,
     ),
     "export out is a folder": Case(
         "export {ckpt} --out {dir}",

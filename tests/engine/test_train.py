@@ -285,12 +285,16 @@ def test_label_file_not_json_is_one_line_error(tmp_path):
         ("nowhere", [], "nowhere"),
         ("images", ["--amp", "fp8"], "--amp"),
         ("images", ["--batch-size", "0"], "--batch_size"),
+        ("images", ["--init_from", "nope.pt"], "nope.pt: no such checkpoint (--init_from)"),
+        ("images", ["--init_from", "labels.json"], "labels.json: not a readable PyTorch"),
+        ("images", ["--init_from", "x", "--pretrained", "y"], "give one"),
     ],
 )
 def test_missing_image_dir_and_bad_options_are_one_line_errors(
     tmp_path, capsys, images, extra, needle
 ):
     _, labels = make_dataset(tmp_path, 1)
+    extra = [str(labels) if e == "labels.json" else e for e in extra]
     with pytest.raises(SystemExit) as exc:
         report_user_errors(
             main,
@@ -300,6 +304,40 @@ def test_missing_image_dir_and_bad_options_are_one_line_errors(
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+def test_init_from_a_detector_keeps_its_config_and_says_which_classes_it_kept(tmp_path, capsys):
+    """train.py --init_from end to end (models/test_transfer.py checks the tensors): the run's
+    config is the checkpoint's, the report names the classes kept, new and left, and a --model of
+    another config is refused."""
+    from scalemae_det.checkpoints import detector_state
+    from scalemae_det.models.detector import build_detector
+
+    images, labels = make_dataset(tmp_path, 3)  # classes bright, red
+    torch.manual_seed(3)
+    source = build_detector(
+        "vit_tiny_patch16", 2, **{**TINY, "global_blocks": (1,), "nms_thresh": 0.4}
+    )
+    start = tmp_path / "start.pt"
+    torch.save(detector_state(source, ["red", "ship"], 0.5), start)
+    save = tmp_path / "run" / "checkpoint.pth"
+    args = train_args(images, labels, save, "--init_from", str(start), "--num_epochs", "1")
+    args = args[: args.index("--model")] + args[args.index("--model") + 2 :]  # no --model
+    report_user_errors(main, args, spell=train_flag)
+    err = capsys.readouterr().err
+    assert "classes kept by name: red; new (initialised): bright" in err
+    assert "classes of the checkpoint not trained on: ship" in err
+    model, ckpt = load_detector(save)
+    assert ckpt["class_names"] == list(CLASSES)
+    assert model.config == source.config, (model.config, source.config)
+    with pytest.raises(SystemExit):
+        report_user_errors(
+            main,
+            [*args, "--model", "vit_base_patch16"],
+            spell=train_flag,
+        )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: --model vit_base_patch16: the --init_from checkpoint is a ")
 
 
 # ---------------------------------------------------------------- distributed training and

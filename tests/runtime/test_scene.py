@@ -73,8 +73,7 @@ def test_objects_across_seams_are_found_once(tmp_path, detector, match, monkeypa
         for b, lab in zip(result.detections.boxes, result.detections.labels)
     }
     assert [labels[c] for c in corners] == [2 if k % 3 == 0 else 1 for k in range(60)]
-    # the same run without merging reports seam objects several times: joining the seams is what removes
-    # them
+    # the same run without joining seams reports seam objects several times: the join removes them
     monkeypatch.setattr(detector_mod, "join_seams", lambda boxes, *a, **k: np.arange(len(boxes)))
     raw = detector.detect_scene(path, overlap=0.25, match=match)
     duplicates = len(raw.detections) - len(corners)
