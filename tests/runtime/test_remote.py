@@ -186,7 +186,9 @@ def test_an_area_of_a_quarter_reads_at_most_half_the_bytes(model, detector, cog,
     assert f"{len(full.scene.tiles) - len(meeting)} outside the area" in run.stderr
 
 
-def test_the_area_applies_to_local_scenes_and_one_it_misses_is_skipped(detector, cog, tmp_path):
+def test_the_area_applies_to_local_scenes_and_one_it_misses_is_skipped(
+    model, detector, cog, tmp_path
+):
     from scalemae_det.runtime.aoi import read_area
 
     area = read_area(_quadrant_aoi(tmp_path / "quarter.geojson", cog))
@@ -203,6 +205,16 @@ def test_the_area_applies_to_local_scenes_and_one_it_misses_is_skipped(detector,
     missed = detector.detect_scene(far, area=area)
     assert missed.scene.outside_area and missed.tiles_run == 0
     assert missed.tiles_outside == len(full.scene.tiles)
+    out = tmp_path / "out"  # through predict: skipped, said and recorded, no output written
+    run = cli("predict", far, "--model", model, "--out", out, "--aoi", tmp_path / "quarter.geojson")
+    assert run.returncode == 0, run.stderr
+    assert "far.tif: skipped, outside the area of interest" in run.stderr
+    assert not (out / "far.geojson").exists()
+    records = [
+        json.loads(x) for x in next((out / "records").glob("*.jsonl")).read_text().splitlines()
+    ]
+    (scene,) = [r for r in records if r["kind"] == "scene"]
+    assert scene["status"] == "skipped" and scene["tiles_outside_area"] == len(full.scene.tiles)
 
 
 def test_faults_give_one_line_each_the_others_go_on_and_a_rerun_completes(model, cog, tmp_path):
