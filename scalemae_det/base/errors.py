@@ -66,11 +66,15 @@ _PARAM_REF = re.compile(
 )  # a parameter named inside a problem text: "use `gsd_mode` as-is"
 
 
+def spelled(text: str, spell: Spelling) -> str:
+    """`text` with the parameters it names in backticks written by `spell` (notes, problems)."""
+    return _PARAM_REF.sub(lambda m: spell(m[1]), text)
+
+
 class ParameterError(InputError):
     """`param` has a value the library cannot use. `problem` may name parameters in backticks (and
-    must name
-    `param` so when no `value` is given); `source` is the file the value was checked against, if
-    any."""
+    must name `param` so when no `value` is given); `source` is the file the value was checked
+    against, if any."""
 
     _UNSET = object()
 
@@ -79,7 +83,7 @@ class ParameterError(InputError):
         super().__init__(self.render())
 
     def render(self, spell: Spelling = python_name) -> str:
-        problem = _PARAM_REF.sub(lambda m: spell(m[1]), self.problem)
+        problem = spelled(self.problem, spell)
         where = f"{self.source}: " if self.source else ""
         if self.value is self._UNSET:
             return f"{where}{problem}"
@@ -95,7 +99,7 @@ class InputWarning(UserWarning):
     parameters named in backticks spelled as its flags (as `ParameterError` does)."""
 
     def render(self, spell: Spelling = python_name) -> str:
-        return _PARAM_REF.sub(lambda m: spell(m[1]), str(self.args[0]) if self.args else "")
+        return spelled(str(self.args[0]) if self.args else "", spell)
 
 
 def _plain(value) -> str:

@@ -30,6 +30,7 @@ from rasterio.errors import RasterioError
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import InputError, ParameterError
+from scalemae_det.base.remote import explain, open_path, reading, shown
 
 FILL = 0.0  # value of nodata pixels (and of padding) in [0, 1] units
 PERCENTILES = (2.0, 98.0)
@@ -47,30 +48,34 @@ def gdal_cause(exc: RasterioError) -> str:
 
 @contextmanager
 def raster_errors(path, problem: str = "reading failed", window=None) -> Iterator[None]:
-    """Turn GDAL failures (corrupt files, truncated tiles, a full disk) into one-line user errors
-    that
-    name the file and GDAL's own reason: rasterio often raises "See previous exception for details"
-    with the reason only in the exception's cause."""
+    """Turn GDAL failures (corrupt files, truncated tiles, a full disk, a network that failed) into
+    one-line user errors that name the file and GDAL's own reason: rasterio often raises "See
+    previous exception for details" with the reason only in the exception's cause. A URL is named
+    without its credentials and a network failure said plainly (base.remote.explain)."""
     try:
         yield
     except RasterioError as exc:
         where = (
             f" at window (col {window.col_off}, row {window.row_off})" if window is not None else ""
         )
-        raise InputError(f"{path}: {problem}{where}: {gdal_cause(exc)}") from None
+        reason = explain(path, gdal_cause(exc))
+        raise InputError(f"{shown(path)}: {problem}{where}: {reason}") from None
 
 
 @contextmanager
 def open_raster(source) -> Iterator:
     """`rasterio.open(source)` for reading, quiet about PNG/JPEG without a georeference (expected);
-    a failed open or read is a one-line UserError naming the file. The one place images are opened
-    for reading by name, so that every kind of source opens the same way everywhere."""
+    a failed open or read is a one-line UserError naming the file. `source` is a path, a URL (read
+    through GDAL's virtual file systems under base.remote.reading's settings) or anything with a
+    `path` that is one (runtime.inputs.Source). The one place images are opened for reading by
+    name, so that every kind of source opens the same way everywhere."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with raster_errors(source), warnings.catch_warnings():
+    where = str(getattr(source, "path", source))
+    with reading(where), raster_errors(where), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: expected
-        with rasterio.open(source) as ds:
+        with rasterio.open(open_path(where)) as ds:
             yield ds
 
 
@@ -110,8 +115,10 @@ def value_range(
     bands: Sequence[int],
     scale: str | tuple[float, float] = "auto",
     percentiles: tuple[float, float] = PERCENTILES,
+    window=None,
 ) -> ValueRange:
-    """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi)."""
+    """How raw values map to [0, 1]: None for uint8 with scale "auto", else per-band (lo, hi),
+    measured over `window` (a rasterio Window; the whole raster when None)."""
     n = len(bands)
     scale = checks.value_scale("scale", scale)
     if not isinstance(scale, str):
@@ -120,17 +127,20 @@ def value_range(
     dtype = _dtype(ds, bands)
     if dtype == np.uint8:
         return None
-    factor = max(ds.width, ds.height) / STATS_SIDE
+    width, height = (
+        (ds.width, ds.height) if window is None else (int(window.width), int(window.height))
+    )
+    factor = max(width, height) / STATS_SIDE
     shape = (
-        (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+        (max(1, round(height / factor)), max(1, round(width / factor)))
         if factor > 1
-        else (ds.height, ds.width)
+        else (height, width)
     )
     with raster_errors(
         ds.name
     ):  # a decimated read: GDAL serves it from overviews when the file has them
-        data = ds.read(bands, out_shape=(n, *shape), resampling=Resampling.nearest)
-    valid = ~nodata_mask(ds, bands, out_shape=shape, data=data)
+        data = ds.read(bands, window=window, out_shape=(n, *shape), resampling=Resampling.nearest)
+    valid = ~nodata_mask(ds, bands, window=window, out_shape=shape, data=data)
     if np.issubdtype(dtype, np.integer):
         fallback = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
     else:

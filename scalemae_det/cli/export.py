@@ -84,8 +84,8 @@ def export_command(
     calibration: list[str] = typer.Option(
         [],
         "--calibration",
-        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs; repeat "
-        "the option), read as predict reads them at the export's GSD and tile.",
+        help="int8: scenes or chips to calibrate on (files, directories of rasters, globs, URLs, "
+        "STAC items; repeat the option), read as predict reads them at the export's GSD and tile.",
     ),
     calibration_tiles: int = typer.Option(
         DEFAULTS.calibration_tiles,

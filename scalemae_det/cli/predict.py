@@ -24,7 +24,9 @@ from scalemae_det.cli.options import (
 
 def predict_command(
     scenes: list[str] = typer.Argument(
-        ..., help="GeoTIFF scenes: files, directories or glob patterns"
+        ...,
+        help="GeoTIFF scenes: files, directories, glob patterns, URLs (https://, s3://, gs://, "
+        "az://) or STAC Item/ItemCollection JSON (a file or a URL)",
     ),
     model: Path = typer.Option(..., "--model", help="exported scalemae-det ONNX model"),
     out: Path = out_option("output folder (one file per scene)"),
@@ -62,6 +64,18 @@ def predict_command(
         "--shard-count",
         help="N for --shard auto in a Kubernetes Indexed Job (its completions)",
     ),
+    aoi: Path = typer.Option(
+        None,
+        "--aoi",
+        help="area of interest (any vector file, any CRS): only tiles meeting it are read, "
+        "detections outside it dropped",
+    ),
+    stac_asset: str = typer.Option(
+        None,
+        "--stac-asset",
+        help="asset of STAC items to read",
+        show_default="visual, else the first GeoTIFF data asset",
+    ),
 ) -> None:
     """Detect objects in GeoTIFF scenes with an exported ONNX model (no PyTorch needed)."""
     from scalemae_det.runtime.job import SceneOptions, predict_job
@@ -76,6 +90,8 @@ def predict_command(
         fmt,
         crs,
         overwrite,
+        aoi,
+        stac_asset,
     )
     failed = predict_job(
         scenes,

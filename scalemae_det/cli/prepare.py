@@ -18,8 +18,8 @@ def prepare_command(
     images: list[str] = typer.Option(
         ...,
         "--images",
-        help="images: files, folders or glob patterns (GeoTIFF and other GDAL rasters, PNG, "
-        "JPEG); repeat for several",
+        help="images: files, folders, glob patterns or URLs (https://, s3://, gs://, az://; "
+        "GeoTIFF and other GDAL rasters, PNG, JPEG); repeat for several",
     ),
     labels: Path = typer.Option(
         ...,

@@ -78,7 +78,7 @@ class SceneBoxes:
     (N,) in 1..K. `name` is the scene's file name in the label files (unique in a run); `gsd`
     (metres) is recorded when the image has no georeference to measure it from."""
 
-    path: Path
+    path: Path  # a file; an image given by URL: its runtime.inputs.Source
     boxes: np.ndarray
     labels: np.ndarray
     gsd: float | None = None
@@ -86,7 +86,7 @@ class SceneBoxes:
 
     def __post_init__(self):
         if not self.name:
-            object.__setattr__(self, "name", Path(self.path).name)
+            object.__setattr__(self, "name", _path_key(self.path).name)
 
 
 # --- geometry --------------------------------------------------------------------------------
@@ -337,14 +337,19 @@ def check_options(cfg: ChipConfig, val_fraction: float) -> None:
     checks.number("min_size", cfg.min_size, lo=0)
 
 
+def _path_key(path):
+    """A file path as a Path; a URL's runtime.inputs.Source (its name, stem and path) as it is."""
+    return Path(path) if isinstance(path, str | os.PathLike) else path
+
+
 def check_scene_names(scenes: Sequence[SceneBoxes]) -> None:
     """Scene names are the label files' keys and chip names start with their stems: both must be
     unique in a run."""
     for key, what in ((lambda s: s.name, "name"), (lambda s: Path(s.name).stem, "stem")):
         seen: dict[str, Path] = {}
         for s in scenes:
-            other = seen.setdefault(key(s), Path(s.path))
-            if other != Path(s.path):
+            other = seen.setdefault(key(s), _path_key(s.path))
+            if other != _path_key(s.path):
                 raise InputError(
                     f"{s.path}: same file {what} as {other}; scenes must differ in their "
                     f"{what}s (their chips are named after them)"

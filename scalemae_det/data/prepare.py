@@ -136,7 +136,9 @@ def _scenes(
 ) -> tuple[list[Scene], list[str]]:
     """The images given, with their headers; and the unreadable ones left out
     (`skip_unreadable`)."""
-    paths, problems = expand_scenes([str(i) for i in items], IMAGE_SUFFIXES)
+    sources, problems = expand_scenes([str(i) for i in items], suffixes=IMAGE_SUFFIXES)
+    # a file stays the Path the label readers match by; a URL is its Source (name, stem, path)
+    paths = [s if s.remote else Path(s.path) for s in sources]
     if problems:
         raise ParameterError("images", "; ".join(problems))
     if not paths:
@@ -158,12 +160,14 @@ def _scenes(
     return found, unreadable
 
 
-def open_image_header(path: Path, gsd: float | None, bands) -> Scene:
+def open_image_header(path, gsd: float | None, bands) -> Scene:
     """An image's header, its bands checked and its GSD: measured from its georeference, else
     `gsd`; a ParameterError naming `gsd` when it has neither."""
     with open_raster(path) as ds:
         select_bands(ds, bands)
-        header = ImageHeader(Path(path), ds.width, ds.height, ds.crs, ds.transform)
+        header = ImageHeader(
+            path if hasattr(path, "stem") else Path(path), ds.width, ds.height, ds.crs, ds.transform
+        )
         measured = gsd_m(ds.crs, ds.transform, ds.width, ds.height)
     if measured is None and gsd is None:
         raise ParameterError(

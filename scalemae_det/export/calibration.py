@@ -45,8 +45,8 @@ def held_out_count(count: int, batch: int) -> int:
 
 
 def calibration_scenes(sources: Sequence[str | os.PathLike]) -> list:
-    """The rasters `sources` name (files, directories, globs); ParameterError naming the first that
-    gives none."""
+    """The rasters `sources` name (files, directories, globs, URLs, STAC items: runtime.inputs'
+    Sources); ParameterError naming the first that gives none."""
     paths, problems = expand_scenes([str(s) for s in sources])
     if problems:
         raise ParameterError("calibration", f"`calibration` {problems[0]}")
@@ -61,7 +61,8 @@ def read_tiles(
     seed: int = 0,
 ) -> CalibrationTiles:
     """`count` calibration and `held_out` gate tiles from `sources` (files, directories of rasters,
-    globs), at `meta`'s GSD and tile size. Raises ParameterError when the sources cannot give
+    globs, URLs, STAC items), at `meta`'s GSD and tile size; `scenes` names them as messages do (a
+    URL without its credentials). Raises ParameterError when the sources cannot give
     both."""
     paths = calibration_scenes(sources)
     scenes = [open_scene(p, meta, overlap=0.0) for p in paths]

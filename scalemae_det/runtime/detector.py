@@ -18,6 +18,7 @@ from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.runtime.detections import Detections
+from scalemae_det.runtime.inputs import Source
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.seams import join_seams
@@ -36,10 +37,21 @@ class SceneResult:
     seconds: float = 0.0
     run_seconds: float = 0.0  # of which inside session.run
     notes: list[str] = field(default_factory=list)
+    outside_area: int = 0  # detections dropped: centred outside the area of interest
 
     @property
     def path(self) -> str:
         return self.scene.path
+
+    @property
+    def name(self) -> str:
+        """The scene's name, as outputs give it."""
+        return self.scene.name
+
+    @property
+    def tiles_outside(self) -> int:
+        """Tiles not read: outside the area of interest."""
+        return self.scene.tiles_outside
 
 
 class Detector:
@@ -121,7 +133,7 @@ class Detector:
 
     def detect_scene(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | Source,
         *,
         overlap: float = DEFAULT_OVERLAP,
         score_threshold: float | None = None,
@@ -132,13 +144,22 @@ class Detector:
         match_threshold: float = 0.5,
         prefetch: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        area=None,
     ) -> SceneResult:
-        """Detect over a whole raster. `progress(done, total)` is called as tiles are done."""
+        """Detect over a whole raster (a file, a URL or a runtime.inputs.Source), or over the tiles
+        meeting `area` (a runtime.aoi.Area), keeping the detections centred inside it.
+        `progress(done, total)` is called as tiles are done."""
         start = time.perf_counter()
         run_before = self.session.run_seconds
         thr = self.threshold(score_threshold)
         scene = open_scene(
-            path, self.metadata, bands=bands, scale=scale, gsd_mode=gsd_mode, overlap=overlap
+            path,
+            self.metadata,
+            bands=bands,
+            scale=scale,
+            gsd_mode=gsd_mode,
+            overlap=overlap,
+            area=area,
         )
         result = SceneResult(
             scene,
@@ -169,6 +190,15 @@ class Detector:
                 found.boxes, found.scores, found.labels, tile_ids, truncated, match, match_threshold
             )
             found = found.take(keep)
+        if scene.area_rings is not None and len(found):
+            from scalemae_det.runtime.aoi import points_inside
+
+            b = found.boxes
+            inside = points_inside(
+                scene.area_rings, (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+            )
+            result.outside_area = int((~inside).sum())
+            found = found.take(inside)
         result.detections = found
         result.seconds = time.perf_counter() - start
         result.run_seconds = self.session.run_seconds - run_before

@@ -8,7 +8,13 @@ shard's share chosen by scene name), then each scene runs in turn:
 2. otherwise it is detected, its preview written first, then its output, so an existing output
    means everything of that scene is there;
 3. a problem with one scene is one error line and a `failed` record; the others go on, and a
-   rerun of the same command does only what is missing.
+   rerun of the same command does only what is missing;
+4. with an area of interest (`aoi`), only the tiles meeting it are read and run and only the
+   detections centred inside it kept; a scene it does not touch is skipped, recorded so, with no
+   output (a rerun looks again).
+
+Scenes are runtime.inputs.Source: files, URLs and STAC items alike, named by their file name (a
+URL's without its query) or item id; messages and records show a URL without its credentials.
 
 Only the standard library and rich are imported at module level; onnxruntime and rasterio come
 with the detector, so nothing here needs torch.
@@ -21,8 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalemae_det.base import checks
-from scalemae_det.base.errors import InputError, ParameterError, Spelling, UserError, python_name
-from scalemae_det.runtime.inputs import expand_scenes
+from scalemae_det.base.errors import (
+    InputError,
+    ParameterError,
+    Spelling,
+    UserError,
+    python_name,
+    spelled,
+)
+from scalemae_det.runtime.inputs import Source, expand_scenes
 from scalemae_det.runtime.shards import Shard, parse_shard, select
 
 
@@ -39,6 +52,8 @@ class SceneOptions:
     fmt: str
     crs: str
     overwrite: bool
+    aoi: Path | None = None  # a vector file: the area of interest
+    stac_asset: str | None = None  # the asset of STAC items to read (runtime.stac's default)
 
 
 @dataclass
@@ -46,12 +61,13 @@ class Job:
     """This process's share of the scenes, where each one's outputs go, and the inputs already
     refused."""
 
-    targets: dict[Path, Path]  # scene -> output, this shard's scenes only
-    previews: dict[Path, Path]  # scene -> quicklook PNG, when asked for
+    targets: dict[Source, Path]  # scene -> output, this shard's scenes only
+    previews: dict[Source, Path]  # scene -> quicklook PNG, when asked for
     problems: list[str]  # inputs that named no raster, one line each
     job_names: list[str]  # every scene of the whole job, for the run record
     shard: Shard
     out: Path
+    area: object = None  # runtime.aoi.Area, read from `aoi` once for every scene
 
 
 def plan_job(
@@ -81,7 +97,14 @@ def plan_job(
     checks.number("batch", batch, lo=1, integer=True)
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)
-    paths, problems = expand_scenes(scenes)
+    if options.stac_asset is not None and not options.stac_asset.strip():
+        raise ParameterError("stac_asset", "needs an asset name", value=options.stac_asset)
+    area = None
+    if options.aoi is not None:
+        from scalemae_det.runtime.aoi import read_area
+
+        area = read_area(options.aoi)  # readable, with a CRS and polygons, before any scene
+    paths, problems = expand_scenes(scenes, options.stac_asset)
     this_shard = parse_shard(shard, shard_count)
     if options.fmt == "gpkg":
         pyogrio()  # installed, or one error line before any work
@@ -90,7 +113,7 @@ def plan_job(
             "preview", "with several scenes the name needs {scene}", value=str(preview)
         )
     targets = {p: output_path(out, p, options.fmt) for p in paths}
-    writers: dict[Path, Path] = {}  # output -> the first scene writing it
+    writers: dict[Path, Source] = {}  # output -> the first scene writing it
     for p, target in targets.items():  # over the whole job, not only this shard
         clash = writers.setdefault(target, p)
         if clash != p:
@@ -101,7 +124,13 @@ def plan_job(
         checks.output_file(path, "preview")
     checks.output_dir(out, "out")
     return Job(
-        {p: targets[p] for p in mine}, previews, problems, [p.name for p in paths], this_shard, out
+        {p: targets[p] for p in mine},
+        previews,
+        problems,
+        [p.name for p in paths],
+        this_shard,
+        out,
+        area,
     )
 
 
@@ -184,13 +213,14 @@ def run_job(
                     on_tiles,
                     say,
                     spell,
+                    area=job.area,
                 )
             progress.advance(all_scenes)
     return failed
 
 
 def run_scene(
-    path: Path,
+    path: Source,
     target: Path,
     preview: Path | None,
     detector,
@@ -199,9 +229,11 @@ def run_scene(
     on_tiles,
     say,
     spell: Spelling = python_name,
+    *,
+    area=None,
 ) -> bool:
-    """Detect over one scene and write its outputs; a problem is one error line and a failed
-    record."""
+    """Detect over one scene (within `area`, a runtime.aoi.Area, when given) and write its outputs;
+    a problem is one error line and a failed record."""
     from scalemae_det.runtime.outputs import output_crs, write
     from scalemae_det.runtime.preview import write_preview
     from scalemae_det.runtime.records import footprint
@@ -217,9 +249,22 @@ def run_scene(
             gsd_mode=options.gsd_mode,
             match=options.match,
             progress=on_tiles,
+            area=area,
         )
         for line in result.notes:
-            say(f"warning: {path.name}: {line}", "yellow")
+            say(f"warning: {path.name}: {spelled(line, spell)}", "yellow")
+        if result.scene.outside_area:
+            reason = f"outside the area of interest {area.path}: no tile of it was read"
+            say(f"{path.name}: skipped, {reason}")
+            record.scene(
+                path,
+                target,
+                "skipped",
+                seconds=time.perf_counter() - began,
+                reason=reason,
+                tiles_outside=result.tiles_outside,
+            )
+            return True
         if preview:  # before the output, so an existing output means the preview is there too
             write_preview(result, preview)
         write(result, target, options.fmt, output_crs(options.crs))
@@ -234,9 +279,11 @@ def run_scene(
     if result.scene.factor != 1:
         gsd += f" (resampled {1 / result.scene.factor:.3g}x)"
     rate = result.tiles_run / result.seconds if result.seconds else 0.0
+    outside = f", {result.tiles_outside} outside the area" if area is not None else ""
     say(
         f"{path.name}: {len(result.detections)} detections, {result.tiles_run} tiles run, "
-        f"{result.tiles_skipped} skipped, {rate:.1f} tiles/s, {gsd}, {result.provider} -> {target}"
+        f"{result.tiles_skipped} skipped{outside}, {rate:.1f} tiles/s, {gsd}, {result.provider} "
+        f"-> {target}"
     )
     record.scene(
         path,
@@ -247,6 +294,7 @@ def run_scene(
         seconds=result.seconds,
         provider=result.provider,
         footprint=footprint(result.scene),
+        tiles_outside=result.tiles_outside if area is not None else None,
     )
     return True
 

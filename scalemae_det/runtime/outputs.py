@@ -134,7 +134,7 @@ def geojson_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
         '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [['
         + ", ".join([f"[{COORD}, {COORD}]"] * 5)
         + ']]}, "properties": {"label": %s, "class_id": %d, "score": %r, '
-        f'"scene": {literal(Path(result.path).name)}, "pixel_bbox": [%r, %r, %r, %r]}}}}'
+        f'"scene": {literal(result.name)}, "pixel_bbox": [%r, %r, %r, %r]}}}}'
     )
     names = [json.dumps(name) for name in result.class_names]
     for k, part in enumerate(chunks(len(det))):
@@ -166,14 +166,14 @@ def image_id(path: str) -> int | str:
 def coco(result: SceneResult) -> list[dict]:
     """COCO results as dicts (category ids are the model's labels, 1..classes)."""
     det = result.detections
-    return coco_results(image_id(result.path), det.boxes, det.scores, det.labels)
+    return coco_results(image_id(result.name), det.boxes, det.scores, det.labels)
 
 
 def coco_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
     """COCO results (category ids are the model's labels, 1..classes; pixel boxes whatever
     `crs_mode`)."""
     det = result.detections
-    return coco_results_json(image_id(result.path), det.boxes, det.scores, det.labels)
+    return coco_results_json(image_id(result.name), det.boxes, det.scores, det.labels)
 
 
 def _csv_field(text: str) -> str:
@@ -189,8 +189,7 @@ def csv_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
     det = result.detections
     yield ",".join(CSV_HEADER) + "\r\n"
     template = (
-        _csv_field(Path(result.path).name).replace("%", "%%")
-        + f",%s,%d,%r,%r,%r,%r,%r,{COORD},{COORD}\r\n"
+        _csv_field(result.name).replace("%", "%%") + f",%s,%d,%r,%r,%r,%r,%r,{COORD},{COORD}\r\n"
     )
     names = [_csv_field(name) for name in result.class_names]
     for part in chunks(len(det)):
@@ -211,8 +210,10 @@ def csv_text(result: SceneResult, crs_mode: str = "wgs84") -> Iterator[str]:
 TEXT = {"geojson": geojson_text, "coco": coco_text, "csv": csv_text}
 
 
-def output_path(out_dir: str | os.PathLike, scene: str | os.PathLike, fmt: str) -> Path:
-    return Path(out_dir) / (Path(scene).stem + FORMATS[fmt])
+def output_path(out_dir: str | os.PathLike, scene, fmt: str) -> Path:
+    """OUT/<stem>.<format> of a scene: a path, or a runtime.inputs.Source (its `stem`)."""
+    stem = scene.stem if hasattr(scene, "stem") else Path(scene).stem
+    return Path(out_dir) / (stem + FORMATS[fmt])
 
 
 def write(

@@ -15,6 +15,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.pixels import read_unit
+from scalemae_det.base.remote import open_path, reading
 from scalemae_det.runtime.detector import SceneResult
 
 SIDE = 1024  # longest side of the quicklook
@@ -44,7 +45,7 @@ def quicklook(result: SceneResult, side: int = SIDE) -> np.ndarray:
     scene = result.scene
     k = max(1.0, max(scene.width, scene.height) / side)
     h, w = max(1, round(scene.height / k)), max(1, round(scene.width / k))
-    with rasterio.open(scene.path) as ds:
+    with reading(scene.path), rasterio.open(open_path(scene.path)) as ds:
         unit, _ = read_unit(ds, scene.bands, None, scene.value_range, out_shape=(h, w))
     image = np.round(unit * 255).astype(np.uint8)
     sx, sy = w / scene.width, h / scene.height

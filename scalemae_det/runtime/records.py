@@ -123,14 +123,18 @@ class RunRecord:
         provider: str | None = None,
         reason: str | None = None,
         footprint: dict | None = None,
+        tiles_outside: int | None = None,
     ) -> None:
+        """One scene's line. `scene` is a path or a runtime.inputs.Source (its name, and its path
+        as `str()` shows it: a URL without credentials); `tiles_outside` counts the tiles not read
+        because they lie outside the area of interest (given only with one)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.counts[status] += 1
         entry = {
             "kind": "scene",
             "time": time.time(),
-            "scene": Path(scene).name,
+            "scene": scene.name if hasattr(scene, "name") else Path(scene).name,
             "path": str(scene),
             "output": Path(output).name,
             "status": status,
@@ -142,6 +146,8 @@ class RunRecord:
         }
         if reason:
             entry["reason"] = reason
+        if tiles_outside is not None:
+            entry["tiles_outside_area"] = tiles_outside
         if footprint:
             entry["footprint"] = footprint
         self._write(entry)

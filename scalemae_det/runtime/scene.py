@@ -29,14 +29,21 @@ from scalemae_det.base.pixels import (
     select_bands,
     value_range,
 )
+from scalemae_det.base.remote import open_path, reading
+from scalemae_det.runtime.inputs import Source, as_source
 from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, Tile, plan
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for
 GSD_TOLERANCE = 0.25  # as-is mode warns past this relative mismatch
+STAC_GSD_TOLERANCE = 0.1  # a STAC item's gsd this far from the raster's own is said in a note
 # GDAL's block cache defaults to 5% of RAM and would end up holding much of a large scene; a row of
-# tiles is what reads reuse (overlaps), so a bounded cache keeps memory flat whatever the scene size
+# tiles is what reads reuse (overlaps), so a bounded cache keeps memory flat at any scene size.
+# rasterio.Env hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, in bytes (rasterio/_env.pyx,
+# set_gdal_config), not in megabytes as GDAL's own config option reads it: 32 there would be a
+# cache of 32 bytes, and each overlapping tile would fetch its blocks again.
 GDAL_CACHE_MB = 32
+GDAL_CACHE_BYTES = GDAL_CACHE_MB * 1024 * 1024
 
 
 @dataclass
@@ -50,12 +57,23 @@ class Scene:
     bands: list[int]
     value_range: ValueRange
     factor: float  # scene pixels per model pixel
-    tiles: list[Tile]
+    tiles: list[Tile]  # the tiles to read: those meeting the area of interest, when one is given
     notes: list[str] = field(default_factory=list)  # warnings for the user
+    name: str = ""  # the scene's name (runtime.inputs.Source.name), in outputs
+    tiles_outside: int = 0  # tiles of the plan left out: outside the area of interest
+    area_rings: list | None = None  # the area in scene pixels (runtime.aoi), None without one
+
+    def __post_init__(self):
+        self.name = self.name or as_source(self.path).name
 
     @property
     def georeferenced(self) -> bool:
         return self.crs is not None
+
+    @property
+    def outside_area(self) -> bool:
+        """The area of interest does not touch the scene: nothing to read."""
+        return not self.tiles and self.tiles_outside > 0
 
 
 def _factor(
@@ -97,25 +115,29 @@ def check_tiling_options(gsd_mode: str, overlap: float) -> None:
 
 
 def open_scene(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Source,
     meta: ModelMetadata,
     *,
     bands: Sequence[int] | None = None,
     scale: str | tuple[float, float] = "auto",
     gsd_mode: str = "resample",
     overlap: float = DEFAULT_OVERLAP,
+    area=None,
 ) -> Scene:
-    """Inspect a raster and plan its tiles; reads only a decimated copy (for the stretch)."""
-    path = str(path)
+    """Inspect a raster (a file, a URL, or a runtime.inputs.Source) and plan its tiles: those
+    meeting `area` (a runtime.aoi.Area) when given. Reads only a decimated copy, for the stretch,
+    over the tiles to be read."""
+    source = as_source(path)
+    path = source.path
     check_tiling_options(gsd_mode, overlap)
-    with raster_errors(path, "not a readable raster"):
-        ds = rasterio.open(path)
-    with ds:
+    with reading(path), raster_errors(path, "not a readable raster"):
+        ds = rasterio.open(open_path(path))
+    with reading(path), ds:
         crs = ds.crs
         gsd = gsd_m(crs, ds.transform, ds.width, ds.height)
         chosen = select_bands(ds, bands)
-        vr = value_range(ds, chosen, scale)
-        notes: list[str] = []
+        notes: list[str] = list(source.notes)
+        _check_stac_gsd(source.gsd, gsd, notes)
         factor = _factor(path, gsd, meta, gsd_mode, notes)
         inside = masked_inside(ds, chosen)
         if inside:
@@ -128,6 +150,15 @@ def open_scene(
             )
         src = max(1, round(meta.tile * factor))
         tiles = plan(ds.width, ds.height, src, meta.tile, overlap)
+        rings, planned = None, len(tiles)
+        if area is not None and crs is None:
+            notes.append("`aoi` cannot apply without georeference: the whole scene is run")
+        elif area is not None:
+            from scalemae_det.runtime.aoi import tiles_meeting
+
+            rings = area.in_pixels(crs, ds.transform)
+            tiles = [t for t, meets in zip(tiles, tiles_meeting(rings, tiles)) if meets]
+        vr = value_range(ds, chosen, scale, window=_span(tiles)) if tiles else None
         return Scene(
             path,
             ds.width,
@@ -140,6 +171,29 @@ def open_scene(
             src / meta.tile,
             tiles,
             notes,
+            source.name,
+            planned - len(tiles),
+            rings,
+        )
+
+
+def _span(tiles: list[Tile]):
+    """The window covering `tiles` (where the stretch is measured)."""
+    from rasterio.windows import Window
+
+    left, top = min(t.col for t in tiles), min(t.row for t in tiles)
+    right = max(t.col + t.width for t in tiles)
+    bottom = max(t.row + t.height for t in tiles)
+    return Window(left, top, right - left, bottom - top)
+
+
+def _check_stac_gsd(stated: float | None, measured: float | None, notes: list[str]) -> None:
+    if stated is None or measured is None:
+        return
+    if abs(measured / stated - 1) > STAC_GSD_TOLERANCE:
+        notes.append(
+            f"the STAC item states a GSD of {stated:.3g} m, the raster's pixels measure "
+            f"{measured:.3g} m on the ground: the raster's is used"
         )
 
 
@@ -160,7 +214,12 @@ def batches(scene: Scene, size: int, tile: int) -> Iterator[Batch]:
     images, nodata = fresh()
     chosen: list[Tile] = []
     skipped = 0
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as ds:
+    with (
+        reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_BYTES),
+        raster_errors(scene.path, "not a readable raster"),
+    ):
+        ds = rasterio.open(open_path(scene.path))
+    with reading(scene.path, GDAL_CACHEMAX=GDAL_CACHE_BYTES), ds:
         for t in scene.tiles:
             unit, mask = read_unit(
                 ds, scene.bands, t.window, scene.value_range, out_shape=(t.out_height, t.out_width)

@@ -54,10 +54,11 @@ class Shard:
 ALL = Shard(1, 1)
 
 
-def shard_of(scene: str | os.PathLike, count: int) -> int:
-    """The 1-based shard of `count` that runs `scene` (by its file name; see the module
-    docstring)."""
-    digest = hashlib.sha256(Path(scene).name.encode("utf-8")).digest()
+def shard_of(scene, count: int) -> int:
+    """The 1-based shard of `count` that runs `scene`, a path or a runtime.inputs.Source, by its
+    name (the file name; see the module docstring)."""
+    name = scene.name if hasattr(scene, "name") else Path(scene).name
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
 

@@ -160,7 +160,7 @@ def write_scene_layer(result, path: str | os.PathLike, crs_mode: str = "wgs84") 
         else None
     )
     det = result.detections
-    fields = columns(Path(result.path).name, det.boxes, det.scores, det.labels, result.class_names)
+    fields = columns(result.name, det.boxes, det.scores, det.labels, result.class_names)
     with atomic_path(path, keep_suffix=True) as tmp:
         write_layer(tmp, box_rings(result, crs_mode), fields, crs, driver)
         if driver == "GPKG":

@@ -35,7 +35,7 @@ FORMATS = ("voc", "yolo", "csv", "coco", "vector")
 class ImageHeader:
     """What a reader needs of an image: its size and georeference (`crs` None without one)."""
 
-    path: Path
+    path: Path  # a file; an image given by URL: its runtime.inputs.Source (name, stem, path)
     width: int
     height: int
     crs: object = None
@@ -122,8 +122,9 @@ def missing_images(where: Path | str, refs: Sequence[str]) -> UserError:
     )
 
 
-def _resolved(path: Path) -> Path:
-    return Path(os.path.abspath(path))
+def _resolved(path):
+    """A file's absolute path; a URL's Source as it is."""
+    return Path(os.path.abspath(path)) if isinstance(path, str | os.PathLike) else path
 
 
 def detect_format(labels: Path) -> str:
