@@ -21,14 +21,14 @@ from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distr
 from scalemae_det.engine.loop import AMP_CHOICES, predict_batches, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
-from scalemae_det.evaluation import (
+from scalemae_det.metrics.coco_ap import (
     COUNTINGS,
     detections_to_coco,
     evaluate_detections,
     print_metrics,
     write_results,
 )
-from scalemae_det.scoring import chip_records, read_truth, score_scenes, stitch_chips
+from scalemae_det.metrics.scenes import chip_records, read_truth, score_scenes, stitch_chips
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
@@ -124,7 +124,8 @@ def evaluate_checkpoint(
 
     `scene_labels` (COCO in scene pixels, `prepare-xview`'s `<split>_scenes.json`): score at scene
     level instead, the chips' detections stitched into their scenes and merged at the seams as
-    predict merges tiles (`scoring.stitch_chips`); `detections` then holds the scene detections.
+    predict merges tiles (`metrics.scenes.stitch_chips`); `detections` then holds the scene
+    detections.
     """
     checks.number("input_size", input_size, lo=32, integer=True)
     checks.number("batch_size", batch_size, lo=1, integer=True)

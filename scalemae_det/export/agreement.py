@@ -3,8 +3,8 @@
 Element-wise parity (export/parity.py) is the wrong test for int8: every score and box moves a
 little, and what matters is whether the detections survive. So the float32 graph's detections on
 tiles held out from calibration stand in for ground truth, and the int8 detections are scored
-against them with the xView scorer's greedy matching (`scalemae_det.evaluation.claim`: same class,
-IoU >= 0.5, each partner claimed once, in decreasing score order):
+against them with the xView scorer's greedy matching (`scalemae_det.metrics.coco_ap.claim`: same
+class, IoU >= 0.5, each partner claimed once, in decreasing score order):
 
 - precision: the share of int8 detections that match a float32 detection;
 - recall: the share of float32 detections that an int8 detection matches.
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from scalemae_det.evaluation import claim
+from scalemae_det.metrics.coco_ap import claim
 from scalemae_det.runtime.detections import Detections
 
 SCORE_MARGIN = 0.05  # score change int8 may bring to a detection near the threshold

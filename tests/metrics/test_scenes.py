@@ -1,4 +1,4 @@
-"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a
+"""Scene-level scoring (scalemae_det.metrics.scenes, `scalemae-det score`) against pycocotools on a
 generated scene."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from rasterio.warp import transform as warp
 from typer.testing import CliRunner
 
 from scalemae_det.cli import app
+from scalemae_det.metrics.scenes import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.detector import SceneResult
 from scalemae_det.runtime.outputs import coco as coco_results
 from scalemae_det.runtime.outputs import geojson
 from scalemae_det.runtime.scene import Scene
-from scalemae_det.scoring import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.synthetic.writers import write_scene
 
 SIZE, TILE, OVERLAP = 640, 256, 0.2

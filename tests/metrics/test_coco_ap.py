@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from scalemae_det.base.errors import UserError
-from scalemae_det.evaluation import (
+from scalemae_det.metrics.coco_ap import (
     detections_to_coco,
     evaluate_detections,
     print_metrics,
