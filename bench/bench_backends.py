@@ -316,7 +316,7 @@ def main() -> None:
     from bench_predict import scene  # bench/ is on sys.path: it holds this script
 
     from scalemae_det.base.atomic import atomic_path
-    from scalemae_det.metrics.coco_ap import xview_class_aps
+    from scalemae_det.metrics.xview_ap import xview_class_aps
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.scene = scene(args.workdir, args.size, args.gsd)
@@ -368,7 +368,7 @@ def main() -> None:
             f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}"
         )
     print(
-        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.metrics.coco_ap.xview_class_aps), "
+        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.metrics.xview_ap.xview_class_aps), "
         "mean over classes;\n"
         "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
         "it did not finish in 18 min on a 10k scene"

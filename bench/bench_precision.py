@@ -151,7 +151,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from scalemae_det.metrics.coco_ap import runtime_ap50
+    from scalemae_det.export.agreement import runtime_ap50
     from scalemae_det.synthetic import write_scene
 
     with tempfile.TemporaryDirectory(prefix="bench_precision.") as tmp:

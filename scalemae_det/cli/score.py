@@ -47,7 +47,7 @@ def score_command(
     tile seams."""
     from rich.console import Console
 
-    from scalemae_det.metrics.coco_ap import print_metrics, write_results
+    from scalemae_det.metrics.report import print_metrics, write_results
     from scalemae_det.metrics.scenes import read_truth, results_for_truth, score_scenes
 
     checks.number("iou", iou, lo=0, hi=1, lo_open=True, hi_open=True)

@@ -21,14 +21,10 @@ from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distr
 from scalemae_det.engine.loop import AMP_CHOICES, predict_batches, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
-from scalemae_det.metrics.coco_ap import (
-    COUNTINGS,
-    detections_to_coco,
-    evaluate_detections,
-    print_metrics,
-    write_results,
-)
+from scalemae_det.metrics.coco_ap import detections_to_coco, evaluate_detections
+from scalemae_det.metrics.report import print_metrics, write_results
 from scalemae_det.metrics.scenes import chip_records, read_truth, score_scenes, stitch_chips
+from scalemae_det.metrics.xview_ap import COUNTINGS
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:

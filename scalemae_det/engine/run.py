@@ -40,7 +40,7 @@ from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
-from scalemae_det.metrics.coco_ap import print_metrics, write_results
+from scalemae_det.metrics.report import print_metrics, write_results
 from scalemae_det.models.configs import get_config
 from scalemae_det.models.detector import SIZE_DIVISIBLE, build_detector
 

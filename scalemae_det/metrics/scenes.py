@@ -37,7 +37,8 @@ from scalemae_det.base.errors import InputError, PathError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
-from scalemae_det.metrics.coco_ap import ClassMatches, evaluate_detections, greedy_matches, xyxy
+from scalemae_det.metrics.coco_ap import evaluate_detections
+from scalemae_det.metrics.xview_ap import ClassMatches, greedy_matches, xyxy
 from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile, plan
 

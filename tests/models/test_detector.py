@@ -125,7 +125,7 @@ def _far_edge_matches(
     """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU
     box
     of `other`: (how many, lowest IoU, largest coordinate difference in px)."""
-    from scalemae_det.metrics.coco_ap import box_iou
+    from scalemae_det.metrics.xview_ap import box_iou
 
     far = reference[(reference[:, 2] > 0.88 * size) | (reference[:, 3] > 0.88 * size)]
     iou = torch.from_numpy(box_iou(far.double().numpy(), other.double().numpy()))
