@@ -81,7 +81,7 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
     if backend == "torch":
         import torch
 
-        from scalemae_det.checkpoints import load_detector
+        from scalemae_det.models.weights import load_detector
 
         torch.set_num_threads(args.threads)
         model, _ = load_detector(args.checkpoint)
@@ -121,7 +121,7 @@ def run_sahi(args: argparse.Namespace) -> dict:
         }
 
     from scalemae_det.base.pixels import select_bands
-    from scalemae_det.checkpoints import load_detector
+    from scalemae_det.models.weights import load_detector
 
     torch.set_num_threads(args.threads)
     model, ckpt = load_detector(args.checkpoint)

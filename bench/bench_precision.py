@@ -38,9 +38,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def checkpoint_for(name: str, work: Path) -> Path:
     import torch
 
-    from scalemae_det.checkpoints import detector_state
     from scalemae_det.demo import BUNDLED
     from scalemae_det.models.detector import build_detector
+    from scalemae_det.models.weights import detector_state
 
     if name == "bundled":
         return BUNDLED

@@ -52,8 +52,8 @@ def log(msg: str) -> None:
 def random_checkpoint(name: str, path: Path) -> Path:
     import torch
 
-    from scalemae_det.checkpoints import detector_state
     from scalemae_det.models.detector import build_detector
+    from scalemae_det.models.weights import detector_state
 
     torch.manual_seed(0)
     torch.save(detector_state(build_detector(name, 3).eval(), ["a", "b", "c"], GSD), path)

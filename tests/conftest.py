@@ -28,7 +28,7 @@ from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE, calibrat
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from scalemae_det.checkpoints import detector_state
+    from scalemae_det.models.weights import detector_state
 
     path = tmp_path_factory.mktemp("tiny") / "tiny_detector.pt"
     torch.save(detector_state(calibrated_detector(), TINY_CLASSES, TINY_GSD), path)

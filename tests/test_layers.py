@@ -22,7 +22,6 @@ LAYERS = {
     "scalemae_det.base": 0,
     "scalemae_det.runtime": 1,
     "scalemae_det.models": 2,
-    "scalemae_det.checkpoints": 2,
     "scalemae_det.data": 2,
     "scalemae_det.metrics": 2,
     "scalemae_det.engine": 2,

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.data.coco import collate
 from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import EvalTransform
@@ -25,6 +24,7 @@ from scalemae_det.metrics.coco_ap import detections_to_coco, evaluate_detections
 from scalemae_det.metrics.report import print_metrics, write_results
 from scalemae_det.metrics.scenes import chip_records, read_truth, score_scenes, stitch_chips
 from scalemae_det.metrics.xview_ap import COUNTINGS
+from scalemae_det.models.weights import load_detector
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:

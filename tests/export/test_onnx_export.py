@@ -16,10 +16,10 @@ import scalemae_det
 from helpers.onnx import assert_same, run_onnx, split
 from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
 from scalemae_det.base.metadata import INPUT_NAME, ModelMetadata
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
 from scalemae_det.export.torchscript_export import load_torchscript
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
+from scalemae_det.models.weights import load_detector
 from scalemae_det.runtime.detections import Detections
 
 
