@@ -9,9 +9,9 @@ Every measurement is a separate process, timed from its start to its exit, with 
 peak RSS (os.wait4's rusage), so imports, reading, merging and writing all count.
 
 - memory: `scalemae-det predict --format geojson` on dense grids of bright 8 px squares every 14 px
-  (UTM, 0.5 m), which the ONNX stand-in of tests/helpers/standin.py (tile 512, batch 4, up to 1600
-  boxes a tile) detects one box each: ~21,000 detections at 2048 px, ~342,000 at 8192 px. The
-  streaming claim: the 8k scene's peak stays within 1.25x of the 2k scene's.
+  (UTM, 0.5 m), which the ONNX stand-in of scalemae_det/synthetic/standin.py (tile 512, batch 4,
+  up to 1600 boxes a tile) detects one box each: ~21,000 detections at 2048 px, ~342,000 at 8192
+  px. The streaming claim: the 8k scene's peak stays within 1.25x of the 2k scene's.
 - overhead: `scalemae-det predict` against a bare loop (a process that imports onnxruntime and
   rasterio, reads the very tiles predict ran with plain rasterio reads, /255, and runs them through
   the same model in the same batches, keeping nothing); the claim is within 1.10x. Two cases: the
@@ -42,7 +42,7 @@ GSD = 0.5
 
 def standin(path: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from helpers.standin import build_model, metadata
+    from scalemae_det.synthetic.standin import build_model, metadata
 
     if not path.exists():  # a 512 px tile holds (512 / 14)^2 ~ 1340 squares
         build_model(path, metadata(gsd=GSD, tile=512, batch=4, max_detections=1600))

@@ -8,12 +8,11 @@ scene size.
 
 Scenes are synthetic GeoTIFFs (`scalemae_det.synthetic.write_scene`, at the model's GSD, cached in
 --workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak
-RSS
-(VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k scene's
-peak stays
-within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/helpers/standin.py,
-tile 512) is used: it makes the runtime's own costs (reading, tiling, merging) visible, which a real
-detector's inference hides; pass an exported model for real throughput.
+RSS (VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k
+scene's peak stays within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in
+(scalemae_det/synthetic/standin.py, tile 512) is used: it makes the runtime's own costs (reading,
+tiling, merging) visible, which a real detector's inference hides; pass an exported model for real
+throughput.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def child(model: str, scene: str, provider: str, threads: int) -> None:
 
 def standin(path: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from helpers.standin import build_model, metadata
+    from scalemae_det.synthetic.standin import build_model, metadata
 
     return build_model(path, metadata(gsd=0.5, tile=512, batch=4, max_detections=100))
 

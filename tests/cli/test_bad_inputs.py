@@ -27,13 +27,13 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from helpers.standin import build_model, metadata, scene_with_squares
 from helpers.training import make_dataset, train_args
 from scalemae_det.cli import main, report_user_errors
 from scalemae_det.engine.options import train_flag
 from scalemae_det.engine.run import main as train_main
 from scalemae_det.models.weights import read_checkpoint
 from scalemae_det.runtime import records
+from scalemae_det.synthetic.standin import build_model, metadata, scene_with_squares
 
 # ---------------------------------------------------------------- the world the cases run in
 

@@ -13,10 +13,10 @@ from rasterio.transform import xy
 from rasterio.warp import transform as warp
 
 from helpers.realdata import ORIGINS, raster
-from helpers.standin import SIZE, build_model, scene_with_squares
 from scalemae_det.runtime import Detections, Detector
 from scalemae_det.runtime.outputs import geojson, image_id, write
 from scalemae_det.runtime.preview import PALETTE, write_preview
+from scalemae_det.synthetic.standin import SIZE, build_model, scene_with_squares
 
 
 @pytest.fixture(scope="module")

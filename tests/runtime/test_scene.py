@@ -8,13 +8,19 @@ import pytest
 import rasterio
 
 import scalemae_det.runtime.detector as detector_mod
-from helpers.standin import SIZE, build_model, metadata, reference, scene_with_squares
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import FILL
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.scene import batches, open_scene
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import plan
+from scalemae_det.synthetic.standin import (
+    SIZE,
+    build_model,
+    metadata,
+    reference,
+    scene_with_squares,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +79,8 @@ def test_objects_across_seams_are_found_once(tmp_path, detector, match, monkeypa
         for b, lab in zip(result.detections.boxes, result.detections.labels)
     }
     assert [labels[c] for c in corners] == [2 if k % 3 == 0 else 1 for k in range(60)]
-    # the same run without merging reports seam objects several times: joining the seams is what removes
-    # them
+    # the same run without merging reports seam objects several times: joining the seams is what
+    # removes them
     monkeypatch.setattr(detector_mod, "join_seams", lambda boxes, *a, **k: np.arange(len(boxes)))
     raw = detector.detect_scene(path, overlap=0.25, match=match)
     duplicates = len(raw.detections) - len(corners)
