@@ -1,9 +1,9 @@
 """Scene throughput of the bundled model: ONNX Runtime vs PyTorch eager vs SAHI, same tiles, and
 their AP@0.5.
 
-    .venv/bin/python bench/bench_backends.py                         # 10240 px scene, 2 threads
-    .venv/bin/python bench/bench_backends.py --size 6144 --backends ort torch
-    .venv/bin/python bench/bench_backends.py --sahi-path /tmp/sahi-pkgs
+    .venv/bin/python -m bench.bench_backends                         # 10240 px scene, 2 threads
+    .venv/bin/python -m bench.bench_backends --size 6144 --backends ort torch
+    .venv/bin/python -m bench.bench_backends --sahi-path /tmp/sahi-pkgs
 
 Backends (each in its own process, after the model is loaded, so the figures are the scene alone):
 - `ort`, `ort-b2`: `runtime.Detector.detect_scene` on the exported model (batch 1, batch 2);
@@ -254,7 +254,8 @@ def coco_detections(m: dict, gt: dict) -> list[dict]:
 def measure(backend: str, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        __spec__.name,  # this module, run from the repo root as the user ran it
         "--child",
         backend,
         "--scene",
@@ -313,8 +314,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args)
 
-    from bench_predict import scene  # bench/ is on sys.path: it holds this script
-
+    from bench.bench_predict import scene
     from scalemae_det.base.atomic import atomic_path
     from scalemae_det.metrics.xview_ap import xview_class_aps
 

@@ -1,8 +1,8 @@
 """Whole-process `scalemae-det predict`: peak RSS as detections grow, and time against a bare
 onnxruntime loop.
 
-    .venv/bin/python bench/bench_outputs.py                        # memory 2k vs 8k, overhead at 4k
-    .venv/bin/python bench/bench_outputs.py --memory-sizes 2048 8192 --overhead-size 4096 --threads
+    .venv/bin/python -m bench.bench_outputs                        # memory 2k vs 8k, overhead at 4k
+    .venv/bin/python -m bench.bench_outputs --memory-sizes 2048 8192 --overhead-size 4096 --threads
     1
 
 Every measurement is a separate process, timed from its start to its exit, with its own CPU time and
@@ -41,7 +41,6 @@ GSD = 0.5
 
 
 def standin(path: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
     from scalemae_det.synthetic.standin import build_model, metadata
 
     if not path.exists():  # a 512 px tile holds (512 / 14)^2 ~ 1340 squares
@@ -51,9 +50,7 @@ def standin(path: Path) -> Path:
 
 def bundled(workdir: Path) -> Path:
     """The bundled tiny detector exported to ONNX at the scenes' GSD (cached)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_backends import exported
-
+    from bench.bench_backends import exported
     from scalemae_det.demo import BUNDLED
 
     return exported(BUNDLED, workdir, GSD, 512, 2)
@@ -199,7 +196,8 @@ def bare(model: Path, scene: Path, workdir: Path, threads: int) -> dict:
     )
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        __spec__.name,  # this module, run from the repo root as the user ran it
         "--bare",
         str(model),
         str(scene),

@@ -1,8 +1,8 @@
 """float32 vs fp16 vs int8 exports in ONNX Runtime on this machine: tiles/s per model, and AP50 of
 the bundled model.
 
-    .venv/bin/python bench/bench_precision.py --models bundled vit_base_patch16 --threads 2
-    .venv/bin/python bench/bench_precision.py --models vit_large_patch16 --threads 2 --rounds 2
+    .venv/bin/python -m bench.bench_precision --models bundled vit_base_patch16 --threads 2
+    .venv/bin/python -m bench.bench_precision --models vit_large_patch16 --threads 2 --rounds 2
 
 Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`,
 int8
