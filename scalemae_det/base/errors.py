@@ -10,6 +10,7 @@ Python caller already catches, as rasterio's errors are (rasterio/errors.py: `CR
       ParameterError(InputError)               ... the value of one named parameter
     PathError(UserError, OSError)              a path that cannot be read, written or created
       MissingPathError(PathError, FileNotFoundError)   ... one that does not exist
+    InputWarning(UserWarning)                  used, but maybe not what was meant (a warning)
 
 Messages name the file and the problem: "scene.tif: reading failed at window (0, 800)".
 
@@ -85,6 +86,16 @@ class ParameterError(InputError):
         sep = "=" if spell is python_name else " "
         shown = repr(self.value) if spell is python_name else _plain(self.value)
         return f"{where}{spell(self.param)}{sep}{shown}: {problem}"
+
+
+class InputWarning(UserWarning):
+    """Input the library used but that may not give what the caller meant (a size taken from a
+    default, a tile far from the training size). Issued with `warnings.warn`, so a Python caller
+    filters or escalates it as any warning; the CLI prints it as one `warning: ...` line, with the
+    parameters named in backticks spelled as its flags (as `ParameterError` does)."""
+
+    def render(self, spell: Spelling = python_name) -> str:
+        return _PARAM_REF.sub(lambda m: spell(m[1]), str(self.args[0]) if self.args else "")
 
 
 def _plain(value) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from contextlib import contextmanager
 
 import typer
 
-from scalemae_det.base.errors import Spelling, UserError, dashed_flag
+from scalemae_det.base.errors import InputWarning, Spelling, UserError, dashed_flag
 from scalemae_det.cli.demo import demo_command
 from scalemae_det.cli.evaluate import evaluate_command
 from scalemae_det.cli.export import export_command
@@ -79,13 +80,31 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _warnings_as_lines(spell: Spelling):
+    """An `InputWarning` is one `warning: ...` line on stderr, its parameters spelled as flags;
+    other warnings are shown as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if isinstance(message, InputWarning):
+            print(f"warning: {message.render(spell)}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        warnings.showwarning = show
+        yield
+
+
 def report_user_errors(entry, *args, spell: Spelling = dashed_flag) -> None:
     """Run `entry`; a UserError becomes one `error: ...` line on stderr and exit status 1,
     parameters spelled as
     this command's flags by `spell` (train.py uses it too, with its own spelling); Ctrl-C one line
     and 130."""
     try:
-        with _sigterm_unwinds():
+        with _sigterm_unwinds(), _warnings_as_lines(spell):
             entry(*args)
     except UserError as exc:
         print(f"error: {exc.render(spell)}", file=sys.stderr)

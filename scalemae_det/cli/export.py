@@ -9,7 +9,13 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import InputError
-from scalemae_det.export.options import DEFAULT_BATCH, MAX_OPSET, MIN_OPSET, ExportSpec
+from scalemae_det.export.options import (
+    DEFAULT_BATCH,
+    DEFAULT_TILE,
+    MAX_OPSET,
+    MIN_OPSET,
+    ExportSpec,
+)
 from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
 DEFAULTS = ExportSpec()
@@ -39,7 +45,12 @@ def export_command(
         help="Metres per pixel the model will run at; the embedding is baked in.",
         show_default="the checkpoint's training GSD",
     ),
-    tile: int = typer.Option(DEFAULTS.tile, help="Square tile side in pixels, a multiple of 32."),
+    tile: int | None = typer.Option(
+        DEFAULTS.tile,
+        help="Square tile side in pixels, a multiple of 32 [default: the size the checkpoint was "
+        f"trained at, rounded up to a multiple of 32; {DEFAULT_TILE} if it records none].",
+        show_default=False,
+    ),
     batch: int | None = typer.Option(
         None,
         help="Fixed batch size of the graph.",

@@ -113,6 +113,7 @@ class Run:
             self.gsd,
             train=train_state,
             category_ids=list(self.train.category_ids),
+            input_size=self.args.input_size,  # the export's default tile
             args=plain_args(self.args),
         )
 

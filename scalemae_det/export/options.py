@@ -33,6 +33,23 @@ MIN_OPSET, MAX_OPSET = 14, 20
 # Graph flavours: "native" follows this project's contract (base/metadata.py), which the runtime
 # runs; "deepness" is the layout and metadata QGIS Deepness and GeoDeep run (export/deepness.py)
 FLAVOURS = ("native", "deepness")
+DEFAULT_TILE = 800  # for checkpoints that do not record their training input size
+TILE_RATIO_WARNED = 2.0  # a tile this many times larger or smaller than the training size
+
+
+def trained_tile(ckpt: dict) -> int | None:
+    """The training input size a checkpoint records (train.py's --input_size), rounded up to a
+    multiple of TILE_MULTIPLE; None when it records none (the bundled model, older checkpoints).
+
+    A detector sees objects in the context of the crop it was trained on: run on tiles much larger,
+    it finds few of them (a model trained on 256 px crops found 0-24 trees on 512 px tiles where
+    256 px tiles found about 180)."""
+    size = ckpt.get("input_size", (ckpt.get("args") or {}).get("input_size"))
+    if not isinstance(size, int) or size <= 0:
+        return None
+    return -(-size // TILE_MULTIPLE) * TILE_MULTIPLE
+
+
 DEFAULT_BATCH = 4  # of a native export; a deepness export has batch 1 (GeoDeep feeds one tile)
 
 
@@ -42,7 +59,7 @@ class ExportSpec:
     cap)."""
 
     gsd: float | None = None
-    tile: int = 800
+    tile: int | None = None  # the checkpoint's training input size (trained_tile)
     batch: int | None = None  # DEFAULT_BATCH, or 1 for the deepness flavour
     max_detections: int | None = None
     score_threshold: float | None = None
@@ -113,7 +130,7 @@ class ExportSpec:
     def check(self) -> None:
         """The option errors that need no checkpoint."""
         checks.number("tile", self.tile, lo=TILE_MULTIPLE, integer=True)
-        if self.tile % TILE_MULTIPLE:
+        if self.tile is not None and self.tile % TILE_MULTIPLE:
             raise ParameterError(
                 "tile", f"must be a positive multiple of {TILE_MULTIPLE}", value=self.tile
             )

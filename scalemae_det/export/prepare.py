@@ -3,6 +3,7 @@ metadata."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import torch
 import scalemae_det
 from scalemae_det.base import checks
 from scalemae_det.base.digest import sha256_file
-from scalemae_det.base.errors import ParameterError
+from scalemae_det.base.errors import InputWarning, ParameterError
 from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.export.calibration import calibration_scenes
 from scalemae_det.export.deepness import DeepnessMetadata
 from scalemae_det.export.fixed_scale import FixedScaleDetector
-from scalemae_det.export.options import ExportSpec
+from scalemae_det.export.options import DEFAULT_TILE, TILE_RATIO_WARNED, ExportSpec, trained_tile
 from scalemae_det.export.parity import ParityReport, report_path
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
 from scalemae_det.models.weights import load_detector
@@ -67,6 +68,33 @@ def check_int8_inputs(spec: ExportSpec) -> None:
             raise ParameterError("int8_images", "no such directory", value=spec.int8_images)
 
 
+def resolve_tile(tile: int | None, trained: int | None, checkpoint: str | Path) -> int:
+    """The export's tile: `tile` when given, else the training input size, else DEFAULT_TILE; an
+    InputWarning when the tile is more than TILE_RATIO_WARNED times the training size either way,
+    or when neither is known."""
+    if tile is None:
+        if trained is not None:
+            return trained
+        warnings.warn(
+            InputWarning(
+                f"{checkpoint}: records no training input size; exporting at `tile` "
+                f"{DEFAULT_TILE} (give `tile` the size the model was trained at)"
+            ),
+            stacklevel=2,
+        )
+        return DEFAULT_TILE
+    if trained is not None and max(tile / trained, trained / tile) > TILE_RATIO_WARNED:
+        warnings.warn(
+            InputWarning(
+                f"{checkpoint}: `tile` {tile} is {max(tile / trained, trained / tile):.3g}x the "
+                f"{trained} px the model was trained on; a detector run on tiles far from its "
+                "training size finds far fewer objects"
+            ),
+            stacklevel=2,
+        )
+    return tile
+
+
 def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: int) -> Prepared:
     """Check everything the user can get wrong, then load the checkpoint; raises UserError, writes
     nothing."""
@@ -76,6 +104,7 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
         check_int8_inputs(spec)
     model, ckpt = load_detector(checkpoint)
     cfg = model.config
+    spec = replace(spec, tile=resolve_tile(spec.tile, trained_tile(ckpt), checkpoint))
     if spec.tile % cfg.patch_size:
         raise ParameterError(
             "tile", f"not a multiple of the model's patch size {cfg.patch_size}", value=spec.tile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from scalemae_det.base import checks
 from scalemae_det.base.errors import (
     InputError,
+    InputWarning,
     MissingPathError,
     ParameterError,
     PathError,
@@ -30,6 +32,14 @@ def test_each_error_is_also_the_builtin_a_caller_catches():
     assert issubclass(MissingPathError, FileNotFoundError)
     for cls in (InputError, ParameterError, PathError, MissingPathError):
         assert issubclass(cls, UserError)
+
+
+def test_an_input_warning_is_a_warning_a_caller_filters_and_names_flags_in_the_cli():
+    warning = InputWarning("x.pt: `tile` 288 is 2.25x the training size")
+    with pytest.warns(UserWarning, match="tile` 288"):
+        warnings.warn(warning, stacklevel=1)
+    assert warning.render(dashed_flag) == "x.pt: --tile 288 is 2.25x the training size"
+    assert not isinstance(warning, UserError)  # never stops a run
 
 
 def test_a_path_error_reads_as_its_message_not_as_an_errno_tuple():

@@ -147,3 +147,30 @@ def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsy
         == (64, 2, 0.3)
     )
     assert err.count("not validated") == 2
+
+
+def test_tile_defaults_to_the_training_size_and_a_far_tile_is_warned(
+    tmp_path, monkeypatch, capsys, tiny_checkpoint
+):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    trained = tmp_path / "trained_at_100.pt"
+    torch.save({**ckpt, "input_size": 100}, trained)  # train.py's --input_size 100
+    out = tmp_path / "m.onnx"
+    code, _, err = run_cli(
+        monkeypatch, capsys, trained, "--out", out, "--no-validate", "--batch", "1"
+    )
+    assert code == 0 and "warning" not in err, err
+    # 100 rounded up to the tile's multiple of 32
+    assert onnx.load(out).graph.input[0].type.tensor_type.shape.dim[2].dim_value == 128
+    code, _, err = run_cli(
+        monkeypatch, capsys, trained, "--out", out, "--no-validate", "--batch", "1", "--tile", "288"
+    )
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warned) == 1, err
+    assert "--tile 288 is 2.25x the 128 px the model was trained on" in warned[0]
+    out.unlink()
+    code, _, err = run_cli(
+        monkeypatch, capsys, tiny_checkpoint, "--out", out, "--no-validate", "--batch", "1"
+    )
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warned) == 1 and "exporting at --tile 800" in warned[0], err
