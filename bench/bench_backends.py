@@ -1,9 +1,9 @@
 """Scene throughput of the bundled model: ONNX Runtime vs PyTorch eager vs SAHI, same tiles, and
 their AP@0.5.
 
-    .venv/bin/python bench/bench_backends.py                         # 10240 px scene, 2 threads
-    .venv/bin/python bench/bench_backends.py --size 6144 --backends ort torch
-    .venv/bin/python bench/bench_backends.py --sahi-path /tmp/sahi-pkgs
+    .venv/bin/python -m bench.bench_backends                         # 10240 px scene, 2 threads
+    .venv/bin/python -m bench.bench_backends --size 6144 --backends ort torch
+    .venv/bin/python -m bench.bench_backends --sahi-path /tmp/sahi-pkgs
 
 Backends (each in its own process, after the model is loaded, so the figures are the scene alone):
 - `ort`, `ort-b2`: `runtime.Detector.detect_scene` on the exported model (batch 1, batch 2);
@@ -81,7 +81,7 @@ def run_detector(backend: str, args: argparse.Namespace) -> dict:
     if backend == "torch":
         import torch
 
-        from scalemae_det.checkpoints import load_detector
+        from scalemae_det.models.weights import load_detector
 
         torch.set_num_threads(args.threads)
         model, _ = load_detector(args.checkpoint)
@@ -121,7 +121,7 @@ def run_sahi(args: argparse.Namespace) -> dict:
         }
 
     from scalemae_det.base.pixels import select_bands
-    from scalemae_det.checkpoints import load_detector
+    from scalemae_det.models.weights import load_detector
 
     torch.set_num_threads(args.threads)
     model, ckpt = load_detector(args.checkpoint)
@@ -254,7 +254,8 @@ def coco_detections(m: dict, gt: dict) -> list[dict]:
 def measure(backend: str, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        __spec__.name,  # this module, run from the repo root as the user ran it
         "--child",
         backend,
         "--scene",
@@ -313,10 +314,9 @@ def main() -> None:
     if args.child:
         return child(args.child, args)
 
-    from bench_predict import scene  # bench/ is on sys.path: it holds this script
-
+    from bench.bench_predict import scene
     from scalemae_det.base.atomic import atomic_path
-    from scalemae_det.evaluation import xview_class_aps
+    from scalemae_det.metrics.xview_ap import xview_class_aps
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.scene = scene(args.workdir, args.size, args.gsd)
@@ -368,8 +368,8 @@ def main() -> None:
             f"{len(m['scores']):>10} {m['AP50']:>7.3f} {ratio:>8}"
         )
     print(
-        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.evaluation.xview_class_aps), mean over "
-        "classes;\n"
+        "AP@0.5: per-class VOC AP at IoU 0.5 (scalemae_det.metrics.xview_ap.xview_class_aps), "
+        "mean over classes;\n"
         "pycocotools' COCOeval matches in Python loops over detections x ground truth: "
         "it did not finish in 18 min on a 10k scene"
     )

@@ -1,8 +1,8 @@
 """`scalemae-det merge`: seconds and peak RSS by the number of scenes in a job (the streaming
 claim).
 
-    .venv/bin/python bench/bench_merge.py                    # 3x3 and 6x6 grids of scenes
-    .venv/bin/python bench/bench_merge.py --grids 2 4 8 --detections 20000
+    .venv/bin/python -m bench.bench_merge                    # 3x3 and 6x6 grids of scenes
+    .venv/bin/python -m bench.bench_merge --grids 2 4 8 --detections 20000
 
 A job is laid out as predict leaves it, through the runtime's own writers: a grid of scenes
 (2000 x 2000 px at 0.5 m, UTM 33N) overlapping their neighbours by --overlap metres, each with a
@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_predict import peak_rss_mib  # bench/ is on sys.path: it holds this script
+
+from bench.bench_predict import peak_rss_mib
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE, GSD, CRS = 2000, 0.5, "EPSG:32633"
@@ -149,7 +150,7 @@ def main() -> None:
         to = workdir / f"all_{grid}x{grid}.gpkg"
         to.unlink(missing_ok=True)
         done = subprocess.run(
-            [sys.executable, __file__, "--child", str(out), str(to)],
+            [sys.executable, "-m", __spec__.name, "--child", str(out), str(to)],
             capture_output=True,
             text=True,
             check=True,

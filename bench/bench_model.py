@@ -1,6 +1,6 @@
 """Parameter counts and CPU forward time of a detector config on one image.
 
-.venv/bin/python bench/bench_model.py --model vit_large_patch16 --size 800 --threads 2
+.venv/bin/python -m bench.bench_model --model vit_large_patch16 --size 800 --threads 2
 """
 
 import argparse

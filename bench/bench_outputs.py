@@ -1,17 +1,17 @@
 """Whole-process `scalemae-det predict`: peak RSS as detections grow, and time against a bare
 onnxruntime loop.
 
-    .venv/bin/python bench/bench_outputs.py                        # memory 2k vs 8k, overhead at 4k
-    .venv/bin/python bench/bench_outputs.py --memory-sizes 2048 8192 --overhead-size 4096 --threads
+    .venv/bin/python -m bench.bench_outputs                        # memory 2k vs 8k, overhead at 4k
+    .venv/bin/python -m bench.bench_outputs --memory-sizes 2048 8192 --overhead-size 4096 --threads
     1
 
 Every measurement is a separate process, timed from its start to its exit, with its own CPU time and
 peak RSS (os.wait4's rusage), so imports, reading, merging and writing all count.
 
 - memory: `scalemae-det predict --format geojson` on dense grids of bright 8 px squares every 14 px
-  (UTM, 0.5 m), which the ONNX stand-in of tests/helpers/standin.py (tile 512, batch 4, up to 1600
-  boxes a tile) detects one box each: ~21,000 detections at 2048 px, ~342,000 at 8192 px. The
-  streaming claim: the 8k scene's peak stays within 1.25x of the 2k scene's.
+  (UTM, 0.5 m), which the ONNX stand-in of scalemae_det/synthetic/standin.py (tile 512, batch 4,
+  up to 1600 boxes a tile) detects one box each: ~21,000 detections at 2048 px, ~342,000 at 8192
+  px. The streaming claim: the 8k scene's peak stays within 1.25x of the 2k scene's.
 - overhead: `scalemae-det predict` against a bare loop (a process that imports onnxruntime and
   rasterio, reads the very tiles predict ran with plain rasterio reads, /255, and runs them through
   the same model in the same batches, keeping nothing); the claim is within 1.10x. Two cases: the
@@ -41,8 +41,7 @@ GSD = 0.5
 
 
 def standin(path: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers.standin import build_model, metadata
+    from scalemae_det.synthetic.standin import build_model, metadata
 
     if not path.exists():  # a 512 px tile holds (512 / 14)^2 ~ 1340 squares
         build_model(path, metadata(gsd=GSD, tile=512, batch=4, max_detections=1600))
@@ -51,9 +50,7 @@ def standin(path: Path) -> Path:
 
 def bundled(workdir: Path) -> Path:
     """The bundled tiny detector exported to ONNX at the scenes' GSD (cached)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_backends import exported
-
+    from bench.bench_backends import exported
     from scalemae_det.demo import BUNDLED
 
     return exported(BUNDLED, workdir, GSD, 512, 2)
@@ -199,7 +196,8 @@ def bare(model: Path, scene: Path, workdir: Path, threads: int) -> dict:
     )
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        __spec__.name,  # this module, run from the repo root as the user ran it
         "--bare",
         str(model),
         str(scene),

@@ -1,8 +1,8 @@
 """float32 vs fp16 vs int8 exports in ONNX Runtime on this machine: tiles/s per model, and AP50 of
 the bundled model.
 
-    .venv/bin/python bench/bench_precision.py --models bundled vit_base_patch16 --threads 2
-    .venv/bin/python bench/bench_precision.py --models vit_large_patch16 --threads 2 --rounds 2
+    .venv/bin/python -m bench.bench_precision --models bundled vit_base_patch16 --threads 2
+    .venv/bin/python -m bench.bench_precision --models vit_large_patch16 --threads 2 --rounds 2
 
 Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`,
 int8
@@ -38,9 +38,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def checkpoint_for(name: str, work: Path) -> Path:
     import torch
 
-    from scalemae_det.checkpoints import detector_state
     from scalemae_det.demo import BUNDLED
     from scalemae_det.models.detector import build_detector
+    from scalemae_det.models.weights import detector_state
 
     if name == "bundled":
         return BUNDLED
@@ -151,7 +151,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from scalemae_det.evaluation import runtime_ap50
+    from scalemae_det.export.agreement import runtime_ap50
     from scalemae_det.synthetic import write_scene
 
     with tempfile.TemporaryDirectory(prefix="bench_precision.") as tmp:

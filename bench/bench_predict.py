@@ -1,19 +1,18 @@
 """Scene throughput (megapixels/s), the share of wall time outside session.run, and peak RSS by
 scene size.
 
-    .venv/bin/python bench/bench_predict.py                          # ONNX stand-in, 2k and 16k
+    .venv/bin/python -m bench.bench_predict                          # ONNX stand-in, 2k and 16k
     scenes
-    .venv/bin/python bench/bench_predict.py --model tiny.onnx --sizes 2048 --threads 2
-    .venv/bin/python bench/bench_predict.py --model m.onnx --provider cuda   # on a GPU machine
+    .venv/bin/python -m bench.bench_predict --model tiny.onnx --sizes 2048 --threads 2
+    .venv/bin/python -m bench.bench_predict --model m.onnx --provider cuda   # on a GPU machine
 
 Scenes are synthetic GeoTIFFs (`scalemae_det.synthetic.write_scene`, at the model's GSD, cached in
 --workdir). Each measurement runs `runtime.Detector.detect_scene` in its own process, so its peak
-RSS
-(VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k scene's
-peak stays
-within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in (tests/helpers/standin.py,
-tile 512) is used: it makes the runtime's own costs (reading, tiling, merging) visible, which a real
-detector's inference hides; pass an exported model for real throughput.
+RSS (VmHWM, see peak_rss_mib) belongs to that scene alone; the streaming claim is that the 16k
+scene's peak stays within 1.25x of the 2k scene's. Without --model a cheap ONNX stand-in
+(scalemae_det/synthetic/standin.py, tile 512) is used: it makes the runtime's own costs (reading,
+tiling, merging) visible, which a real detector's inference hides; pass an exported model for real
+throughput.
 """
 
 from __future__ import annotations
@@ -62,8 +61,7 @@ def child(model: str, scene: str, provider: str, threads: int) -> None:
 
 
 def standin(path: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers.standin import build_model, metadata
+    from scalemae_det.synthetic.standin import build_model, metadata
 
     return build_model(path, metadata(gsd=0.5, tile=512, batch=4, max_detections=100))
 
@@ -103,7 +101,8 @@ def main() -> None:
         path = scene(args.workdir, size, gsd)
         cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            __spec__.name,  # this module, run from the repo root as the user ran it
             "--child",
             str(model),
             str(path),

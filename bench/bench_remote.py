@@ -15,7 +15,7 @@ GDAL's process-wide cache of remote bytes never serves one run what another fetc
 is timed in the child (from open to detections, as `detect_scene` reports it). GDAL settings are
 the runtime's defaults (base/remote.py), nothing tuned for the benchmark.
 
-Without --model a cheap ONNX stand-in (tests/helpers/standin.py) at tile 512 is used: its
+Without --model a cheap ONNX stand-in (scalemae_det/synthetic/standin.py) at tile 512 is used: its
 inference is far cheaper than a real detector's, so the latency the prefetcher must hide is a
 larger share of the run than it would be with a real model; pass an exported model for that.
 """
@@ -139,7 +139,7 @@ def main() -> None:
         if args.model:
             model = Path(args.model)
         else:
-            from tests.helpers.standin import build_model, metadata
+            from scalemae_det.synthetic.standin import build_model, metadata
 
             model = build_model(work / "standin.onnx", metadata(gsd=0.5, tile=512, batch=4))
         www = work / "www"

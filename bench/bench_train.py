@@ -1,8 +1,8 @@
 """Training throughput of train.py (images/s) and peak memory, for 1 and 2 processes.
 
-    .venv/bin/python bench/bench_train.py                # vit_tiny_patch16, 256 px, CPU, 1 and 2
+    .venv/bin/python -m bench.bench_train                # vit_tiny_patch16, 256 px, CPU, 1 and 2
     processes
-    .venv/bin/python bench/bench_train.py --model vit_large_patch16 --input_size 800 --device cuda
+    .venv/bin/python -m bench.bench_train --model vit_large_patch16 --input_size 800 --device cuda
     \\
         --amp bf16 --grad_checkpointing --procs 1        # the GPU figure
 

@@ -1,6 +1,6 @@
 """Throughput of the data side: prepare-xview chipping and the training sample pipeline.
 
-    .venv/bin/python bench/data_pipeline.py [--scenes 2] [--samples 40]
+    .venv/bin/python -m bench.data_pipeline [--scenes 2] [--samples 40]
 
 Generates xView-like scenes (3000 px, uint8 RGB, EPSG:4326, ~300 boxes each) in a temporary
 folder, times `prepare_xview` on them, then times `CocoDetection` + `TrainTransform` (800 px,

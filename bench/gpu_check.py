@@ -3,8 +3,8 @@ at tile 800,
 batch 4 (random weights) on CUDA fp32/fp16 and TensorRT fp16/int8, and the int8 accuracy gate's
 figures on each.
 
-    .venv/bin/python bench/gpu_check.py --out gpu_check_out          # on the GPU machine
-    .venv/bin/python bench/gpu_check.py --smoke --out /tmp/smoke     # plumbing only, CPU, tiny
+    .venv/bin/python -m bench.gpu_check --out gpu_check_out          # on the GPU machine
+    .venv/bin/python -m bench.gpu_check --smoke --out /tmp/smoke     # plumbing only, CPU, tiny
     model, tile 256
 
 NOT YET RUN ON A GPU: no GPU has been lent to this project so far; `--smoke` runs every stage on
@@ -52,8 +52,8 @@ def log(msg: str) -> None:
 def random_checkpoint(name: str, path: Path) -> Path:
     import torch
 
-    from scalemae_det.checkpoints import detector_state
     from scalemae_det.models.detector import build_detector
+    from scalemae_det.models.weights import detector_state
 
     torch.manual_seed(0)
     torch.save(detector_state(build_detector(name, 3).eval(), ["a", "b", "c"], GSD), path)

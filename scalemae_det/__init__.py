@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "gsd_sincos_pos_embed": "scalemae_det.models.pos_embed",
     "build_detector": "scalemae_det.models.detector",
-    "load_pretrained": "scalemae_det.checkpoints",
+    "load_pretrained": "scalemae_det.models.weights",
     "CONFIGS": "scalemae_det.models.configs",
 }
 

@@ -63,9 +63,9 @@ def run_demo(
 ) -> dict:
     """Run every stage into `out`; returns the report (also written as report.json and
     report.md)."""
-    from scalemae_det.evaluation import evaluate_detections, scene_results
     from scalemae_det.export.onnx_export import export_onnx
     from scalemae_det.export.options import ExportSpec
+    from scalemae_det.metrics.coco_ap import evaluate_detections, scene_results
     from scalemae_det.runtime import Detector, outputs
     from scalemae_det.runtime.preview import write_preview
     from scalemae_det.synthetic import write_scene

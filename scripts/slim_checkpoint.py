@@ -12,8 +12,8 @@ import sys
 import torch
 
 from scalemae_det.base.atomic import atomic_path
-from scalemae_det.checkpoints import read_detector_checkpoint
 from scalemae_det.cli import report_user_errors
+from scalemae_det.models.weights import read_detector_checkpoint
 
 KEEP = ("format", "config", "class_names", "gsd", "category_ids")
 

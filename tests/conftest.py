@@ -1,14 +1,15 @@
 """Shared fixtures: a tiny detector checkpoint and this project's own exports of it, built once per
-session.
+session, and the world the command-line tests run in.
 
     tiny_checkpoint           Path of a `detector_state` checkpoint (vit_tiny_patch16, 3 classes,
-    gsd 0.5 m)
+                              gsd 0.5 m)
     tiny_export(fmt, **spec)  export it (fmt "onnx" or "torchscript", spec: ExportSpec fields; tile
-    128 and
-                              batch 3 unless given) -> scalemae_det.export.prepare.ExportResult,
-                              cached per arguments
+                              128 and batch 3 unless given) -> scalemae_det.export.prepare.
+                              ExportResult, cached per arguments
     tiny_onnx                 tiny_export("onnx"): batch 3, tile 128, validated; `.path`,
-    `.metadata`
+                              `.metadata`
+    world                     the inputs command lines name (helpers.commands.build_world), once
+    place                     a test's own output paths (helpers.commands.make_place)
 
 The detector is random, so it is made to detect: its class logits are scaled up (a confident
 classifier) and its score threshold (the export default) is set just above the best score it
@@ -28,7 +29,7 @@ from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE, calibrat
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from scalemae_det.checkpoints import detector_state
+    from scalemae_det.models.weights import detector_state
 
     path = tmp_path_factory.mktemp("tiny") / "tiny_detector.pt"
     torch.save(detector_state(calibrated_detector(), TINY_CLASSES, TINY_GSD), path)
@@ -60,3 +61,17 @@ def tiny_export(tmp_path_factory, tiny_checkpoint):
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_export):
     return tiny_export("onnx", simplify=False)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, tiny_checkpoint) -> dict:
+    from helpers.commands import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"), tiny_checkpoint)
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch) -> dict:
+    from helpers.commands import make_place
+
+    return make_place(tmp_path, monkeypatch)

@@ -1,5 +1,5 @@
 """`scalemae-det score`: detections of whole scenes against labelled ground truth
-(scalemae_det.scoring)."""
+(scalemae_det.metrics.scenes)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def score_command(
     tile seams."""
     from rich.console import Console
 
-    from scalemae_det.evaluation import print_metrics, write_results
-    from scalemae_det.scoring import read_truth, results_for_truth, score_scenes
+    from scalemae_det.metrics.report import print_metrics, write_results
+    from scalemae_det.metrics.scenes import read_truth, results_for_truth, score_scenes
 
     checks.number("iou", iou, lo=0, hi=1, lo_open=True, hi_open=True)
     checks.number("tile", tile, lo=1, integer=True)

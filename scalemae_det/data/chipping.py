@@ -12,7 +12,8 @@ Output layout, ready for train.py's --train_image_dir/--train_label_file (and va
     OUT/val/<scene>_<x0>_<y0>.tif     OUT/val.json     OUT/val_scenes.json
 
 `<split>_scenes.json` holds the same boxes per whole scene, in scene pixels (one image record per
-scene, `file_name` the scene's): the ground truth of scene-level evaluation (scalemae_det.scoring).
+scene, `file_name` the scene's): the ground truth of scene-level evaluation
+(scalemae_det.metrics.scenes).
 Image records keep their `scene`, chip offset (`x0`, `y0`) and `gsd` (metres: from the scene's
 georeference as predict measures it, else the one the reader was given).
 

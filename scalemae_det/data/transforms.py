@@ -157,7 +157,7 @@ class EvalTransform:
     """No augmentation: shrink to fit input_size when larger (GSD updated), pad to a square.
 
     Sets `target["box_scale"]` (fx, fy, fx, fy), what boxes were multiplied by, so that
-    detections can be mapped back to the original pixels (`evaluation.detections_to_coco`).
+    detections can be mapped back to the original pixels (`metrics.coco_ap.detections_to_coco`).
     Images are never enlarged: one smaller than input_size is padded at its own GSD.
     """
 

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.data.coco import collate
 from scalemae_det.data.labels import read_coco_json
 from scalemae_det.data.transforms import EvalTransform
@@ -21,14 +20,11 @@ from scalemae_det.engine.distributed import DistInfo, gather_to_main, init_distr
 from scalemae_det.engine.loop import AMP_CHOICES, predict_batches, resolve_amp
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import eval_indices
-from scalemae_det.evaluation import (
-    COUNTINGS,
-    detections_to_coco,
-    evaluate_detections,
-    print_metrics,
-    write_results,
-)
-from scalemae_det.scoring import chip_records, read_truth, score_scenes, stitch_chips
+from scalemae_det.metrics.coco_ap import detections_to_coco, evaluate_detections
+from scalemae_det.metrics.report import print_metrics, write_results
+from scalemae_det.metrics.scenes import chip_records, read_truth, score_scenes, stitch_chips
+from scalemae_det.metrics.xview_ap import COUNTINGS
+from scalemae_det.models.weights import load_detector
 
 
 def gather_detections(local: list[dict], info: DistInfo) -> list[dict] | None:
@@ -124,7 +120,8 @@ def evaluate_checkpoint(
 
     `scene_labels` (COCO in scene pixels, `prepare-xview`'s `<split>_scenes.json`): score at scene
     level instead, the chips' detections stitched into their scenes and merged at the seams as
-    predict merges tiles (`scoring.stitch_chips`); `detections` then holds the scene detections.
+    predict merges tiles (`metrics.scenes.stitch_chips`); `detections` then holds the scene
+    detections.
     """
     checks.number("input_size", input_size, lo=32, integer=True)
     checks.number("batch_size", batch_size, lo=1, integer=True)

@@ -20,17 +20,9 @@ from torch.utils.data import DataLoader
 
 from scalemae_det.base.atomic import remove_stale_temps
 from scalemae_det.base.errors import InputError, ParameterError
-from scalemae_det.checkpoints import (
-    check_weights,
-    config_from_dict,
-    describe,
-    detector_state,
-    load_pretrained,
-    read_detector_checkpoint,
-)
 from scalemae_det.data.coco import collate
 from scalemae_det.data.transforms import EvalTransform
-from scalemae_det.engine import checkpointing
+from scalemae_det.engine import resume
 from scalemae_det.engine.data import DataSplit, load_split, train_transform
 from scalemae_det.engine.distributed import (
     DistInfo,
@@ -47,10 +39,18 @@ from scalemae_det.engine.optim import build_optimizer, build_scheduler
 from scalemae_det.engine.options import parse_args, warmup_steps
 from scalemae_det.engine.progressbar import progress_bar
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler, derived_seed
-from scalemae_det.evaluation import print_metrics, write_results
+from scalemae_det.metrics.report import print_metrics, write_results
 from scalemae_det.models import transfer
 from scalemae_det.models.configs import DetectorConfig, get_config
 from scalemae_det.models.detector import SIZE_DIVISIBLE, ScaleMAEDetector
+from scalemae_det.models.weights import (
+    check_weights,
+    config_from_dict,
+    describe,
+    detector_state,
+    load_pretrained,
+    read_detector_checkpoint,
+)
 
 LOG_NAME = "train_log.jsonl"
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Run:
 
     def state(self) -> dict[str, Any]:
         """The checkpoint dict (on rank 0; every rank must call this, it gathers the RNG states)."""
-        rngs = gather_to_main(checkpointing.rng_state(self.info.device), self.info)
+        rngs = gather_to_main(resume.rng_state(self.info.device), self.info)
         if not self.info.is_main:
             return {}
         train_state = {
@@ -128,8 +128,8 @@ class Run:
     def save(self, path: Path) -> None:
         state = self.state()
         if self.info.is_main:
-            checkpointing.save(path, state)
-            checkpointing.prune(self.save_path, self.args.keep_checkpoints)
+            resume.save(path, state)
+            resume.prune(self.save_path, self.args.keep_checkpoints)
             self.log.write(
                 {"event": "checkpoint", "path": str(path), "global_step": self.progress.global_step}
             )
@@ -336,7 +336,7 @@ def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
         progress.eval_pending = bool(val_split) and (
             last or bool(args.eval_every and (epoch + 1) % args.eval_every == 0)
         )
-        run.save(checkpointing.step_path(run.save_path, progress.global_step))
+        run.save(resume.step_path(run.save_path, progress.global_step))
         if progress.eval_pending:
             evaluate_epoch(run, val_split, console)
             progress.eval_pending = False
@@ -383,7 +383,7 @@ def find_resume(args: Namespace, info: DistInfo) -> Path | None:
         if folder.is_dir():
             remove_stale_temps(folder)
         if args.resume == "auto":
-            found = checkpointing.newest_valid(args.save_checkpoint_path)
+            found = resume.newest_valid(args.save_checkpoint_path)
             path = str(found[0]) if found else None
         elif args.resume:
             path = args.resume
@@ -447,7 +447,7 @@ def restore(path: Path, run: Run, console: Console) -> Position:
     """Load a training checkpoint into the run (model, optimizer, schedule, scaler, data order,
     RNG);
     returns where training stopped."""
-    ckpt = checkpointing.load_resumable(path)
+    ckpt = resume.load_resumable(path)
     state = ckpt["train"]
     position = Position(
         state["epoch"],
@@ -473,7 +473,7 @@ def restore(path: Path, run: Run, console: Console) -> Position:
     run.scaler.load_state_dict(state["scaler"])
     run.sampler.seed = state["sampler"]["seed"]  # the run's data order, whatever --seed says now
     if len(state["rng"]) == info.world_size:
-        checkpointing.set_rng_state(state["rng"][info.rank], info.device)
+        resume.set_rng_state(state["rng"][info.rank], info.device)
     else:
         torch.manual_seed(derived_seed(state["sampler"]["seed"], info.rank, position.global_step))
     console.print(
@@ -516,7 +516,7 @@ def step_callback(run: Run, advance):
             and p.global_step % args.save_every == 0
             and p.step_in_epoch < steps_per_epoch
         ):
-            run.save(checkpointing.step_path(run.save_path, p.global_step))
+            run.save(resume.step_path(run.save_path, p.global_step))
 
     return on_step
 

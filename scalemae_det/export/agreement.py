@@ -3,8 +3,8 @@
 Element-wise parity (export/parity.py) is the wrong test for int8: every score and box moves a
 little, and what matters is whether the detections survive. So the float32 graph's detections on
 tiles held out from calibration stand in for ground truth, and the int8 detections are scored
-against them with the xView scorer's greedy matching (`scalemae_det.evaluation.claim`: same class,
-IoU >= 0.5, each partner claimed once, in decreasing score order):
+against them with the xView scorer's greedy matching (`scalemae_det.metrics.xview_ap.claim`: same
+class, IoU >= 0.5, each partner claimed once, in decreasing score order):
 
 - precision: the share of int8 detections that match a float32 detection;
 - recall: the share of float32 detections that an int8 detection matches.
@@ -17,11 +17,13 @@ Both shares must reach the bar (0.95 by default) for the export to be accepted.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from scalemae_det.evaluation import claim
+from scalemae_det.metrics.coco_ap import evaluate_detections, load_coco_json, scene_results
+from scalemae_det.metrics.xview_ap import claim
 from scalemae_det.runtime.detections import Detections
 
 SCORE_MARGIN = 0.05  # score change int8 may bring to a detection near the threshold
@@ -98,3 +100,23 @@ def agreement(
     # nothing confident on either side agrees trivially; the caller reports the counts beside the
     # figures
     return (got_hits / got_n if got_n else 1.0), (ref_hits / ref_n if ref_n else 1.0), ref_n, got_n
+
+
+def runtime_ap50(
+    model: str | os.PathLike,
+    labels: str | os.PathLike,
+    images: str | os.PathLike,
+    provider: str = "auto",
+) -> float:
+    """COCO AP50 of an exported model run by the runtime over every image of a COCO label file:
+    the int8 export's optional check against real labels (`ExportSpec.int8_labels`), beside the
+    agreement."""
+    from scalemae_det.runtime.detector import Detector
+
+    gt = load_coco_json(labels)
+    detector = Detector(model, provider)
+    dets = []
+    for image in gt["images"]:
+        result = detector.detect_scene(os.path.join(images, image["file_name"]))
+        dets += scene_results(result, image["id"], gt["categories"], detector.metadata.class_names)
+    return evaluate_detections(gt, dets, max_dets=max(100, len(dets)))["AP50"]

@@ -237,6 +237,7 @@ def _int8(
         SCORE_MARGIN,
         AgreementReport,
         agreement,
+        runtime_ap50,
     )
     from scalemae_det.export.calibration import held_out_count, read_tiles
 
@@ -270,8 +271,6 @@ def _int8(
     precision, recall, ref_n, got_n = agreement(reference, exported, float_meta.score_threshold)
     ap50 = None
     if spec.int8_labels is not None:
-        from scalemae_det.evaluation import runtime_ap50
-
         log(f"AP50 of both graphs on {spec.int8_labels}")
         ap50 = {
             "labels": spec.int8_labels,

@@ -14,13 +14,13 @@ from scalemae_det.base import checks
 from scalemae_det.base.digest import sha256_file
 from scalemae_det.base.errors import InputWarning, ParameterError
 from scalemae_det.base.metadata import ModelMetadata
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.calibration import calibration_scenes
 from scalemae_det.export.deepness import DeepnessMetadata
 from scalemae_det.export.fixed_scale import FixedScaleDetector
 from scalemae_det.export.options import DEFAULT_TILE, TILE_RATIO_WARNED, ExportSpec, trained_tile
 from scalemae_det.export.parity import ParityReport, report_path
 from scalemae_det.models.detector import IMAGENET_MEAN, IMAGENET_STD, ScaleMAEDetector
+from scalemae_det.models.weights import load_detector
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -16,7 +17,6 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 from scalemae_det.models.configs import DetectorConfig, get_config
 from scalemae_det.models.pyramid import SimpleFeaturePyramid
@@ -46,19 +46,27 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
     hard-codes False).
 
     Levels are pooled separately and put back in RoI order with one gather, which traces to ONNX
-    without torchvision's tracing special case.
+    without torchvision's tracing special case. The level of each RoI, and each level's scale,
+    follow torchvision/ops/poolers.py (`_setup_scales`, `LevelMapper`), written out here because
+    those helpers are private there:
+
+    1. a level's scale is 2 ** round(log2(feature height / largest image height)) of the batch;
+    2. levels run from k_min = -log2(first scale) to k_max = -log2(last scale);
+    3. an RoI of area A goes to level floor(canonical_level + log2(sqrt(A) / canonical_scale)
+       + 1e-6), clamped to [k_min, k_max] (eq. 1 of the FPN paper, Lin et al. 2017,
+       arXiv:1612.03144).
     """
 
     def forward(
         self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> Tensor:
-        features = _filter_input(x, self.featmap_names)
-        if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(
-                features, image_shapes, self.canonical_scale, self.canonical_level
-            )
-        rois = _convert_to_roi_format(boxes)
-        levels = self.map_levels(boxes)
+        features = [x[name] for name in self.featmap_names]
+        if self.scales is None:
+            self.scales = self.level_scales(features, image_shapes)
+        rois = torch.cat(
+            [torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)]
+        )
+        levels = self.levels(torch.cat(boxes))
         pooled, order = [], []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
@@ -69,6 +77,21 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
             )
             order.append(idx)
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+
+    @staticmethod
+    def level_scales(features: list[Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
+        """Rule 1: each level's feature size over the batch's largest image, as a power of 2."""
+        if not image_shapes:
+            raise ValueError("image_shapes is empty")
+        height = max(h for h, _ in image_shapes)
+        return [2.0 ** round(math.log2(float(f.shape[-2]) / float(height))) for f in features]
+
+    def levels(self, boxes: Tensor) -> Tensor:
+        """Rules 2 and 3: the index into `self.scales` of each xyxy box's level."""
+        k_min, k_max = (round(-math.log2(self.scales[i])) for i in (0, -1))
+        size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        k = torch.floor(self.canonical_level + torch.log2(size / self.canonical_scale) + 1e-6)
+        return (torch.clamp(k, k_min, k_max) - k_min).to(torch.int64)
 
 
 def box_regression_loss(deltas: Tensor, targets: Tensor, beta: float, normaliser: int) -> Tensor:

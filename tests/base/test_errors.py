@@ -18,6 +18,7 @@ from scalemae_det.base.errors import (
     UserError,
     dashed_flag,
 )
+from scalemae_det.engine.options import train_flag
 
 PACKAGE = Path(__file__).resolve().parents[2] / "scalemae_det"
 
@@ -68,3 +69,24 @@ def test_the_package_never_raises_the_bare_root():
                 if isinstance(func, ast.Name) and func.id == "UserError":
                     bare.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not bare, f"raise InputError or PathError instead of UserError at {bare}"
+
+
+def test_library_errors_name_the_parameter_and_each_command_spells_it():
+    from scalemae_det.base import checks
+    from scalemae_det.base.errors import ParameterError, dashed_flag
+
+    with pytest.raises(ParameterError) as exc:
+        checks.bands("bands", [0, 1, 2])
+    assert (
+        str(exc.value)
+        == "bands=[0, 1, 2]: band numbers start at 1 (the first band is 1, as in GDAL)"
+    )
+    assert exc.value.render(dashed_flag).startswith("--bands 0,1,2: band numbers start at 1")
+    assert exc.value.render(train_flag).startswith("--bands 0,1,2:")
+    err = ParameterError(
+        "score_threshold", "below; use `score_threshold` 0.3", value=0.1, source="m.onnx"
+    )
+    assert (
+        err.render(dashed_flag) == "m.onnx: --score-threshold 0.1: below; use --score-threshold 0.3"
+    )
+    assert str(err) == "m.onnx: score_threshold=0.1: below; use score_threshold 0.3"

@@ -1,4 +1,4 @@
-"""Bad inputs and faults across every command, as a table.
+"""Bad inputs across every command, as one table.
 
 Each case runs one command line in-process (`scalemae_det.cli.main`, or train.py's entry with its
 own flag spelling) and asserts: the exit status, exactly one `error:` line naming the file or the
@@ -8,204 +8,34 @@ work (NaN and infinity included); nothing is silently wrong; nothing half-writte
 
 Placeholders in the command lines: {out} the case's output folder (not there beforehand), {file} an
 existing file, {dir} an existing folder, {ro} a folder that is not writable (os.access says so),
-{missing} a path under a folder that does not exist; the rest are built once by the `world` fixture.
+{missing} a path under a folder that does not exist; the rest are built once by the `world` fixture
+(tests/helpers/commands.py). The faults (a kill, an interrupt, a full disk) are tested beside
+what they test: tests/export/, tests/engine/, tests/runtime/, tests/data/.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
-import torch
-from rasterio.transform import from_origin
 
-from helpers.standin import build_model, metadata, scene_with_squares
-from helpers.training import make_dataset, train_args
-from scalemae_det.checkpoints import read_checkpoint
-from scalemae_det.cli import main, report_user_errors
-from scalemae_det.engine.options import train_flag
-from scalemae_det.engine.run import main as train_main
-from scalemae_det.runtime import records
-
-# ---------------------------------------------------------------- the world the cases run in
-
-
-def _checkpoint_variant(src: Path, dst: Path, change: Callable[[dict], None]) -> Path:
-    ckpt = read_checkpoint(src)
-    change(ckpt)
-    torch.save(ckpt, dst)
-    return dst
-
-
-def _nan_weights(ckpt: dict) -> None:
-    ckpt["model"]["backbone.trunk.blocks.0.attn.qkv.weight"] = torch.full_like(
-        ckpt["model"]["backbone.trunk.blocks.0.attn.qkv.weight"], float("nan")
-    )
-
-
-def _other_width(ckpt: dict) -> None:
-    ckpt["config"] = {**ckpt["config"], "embed_dim": 96, "num_heads": 2}
-
-
-def _never_detects(ckpt: dict) -> None:
-    """Finite weights whose class scores underflow to 0 for every object class: no detection at any
-    threshold."""
-    bias = ckpt["model"]["roi_heads.box_predictor.cls_score.bias"]
-    bias[1:] = -1e4
-    bias[0] = 1e4
-
-
-def _xview(root: Path) -> dict:
-    """Three small scenes and their xView-format labels; `bad.tif` is labelled but truncated
-    (unreadable)."""
-    images = root / "images"
-    images.mkdir()
-    features = []
-    for k, name in enumerate(["1.tif", "2.tif", "3.tif", "bad.tif"]):
-        profile = dict(
-            driver="GTiff",
-            width=300,
-            height=200,
-            count=3,
-            dtype="uint8",
-            crs="EPSG:4326",
-            transform=from_origin(10 + k, 40, 2.7e-6, 2.7e-6),
-        )
-        with rasterio.open(images / name, "w", **profile) as dst:
-            dst.write(np.random.default_rng(k).integers(1, 255, (3, 200, 300), dtype=np.uint8))
-        for box in ([10, 10, 40, 40], [150, 100, 190, 130]):
-            features.append(
-                {
-                    "type": "Feature",
-                    "properties": {
-                        "image_id": name,
-                        "type_id": 18,
-                        "bounds_imcoords": ",".join(map(str, box)),
-                    },
-                }
-            )
-    bad = images / "bad.tif"
-    bad.write_bytes(bad.read_bytes()[:4000])
-    good_only = root / "good.geojson"
-    good_only.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [f for f in features if f["properties"]["image_id"] != "bad.tif"],
-            }
-        )
-    )
-    everything = root / "all.geojson"
-    everything.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return {"xview_images": images, "xview_good": good_only, "xview_all": everything}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_checkpoint) -> dict:
-    root = tmp_path_factory.mktemp("world")
-    scenes = root / "scenes"
-    scenes.mkdir()
-    w = {
-        "scene": scene_with_squares(scenes / "a.tif", 150, 120, [(10, 10), (70, 40)]),
-        "scene2": scene_with_squares(scenes / "b.tif", 150, 120, [(20, 30)]),
-        "model": build_model(root / "standin.onnx", metadata(gsd=1.0, score_threshold=0.3)),
-        "notonnx": root / "notes.onnx",
-        "ckpt": tiny_checkpoint,
-        "nan_ckpt": _checkpoint_variant(tiny_checkpoint, root / "nan.pt", _nan_weights),
-        "misfit_ckpt": _checkpoint_variant(tiny_checkpoint, root / "misfit.pt", _other_width),
-        "blind_ckpt": _checkpoint_variant(tiny_checkpoint, root / "blind.pt", _never_detects),
-    }
-    w["notonnx"].write_text("not a model")
-    data = root / "data"
-    w["images"], w["labels"] = make_dataset(data, 3)
-    doc = json.loads(w["labels"].read_text())
-    doc["annotations"] = []
-    w["empty_labels"] = data / "no_annotations.json"
-    w["empty_labels"].write_text(json.dumps(doc))
-    # the tiny checkpoint's classes are vehicle/building/ship: a label file with those names for
-    # evaluate
-    doc = json.loads(w["labels"].read_text())
-    doc["categories"] = [
-        {"id": 1, "name": "vehicle"},
-        {"id": 2, "name": "building"},
-        {"id": 3, "name": "ship"},
-    ]
-    w["eval_labels"] = data / "eval.json"
-    w["eval_labels"].write_text(json.dumps(doc))
-    w.update(_xview(root))
-    return w
-
-
-@pytest.fixture
-def place(tmp_path, monkeypatch) -> dict:
-    """The case's own paths; {ro} is refused by os.access as root would otherwise write anywhere."""
-    paths = {
-        "out": tmp_path / "out",
-        "file": tmp_path / "afile",
-        "dir": tmp_path / "adir",
-        "ro": tmp_path / "ro",
-        "missing": tmp_path / "nowhere" / "x",
-        "tmp": tmp_path,
-    }
-    paths["file"].write_text("a file")
-    paths["dir"].mkdir()
-    paths["ro"].mkdir()
-    real_access = os.access
-
-    def access(path, mode, *args, **kwargs):
-        if mode & os.W_OK and Path(path).absolute() == paths["ro"].absolute():
-            return False
-        return real_access(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
-    return paths
-
-
-def run(line: str, values: dict, monkeypatch, capsys) -> tuple[int, str, str]:
-    argv = shlex.split(line.format(**values))
-    try:
-        if argv[0] == "train.py":
-            report_user_errors(train_main, argv[1:], spell=train_flag)
-        else:
-            monkeypatch.setattr(sys, "argv", ["scalemae-det", *argv])
-            main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def files_under(folder: Path) -> list[str]:
-    """Everything under `folder` but predict's run records (runtime.records), which log failed
-    scenes too."""
-    found = folder.rglob("*") if folder.exists() else []
-    return sorted(
-        str(p.relative_to(folder))
-        for p in found
-        if p.relative_to(folder).parts[0] != records.FOLDER
-    )
-
-
-def nothing(place: dict, world: dict) -> None:
-    """The output folder holds nothing (or was never made)."""
-    assert files_under(place["out"]) == []
-
+from helpers.commands import (
+    EVALUATE,
+    EXPORT,
+    PREDICT,
+    TRAIN,
+    XVIEW,
+    no_export,
+    nothing,
+    run,
+    values,
+)
+from helpers.training import train_args
 
 # ---------------------------------------------------------------- the table
-
-
-def no_export(place: dict, world: dict) -> None:
-    """No model, report or work folder of m.onnx beside where it would have gone."""
-    assert [p.name for p in place["tmp"].iterdir() if "m.onnx" in p.name] == []
 
 
 def _absent(path: Path) -> None:
@@ -220,16 +50,6 @@ class Case:
     after: Callable[[dict, dict], None] = nothing
     setup: Callable[[dict], None] | None = None
 
-
-PREDICT = "predict {scene} --model {model} --out {out}"
-EXPORT = "export {ckpt} --out {tmp}/m.onnx --tile 64 --batch 1 --no-simplify"
-EVALUATE = (
-    "evaluate --checkpoint {ckpt} --image-dir {images} --label-file {eval_labels} "
-    "--device cpu --num-workers 0"
-)
-XVIEW = "prepare-xview --geojson {xview_good} --images {xview_images} --out {out} --chip 128"
-TRAIN = "train.py {train}"
-DEMO = "demo --out {out} --size 256 --tile 64"
 
 CASES = {
     # predict: ranges, NaN, choices, bands (rule 1, 6)
@@ -514,249 +334,18 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, world, place, monkeypatch, capsys):
     case = CASES[name]
-    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    values["train"] = shlex.join(
+    line_values = values(world, place)
+    line_values["train"] = shlex.join(
         train_args(world["images"], world["labels"], place["out"] / "c.pth", "--num_epochs", "1")
     )
-    values["train_empty"] = shlex.join(
+    line_values["train_empty"] = shlex.join(
         train_args(world["images"], world["empty_labels"], place["out"] / "c.pth")
     )
     if case.setup:
         case.setup(place)
-    code, _, err = run(case.line, values, monkeypatch, capsys)
+    code, _, err = run(case.line, line_values, monkeypatch, capsys)
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == case.code and len(errors) == 1, err
     assert all(w in errors[0] for w in case.words), errors[0]
     case.after(place, world)
-
-
-# ---------------------------------------------------------------- faults: what is left behind
-
-
-def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(
-    world, place, monkeypatch, capsys
-):
-    """Ctrl-C during tracing: exit 130, one line, no model and no work folder; a work folder that an
-    export killed
-    with SIGKILL left (its process is gone) is removed by the next export of the same output, not
-    others'."""
-    import scalemae_det.export.onnx_export as onnx_export
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    with monkeypatch.context() as m:
-        m.setattr(onnx_export, "trace_to_onnx", interrupted)
-        code, _, err = run(EXPORT, values, monkeypatch, capsys)
-    assert (code, err.strip()) == (130, "error: interrupted")
-    no_export(place, world)
-
-    dead = 2**22 + 12345  # above the kernel's default pid_max, so no live process has it
-    stale, other = place["tmp"] / f".m.onnx.work{dead}", place["tmp"] / f".other.onnx.work{dead}"
-    for folder in (stale, other):
-        folder.mkdir()
-        (folder / "raw.onnx").write_bytes(b"half an export")
-    code, _, err = run(f"{EXPORT} --no-validate", values, monkeypatch, capsys)
-    assert code == 0, err
-    assert not stale.exists() and other.exists()
-    assert sorted(p.name for p in place["tmp"].iterdir() if "m.onnx" in p.name) == ["m.onnx"]
-
-
-def test_predict_write_failure_is_one_line_and_leaves_no_partial_file(
-    world, place, monkeypatch, capsys
-):
-    import scalemae_det.runtime.outputs as outputs
-
-    def disk_full(result, path, *args):
-        raise OSError(28, "No space left on device", str(path))
-
-    monkeypatch.setattr(outputs, "write", disk_full)
-    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    code, _, err = run(PREDICT, values, monkeypatch, capsys)
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and "Traceback" not in err
-    assert "a.geojson" in errors[0] and "No space left on device" in errors[0]
-    nothing(place, world)
-
-
-def test_prepare_xview_skips_unreadable_scenes_and_a_rerun_keeps_no_chip_of_the_other_split(
-    world, place, monkeypatch, capsys
-):
-    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    xview = (
-        "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} "
-        "--chip 128 --seed 3"
-    )
-    code, out, err = run(f"{xview} --val-fraction 0 --skip-unreadable", values, monkeypatch, capsys)
-    assert code == 0, err
-    assert "1 unreadable scene(s) skipped" in out
-    train = json.loads((place["out"] / "train.json").read_text())
-    assert {i["scene"] for i in train["images"]} == {"1.tif", "2.tif", "3.tif"}
-    assert not [p for p in place["out"].iterdir() if p.name.startswith(".")]  # no work folder left
-
-    code, _, err = run(f"{xview} --val-fraction 0.5 --skip-unreadable", values, monkeypatch, capsys)
-    assert code == 0, err
-    for split in ("train", "val"):
-        records = json.loads((place["out"] / f"{split}.json").read_text())["images"]
-        on_disk = sorted(p.name for p in (place["out"] / split).iterdir())
-        assert (
-            on_disk == sorted(r["file_name"] for r in records) and on_disk
-        )  # exactly this run's chips
-    scenes = [
-        {r["scene"] for r in json.loads((place["out"] / f"{s}.json").read_text())["images"]}
-        for s in ("train", "val")
-    ]
-    assert not scenes[0] & scenes[1]
-
-
-def test_evaluate_writes_its_default_beside_the_user_not_the_checkpoint_and_null_for_undefined(
-    world, place, monkeypatch, capsys
-):
-    models = place["tmp"] / "package"
-    models.mkdir()
-    ckpt = models / "bundled.pth"
-    ckpt.write_bytes(Path(world["ckpt"]).read_bytes())
-    monkeypatch.chdir(place["dir"])
-    values = {
-        **{k: str(v) for k, v in world.items()},
-        **{k: str(v) for k, v in place.items()},
-        "ckpt": str(ckpt),
-    }
-    code, _, err = run(EVALUATE, values, monkeypatch, capsys)
-    assert code == 0, err
-    assert [p.name for p in models.iterdir()] == ["bundled.pth"]
-    metrics = json.loads((place["dir"] / "bundled.eval.json").read_text())
-    # the 64-px images hold no large object: COCOeval has no APl, which JSON says as null (not -1)
-    assert metrics["APl"] is None and all(
-        v is None or v >= 0 for k, v in metrics.items() if k.startswith("AP")
-    )
-    monkeypatch.setenv("COLUMNS", "200")  # one line per option in rich's help
-    help_code, help_out, _ = run("evaluate --help", values, monkeypatch, capsys)
-    assert (
-        help_code == 0 and "CHECKPOINT_NAME.eval.json" in help_out and "current folder" in help_out
-    )
-
-
-def test_resume_runs_the_evaluation_a_kill_interrupted_and_refuses_another_architecture(
-    world, place, monkeypatch, capsys
-):
-    import scalemae_det.engine.run as engine_run
-
-    save = place["out"] / "c.pth"
-    argv = train_args(
-        world["images"],
-        world["labels"],
-        save,
-        "--val_image_dir",
-        str(world["images"]),
-        "--val_label_file",
-        str(world["labels"]),
-        "--num_epochs",
-        "1",
-        "--batch_size",
-        "3",
-    )
-    real = engine_run.evaluate_split
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(engine_run, "evaluate_split", killed)
-        with pytest.raises(SystemExit) as exc:
-            report_user_errors(train_main, argv, spell=train_flag)
-    assert (
-        exc.value.code == 130
-        and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
-    )
-    assert not save.exists() and not (place["out"] / "eval-epoch001.json").exists()
-    assert engine_run.evaluate_split is real
-
-    report_user_errors(train_main, [*argv, "--resume", "auto"], spell=train_flag)
-    assert json.loads((place["out"] / "eval-epoch001.json").read_text())["num_images"] == 3
-    assert [
-        e["epoch"]
-        for e in map(json.loads, (place["out"] / "train_log.jsonl").read_text().splitlines())
-        if e["event"] == "eval"
-    ] == [1]
-    assert save.exists()
-
-    capsys.readouterr()
-    wider = [*argv, "--resume", str(save), "--override", "embed_dim=128"]
-    with pytest.raises(SystemExit) as exc:
-        report_user_errors(train_main, wider, spell=train_flag)
-    assert exc.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(err) == 1
-        and "c.pth: weights do not fit" in err[0]
-        and "embed_dim 128" in err[0]
-        and "shapes differ" in err[0]
-    )
-
-
-# ---------------------------------------------------------------- the library side of the same
-# rules
-
-
-def test_library_errors_name_the_parameter_and_each_command_spells_it():
-    from scalemae_det.base import checks
-    from scalemae_det.base.errors import ParameterError, dashed_flag
-
-    with pytest.raises(ParameterError) as exc:
-        checks.bands("bands", [0, 1, 2])
-    assert (
-        str(exc.value)
-        == "bands=[0, 1, 2]: band numbers start at 1 (the first band is 1, as in GDAL)"
-    )
-    assert exc.value.render(dashed_flag).startswith("--bands 0,1,2: band numbers start at 1")
-    assert exc.value.render(train_flag).startswith("--bands 0,1,2:")
-    err = ParameterError(
-        "score_threshold", "below; use `score_threshold` 0.3", value=0.1, source="m.onnx"
-    )
-    assert (
-        err.render(dashed_flag) == "m.onnx: --score-threshold 0.1: below; use --score-threshold 0.3"
-    )
-    assert str(err) == "m.onnx: score_threshold=0.1: below; use score_threshold 0.3"
-
-
-def test_parity_fails_on_non_finite_outputs_and_the_opset_range_is_the_exporters():
-    from torch.onnx import _constants
-
-    from scalemae_det.export.options import MAX_OPSET
-    from scalemae_det.export.parity import compare
-    from scalemae_det.runtime.detections import Detections
-
-    ref = [
-        Detections(np.array([[0, 0, 9, 9]], np.float32), np.array([0.9], np.float32), np.array([1]))
-    ]
-    assert compare(ref, ref, 0.3, 10, "float32", "test").passed
-    nan = [
-        Detections(
-            np.array([[0, 0, np.nan, 9]], np.float32), np.array([0.9], np.float32), np.array([1])
-        )
-    ]
-    report = compare(ref, nan, 0.3, 10, "float32", "test")
-    assert not report.passed and not report.finite and "NON-FINITE" in report.summary()
-    assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-
-
-def test_parity_probes_below_a_threshold_that_leaves_nothing_to_compare(
-    world, place, monkeypatch, capsys
-):
-    """At 0.9999 the tiny model keeps (almost) nothing; the check then compares at a lower
-    threshold, and passes."""
-    values = {**{k: str(v) for k, v in world.items()}, **{k: str(v) for k, v in place.items()}}
-    code, _, err = run(f"{EXPORT} --score-threshold 0.9999", values, monkeypatch, capsys)
-    assert code == 0, err
-    report = json.loads((place["tmp"] / "m.onnx.parity.json").read_text())
-    assert report["passed"] and report["compared_detections"] < 10
-    probe = report["probe"]
-    assert (
-        probe["lowered"]
-        and probe["score_threshold"] < 0.9999
-        and probe["compared_detections"] >= 10
-    )
-    assert probe["passed"] and probe["finite"]

@@ -6,9 +6,9 @@ import numpy as np
 import rasterio
 import torch
 
-from scalemae_det.checkpoints import detector_state
 from scalemae_det.demo import run_demo
 from scalemae_det.models.detector import build_detector
+from scalemae_det.models.weights import detector_state
 from scalemae_det.runtime.preview import PALETTE
 from scalemae_det.synthetic.layout import CLASS_NAMES
 

@@ -13,8 +13,8 @@ import rasterio
 
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.realdata import ORIGINS, raster
-from helpers.standin import build_model, scene_with_squares
 from scalemae_det.runtime.preview import PALETTE
+from scalemae_det.synthetic.standin import build_model, scene_with_squares
 
 
 def predict(*args, timeout=120) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from scalemae_det.base.geo import gsd_m
 from scalemae_det.data.coco import CocoDetection, batch_gsd, collate
 from scalemae_det.data.labels import indexed_coco
 from scalemae_det.data.transforms import AugmentConfig, TrainTransform
-from scalemae_det.evaluation import evaluate_detections
+from scalemae_det.metrics.coco_ap import evaluate_detections
 
 
 def _write(path, data, driver, **geo):

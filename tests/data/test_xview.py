@@ -12,6 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from helpers import commands
 from scalemae_det.data.chipping import ChipConfig, split_scenes
 from scalemae_det.data.readers.xview import XVIEW_CLASSES, prepare_xview
 
@@ -355,3 +356,37 @@ def test_box_larger_than_a_chip_and_box_across_a_corner_are_kept_clipped(tmp_pat
         shown_x, shown_y = min(650, x0 + 400) - max(150, x0), min(700, y0 + 400) - max(200, y0)
         kinds = [a["iscrowd"] for a in r[2] if a["category_id"] == cat[77]]
         assert kinds == [0 if min(shown_x, shown_y) >= 200 else 1], (x0, y0)
+
+
+def test_prepare_xview_skips_unreadable_scenes_and_a_rerun_keeps_no_chip_of_the_other_split(
+    world, place, monkeypatch, capsys
+):
+    args = commands.values(world, place)
+    xview = (
+        "prepare-xview --geojson {xview_all} --images {xview_images} --out {out} "
+        "--chip 128 --seed 3"
+    )
+    code, out, err = commands.run(
+        f"{xview} --val-fraction 0 --skip-unreadable", args, monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert "1 unreadable scene(s) skipped" in out
+    train = json.loads((place["out"] / "train.json").read_text())
+    assert {i["scene"] for i in train["images"]} == {"1.tif", "2.tif", "3.tif"}
+    assert not [p for p in place["out"].iterdir() if p.name.startswith(".")]  # no work folder left
+
+    code, _, err = commands.run(
+        f"{xview} --val-fraction 0.5 --skip-unreadable", args, monkeypatch, capsys
+    )
+    assert code == 0, err
+    for split in ("train", "val"):
+        records = json.loads((place["out"] / f"{split}.json").read_text())["images"]
+        on_disk = sorted(p.name for p in (place["out"] / split).iterdir())
+        assert (
+            on_disk == sorted(r["file_name"] for r in records) and on_disk
+        )  # exactly this run's chips
+    scenes = [
+        {r["scene"] for r in json.loads((place["out"] / f"{s}.json").read_text())["images"]}
+        for s in ("train", "val")
+    ]
+    assert not scenes[0] & scenes[1]

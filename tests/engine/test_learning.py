@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from scalemae_det import build_detector
-from scalemae_det.evaluation import detections_to_coco, evaluate_detections
+from scalemae_det.metrics.coco_ap import detections_to_coco, evaluate_detections
 
 SIZE = 128
 
@@ -34,7 +34,7 @@ def rectangles(n: int, seed: int):
 
 def coco_map50(model, images, targets) -> float:
     """AP@0.5 with the project's evaluator (itself checked against pycocotools in
-    test_evaluation.py)."""
+    metrics/test_coco_ap.py)."""
     gt = {
         "images": [],
         "annotations": [],

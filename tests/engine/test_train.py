@@ -27,18 +27,18 @@ from torch.utils.data import DataLoader
 
 from helpers.training import CLASSES, TINY, make_dataset, overrides, train_args, write_raster
 from scalemae_det.base.geo import gsd_m
-from scalemae_det.checkpoints import load_detector, read_checkpoint
 from scalemae_det.cli import report_user_errors
 from scalemae_det.data.coco import collate
-from scalemae_det.engine.checkpointing import newest_valid, step_path
 from scalemae_det.engine.data import load_split, train_transform
 from scalemae_det.engine.distributed import DistInfo
 from scalemae_det.engine.loop import Position, make_scaler, train_epoch
 from scalemae_det.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scalemae_det.engine.options import train_flag
+from scalemae_det.engine.resume import newest_valid, step_path
 from scalemae_det.engine.run import main, warn_defaulted_gsd
 from scalemae_det.engine.sampling import SeededSamples, TrainSampler
 from scalemae_det.models.detector import build_detector
+from scalemae_det.models.weights import load_detector, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -310,8 +310,8 @@ def test_init_from_a_detector_keeps_its_config_and_says_which_classes_it_kept(tm
     """train.py --init_from end to end (models/test_transfer.py checks the tensors): the run's
     config is the checkpoint's, the report names the classes kept, new and left, and a --model of
     another config is refused."""
-    from scalemae_det.checkpoints import detector_state
     from scalemae_det.models.detector import build_detector
+    from scalemae_det.models.weights import detector_state
 
     images, labels = make_dataset(tmp_path, 3)  # classes bright, red
     torch.manual_seed(3)

@@ -22,12 +22,12 @@ from rasterio.transform import from_origin
 from helpers.tiny import TINY_CLASSES, TINY_GSD, TINY_TILE
 from scalemae_det.base.errors import ParameterError, UserError
 from scalemae_det.base.metadata import MetadataError
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.demo import BUNDLED
 from scalemae_det.export.onnx_export import export_onnx
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import validation_tiles
 from scalemae_det.export.torchscript_export import export_torchscript
+from scalemae_det.models.weights import load_detector
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.session import Session
 from scalemae_det.synthetic import write_scene

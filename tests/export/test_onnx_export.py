@@ -13,13 +13,14 @@ import torch
 from onnx import numpy_helper
 
 import scalemae_det
+from helpers import commands
 from helpers.onnx import assert_same, run_onnx, split
 from helpers.tiny import TINY_BATCH, TINY_CLASSES, TINY_GSD, TINY_TILE
 from scalemae_det.base.metadata import INPUT_NAME, ModelMetadata
-from scalemae_det.checkpoints import load_detector
 from scalemae_det.export.parity import BLANK_INDEX, TOLERANCES, compare, validation_tiles
 from scalemae_det.export.torchscript_export import load_torchscript
 from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
+from scalemae_det.models.weights import load_detector
 from scalemae_det.runtime.detections import Detections
 
 
@@ -203,3 +204,32 @@ def test_fp16_runs_in_onnxruntime_cpu_within_its_reported_tolerance(
         "onnx", batch=1, gsd=TINY_GSD, validate=False, simplify=False
     )  # also made by the GSD test
     assert result.size_bytes < 0.9 * float32.size_bytes
+
+
+def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(
+    world, place, monkeypatch, capsys
+):
+    """Ctrl-C during tracing: exit 130, one line, no model and no work folder; a work folder that
+    an export killed with SIGKILL left (its process is gone) is removed by the next export of the
+    same output, not others'."""
+    import scalemae_det.export.onnx_export as onnx_export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = commands.values(world, place)
+    with monkeypatch.context() as m:
+        m.setattr(onnx_export, "trace_to_onnx", interrupted)
+        code, _, err = commands.run(commands.EXPORT, args, monkeypatch, capsys)
+    assert (code, err.strip()) == (130, "error: interrupted")
+    commands.no_export(place, world)
+
+    dead = 2**22 + 12345  # above the kernel's default pid_max, so no live process has it
+    stale, other = place["tmp"] / f".m.onnx.work{dead}", place["tmp"] / f".other.onnx.work{dead}"
+    for folder in (stale, other):
+        folder.mkdir()
+        (folder / "raw.onnx").write_bytes(b"half an export")
+    code, _, err = commands.run(f"{commands.EXPORT} --no-validate", args, monkeypatch, capsys)
+    assert code == 0, err
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in place["tmp"].iterdir() if "m.onnx" in p.name) == ["m.onnx"]

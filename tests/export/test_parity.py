@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from helpers import commands
 from scalemae_det.export.parity import compare, validation_tiles
 from scalemae_det.runtime.detections import Detections, unpad
 
@@ -84,3 +87,45 @@ def test_validation_tiles_mix_a_blank_tile_with_busy_ones():
         assert t.shape == (count, 3, 64, 64) and t.dtype == np.float32
         assert not t[1].any() and all(t[i].std() > 0.1 for i in range(count) if i != 1)
         assert t.min() >= 0 and t.max() <= 1
+
+
+def test_parity_fails_on_non_finite_outputs_and_the_opset_range_is_the_exporters():
+    from torch.onnx import _constants
+
+    from scalemae_det.export.options import MAX_OPSET
+    from scalemae_det.export.parity import compare
+    from scalemae_det.runtime.detections import Detections
+
+    ref = [
+        Detections(np.array([[0, 0, 9, 9]], np.float32), np.array([0.9], np.float32), np.array([1]))
+    ]
+    assert compare(ref, ref, 0.3, 10, "float32", "test").passed
+    nan = [
+        Detections(
+            np.array([[0, 0, np.nan, 9]], np.float32), np.array([0.9], np.float32), np.array([1])
+        )
+    ]
+    report = compare(ref, nan, 0.3, 10, "float32", "test")
+    assert not report.passed and not report.finite and "NON-FINITE" in report.summary()
+    assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+
+def test_parity_probes_below_a_threshold_that_leaves_nothing_to_compare(
+    world, place, monkeypatch, capsys
+):
+    """At 0.9999 the tiny model keeps (almost) nothing; the check then compares at a lower
+    threshold, and passes."""
+    args = commands.values(world, place)
+    code, _, err = commands.run(
+        f"{commands.EXPORT} --score-threshold 0.9999", args, monkeypatch, capsys
+    )
+    assert code == 0, err
+    report = json.loads((place["tmp"] / "m.onnx.parity.json").read_text())
+    assert report["passed"] and report["compared_detections"] < 10
+    probe = report["probe"]
+    assert (
+        probe["lowered"]
+        and probe["score_threshold"] < 0.9999
+        and probe["compared_detections"] >= 10
+    )
+    assert probe["passed"] and probe["finite"]

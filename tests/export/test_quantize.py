@@ -1,10 +1,9 @@
 """int8 export: calibrated on a generated scene, the bundled model passes the accuracy gate and
-keeps its
-AP50 on another scene; calibrated on nonsense it is refused and nothing is written.
+keeps its AP50 on another scene; calibrated on nonsense it is refused and nothing is written.
 
-References: AP50 is pycocotools' (scalemae_det.evaluation) over the scene's own ground truth,
-computed
-for a float32 export of the same checkpoint; metadata is compared with the onnx library's reading.
+References: AP50 is pycocotools' (scalemae_det.metrics.coco_ap, run by
+export.agreement.runtime_ap50) over the scene's own ground truth, computed for a float32 export of
+the same checkpoint; metadata is compared with the onnx library's reading.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from affine import Affine
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.metadata import ModelMetadata, read_props
 from scalemae_det.demo import BUNDLED
-from scalemae_det.evaluation import runtime_ap50
+from scalemae_det.export.agreement import runtime_ap50
 from scalemae_det.export.onnx_export import export_onnx, onnx_runner, table_path
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import report_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.standin import scene_with_squares
+from scalemae_det.synthetic.standin import scene_with_squares
 
 REPO = Path(__file__).resolve().parents[2]
 # Run the CLI with torch made unimportable: any attempt is reported on stderr and fails.

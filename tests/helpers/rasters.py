@@ -4,7 +4,8 @@ milliseconds.
 A fresh clone has no ../shared/realdata (see helpers.realdata), so every property a test checks on a
 real file is also checked on one of these: MADE maps each real file's name to a writer of its
 equivalent (same band layout, dtype, nodata, CRS kind and transform kind, smaller). The scene-like
-ones carry the stand-in's bright squares (helpers.standin) so the detector finds something in them.
+ones carry the stand-in's bright squares (scalemae_det.synthetic.standin) so the detector finds
+something in them.
 
     RGB.byte.tif                RGB uint8, UTM 18N, 30 m, nodata 0 in a collar, not a multiple of a
     tile
@@ -30,7 +31,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
-from helpers.standin import SIZE
+from scalemae_det.synthetic.standin import SIZE
 
 
 def write(path: Path, data: np.ndarray, **profile) -> Path:

@@ -80,7 +80,44 @@ def test_every_roi_is_pooled_from_a_real_level():
     assert pool.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     # RoIs of every size class land on the level the FPN rule names (k0=4 at 224 px)
     boxes = torch.tensor([[0, 0, 30, 30], [0, 0, 120, 120], [0, 0, 224, 224], [0, 0, 500, 500.0]])
-    assert pool.map_levels([boxes]).tolist() == [0, 1, 2, 3]
+    assert pool.levels(boxes).tolist() == [0, 1, 2, 3]
+
+
+def test_aligned_pooler_equals_torchvision_levels_and_roi_align():
+    """Against torchvision's MultiScaleRoIAlign (its scales and FPN level of each RoI) and
+    torchvision's roi_align with aligned=True, RoI by RoI."""
+    from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+    from scalemae_det.models.detector import AlignedMultiScaleRoIAlign
+
+    names = ["p2", "p3", "p4", "p5"]
+    feats = {n: torch.randn(2, 8, 256 // s, 320 // s) for n, s in zip(names, (4, 8, 16, 32))}
+    shapes = [(256, 320), (240, 300)]
+    boxes = [  # sides about 20, 145 and 230 px: levels 2, 3 and 4 of the FPN rule
+        torch.tensor([[3.0, 4, 20, 30], [10, 8, 250, 230]]),
+        torch.tensor([[0.0, 0, 150, 140]]),
+    ]
+    ours = AlignedMultiScaleRoIAlign(names, 7, 2)
+    got = ours(feats, boxes, shapes)
+    theirs = MultiScaleRoIAlign(names, 7, 2)
+    theirs(feats, boxes, shapes)  # sets its scales and level mapper
+    assert ours.scales == theirs.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    big = torch.tensor([[0, 0, 30, 30], [0, 0, 120, 120], [0, 0, 224, 224], [0, 0, 500, 500.0]])
+    for b in (torch.cat(boxes), big):
+        assert ours.levels(b).tolist() == theirs.map_levels([b]).tolist()
+    levels = theirs.map_levels(boxes).tolist()
+    assert levels == [0, 2, 1]
+    rows = [(i, b) for i, bs in enumerate(boxes) for b in bs]
+    for k, ((image, box), level) in enumerate(zip(rows, levels)):
+        want = roi_align(
+            feats[names[level]][image : image + 1],
+            [box[None]],
+            7,
+            theirs.scales[level],
+            2,
+            aligned=True,
+        )
+        torch.testing.assert_close(got[k : k + 1], want)
 
 
 def test_detector_outputs_and_losses():
@@ -125,7 +162,7 @@ def _far_edge_matches(
     """Boxes of `reference` reaching the last 12% of a size x size image, each against its best-IoU
     box
     of `other`: (how many, lowest IoU, largest coordinate difference in px)."""
-    from scalemae_det.evaluation import box_iou
+    from scalemae_det.metrics.xview_ap import box_iou
 
     far = reference[(reference[:, 2] > 0.88 * size) | (reference[:, 3] > 0.88 * size)]
     iou = torch.from_numpy(box_iou(far.double().numpy(), other.double().numpy()))

@@ -13,12 +13,12 @@ import torch
 
 from helpers.onnx import assert_same, run_onnx
 from helpers.tiny import TINY_CLASSES, TINY_GSD, TINY_TILE, calibrated_detector
-from scalemae_det.checkpoints import detector_state, load_detector
 from scalemae_det.export.onnx_export import export_onnx
 from scalemae_det.export.options import ExportSpec
 from scalemae_det.export.parity import BLANK_INDEX, validation_tiles
 from scalemae_det.models.detector import build_detector
 from scalemae_det.models.vit import Attention
+from scalemae_det.models.weights import detector_state, load_detector
 
 DIM, HEADS = 24, 3
 

@@ -9,9 +9,9 @@ import torch
 
 from helpers.training import TINY
 from scalemae_det.base.errors import InputError
-from scalemae_det.checkpoints import config_from_dict, detector_state
 from scalemae_det.models.detector import ScaleMAEDetector, build_detector
 from scalemae_det.models.transfer import PREDICTOR, init_from
+from scalemae_det.models.weights import config_from_dict, detector_state
 
 OLD = ["a", "b", "c"]
 NEW = ["c", "x", "a"]  # c and a kept (moved), x new, b dropped

@@ -1,11 +1,10 @@
 """Many machines: sharded predict (K/N, Slurm arrays, Kubernetes Indexed Jobs), run records, the
-job's
-state, and `merge` into one GeoPackage with the duplicates of overlapping scenes removed.
+job's state, and `merge` into one GeoPackage with the duplicates of overlapping scenes removed.
 
 The shards run as users run them, in subprocesses (one killed with SIGKILL and rerun); the scenes
-hold bright squares that the ONNX stand-in (tests/helpers/standin.py) finds exactly, so every
-expected box is known; the merged layer is read back with pyogrio and checked against rasterio's
-reprojection of each square's true outline.
+hold bright squares that the ONNX stand-in (scalemae_det/synthetic/standin.py) finds exactly, so
+every expected box is known; the merged layer is read back with pyogrio and checked against
+rasterio's reprojection of each square's true outline.
 """
 
 from __future__ import annotations
@@ -28,10 +27,10 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
-from helpers.standin import SIZE, build_model, scene_with_squares
 from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime.records import job_state
 from scalemae_det.runtime.shards import parse_shard, shard_of
+from scalemae_det.synthetic.standin import SIZE, build_model, scene_with_squares
 
 needs_pyogrio = pytest.mark.skipif(
     find_spec("pyogrio") is None, reason="GeoPackage needs the gis extra (pyogrio)"

@@ -12,11 +12,12 @@ from affine import Affine
 from rasterio.transform import xy
 from rasterio.warp import transform as warp
 
+from helpers import commands
 from helpers.realdata import ORIGINS, raster
-from helpers.standin import SIZE, build_model, scene_with_squares
 from scalemae_det.runtime import Detections, Detector
 from scalemae_det.runtime.outputs import geojson, image_id, write
 from scalemae_det.runtime.preview import PALETTE, write_preview
+from scalemae_det.synthetic.standin import SIZE, build_model, scene_with_squares
 
 
 @pytest.fixture(scope="module")
@@ -366,3 +367,20 @@ def test_a_file_that_is_not_detections_is_one_clear_error(tmp_path):
         read_detections(tmp_path / "y.json")
     with pytest.raises(MissingPathError):
         read_detections(tmp_path / "none.csv")
+
+
+def test_predict_write_failure_is_one_line_and_leaves_no_partial_file(
+    world, place, monkeypatch, capsys
+):
+    import scalemae_det.runtime.outputs as outputs
+
+    def disk_full(result, path, *args):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(outputs, "write", disk_full)
+    args = commands.values(world, place)
+    code, _, err = commands.run(commands.PREDICT, args, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err
+    assert "a.geojson" in errors[0] and "No space left on device" in errors[0]
+    commands.nothing(place, world)

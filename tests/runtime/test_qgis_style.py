@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-from helpers.standin import CLASSES, build_model, scene_with_squares
 from scalemae_det.runtime.job import SceneOptions, predict_job
 from scalemae_det.runtime.job_layer import merge_job
 from scalemae_det.runtime.preview import PALETTE
+from scalemae_det.synthetic.standin import CLASSES, build_model, scene_with_squares
 
 pyogrio = pytest.importorskip("pyogrio", reason="GeoPackages need the gis extra (pyogrio)")
 

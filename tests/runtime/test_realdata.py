@@ -8,10 +8,10 @@ import pytest
 import rasterio
 
 from helpers.realdata import NAMES, ORIGINS, raster, realdata_dir
-from helpers.standin import build_model, metadata
 from scalemae_det.base.errors import UserError, dashed_flag
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.session import Session
+from scalemae_det.synthetic.standin import build_model, metadata
 
 # the failures we expect, by (file, gsd mode); the stand-in model has a 1 m GSD. The real
 # corrupt.tif's

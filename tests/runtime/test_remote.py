@@ -3,7 +3,7 @@
 
 Every server is started by a fixture on an ephemeral port of 127.0.0.1 and stopped after; each test
 gets its own HTTP server (its own port), so GDAL's process-wide cache of remote files never serves
-one test the bytes another fetched. The scenes hold the stand-in's bright squares (helpers.standin),
+one test the bytes another fetched. The scenes hold the stand-in's bright squares (scalemae_det.synthetic.standin),
 so the reference for a remote run is the same scene read from its local file.
 """
 
@@ -23,11 +23,11 @@ from rasterio.warp import transform as warp_transform
 
 from helpers.cli import NO_TORCH, REPO
 from helpers.servers import Fault, RangeServer, S3Server, write_cog
-from helpers.standin import build_model, scene_with_squares
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.remote import gdal_path, is_url, scrub, shown, url_name
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.inputs import expand_scenes
+from scalemae_det.synthetic.standin import build_model, scene_with_squares
 
 SIDE = 768
 CORNERS = [(10 + 60 * i, 10 + 60 * j) for i in range(13) for j in range(13) if (i + j) % 3 == 0]

@@ -8,13 +8,19 @@ import pytest
 import rasterio
 
 import scalemae_det.runtime.detector as detector_mod
-from helpers.standin import SIZE, build_model, metadata, reference, scene_with_squares
 from scalemae_det.base.errors import UserError
 from scalemae_det.base.pixels import FILL
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.scene import batches, open_scene
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import plan
+from scalemae_det.synthetic.standin import (
+    SIZE,
+    build_model,
+    metadata,
+    reference,
+    scene_with_squares,
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.standin import build_model, scene_with_squares
 from scalemae_det.base.errors import ParameterError, dashed_flag
 from scalemae_det.runtime.session import NAMES, Session, trt_cache_dir
+from scalemae_det.synthetic.standin import build_model, scene_with_squares
 
 TRT = NAMES["tensorrt"]
 

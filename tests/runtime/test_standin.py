@@ -1,10 +1,10 @@
-"""The ONNX stand-in detector (tests/helpers/standin.py) does what its numpy rule says."""
+"""The ONNX stand-in detector (scalemae_det/synthetic/standin.py) does what its numpy rule says."""
 
 import numpy as np
 import onnx
 
-from helpers.standin import SIZE, build_model, metadata, reference
 from scalemae_det.base.metadata import INPUT_NAME, ModelMetadata
+from scalemae_det.synthetic.standin import SIZE, build_model, metadata, reference
 
 
 def test_standin_matches_its_numpy_rule(tmp_path):

@@ -5,12 +5,12 @@ neighbours are not is an object's upper-left corner; the box runs from there ove
 to the right and below (up to RUN pixels), so an object cut by a tile edge gets the box of its
 visible part, as a real detector's would. Boxes are scored by the corner's grey value and labelled
 2 when blue outweighs red there, else 1. A blank tile gives no detection. Inputs, outputs and
-metadata follow runtime/metadata.py exactly.
+metadata follow base/metadata.py exactly.
 
 `scene_with_squares` writes GeoTIFFs holding such squares, so every expected box is known.
-Shared by the tests and the benchmarks (bench/bench_predict.py), so it lives outside any test
-module;
-tests/test_runtime_standin.py checks the graph against its numpy rule.
+Shared by the tests and the benchmarks (bench/bench_predict.py), so it lives in the package;
+tests/runtime/test_standin.py checks the graph against its numpy rule. Needs onnx (the `train`
+extra) to build the graph; running it needs only the runtime.
 """
 
 from __future__ import annotations

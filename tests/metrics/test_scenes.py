@@ -1,4 +1,4 @@
-"""Scene-level scoring (scalemae_det.scoring, `scalemae-det score`) against pycocotools on a
+"""Scene-level scoring (scalemae_det.metrics.scenes, `scalemae-det score`) against pycocotools on a
 generated scene."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import contextlib
 import copy
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,13 +16,14 @@ import rasterio
 from rasterio.warp import transform as warp
 from typer.testing import CliRunner
 
+from helpers.cli import NO_TORCH, REPO
 from scalemae_det.cli import app
+from scalemae_det.metrics.scenes import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.detector import SceneResult
 from scalemae_det.runtime.outputs import coco as coco_results
 from scalemae_det.runtime.outputs import geojson
 from scalemae_det.runtime.scene import Scene
-from scalemae_det.scoring import read_truth, results_for_truth, score_scenes, stitch_chips
 from scalemae_det.synthetic.writers import write_scene
 
 SIZE, TILE, OVERLAP = 640, 256, 0.2
@@ -369,3 +372,24 @@ def test_evaluate_scene_level_scores_stitched_chip_detections(tmp_path, tiny_che
     )
     assert metrics["level"] == "scene" and metrics["num_images"] == 1
     assert metrics["AP"] == score_scenes(scenes, expected)["AP"]
+
+
+def test_score_runs_without_torch(scene, tmp_path):
+    """`score` on an edge box: torch unimportable, the same AP as pycocotools in this process."""
+    root, _, truth = scene
+    out = tmp_path / "m.json"
+    args = ["score", root / "7.geojson", "--truth", root / "7.json", "--out", out]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torch import attempted" not in done.stderr
+    dets = results_for_truth([root / "7.geojson"], read_truth(root / "7.json"))
+    ap, ap50, _ = _pycocotools(truth, dets, len(dets))
+    metrics = json.loads(out.read_text())
+    assert metrics["AP"] == pytest.approx(ap, abs=1e-12)
+    assert metrics["AP50"] == pytest.approx(ap50, abs=1e-12)

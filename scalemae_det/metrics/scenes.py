@@ -6,7 +6,7 @@ DIUx-xView/xView1_baseline scoring/score.py). Chips overlap, so scoring chip by 
 object in an overlap up to four times and cuts the ones on chip edges into pieces; and a
 deployment runs `predict` on scenes, merging tiles at their seams. So the frame here is scene
 pixels: ground truth and detections are brought into it, then scored by
-`evaluation.evaluate_detections` (COCO AP by pycocotools, the xView AP), plus the count of
+`metrics.coco_ap.evaluate_detections` (COCO AP by pycocotools, the xView AP), plus the count of
 duplicate detections (a second detection of an object already found), which is what a seam merge
 that failed leaves behind.
 
@@ -37,7 +37,8 @@ from scalemae_det.base.errors import InputError, PathError
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
-from scalemae_det.evaluation import ClassMatches, evaluate_detections, greedy_matches, xyxy
+from scalemae_det.metrics.coco_ap import evaluate_detections
+from scalemae_det.metrics.xview_ap import ClassMatches, greedy_matches, xyxy
 from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile, plan
 

@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, finding the newest valid one, and RNG states.
+"""Resuming training: training-state checkpoints written atomically, pruned, the newest valid one
+found, and RNG states. (Reading weight files is `models.weights`.)
 
 Files live beside `--save_checkpoint_path` P: `P.stem-step00001234.pth` every `--save_every`
 steps and at each epoch's end (the newest few kept), and P itself when training ends. Each is
@@ -20,7 +21,7 @@ import torch
 
 from scalemae_det.base.atomic import atomic_path
 from scalemae_det.base.errors import InputError, UserError
-from scalemae_det.checkpoints import read_checkpoint
+from scalemae_det.models.weights import read_checkpoint
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
