@@ -3,8 +3,9 @@
 
 Every server is started by a fixture on an ephemeral port of 127.0.0.1 and stopped after; each test
 gets its own HTTP server (its own port), so GDAL's process-wide cache of remote files never serves
-one test the bytes another fetched. The scenes hold the stand-in's bright squares (scalemae_det.synthetic.standin),
-so the reference for a remote run is the same scene read from its local file.
+one test the bytes another fetched. The scenes hold the stand-in's bright squares
+(scalemae_det.synthetic.standin), so the reference for a remote run is the same scene read from its
+local file.
 """
 
 from __future__ import annotations
