@@ -6,7 +6,7 @@ the bundled model.
 
 Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`,
 int8
-with the library's quantisation (export.quantize) of the float32 graph, calibrated on a generated
+with the library's quantization (export.quantize) of the float32 graph, calibrated on a generated
 scene read by the runtime's reader. The bundled model goes through the full `--precision int8`
 export instead (calibration, then the accuracy gate against float32 on held-out tiles), and its
 three exports are scored (AP50, pycocotools) by the runtime over another generated scene. vit_base
@@ -88,7 +88,7 @@ def exports(
             os.replace(int8_model(paths["fp32"], meta, tiles, Path(scratch))[0], out)
     paths["int8"] = out
     print(
-        f"  {name} int8: calibrated and quantised in {time.perf_counter() - t0:.0f} s", flush=True
+        f"  {name} int8: calibrated and quantized in {time.perf_counter() - t0:.0f} s", flush=True
     )
     return paths, gate
 

@@ -10,7 +10,7 @@ figures on each.
 NOT YET RUN ON A GPU: no GPU has been lent to this project so far; `--smoke` runs every stage on
 the CPU provider with vit_tiny_patch16 to check the script itself (49 s on the 2-core machine).
 Expected time on a GPU machine, by estimate only: ViT-L traces (about 60 s each for float32 and
-fp16 on the CPU, as measured here), its quantisation (pre-processing and quantize_static on the
+fp16 on the CPU, as measured here), its quantization (pre-processing and quantize_static on the
 CPU, calibration on CUDA: 2-4 min), two TensorRT engine builds (minutes each; cached under
 ~/.cache/scalemae-det/tensorrt for a rerun). If it runs long, lower --calibration-tiles and
 --passes.
@@ -23,7 +23,7 @@ Stages (each timed, results appended to OUT/gpu_check.json and printed as a mark
    gate).
 2. per configuration, through the runtime's own Session (so the int8 TensorRT switch is the one
    predict uses): cuda/fp32, cuda/fp16, tensorrt/fp16 (the fp16 graph), tensorrt/int8 (the QDQ
-   graph, `trt_int8_enable`, explicit quantisation): tiles/s over --passes batches after a warm-up
+   graph, `trt_int8_enable`, explicit quantization): tiles/s over --passes batches after a warm-up
    (the TensorRT engine build is timed apart), and precision/recall against CPU float32 on held-out
    tiles of a generated scene (same class, IoU >= 0.5: export.agreement), for the bundled model
    (meaningful) and for ViT-L (random weights: indicative only).

@@ -19,6 +19,9 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from scalemae_det.base.errors import InputError
 
 FORMAT_VERSION = 1
+# Share of a tile's side it shares with its neighbour when neither the caller nor the model says
+# otherwise: predict's tiling, score's seam count and the overlap a GIS export recommends.
+DEFAULT_OVERLAP = 0.2
 
 # Graph I/O names, fixed by the contract.
 INPUT_NAME = "images"

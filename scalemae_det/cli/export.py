@@ -9,6 +9,7 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import InputError
+from scalemae_det.base.metadata import DEFAULT_OVERLAP
 from scalemae_det.export.options import (
     DEFAULT_BATCH,
     DEFAULT_TILE,
@@ -16,7 +17,6 @@ from scalemae_det.export.options import (
     MIN_OPSET,
     ExportSpec,
 )
-from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
 
 DEFAULTS = ExportSpec()
 FORMATS = ("onnx", "torchscript", "deepness", "all")
@@ -74,7 +74,7 @@ def export_command(
         DEFAULTS.precision,
         "--precision",
         help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported "
-        "against float32); or int8 (static QDQ quantisation calibrated on --calibration, "
+        "against float32); or int8 (static QDQ quantization calibrated on --calibration, "
         "accepted only when its detections agree with float32's on held-out tiles; ONNX "
         "only).",
     ),

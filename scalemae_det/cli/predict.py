@@ -12,6 +12,7 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import dashed_flag
+from scalemae_det.base.metadata import DEFAULT_OVERLAP
 from scalemae_det.cli.options import (
     bands_option,
     crs_option,
@@ -32,7 +33,7 @@ def predict_command(
     out: Path = out_option("output folder (one file per scene)"),
     provider: str = provider_option(),
     overlap: float = typer.Option(
-        0.2, "--overlap", help="fraction of a tile shared with its neighbour"
+        DEFAULT_OVERLAP, "--overlap", help="fraction of a tile shared with its neighbour"
     ),
     batch: int = typer.Option(None, "--batch", help="tiles per run", show_default="the model's"),
     score_threshold: float = score_threshold_option(),

@@ -9,6 +9,7 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import MissingPathError
+from scalemae_det.base.metadata import DEFAULT_OVERLAP
 from scalemae_det.cli.options import out_option
 
 
@@ -41,7 +42,9 @@ def score_command(
     tile: int = typer.Option(
         None, "--tile", help="predict's tile in scene pixels, to count duplicates at its seams"
     ),
-    overlap: float = typer.Option(0.2, "--overlap", help="predict's tile overlap, with --tile"),
+    overlap: float = typer.Option(
+        DEFAULT_OVERLAP, "--overlap", help="predict's tile overlap, with --tile"
+    ),
 ) -> None:
     """Score detections of whole scenes: COCO AP and AP50 per class, the xView AP, duplicates at
     tile seams."""

@@ -1,4 +1,4 @@
-"""The int8 accuracy gate: does the quantised model find what the float32 model finds?
+"""The int8 accuracy gate: does the quantized model find what the float32 model finds?
 
 Element-wise parity (export/parity.py) is the wrong test for int8: every score and box moves a
 little, and what matters is whether the detections survive. So the float32 graph's detections on
@@ -10,7 +10,7 @@ class, IoU >= 0.5, each partner claimed once, in decreasing score order):
 - recall: the share of float32 detections that an int8 detection matches.
 
 A detection scoring within SCORE_MARGIN of the graph's score threshold may fall on either side of
-it after quantisation without either model being wrong, so, like parity.py's cut-off rule, such
+it after quantization without either model being wrong, so, like parity.py's cut-off rule, such
 detections are not counted on their own side, but remain available as partners on the other side.
 Both shares must reach the bar (0.95 by default) for the export to be accepted.
 """
@@ -57,7 +57,7 @@ class AgreementReport:
     min_agreement: float
     score_floor: float
     iou_threshold: float
-    calibration: dict  # method, tiles, scenes, what was quantised
+    calibration: dict  # method, tiles, scenes, what was quantized
     ap50: dict | None  # {"float32": x, "int8": y, "labels": path} when a labelled set was given
     float32_parity: (
         dict | None

@@ -1,7 +1,7 @@
 """Tiles of the user's own scenes for int8 calibration and for the accuracy gate, read as predict
 reads them.
 
-The ranges int8 quantisation fixes are only as good as the tiles they are measured on, so the tiles
+The ranges int8 quantization fixes are only as good as the tiles they are measured on, so the tiles
 come from the scenes the model will run on and go through the runtime's own reader
 (`runtime.scene.open_scene` + `batches`): the same band choice, value stretch, resampling to the
 export's GSD and tile size, and nodata fill. Tiles are drawn from all scenes in a seeded random
@@ -9,7 +9,7 @@ order (not the first rows of the first scene, which are often collar or sea), an
 mostly nodata are left out: their FILL pixels would pull the measured ranges toward a value no real
 pixel has. The first `count` tiles calibrate; the next `held_out` are kept apart for the gate, so
 the
-gate judges the quantised model on tiles it was not calibrated on.
+gate judges the quantized model on tiles it was not calibrated on.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ detection.py, geodeep.py):
    Deepness' code reads), `tiles_overlap` a whole percent (Deepness reads it with int()),
    `det_conf` (the export's score threshold), `det_iou_thresh`, `det_type`.
 
-The rows are made by ONNX nodes appended to the exported (validated, simplified, quantised)
+The rows are made by ONNX nodes appended to the exported (validated, simplified, quantized)
 graph, so the deepness flavour of any precision detects exactly what the default flavour does;
 `check_rows` compares the two graphs on the validation tiles.
 """

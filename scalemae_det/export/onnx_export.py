@@ -11,7 +11,7 @@ onnxruntime.transformers.float16 converter was tried on the float32 graph and pr
 models here: it duplicates Cast nodes under one name and mistypes the NMS `If` subgraphs
 (float vs float16 ReduceMax outputs); onnxconverter-common is not a dependency.
 
-int8: the float32 graph is traced and validated as usual, then quantised (export/quantize.py) on
+int8: the float32 graph is traced and validated as usual, then quantized (export/quantize.py) on
 tiles of the user's scenes (export/calibration.py) and kept only when it finds what the float32
 graph finds on held-out tiles (export/agreement.py); the gate's figures replace the parity report.
 """
@@ -208,12 +208,12 @@ def int8_model(
 ):
     """The int8 model of a float32 export in `work` (graph with the contract's metadata), calibrated
     on
-    `tiles`: (path, export.quantize.Quantised, its metadata). No gate: see `_int8`."""
+    `tiles`: (path, export.quantize.Quantized, its metadata). No gate: see `_int8`."""
     from scalemae_det.export.calibration import in_batches
     from scalemae_det.export.quantize import quantize_int8
 
     metadata = replace(float_meta, precision=PRECISIONS["int8"], calibration_table=table_name)
-    quantised = quantize_int8(
+    quantized = quantize_int8(
         float_graph,
         work / "int8_final.onnx",
         in_batches(tiles, float_meta.batch),
@@ -223,13 +223,13 @@ def int8_model(
         providers,
         finish=lambda model: finish_graph(model, metadata),
     )
-    return quantised.path, quantised, metadata
+    return quantized.path, quantized, metadata
 
 
 def _int8(
     prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log
 ):
-    """Calibrate, quantise and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in
+    """Calibrate, quantize and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in
     `work`,
     or UserError when the gate refuses it."""
     from scalemae_det.export.agreement import (
@@ -250,11 +250,11 @@ def _int8(
         held_out_count(spec.calibration_tiles, spec.batch),
     )
     log(
-        f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantising "
+        f"calibrating ({spec.calibration_method}, {len(tiles.calibration)} tiles) and quantizing "
         "to int8"
     )
     table = work / "table.flatbuffers"
-    int8_graph, quantised, metadata = int8_model(
+    int8_graph, quantized, metadata = int8_model(
         float_graph,
         float_meta,
         tiles.calibration,
@@ -289,7 +289,7 @@ def _int8(
         score_floor=float_meta.score_threshold + SCORE_MARGIN,
         iou_threshold=IOU_THRESHOLD,
         calibration={
-            **quantised.describe(),
+            **quantized.describe(),
             "scenes": tiles.scenes,
             "held_out_tiles": len(tiles.held_out),
             "tiles_left_out_nodata": tiles.skipped_nodata,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.runtime.tiling import DEFAULT_OVERLAP
+from scalemae_det.base.metadata import DEFAULT_OVERLAP
 
 Log = Callable[[str], None]  # progress messages, one per step
 
@@ -122,7 +122,7 @@ class ExportSpec:
         if kind == "torchscript" and self.int8:
             raise ParameterError(
                 "precision",
-                "int8 is for ONNX exports (onnxruntime's quantisation), not TorchScript",
+                "int8 is for ONNX exports (onnxruntime's quantization), not TorchScript",
                 value=self.precision,
                 source=str(out),
             )

@@ -122,7 +122,7 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
     wrapper = FixedScaleDetector(
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()
-    # an int8 export is traced and validated in float32, then quantised (export.quantize): the
+    # an int8 export is traced and validated in float32, then quantized (export.quantize): the
     # metadata
     # says float32 until the int8 graph is written
     metadata = ModelMetadata(

@@ -1,28 +1,28 @@
-"""Static int8 quantisation (QDQ) of an exported float32 detector graph, calibrated on given tiles.
+"""Static int8 quantization (QDQ) of an exported float32 detector graph, calibrated on given tiles.
 
 This module knows no flags: `quantize_int8(float_graph, out, tiles, work_dir)` writes the int8 graph
 and returns what it did; export/onnx_export.py decides when, and the gate (export/agreement.py)
 whether the result is kept.
 
-What is quantised, and why (measured on this project's shared 2-core AVX-512 VNNI CPU with
+What is quantized, and why (measured on this project's shared 2-core AVX-512 VNNI CPU with
 onnxruntime 1.31; bench/bench_precision.py gives the end-to-end figures in the README):
 - Where the time goes differs less than expected between models. In the bundled tiny model at tile
   256 (onnxruntime's profiler) the box head's convolutions over 1000 RoIs take 30%, the ViT blocks
-  19%, the RPN head 14%, RoIAlign 11%, the pyramid 8%. Quantising step by step (tiny, MinMax,
+  19%, the RPN head 14%, RoIAlign 11%, the pyramid 8%. Quantizing step by step (tiny, MinMax,
   16 calibration and 16 held-out tiles): trunk alone 0.97x float32, + pyramid 0.97x, + RPN
   convolutions 1.21x, + box head 2.08x. vit_base_patch16 at tile 512 (process CPU time per tile,
   which the neighbours' load does not inflate): the trunk's Gemms alone 1.27x, the trunk with its
   attention MatMuls 1.24x, everything below 2.14x. So the MatMul/Gemm/Conv/ConvTranspose nodes of
   the backbone (`/features/`: patch embedding, ViT blocks, pyramid), of the RPN's shared
-  convolutions (`/rpn/head/conv/`) and of the box head (`/roi_heads/box_head/`) are quantised.
+  convolutions (`/rpn/head/conv/`) and of the box head (`/roi_heads/box_head/`) are quantized.
 - Kept float32: the layers that emit scores and box deltas directly (RPN objectness and deltas,
-  the box predictor: a few hundred MACs per RoI; quantising them too gained nothing, 2.03x vs 2.08x
+  the box predictor: a few hundred MACs per RoI; quantizing them too gained nothing, 2.03x vs 2.08x
   on tiny) and everything after them: anchor decoding, RoIAlign, NMS, the padding of the outputs,
   which work on pixel coordinates of hundreds (the same split as the fp16 export in fixed_scale).
   The scopes are the attribute names of FixedScaleDetector (`features`, `rpn`, `roi_heads`), which
   the tracer writes into node names.
 - Symmetric int8 for activations and weights (S8S8), weights per output channel: TensorRT's
-  explicit quantisation takes only symmetric (zero-point 0) int8, and on this CPU S8S8 ran within
+  explicit quantization takes only symmetric (zero-point 0) int8, and on this CPU S8S8 ran within
   5% of U8S8 (vit_base 2.14x vs 2.25x, tiny 1.43x vs 1.45x in another run), so one file serves CPU,
   CUDA and TensorRT.
 - Calibration method: MinMax is the default. On the tiny model MinMax, Entropy and Percentile gave
@@ -45,8 +45,8 @@ onnxruntime mechanics:
   execution provider reads (`trt_int8_calibration_table_name`). That table is for non-QDQ graphs:
   onnxruntime's TensorRT EP documentation says a table must not be given with a Q/DQ graph,
   because TensorRT refuses one when Q/DQ nodes are present; the runtime therefore runs this graph
-  on TensorRT with `trt_int8_enable` and TensorRT's explicit quantisation (its Q/DQ nodes), and the
-  table is kept beside the model for TensorRT builds of the float32 graph (implicit quantisation).
+  on TensorRT with `trt_int8_enable` and TensorRT's explicit quantization (its Q/DQ nodes), and the
+  table is kept beside the model for TensorRT builds of the float32 graph (implicit quantization).
 """
 
 from __future__ import annotations
@@ -66,39 +66,39 @@ from scalemae_det.base.metadata import INPUT_NAME
 from scalemae_det.export.options import CALIBRATION_METHODS, ExportSpec
 
 DEFAULT_METHOD = ExportSpec().calibration_method
-QUANTISED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
-QUANTISED_SCOPES = ("/features/", "/rpn/head/conv/", "/roi_heads/box_head/")
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+QUANTIZED_SCOPES = ("/features/", "/rpn/head/conv/", "/roi_heads/box_head/")
 
 
 @dataclass
-class Quantised:
+class Quantized:
     path: Path
     method: str
-    nodes: list[str]  # names of the quantised nodes
+    nodes: list[str]  # names of the quantized nodes
     tiles: int  # calibration tiles seen
     table: Path | None = None  # TensorRT calibration table, when asked for
     float_nodes: list[str] = field(default_factory=list)  # candidate ops left in float32
 
     def describe(self) -> dict:
-        """What the parity report records about the quantisation."""
-        scopes = {s: sum(n.startswith(s) for n in self.nodes) for s in QUANTISED_SCOPES}
+        """What the parity report records about the quantization."""
+        scopes = {s: sum(n.startswith(s) for n in self.nodes) for s in QUANTIZED_SCOPES}
         left = Counter(re.sub(r"_\d+$", "", "/".join(n.split("/")[:4])) for n in self.float_nodes)
         return {
             "method": self.method,
             "tiles": self.tiles,
-            "quantised_nodes": len(self.nodes),
-            "quantised_by_scope": scopes,
+            "quantized_nodes": len(self.nodes),
+            "quantized_by_scope": scopes,
             "float32_compute_nodes_by_scope": dict(sorted(left.items())),
         }
 
 
-def quantised_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(nodes to quantise, compute nodes left float32), by op type and name scope (see the module
+def quantized_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(nodes to quantize, compute nodes left float32), by op type and name scope (see the module
     doc)."""
     chosen, left = [], []
     for node in model.graph.node:
-        if node.op_type in QUANTISED_OPS:
-            (chosen if node.name.startswith(QUANTISED_SCOPES) else left).append(node.name)
+        if node.op_type in QUANTIZED_OPS:
+            (chosen if node.name.startswith(QUANTIZED_SCOPES) else left).append(node.name)
     return chosen, left
 
 
@@ -130,13 +130,13 @@ def calibrate(
     work: Path,
     providers: list[str] | None = None,
 ):
-    """Ranges (onnxruntime TensorsData) of the inputs and outputs of QUANTISED_OPS nodes over
+    """Ranges (onnxruntime TensorsData) of the inputs and outputs of QUANTIZED_OPS nodes over
     `batches`."""
     from onnxruntime.quantization import create_calibrator
 
     calibrator = create_calibrator(
         graph,
-        list(QUANTISED_OPS),
+        list(QUANTIZED_OPS),
         augmented_model_path=str(work / "augmented.onnx"),
         calibrate_method=_method(method),
         use_external_data_format=True,
@@ -172,7 +172,7 @@ def quantize_int8(
     table: Path | None = None,
     providers: list[str] | None = None,
     finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model,
-) -> Quantised:
+) -> Quantized:
     """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`),
     calibrated
     on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory."""
@@ -192,10 +192,10 @@ def quantize_int8(
         save_as_external_data=True,
         external_data_location="pre.onnx.data",
     )
-    nodes, left = quantised_nodes(onnx.load(str(pre), load_external_data=False))
+    nodes, left = quantized_nodes(onnx.load(str(pre), load_external_data=False))
     if not nodes:
         raise ValueError(
-            f"{float_graph}: no {'/'.join(QUANTISED_OPS)} node under {', '.join(QUANTISED_SCOPES)}"
+            f"{float_graph}: no {'/'.join(QUANTIZED_OPS)} node under {', '.join(QUANTIZED_SCOPES)}"
         )
     counted = []
     ranges = calibrate(pre, (counted.append(len(b)) or b for b in batches), method, work, providers)
@@ -226,4 +226,4 @@ def quantize_int8(
     onnx.save(finish(onnx.load(str(work / "int8.onnx"))), str(out))
     if table is not None:
         write_trt_table(ranges, table)
-    return Quantised(out, method, nodes, sum(counted), table, left)
+    return Quantized(out, method, nodes, sum(counted), table, left)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from scalemae_det.base.errors import InputError, PathError
+from scalemae_det.base.metadata import DEFAULT_OVERLAP
 from scalemae_det.base.pixels import raster_errors
 from scalemae_det.base.rows import coco_results
 from scalemae_det.data.labels import coco_annotation, read_coco_json
@@ -355,7 +356,10 @@ def stitch_chips(
 
 
 def duplicates(
-    truth: dict, matches: dict[int, ClassMatches], tile: int | None = None, overlap: float = 0.2
+    truth: dict,
+    matches: dict[int, ClassMatches],
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
 ) -> dict:
     """Second detections of an object already found (IoU >= threshold with a claimed box), from the
     detections' `greedy_matches` against `truth`.
@@ -406,7 +410,7 @@ def score_scenes(
     xview_counting: str = "corrected",
     ignore_category_ids: Sequence[int] = (),
     tile: int | None = None,
-    overlap: float = 0.2,
+    overlap: float = DEFAULT_OVERLAP,
 ) -> dict:
     """`evaluate_detections` of scene detections (every detection of a scene counted: no per-image
     cap)

@@ -16,14 +16,14 @@ import numpy as np
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.base.metadata import DEFAULT_OVERLAP, ModelMetadata
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.inputs import Source
 from scalemae_det.runtime.prefetch import prefetch as prefetched
 from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.session import Session
-from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, TRUNCATION_MARGIN, Tile
+from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
 
 
 @dataclass

@@ -19,7 +19,7 @@ from affine import Affine
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
 from scalemae_det.base.geo import gsd_m
-from scalemae_det.base.metadata import ModelMetadata
+from scalemae_det.base.metadata import DEFAULT_OVERLAP, ModelMetadata
 from scalemae_det.base.pixels import (
     FILL,
     ValueRange,
@@ -31,7 +31,7 @@ from scalemae_det.base.pixels import (
 )
 from scalemae_det.base.remote import open_path, reading
 from scalemae_det.runtime.inputs import Source, as_source
-from scalemae_det.runtime.tiling import DEFAULT_OVERLAP, Tile, plan
+from scalemae_det.runtime.tiling import Tile, plan
 
 GSD_MODES = ("resample", "as-is")
 MAX_RESAMPLE = 4.0  # beyond this the scene is not what the model was made for

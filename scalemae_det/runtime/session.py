@@ -6,7 +6,7 @@ so the providers the session really got are reported (`providers`, `note`), and 
 
 An int8 model (QDQ graph, `precision: int8` in its metadata) runs on TensorRT with
 `trt_int8_enable`: TensorRT then takes the graph's QuantizeLinear/DequantizeLinear nodes as its
-quantisation (explicit quantisation). No calibration table is passed for such a graph: onnxruntime's
+quantization (explicit quantization). No calibration table is passed for such a graph: onnxruntime's
 TensorRT EP documentation says a table must not be given with Q/DQ nodes, which TensorRT refuses.
 Layers the export left in float32 stay float32 on TensorRT too (fp16 is not switched on with int8).
 The metadata is read from the file before the session is made (`read_props`): the TensorRT options
@@ -98,7 +98,7 @@ def provider_options(
             "trt_engine_cache_path": str(trt_cache or trt_cache_dir()),
         }
         if precision == "int8":
-            options["trt_int8_enable"] = True  # explicit quantisation from the graph's Q/DQ nodes
+            options["trt_int8_enable"] = True  # explicit quantization from the graph's Q/DQ nodes
         return options
     return {}
 

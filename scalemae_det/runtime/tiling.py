@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-DEFAULT_OVERLAP = 0.2  # share of a tile's side it shares with its neighbour, unless told
 TRUNCATION_MARGIN = (
     2.0  # model pixels: a box this close to an inner tile edge may be cut by it (Tile.truncated)
 )

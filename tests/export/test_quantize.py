@@ -91,7 +91,7 @@ def test_int8_graph_and_metadata(int8, float32):
 
 
 def test_gate_catches_a_model_calibrated_on_constant_tiles(float32, scenes, tmp_path):
-    """The agreement figures themselves: quantised with ranges from constant tiles, judged on real
+    """The agreement figures themselves: quantized with ranges from constant tiles, judged on real
     ones."""
     from scalemae_det.export.agreement import agreement
     from scalemae_det.export.calibration import read_tiles
