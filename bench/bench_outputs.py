@@ -100,8 +100,8 @@ def synthetic_scene(workdir: Path, size: int) -> Path:
 
 
 # Measures one command from a fresh, small Python: Linux carries a process's peak RSS across fork
-# and
-# exec, so a child forked straight from this (torch-importing) process would report this one's peak.
+# and exec, so a child forked straight from this (torch-importing) process would report this one's
+# peak.
 LAUNCHER = """
 import json, os, subprocess, sys, time
 with open(sys.argv[1], "w") as log:

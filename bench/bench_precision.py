@@ -5,12 +5,12 @@ the bundled model.
     .venv/bin/python -m bench.bench_precision --models vit_large_patch16 --threads 2 --rounds 2
 
 Each model is exported at --tile, batch 1, without onnxslim: float32 and fp16 with `export_onnx`,
-int8
-with the library's quantization (export.quantize) of the float32 graph, calibrated on a generated
-scene read by the runtime's reader. The bundled model goes through the full `--precision int8`
-export instead (calibration, then the accuracy gate against float32 on held-out tiles), and its
-three exports are scored (AP50, pycocotools) by the runtime over another generated scene. vit_base
-and vit_large get random weights: fine for speed, meaningless for accuracy, so they skip the gate.
+int8 with the library's quantization (export.quantize) of the float32 graph, calibrated on a
+generated scene read by the runtime's reader. The bundled model goes through the full `--precision
+int8` export instead (calibration, then the accuracy gate against float32 on held-out tiles), and
+its three exports are scored (AP50, pycocotools) by the runtime over another generated scene.
+vit_base and vit_large get random weights: fine for speed, meaningless for accuracy, so they skip
+the gate.
 
 Timing: one session per precision, `--threads` intra-op threads; the precisions take turns, one
 pass of `--tiles` tiles each per round, and the median pass counts, so that load from other jobs

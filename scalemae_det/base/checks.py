@@ -144,8 +144,7 @@ def output_file(
     path: str | os.PathLike, param: str | None = None, new_folder: bool = False
 ) -> Path:
     """A file path that can be written (created, or replaced by a rename): its folder exists and is
-    writable,
-    or, with `new_folder`, can be created (the writer makes it)."""
+    writable, or, with `new_folder`, can be created (the writer makes it)."""
     path = Path(path)
     if path.is_dir():
         raise _path_error(path, param, "is a folder; give a file name")

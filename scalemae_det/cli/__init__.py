@@ -7,9 +7,8 @@ torch-free `predict` start fast.
 
 Every problem a user can cause ends as one `error: ...` line on stderr and a non-zero exit: a
 `UserError` from a library (exit 1) and the usage errors of click (which typer vendors), such as a
-missing option or a
-value of the wrong type (exit 2, click's code for usage errors), which click would otherwise
-draw as a framed panel.
+missing option or a value of the wrong type (exit 2, click's code for usage errors), which click
+would otherwise draw as a framed panel.
 """
 
 from __future__ import annotations

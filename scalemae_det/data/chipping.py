@@ -374,10 +374,9 @@ def chip_dataset(
 
     Everything is written into a work folder inside `out` and moved into place only when every scene
     is done, replacing the previous run's train/, val/ and label files as a whole: a failed or
-    killed
-    run leaves the previous output as it was (and its work folder is removed by the next run), and a
-    rerun never keeps chips of a scene that has changed split. An unreadable scene stops the run,
-    naming GDAL's cause, unless `skip_unreadable`, which leaves it out and counts it.
+    killed run leaves the previous output as it was (and its work folder is removed by the next
+    run), and a rerun never keeps chips of a scene that has changed split. An unreadable scene stops
+    the run, naming GDAL's cause, unless `skip_unreadable`, which leaves it out and counts it.
 
     Counts: `scenes`, `chips` and `boxes` per split, `boxes_outside_scene`, `unreadable_scenes`
     (one line each), `split` (scene names per split).

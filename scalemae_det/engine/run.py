@@ -330,8 +330,7 @@ def fit(run: Run, val_split: DataSplit | None, console: Console) -> None:
             train_one_epoch(run, loader, advance)
         last = epoch + 1 == args.num_epochs
         # the epoch's checkpoint says whether its evaluation is still to run, so that a run stopped
-        # during
-        # the evaluation runs it when resumed instead of counting the epoch as done
+        # during the evaluation runs it when resumed instead of counting the epoch as done
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         progress.eval_pending = bool(val_split) and (
             last or bool(args.eval_every and (epoch + 1) % args.eval_every == 0)

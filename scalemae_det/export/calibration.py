@@ -8,8 +8,7 @@ export's GSD and tile size, and nodata fill. Tiles are drawn from all scenes in 
 order (not the first rows of the first scene, which are often collar or sea), and tiles that are
 mostly nodata are left out: their FILL pixels would pull the measured ranges toward a value no real
 pixel has. The first `count` tiles calibrate; the next `held_out` are kept apart for the gate, so
-the
-gate judges the quantized model on tiles it was not calibrated on.
+the gate judges the quantized model on tiles it was not calibrated on.
 """
 
 from __future__ import annotations

@@ -230,8 +230,7 @@ def _int8(
     prep: Prepared, float_graph: Path, parity: ParityReport | None, out: Path, work: Path, log: Log
 ):
     """Calibrate, quantize and gate; (int8 graph, TensorRT table, int8 metadata, gate report) in
-    `work`,
-    or UserError when the gate refuses it."""
+    `work`, or UserError when the gate refuses it."""
     from scalemae_det.export.agreement import (
         IOU_THRESHOLD,
         SCORE_MARGIN,

@@ -25,10 +25,9 @@ CALIBRATION_METHODS = (
 TILE_MULTIPLE = 32  # the transform pads to 32; a tile that needs no padding keeps the graph exact
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on
 # Opsets the exporter can write for this model: scaled_dot_product_attention needs 14; 20 is the
-# newest the
-# TorchScript-based exporter knows (torch/onnx/_constants.py, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a
-# test
-# keeps the two equal), and ONNX Runtime has no RoiAlign for opset 22 anyway.
+# newest the TorchScript-based exporter knows (torch/onnx/_constants.py,
+# ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test keeps the two equal), and ONNX Runtime has no RoiAlign
+# for opset 22 anyway.
 MIN_OPSET, MAX_OPSET = 14, 20
 # Graph flavours: "native" follows this project's contract (base/metadata.py), which the runtime
 # runs; "deepness" is the layout and metadata QGIS Deepness and GeoDeep run (export/deepness.py)

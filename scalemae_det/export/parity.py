@@ -297,8 +297,7 @@ class ParityCheck:
 
     def run(self, runners: RunnerFactory) -> ParityReport:
         """Compare at the export's threshold and, when it is lower, at the probe's;
-        `runners(threshold)` gives the
-        exported model at a threshold (None: its own)."""
+        `runners(threshold)` gives the exported model at a threshold (None: its own)."""
         runner, runtime = runners(None)
         exported, padding_zero = runner(self.tiles)
         report = compare(

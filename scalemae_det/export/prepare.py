@@ -123,8 +123,7 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()
     # an int8 export is traced and validated in float32, then quantized (export.quantize): the
-    # metadata
-    # says float32 until the int8 graph is written
+    # metadata says float32 until the int8 graph is written
     metadata = ModelMetadata(
         class_names=list(ckpt["class_names"]),
         gsd=gsd,

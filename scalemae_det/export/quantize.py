@@ -174,8 +174,8 @@ def quantize_int8(
     finish: Callable[[onnx.ModelProto], onnx.ModelProto] = lambda model: model,
 ) -> Quantized:
     """Write the QDQ int8 graph of `float_graph` to `out` (and the TensorRT table to `table`),
-    calibrated
-    on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory."""
+    calibrated on `batches` (each a full (B, 3, T, T) float32 input). `work` is a scratch directory.
+    """
     import logging
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static

@@ -166,8 +166,7 @@ def _coco_eval(gt: dict, detections: Sequence[dict], max_dets: int) -> tuple[dic
         "APl": all_precision[:, :, :, 3, -1],
     }
     # COCOeval marks an undefined value (no ground truth, e.g. in an area range) -1; JSON says null,
-    # as for
-    # the per-class APs and the xView mean, so that no reader averages a -1 in
+    # as for the per-class APs and the xView mean, so that no reader averages a -1 in
     stats = {name: float(v[v > -1].mean()) if (v > -1).any() else None for name, v in parts.items()}
     precision = all_precision[0, :, :, 0, -1]
     ap50 = {}
@@ -181,8 +180,7 @@ def scene_results(
     result, image_id: int, categories: Sequence[dict], model_classes: Sequence[str]
 ) -> list[dict]:
     """COCO result dicts of a runtime `SceneResult` (scene pixels), keyed to a label file's image id
-    and
-    category ids (matched to the model's classes by name)."""
+    and category ids (matched to the model's classes by name)."""
     by_name = {c["name"]: c["id"] for c in categories}
     det = result.detections
     return coco_results(

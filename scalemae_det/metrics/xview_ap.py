@@ -92,12 +92,11 @@ def xview_class_aps(
     """Per-category VOC all-point AP over `greedy_matches`.
 
     "corrected": every category with ground truth gets an AP (0 when it has no detection).
-    "official": a category's boxes in an image count only when the image has a detection of it,
-    and a category with no box counted gets no AP (see the module doc). (The official scorer
-    matches in the order of each image's file; by score here, the same for files sorted by score,
-    as predict writes them.) `matches`: `greedy_matches(gt, detections, iou_threshold)` when the
-    caller
-    has it already.
+    "official": a category's boxes in an image count only when the image has a detection of it, and
+    a category with no box counted gets no AP (see the module doc). (The official scorer matches in
+    the order of each image's file; by score here, the same for files sorted by score, as predict
+    writes them.) `matches`: `greedy_matches(gt, detections, iou_threshold)` when the caller has it
+    already.
     """
     aps = {}
     matches = greedy_matches(gt, detections, iou_threshold) if matches is None else matches

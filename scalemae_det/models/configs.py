@@ -69,10 +69,9 @@ class DetectorConfig:
 CONFIGS: dict[str, DetectorConfig] = {
     # The released ScaleMAE weights (bair-climate-initiative/scale-mae, mae/models_vit.py) with the
     # ViTDet settings of Li et al., "Exploring Plain Vision Transformer Backbones for Object
-    # Detection",
-    # ECCV 2022 (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_{l,b}_100ep.py), except
-    # the
-    # anchors (see anchor_sizes).
+    # Detection", ECCV 2022 (detectron2
+    # projects/ViTDet/configs/COCO/mask_rcnn_vitdet_{l,b}_100ep.py), except the anchors (see
+    # anchor_sizes).
     "vit_large_patch16": DetectorConfig(
         name="vit_large_patch16",
         embed_dim=1024,

@@ -54,9 +54,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is a paragraph around one telling line: a blocked GLOBAL (code to import
-        # and
-        # call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle at
-        # all
+        # and call, i.e. not weights) or, after "WeightsUnpickler error:", bytes that are no pickle
+        # at all
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
         blocked = next((line for line in lines if "GLOBAL" in line), None)
         if blocked:

@@ -4,8 +4,8 @@ by two overlapping scenes kept once.
 The scenes' seams are handled like the tiles' (runtime/seams.py, reused as it is): scene k plays the
 part of tile k, a box within TRUNCATION_MARGIN pixels of its scene's edge is "truncated" (the
 runtime's rule for an inner tile edge, Tile.truncated, on a tile the size of the scene), and
-join_seams()
-compares only boxes of different scenes, so each scene's own result is left as predict made it.
+join_seams() compares only boxes of different scenes, so each scene's own result is left as predict
+made it.
 
 Where: boxes are compared in one metric CRS for the whole job, so that both scenes of a pair decide
 about it with the same numbers: the scenes' own CRS when they all share one projected in metres
@@ -267,9 +267,8 @@ def _dedup(
     footprint.
 
     The scenes enter join_seams() in job order, whichever is scene k, so that merge's tie-break
-    (equal
-    scores: the earlier entry wins; a pair cut from one image scores the same) falls the same way
-    when the neighbour decides about the same pair.
+    (equal scores: the earlier entry wins; a pair cut from one image scores the same) falls the same
+    way when the neighbour decides about the same pair.
     """
     if not neighbours or not len(scores):
         return np.arange(len(scores))

@@ -3,10 +3,9 @@ them.
 
 Each run of `predict` (each attempt of each shard) appends to a file of its own,
 OUT/records/shard-K-of-N.<host>.<pid>.<start>.jsonl, created exclusively (O_EXCL): concurrent shards
-on a shared filesystem never write the same file, so no locking is needed, and appends from two
-NFS clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard
-starts
-a new file and leaves the old one as its history.
+on a shared filesystem never write the same file, so no locking is needed, and appends from two NFS
+clients (whose O_APPEND is not atomic, open(2)) never interleave. A rerun of a killed shard starts a
+new file and leaves the old one as its history.
 
 One JSON object a line, each written with one write(2) and fsynced, so a killed run loses at most
 the line it was writing; readers skip a line that does not parse:

@@ -13,13 +13,11 @@ The metadata is read from the file before the session is made (`read_props`): th
 have to be known when the engine is built.
 
 TensorRT's engine cache (trt_engine_cache_path, ONNX Runtime's TensorRT EP options) is a folder
-under
-XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and removed
-again
-when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run leaves it for
-nothing.
-A home that cannot be written (read-only edge boxes) is TensorRT's problem alone: `auto` goes on
-without TensorRT and says why; `--provider tensorrt` is refused naming the folder.
+under XDG_CACHE_HOME or ~/.cache. It is made only when TensorRT is in the provider chain, and
+removed again when ONNX Runtime then could not use TensorRT (no libnvinfer, no GPU), so no run
+leaves it for nothing. A home that cannot be written (read-only edge boxes) is TensorRT's problem
+alone: `auto` goes on without TensorRT and says why; `--provider tensorrt` is refused naming the
+folder.
 """
 
 from __future__ import annotations

@@ -425,8 +425,8 @@ def test_two_process_ddp_and_accumulation_equal_one_process_with_double_batch(gl
 
 def test_two_torchrun_nodes_equal_one_process_with_the_global_batch(global_batch):
     """Two machines as the README's multi-node command runs them: two torchrun agents (one process
-    each)
-    meeting through a c10d rendezvous on 127.0.0.1, against one process with their global batch."""
+    each) meeting through a c10d rendezvous on 127.0.0.1, against one process with their global
+    batch."""
     root, args = global_batch
     port = free_port()
     nodes = [

@@ -1,13 +1,10 @@
 """Where the real rasters are, and the one way tests ask for a raster: real when present, else skip.
 
 The real GeoTIFFs (from rasterio's own test data) sit in `../shared/realdata` beside the repository
-on
-CI and the project's machines, not on a user's fresh clone. Each test that reads one is parametrised
-over ORIGINS: "made" writes an equivalent with helpers.rasters (always runs), "real" uses the file
-or
-skips saying why. SCALEMAE_DET_REALDATA points elsewhere; naming a folder that does not exist runs
-the
-suite as a fresh clone would (`SCALEMAE_DET_REALDATA=/nonexistent pytest`).
+on CI and the project's machines, not on a user's fresh clone. Each test that reads one is
+parametrised over ORIGINS: "made" writes an equivalent with helpers.rasters (always runs), "real"
+uses the file or skips saying why. SCALEMAE_DET_REALDATA points elsewhere; naming a folder that does
+not exist runs the suite as a fresh clone would (`SCALEMAE_DET_REALDATA=/nonexistent pytest`).
 """
 
 from __future__ import annotations

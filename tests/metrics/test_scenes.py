@@ -54,10 +54,8 @@ def scene(tmp_path_factory):
     """A synthetic scene, its truth, and noisy detections of it as predict would write them.
 
     Detections: 80% of the boxes, jittered by up to 15% of their size, scored at random; false
-    boxes;
-    and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling crosses,
-    and of
-    one that no seam crosses.
+    boxes; and second detections of three objects that a seam of the 256 px, 0.2-overlap tiling
+    crosses, and of one that no seam crosses.
     """
     root = tmp_path_factory.mktemp("scene")
     tif = root / "7.tif"
@@ -79,8 +77,7 @@ def scene(tmp_path_factory):
         labels.append(int(rng.integers(1, 4)))
         scores.append(rng.uniform(0.05, 1))
     # inner tile edges on both axes: stride round(256 * 0.8) = 205, starts 0, 205, 384 (the last
-    # flush with
-    # the end), ends 256, 461, 640; the scene's own edges 0 and 640 are no seams
+    # flush with the end), ends 256, 461, 640; the scene's own edges 0 and 640 are no seams
     seams = (205, 256, 384, 461)
     crossed = [
         a
@@ -198,9 +195,8 @@ def test_truth_as_polygons_in_another_crs_scores_the_same(scene):
 
 def test_chips_stitched_and_merged_equal_the_scene():
     """A perfect chip detector (every box clipped to every chip that shows it) scored per scene: the
-    seam merge
-    leaves one detection per object, where the chips' union counts the pieces in the overlaps as
-    duplicates."""
+    seam merge leaves one detection per object, where the chips' union counts the pieces in the
+    overlaps as duplicates."""
     rng = np.random.default_rng(4)
     size, chip = 700, 400  # chips at 0 and 300 on each axis (stride 300)
     boxes = []

@@ -1,7 +1,6 @@
 """Loading the two published ScaleMAE layouts (the scale-mae release's full MAE checkpoint and
-torchgeo's
-encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the tiny
-config."""
+torchgeo's encoder-only `ScaleMAELarge16_Weights`, torchgeo/models/scale_mae.py), scaled down to the
+tiny config."""
 
 import argparse
 import os

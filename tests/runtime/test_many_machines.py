@@ -483,8 +483,7 @@ def test_scenes_in_neighbouring_utm_zones_merge_each_object_once(tmp_path, model
     assert "compared in EPSG:3263" in report  # one of the two zones, whichever holds the centre
     assert len(bounds) == 11
     # the reference: each square's outline in its own grid, reprojected by rasterio; a square seen
-    # by
-    # both scenes is drawn in B on the nearest pixel to A's, and B's grid is rotated: within 2 m
+    # by both scenes is drawn in B on the nearest pixel to A's, and B's grid is rotated: within 2 m
     tolerance = 2.0 / np.cos(np.radians(lat))  # metres on the ground in EPSG:3857's units there
     expected = [
         (

@@ -14,10 +14,9 @@ from scalemae_det.runtime.session import Session
 from scalemae_det.synthetic.standin import build_model, metadata
 
 # the failures we expect, by (file, gsd mode); the stand-in model has a 1 m GSD. The real
-# corrupt.tif's
-# full-resolution tiles are broken but its overviews are not: resampled 2x (its GSD is ~0.45 m),
-# GDAL reads the overviews and the scene runs; the generated one (cut in half, no overviews) fails
-# both ways
+# corrupt.tif's full-resolution tiles are broken but its overviews are not: resampled 2x (its GSD is
+# ~0.45 m), GDAL reads the overviews and the scene runs; the generated one (cut in half, no
+# overviews) fails both ways
 ERRORS = {("corrupt.tif", "as-is"): "reading failed at window"} | {
     (name, "resample"): "upsampling"
     for name in ("RGB.byte.tif", "rgb1_fake_nir_epsg3857.tif", "shade.tif", "world.rgb.tif")

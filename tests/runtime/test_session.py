@@ -2,8 +2,7 @@
 only.
 
 Tests run as root here, where file modes do not stop a mkdir, so the unwritable home is a path under
-a
-regular file (mkdir fails with NotADirectoryError whoever runs it).
+a regular file (mkdir fails with NotADirectoryError whoever runs it).
 """
 
 import os
