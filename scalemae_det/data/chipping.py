@@ -29,6 +29,7 @@ out (torchvision's heads have no ignore regions). Scene-level evaluation has no 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -445,6 +446,18 @@ def _convert_scene(
     counts["chips"][split] += n_chips
     counts["boxes"][split] += n_boxes
     counts["boxes_outside_scene"] += outside
+
+
+def report_chipping(counts: dict, log: logging.Logger, noun: str) -> None:
+    """One warning line for each kind of input `chip_dataset` left out (its counts), naming the
+    inputs by `noun` ("scene", "image") as the command that ran it does."""
+    if counts["boxes_outside_scene"]:
+        n = counts["boxes_outside_scene"]
+        log.warning(f"warning: {n} box(es) lying outside their {noun} skipped")
+    if counts["unreadable_scenes"]:
+        n = len(counts["unreadable_scenes"])
+        shown = "; ".join(counts["unreadable_scenes"][:3]) + ("; ..." if n > 3 else "")
+        log.warning(f"warning: {n} unreadable {noun}(s) skipped: {shown}")
 
 
 def publish(stage: Path, out: Path) -> None:

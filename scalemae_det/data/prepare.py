@@ -41,6 +41,7 @@ from scalemae_det.data.chipping import (
     chip_dataset,
     inside_scene,
     natural_key,
+    report_chipping,
 )
 from scalemae_det.data.readers import ImageHeader, LabelSet, read_labels
 from scalemae_det.runtime.inputs import IMAGE_SUFFIXES, expand_scenes
@@ -248,10 +249,6 @@ def _report(counts: dict, label_set: LabelSet, val_fraction: float, gsd: float |
             f"warning: {n} image(s) that no label names left out: {shown}"
             + (", ..." if n > 5 else "")
         )
-    if counts["boxes_outside_scene"]:
-        log.warning(
-            f"warning: {counts['boxes_outside_scene']} box(es) lying outside their image skipped"
-        )
     if counts["gsd_ignored"]:
         log.warning(
             f"warning: gsd {gsd:g} not used for {counts['gsd_ignored']} georeferenced image(s): "
@@ -262,10 +259,4 @@ def _report(counts: dict, label_set: LabelSet, val_fraction: float, gsd: float |
             "warning: one scene cannot be split by scene: it is all train and val is empty "
             "(give more images, or a val fraction of 0 to say so)"
         )
-    if counts["unreadable_scenes"]:
-        n = len(counts["unreadable_scenes"])
-        log.warning(
-            f"warning: {n} unreadable image(s) skipped: "
-            + "; ".join(counts["unreadable_scenes"][:3])
-            + ("; ..." if n > 3 else "")
-        )
+    report_chipping(counts, log, "image")

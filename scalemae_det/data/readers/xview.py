@@ -29,6 +29,7 @@ from scalemae_det.data.chipping import (
     check_options,
     chip_dataset,
     natural_key,
+    report_chipping,
 )
 
 log = logging.getLogger(__name__)
@@ -285,16 +286,7 @@ def _report(counts: dict, images: Path) -> None:
     if counts["unknown_type_ids"]:
         ids = ", ".join(f"{t} ({n} boxes)" for t, n in sorted(counts["unknown_type_ids"].items()))
         log.warning(f"warning: boxes of type ids outside the xView classes skipped: {ids}")
-    if counts["boxes_outside_scene"]:
-        log.warning(
-            f"warning: {counts['boxes_outside_scene']} box(es) lying outside their scene skipped"
-        )
-    if counts["unreadable_scenes"]:
-        log.warning(
-            f"warning: {len(counts['unreadable_scenes'])} unreadable scene(s) skipped: "
-            + "; ".join(counts["unreadable_scenes"][:3])
-            + ("; ..." if len(counts["unreadable_scenes"]) > 3 else "")
-        )
+    report_chipping(counts, log, "scene")
     if counts["bad_features"]:
         log.warning(
             f"warning: {counts['bad_features']} feature(s) without a usable image_id, "
