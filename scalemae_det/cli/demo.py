@@ -11,15 +11,15 @@ from scalemae_det.demo import BUNDLED, DEMO_SEED, run_demo
 
 def demo_command(
     out: Path = typer.Option(
-        Path("demo_out"), "-o", "--out", help="Folder for the scene, model, detections and report."
+        Path("demo_out"), "-o", "--out", help="folder for the scene, model, detections and report"
     ),
-    size: int = typer.Option(3072, help="Scene side in pixels."),
+    size: int = typer.Option(3072, help="scene side in pixels"),
     seed: int = typer.Option(
-        DEMO_SEED, help="Scene seed (the bundled model was trained on seeds 1 and 2)."
+        DEMO_SEED, help="scene seed (the bundled model was trained on seeds 1 and 2)"
     ),
-    tile: int = typer.Option(512, help="Tile side of the exported model, a multiple of 32."),
+    tile: int = typer.Option(512, help="tile side of the exported model, a multiple of 32"),
     checkpoint: Path = typer.Option(
-        BUNDLED, help="Detector checkpoint to demonstrate.", show_default="the bundled tiny model"
+        BUNDLED, help="detector checkpoint to demonstrate", show_default="the bundled tiny model"
     ),
 ) -> None:
     """Generate a scene, export the bundled model, detect over the scene, and score the result."""

@@ -30,45 +30,45 @@ def _outputs(out: Path, fmt: str) -> list[tuple[str, Path]]:
 
 
 def export_command(
-    checkpoint: Path = typer.Argument(..., help="Detector checkpoint written by train.py."),
+    checkpoint: Path = typer.Argument(..., help="detector checkpoint written by train.py"),
     out: Path = typer.Option(
-        ..., "-o", "--out", help="Output file; with --format all, its .onnx and .pt siblings."
+        ..., "-o", "--out", help="output file; with --format all, its .onnx and .pt siblings"
     ),
     fmt: str = typer.Option(
         FORMATS[0],
         "--format",
         help="onnx (main path, what predict runs), torchscript, deepness (an ONNX model for QGIS "
-        "Deepness and GeoDeep, batch 1; see docs/gis.md), or all (onnx and torchscript).",
+        "Deepness and GeoDeep, batch 1; see docs/gis.md), or all (onnx and torchscript)",
     ),
     gsd: float | None = typer.Option(
         None,
-        help="Metres per pixel the model will run at; the embedding is baked in.",
+        help="metres per pixel the model will run at; the embedding is baked in",
         show_default="the checkpoint's training GSD",
     ),
     tile: int | None = typer.Option(
         DEFAULTS.tile,
-        help="Square tile side in pixels, a multiple of 32 [default: the size the checkpoint was "
-        f"trained at, rounded up to a multiple of 32; {DEFAULT_TILE} if it records none].",
+        help="square tile side in pixels, a multiple of 32 [default: the size the checkpoint was "
+        f"trained at, rounded up to a multiple of 32; {DEFAULT_TILE} if it records none]",
         show_default=False,
     ),
     batch: int | None = typer.Option(
         None,
-        help="Fixed batch size of the graph.",
+        help="fixed batch size of the graph",
         show_default=f"{DEFAULT_BATCH}; 1 with --format deepness, which takes only 1",
     ),
     overlap: float | None = typer.Option(
         None,
         help="--format deepness: the tile overlap (a fraction, as predict's) written into the "
-        "model for Deepness and GeoDeep, which read it as a whole percent.",
+        "model for Deepness and GeoDeep, which read it as a whole percent",
         show_default=str(DEFAULT_OVERLAP),
     ),
     max_detections: int | None = typer.Option(
         None,
-        help="Rows per tile in the padded outputs.",
+        help="rows per tile in the padded outputs",
         show_default="the checkpoint config's, 300",
     ),
     score_threshold: float | None = typer.Option(
-        None, help="Applied in the graph.", show_default="the checkpoint config's, 0.05"
+        None, help="applied in the graph", show_default="the checkpoint config's, 0.05"
     ),
     precision: str = typer.Option(
         DEFAULTS.precision,
@@ -76,54 +76,54 @@ def export_command(
         help="fp32; fp16 (half-precision backbone, float32 heads and box decoding, parity reported "
         "against float32); or int8 (static QDQ quantization calibrated on --calibration, "
         "accepted only when its detections agree with float32's on held-out tiles; ONNX "
-        "only).",
+        "only)",
     ),
     fp16: bool = typer.Option(
-        False, "--fp16", help="Deprecated: the same as --precision fp16.", hidden=True
+        False, "--fp16", help="deprecated: the same as --precision fp16", hidden=True
     ),
     calibration: list[str] = typer.Option(
         [],
         "--calibration",
         help="int8: scenes or chips to calibrate on (files, directories of rasters, globs, URLs, "
-        "STAC items; repeat the option), read as predict reads them at the export's GSD and tile.",
+        "STAC items; repeat the option), read as predict reads them at the export's GSD and tile",
     ),
     calibration_tiles: int = typer.Option(
         DEFAULTS.calibration_tiles,
         "--calibration-tiles",
-        help="int8: tiles to calibrate on; a quarter as many more, held out, judge the result.",
+        help="int8: tiles to calibrate on; a quarter as many more, held out, judge the result",
     ),
     calibration_method: str = typer.Option(
         DEFAULTS.calibration_method,
         "--calibration-method",
-        help="int8: minmax, entropy or percentile.",
+        help="int8: minmax, entropy or percentile",
     ),
     int8_min_agreement: float = typer.Option(
         DEFAULTS.int8_min_agreement,
         "--int8-min-agreement",
         help="int8: precision and recall of the int8 detections against float32's (same class, IoU "
-        ">= 0.5) must both reach this.",
+        ">= 0.5) must both reach this",
     ),
     int8_labels: Path | None = typer.Option(
         None,
         "--int8-labels",
         help="int8: a COCO label file; with --int8-images, AP50 of both graphs goes into the "
-        "report.",
+        "report",
     ),
     int8_images: Path | None = typer.Option(
-        None, "--int8-images", help="int8: the image folder of --int8-labels."
+        None, "--int8-images", help="int8: the image folder of --int8-labels"
     ),
-    opset: int = typer.Option(DEFAULTS.opset, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}."),
+    opset: int = typer.Option(DEFAULTS.opset, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET}"),
     validate: bool = typer.Option(
         DEFAULTS.validate,
         "--validate/--no-validate",
-        help="Run the export and PyTorch on generated tiles and fail on a mismatch; the report "
-        "goes beside the model as NAME.parity.json.",
+        help="run the export and PyTorch on generated tiles and fail on a mismatch; the report "
+        "goes beside the model as NAME.parity.json",
     ),
     simplify: bool = typer.Option(
         DEFAULTS.simplify,
         "--simplify/--no-simplify",
-        help="Simplify the ONNX graph with onnxslim, kept only when parity holds (so only when "
-        "validating). For vit_large it takes minutes and ~8 GB of memory.",
+        help="simplify the ONNX graph with onnxslim, kept only when parity holds (so only when "
+        "validating). For vit_large it takes minutes and ~8 GB of memory",
     ),
 ) -> None:
     """Export a detector at a fixed GSD, tile and batch size, validated against PyTorch."""

@@ -9,14 +9,14 @@ import typer
 
 def synth_scene(
     out: Path = typer.Option(
-        ..., "-o", "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)."
+        ..., "-o", "--out", help="GeoTIFF to write; its COCO ground truth goes beside it (.json)"
     ),
-    size: int = typer.Option(4096, help="Width and height in pixels."),
-    seed: int = typer.Option(0, help="Layout and texture seed."),
-    gsd: float = typer.Option(0.5, help="Ground sample distance, metres per pixel."),
-    crs: str = typer.Option("EPSG:32633", help="Projected CRS in metres."),
+    size: int = typer.Option(4096, help="width and height in pixels"),
+    seed: int = typer.Option(0, help="layout and texture seed"),
+    gsd: float = typer.Option(0.5, help="ground sample distance, metres per pixel"),
+    crs: str = typer.Option("EPSG:32633", help="projected CRS in metres"),
     nodata_collar: bool = typer.Option(
-        False, "--nodata-collar", help="Irregular nodata band along the edges."
+        False, "--nodata-collar", help="irregular nodata band along the edges"
     ),
 ) -> None:
     """Write a synthetic georeferenced scene with vehicles, buildings and storage tanks."""
@@ -30,15 +30,15 @@ def synth_scene(
 
 
 def synth_chips(
-    out: Path = typer.Option(..., "-o", "--out", help="Folder for the chips and labels.json."),
-    count: int = typer.Option(..., help="Number of chips."),
-    size: int = typer.Option(256, help="Chip width and height in pixels."),
-    seed: int = typer.Option(0, help="Seed of the whole set."),
-    gsd: float = typer.Option(0.5, help="GSD in metres per pixel (the minimum with --gsd-max)."),
+    out: Path = typer.Option(..., "-o", "--out", help="folder for the chips and labels.json"),
+    count: int = typer.Option(..., help="number of chips"),
+    size: int = typer.Option(256, help="chip width and height in pixels"),
+    seed: int = typer.Option(0, help="seed of the whole set"),
+    gsd: float = typer.Option(0.5, help="GSD in metres per pixel (the minimum with --gsd-max)"),
     gsd_max: float = typer.Option(
-        None, help="Draw each chip's GSD uniformly from [--gsd, --gsd-max]."
+        None, help="draw each chip's GSD uniformly from [--gsd, --gsd-max]"
     ),
-    crs: str = typer.Option("EPSG:32633", help="Projected CRS in metres."),
+    crs: str = typer.Option("EPSG:32633", help="projected CRS in metres"),
 ) -> None:
     """Write a training set of synthetic GeoTIFF chips with COCO labels."""
     from scalemae_det.synthetic.writers import write_chips
