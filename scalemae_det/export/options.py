@@ -49,6 +49,17 @@ def trained_tile(ckpt: dict) -> int | None:
     return -(-size // TILE_MULTIPLE) * TILE_MULTIPLE
 
 
+def trained_gsds(ckpt: dict) -> tuple[float, float] | None:
+    """The GSDs the model saw in training, (finest, coarsest) metres: the images' median GSD (the
+    checkpoint's `gsd`) divided by train.py's --scale_range, as data/transforms.py's resize divides
+    it. None when the checkpoint records no scale range (the bundled model, older checkpoints)."""
+    scales = (ckpt.get("args") or {}).get("scale_range")
+    if not isinstance(scales, list | tuple) or len(scales) != 2 or min(scales) <= 0:
+        return None
+    gsd = float(ckpt["gsd"])
+    return gsd / max(scales), gsd / min(scales)
+
+
 DEFAULT_BATCH = 4  # of a native export; a deepness export has batch 1 (GeoDeep feeds one tile)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import scalemae_det.export.parity
+from scalemae_det.base.metadata import ModelMetadata
 from scalemae_det.cli import main
 from scalemae_det.export.parity import Tolerance
 
@@ -147,6 +148,26 @@ def test_all_formats_write_both_files_with_metadata(tmp_path, monkeypatch, capsy
         == (64, 2, 0.3)
     )
     assert err.count("not validated") == 2
+
+
+def test_a_gsd_outside_the_trained_scales_is_warned(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    """Trained on 0.1 m images enlarged 1.6-2.5x, the model saw 0.04-0.0625 m: exporting at the
+    recorded 0.1 m says so and names the middle of the range; 0.05 m, inside it, is quiet."""
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    args = {**(ckpt.get("args") or {}), "scale_range": [1.6, 2.5]}
+    trained = tmp_path / "enlarged.pt"
+    torch.save({**ckpt, "gsd": 0.1, "input_size": 100, "args": args}, trained)
+    out = tmp_path / "m.onnx"
+    base = ("--out", out, "--no-validate", "--batch", "1")
+    code, _, err = run_cli(monkeypatch, capsys, trained, *base)
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warned) == 1, err
+    assert "--gsd 0.1 m is outside the 0.04-0.0625 m" in warned[0]
+    assert "about 0.05 m" in warned[0]
+    out.unlink()
+    code, _, err = run_cli(monkeypatch, capsys, trained, *base, "--gsd", "0.05")
+    assert code == 0 and "warning" not in err, err
+    assert ModelMetadata.from_file(out).gsd == 0.05
 
 
 def test_tile_defaults_to_the_training_size_and_a_far_tile_is_warned(
