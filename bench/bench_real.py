@@ -118,6 +118,8 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
         "--log_every", "10",
         "--save_checkpoint_path", str(save),
     ]  # fmt: skip
+    for override in args.override:
+        cmd += ["--override", override]
     if recipe == "init_from":
         return cmd + ["--init_from", str(args.init_from)]
     return cmd + ["--model", "vit_tiny_patch16"]
@@ -194,7 +196,7 @@ def bench(args: argparse.Namespace) -> list[dict]:
         )
         other += run(
             cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
-                str(args.threads), "--overwrite"),
+                str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite"),
             out / "predict.log", args.threads,
         )  # fmt: skip
         # export's default tile is the training input size, in pixels at the export GSD; score
@@ -203,7 +205,8 @@ def bench(args: argparse.Namespace) -> list[dict]:
         metrics_path = out / "metrics.json"
         other += run(
             cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
-                str(metrics_path), "--tile", str(tile), "--overlap", "0.2"),
+                str(metrics_path), "--tile", str(tile), "--overlap",
+                str(args.predict_overlap)),
             out / "score.log", args.threads,
         )  # fmt: skip
         metrics = json.loads(metrics_path.read_text())
@@ -246,12 +249,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chip", type=int, default=512, help="prepare's chip side, px")
     p.add_argument("--chip_overlap", type=float, default=0.25)
     p.add_argument("--input_size", type=int, default=384, help="training crop, px")
-    p.add_argument("--scale_range", type=float, nargs=2, default=(0.8, 1.25))
-    p.add_argument("--anchor_sizes", type=int, nargs=5, default=(12, 24, 48, 96, 192))
+    p.add_argument("--scale_range", type=float, nargs=2, default=(1.6, 2.5),
+                   help="train.py's; export runs at the GSD in their middle")  # fmt: skip
+    p.add_argument("--anchor_sizes", type=int, nargs=5, default=(16, 32, 64, 128, 256),
+                   help="px at the training scales: 10-95 px crowns enlarged 1.6-2.5x")  # fmt: skip
+    p.add_argument("--predict_overlap", type=float, default=0.5,
+                   help="predict's tile overlap (a 19 m tile cuts many crowns)")  # fmt: skip
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                   help="more train.py --override (model config fields); repeatable")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=250, help="of 10 steps (42 chips, batch 4)")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument("--learning_rate", type=float, default=4e-4)
     p.add_argument("--warmup_steps", type=int, default=50)
     p.add_argument("--reuse", action="store_true", help="keep checkpoints --work already has")
     p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
