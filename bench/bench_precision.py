@@ -51,45 +51,50 @@ def checkpoint_for(name: str, work: Path) -> Path:
 
 
 def exports(
-    name: str, ckpt: Path, work: Path, args, calibration: Path
+    name: str,
+    ckpt: Path,
+    work: Path,
+    calibration: Path,
+    *,
+    tile: int,
+    batch: int,
+    calibration_tiles: int,
+    providers: list[str] | None = None,
+    log=print,
 ) -> tuple[dict[str, Path], str]:
-    """precision -> model path, and the int8 gate's summary (bundled model only)."""
+    """precision -> model path, and the int8 gate's summary (bundled model only: the others have
+    random weights, so their int8 graph is quantized without the gate, on `providers`)."""
     from scalemae_det.base.metadata import ModelMetadata
     from scalemae_det.export.calibration import read_tiles
     from scalemae_det.export.onnx_export import export_onnx, int8_model
     from scalemae_det.export.options import ExportSpec
 
-    base = dict(gsd=GSD, tile=args.tile, batch=1, simplify=False, validate=False)
+    base = dict(gsd=GSD, tile=tile, batch=batch, simplify=False, validate=False)
     paths, gate = {}, ""
     for precision in ("fp32", "fp16"):
         t0 = time.perf_counter()
         paths[precision] = export_onnx(
             ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)
         ).path
-        print(f"  {name} {precision}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
+        log(f"  {name} {precision}: exported in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     out = work / f"{name}_int8.onnx"
     if name == "bundled":
-        result = export_onnx(
-            ckpt,
-            out,
-            ExportSpec(
-                **base,
-                precision="int8",
-                calibration=(str(calibration),),
-                calibration_tiles=args.calibration_tiles,
-            ),
+        spec = ExportSpec(
+            **base,
+            precision="int8",
+            calibration=(str(calibration),),
+            calibration_tiles=calibration_tiles,
         )
-        gate = result.report.summary()
+        gate = export_onnx(ckpt, out, spec).report.summary()
     else:
         meta = ModelMetadata.from_file(paths["fp32"])
-        tiles = read_tiles([calibration], meta, args.calibration_tiles, 0).calibration
+        tiles = read_tiles([calibration], meta, calibration_tiles, 0).calibration
         with tempfile.TemporaryDirectory(dir=work) as scratch:
-            os.replace(int8_model(paths["fp32"], meta, tiles, Path(scratch))[0], out)
+            graph = int8_model(paths["fp32"], meta, tiles, Path(scratch), providers=providers)[0]
+            os.replace(graph, out)
     paths["int8"] = out
-    print(
-        f"  {name} int8: calibrated and quantized in {time.perf_counter() - t0:.0f} s", flush=True
-    )
+    log(f"  {name} int8: calibrated and quantized in {time.perf_counter() - t0:.0f} s")
     return paths, gate
 
 
@@ -163,7 +168,15 @@ def main() -> None:
         rows = []
         for name in args.models:
             print(f"{name}:", flush=True)
-            paths, gate = exports(name, checkpoint_for(name, work), work, args, calibration)
+            paths, gate = exports(
+                name,
+                checkpoint_for(name, work),
+                work,
+                calibration,
+                tile=args.tile,
+                batch=1,
+                calibration_tiles=args.calibration_tiles,
+            )
             rates, cpu = throughput(paths, args.tile, args.threads, args.rounds, args.tiles)
             ap50 = (
                 {p: runtime_ap50(paths[p], work / "test.json", work, provider="cpu") for p in paths}

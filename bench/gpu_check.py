@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-GSD = 0.5
+from bench.bench_precision import GSD, exports
+
 CONFIGS = (("cuda", "fp32"), ("cuda", "fp16"), ("tensorrt", "fp16"), ("tensorrt", "int8"))
 
 
@@ -58,52 +57,6 @@ def random_checkpoint(name: str, path: Path) -> Path:
     torch.manual_seed(0)
     torch.save(detector_state(build_detector(name, 3).eval(), ["a", "b", "c"], GSD), path)
     return path
-
-
-def export_all(
-    name: str,
-    ckpt: Path,
-    work: Path,
-    tile: int,
-    batch: int,
-    scene: Path,
-    cal_tiles: int,
-    providers: list[str],
-) -> dict[str, Path]:
-    from scalemae_det.base.metadata import ModelMetadata
-    from scalemae_det.export.calibration import read_tiles
-    from scalemae_det.export.onnx_export import export_onnx, int8_model
-    from scalemae_det.export.options import ExportSpec
-
-    base = dict(gsd=GSD, tile=tile, batch=batch, simplify=False, validate=False)
-    paths = {}
-    for precision in ("fp32", "fp16"):
-        t0 = time.perf_counter()
-        paths[precision] = export_onnx(
-            ckpt, work / f"{name}_{precision}.onnx", ExportSpec(**base, precision=precision)
-        ).path
-        log(f"{name} {precision} exported in {time.perf_counter() - t0:.0f} s")
-    t0 = time.perf_counter()
-    out = work / f"{name}_int8.onnx"
-    if name == "bundled":
-        result = export_onnx(
-            ckpt,
-            out,
-            ExportSpec(
-                **base, precision="int8", calibration=(str(scene),), calibration_tiles=cal_tiles
-            ),
-        )
-        log(result.report.summary())
-    else:
-        meta = ModelMetadata.from_file(paths["fp32"])
-        tiles = read_tiles([scene], meta, cal_tiles, 0).calibration
-        with tempfile.TemporaryDirectory(dir=work) as scratch:
-            os.replace(
-                int8_model(paths["fp32"], meta, tiles, Path(scratch), providers=providers)[0], out
-            )
-    paths["int8"] = out
-    log(f"{name} int8 in {time.perf_counter() - t0:.0f} s")
-    return paths
 
 
 def check(
@@ -206,9 +159,19 @@ def main() -> None:
         (args.model, random_checkpoint(args.model, work / "random.pt")),
     ):
         t0 = time.perf_counter()
-        paths = export_all(
-            name, ckpt, work, args.tile, args.batch, scene, args.calibration_tiles, providers
+        paths, gate = exports(
+            name,
+            ckpt,
+            work,
+            scene,
+            tile=args.tile,
+            batch=args.batch,
+            calibration_tiles=args.calibration_tiles,
+            providers=providers,
+            log=log,
         )
+        if gate:
+            log(gate)
         results["stages"][f"{name} exports"] = time.perf_counter() - t0
         meta = ModelMetadata.from_file(paths["fp32"])
         held_out = read_tiles([work / "held_out.tif"], meta, 0, args.held_out).held_out
