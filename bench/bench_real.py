@@ -111,6 +111,8 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
         "--warmup_steps", str(args.warmup_steps),
         "--weight_decay", "0.05",
         "--anchor_sizes", *map(str, args.anchor_sizes),
+        "--photometric", str(args.photometric),
+        "--band_gain", str(args.band_gain),
         "--override", f"nms_thresh={args.nms}",
         "--device", "cpu",
         "--num_workers", "0",
@@ -268,6 +270,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="px at the training scales: 10-95 px crowns enlarged 1.6-2.5x")  # fmt: skip
     p.add_argument("--predict_overlap", type=float, default=0.5,
                    help="predict's tile overlap (a 19 m tile cuts many crowns)")  # fmt: skip
+    p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
+    p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
     p.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
                    help="more train.py --override (model config fields); repeatable")  # fmt: skip

@@ -30,16 +30,23 @@ def train_transform(
     input_size: int,
     scale_range: tuple[float, float] | None,
     min_visible_px: float = AugmentConfig.min_box_size,
+    photometric: float = AugmentConfig.photometric,
+    band_gain: float = AugmentConfig.band_gain,
 ) -> Transform:
     """Augmentation with large-scale jitter over `scale_range`; None: no augmentation at all.
 
-    A box cut by the crop is kept when at least `min_visible_px` of its width and height are left.
+    A box cut by the crop is kept when at least `min_visible_px` of its width and height are left;
+    `photometric` and `band_gain` are AugmentConfig's.
     """
     if scale_range is None:
         return EvalTransform(input_size)
     return TrainTransform(
         AugmentConfig(
-            input_size=input_size, scale_range=tuple(scale_range), min_box_size=min_visible_px
+            input_size=input_size,
+            scale_range=tuple(scale_range),
+            min_box_size=min_visible_px,
+            photometric=photometric,
+            band_gain=band_gain,
         )
     )
 

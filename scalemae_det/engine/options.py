@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import InputError, MissingPathError
+from scalemae_det.data.transforms import AugmentConfig
 from scalemae_det.engine.loop import AMP_CHOICES
 
 SCHEDULES = ("cosine", "step")
@@ -71,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=(0.1, 2.0),
         metavar=("LO", "HI"),
         help="large-scale jitter: resize factors relative to native pixels",
+    )
+    _add(
+        data,
+        "photometric",
+        type=float,
+        default=AugmentConfig.photometric,
+        help="brightness, contrast and saturation jitter: each scaled by 1 +- this at most",
+    )
+    _add(
+        data,
+        "band_gain",
+        type=float,
+        default=AugmentConfig.band_gain,
+        help="colour-balance jitter: each band scaled by its own 1 +- this at most (0: off)",
     )
     _add(data, "no_augment", action="store_true", help="train without augmentation (as evaluated)")
     _add(
@@ -294,6 +309,8 @@ def check_args(args: argparse.Namespace) -> None:
         checks.number(name, getattr(args, name), lo=0, integer=True)
     for name in ("weight_decay", "clip_grad"):
         checks.number(name, getattr(args, name), lo=0)
+    for name in ("photometric", "band_gain"):  # a factor 1 - 1 = 0 would blank the image
+        checks.number(name, getattr(args, name), lo=0, hi=1, hi_open=True)
     checks.number("layer_decay", args.layer_decay, lo=0, hi=1, lo_open=True)
     lo, hi = args.scale_range
     checks.number("scale_range", lo, lo=0, lo_open=True)

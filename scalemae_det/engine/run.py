@@ -183,7 +183,11 @@ def load_data(args: Namespace) -> tuple[DataSplit, DataSplit | None, float]:
         args.train_label_file,
         **common,
         transform=train_transform(
-            args.input_size, None if args.no_augment else args.scale_range, args.min_visible_px
+            args.input_size,
+            None if args.no_augment else args.scale_range,
+            args.min_visible_px,
+            args.photometric,
+            args.band_gain,
         ),
     )
     if not any(len(rec.boxes) for rec in train_split.dataset.records):

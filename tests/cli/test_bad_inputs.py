@@ -302,6 +302,10 @@ CASES = {
     "train scale range reversed": Case(
         f"{TRAIN} --scale_range 2 1", ("--scale_range 1.0", "at least 2.0")
     ),
+    "train band gain 1": Case(f"{TRAIN} --band_gain 1", ("--band_gain 1.0", "[0, 1)")),
+    "train photometric negative": Case(
+        f"{TRAIN} --photometric -0.1", ("--photometric -0.1", "[0, 1)")
+    ),
     "train bands 0": Case(f"{TRAIN} --bands 0", ("--bands 0", "band numbers start at 1")),
     "train bands spaced": Case(f"{TRAIN} --bands 3 2 1", ("unrecognized arguments: 2 1",)),
     "train bands comma": Case(f"{TRAIN} --bands 3,2", ("--bands 3,2", "1 or 3")),

@@ -124,6 +124,28 @@ def test_train_transform_is_reproducible_from_the_torch_seed():
     assert outs[0][1]["gsd"] != outs[2][1]["gsd"]
 
 
+def test_band_gain_scales_each_band_by_its_own_factor_within_the_range():
+    """Only band gains on: each band of a flat image comes out flat, times a factor of its own in
+    1 +- band_gain; over many draws the factors fill the range and the bands vary independently."""
+    image = torch.stack([torch.full((32, 32), v) for v in (0.2, 0.4, 0.6)])
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "gsd": 1.0}
+    still = dict(photometric=0.0, flips=False, rotations=False, scale_range=(1.0, 1.0))
+    torch.manual_seed(0)
+    plain, _ = TrainTransform(AugmentConfig(input_size=32, **still))(image, target)
+    assert torch.allclose(plain, image)
+    transform = TrainTransform(AugmentConfig(input_size=32, band_gain=0.25, **still))
+    gains = []
+    for _ in range(300):
+        out, _ = transform(image, target)
+        per_band = out.flatten(1)
+        assert torch.allclose(per_band, per_band[:, :1].expand_as(per_band))  # one factor a band
+        gains.append(per_band[:, 0] / image[:, 0, 0])
+    gains = torch.stack(gains)
+    assert gains.min() >= 0.75 - 1e-6 and gains.max() <= 1.25 + 1e-6
+    assert gains.min() < 0.77 and gains.max() > 1.23
+    assert abs(torch.corrcoef(gains.T)[0, 1]) < 0.2  # not one shared brightness factor
+
+
 class _Synthetic(Dataset):
     def __len__(self):
         return 6
