@@ -114,9 +114,10 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
         "--photometric", str(args.photometric),
         "--band_gain", str(args.band_gain),
         "--override", f"nms_thresh={args.nms}",
+        "--override", f"roi_batch_per_image={args.roi_batch}",
         "--device", "cpu",
         "--num_workers", "0",
-        "--seed", "0",
+        "--seed", str(args.seed),
         "--save_every", "0",
         "--log_every", "10",
         "--save_checkpoint_path", str(save),
@@ -273,12 +274,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
     p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
+    p.add_argument("--roi_batch", type=int, default=256,
+                   help="box-head RoIs sampled per image (model default 512)")  # fmt: skip
     p.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
                    help="more train.py --override (model config fields); repeatable")  # fmt: skip
     p.add_argument("--epochs", type=int, default=250, help="of 10 steps (42 chips, batch 4)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--learning_rate", type=float, default=4e-4)
     p.add_argument("--warmup_steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0, help="train.py --seed")
     p.add_argument("--reuse", action="store_true", help="keep checkpoints --work already has")
     p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
                    help="export's parity check")  # fmt: skip
