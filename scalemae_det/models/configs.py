@@ -44,6 +44,12 @@ class DetectorConfig:
         1000,
     )  # per image; ViTDet's (torchvision's default is 2000 in training)
     box_loss_beta: float = 0.0  # smooth-L1 beta of both heads' box losses; 0: L1, as ViTDet
+    # Factor on the box head's regression loss (the RPN's stays 1): detectron2's
+    # MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT (detectron2/config/defaults.py), 1.0 there and here.
+    # The loss is divided by all sampled RoIs, positives or not (see detector.py), so with few
+    # objects per image the positives' regression is a small share of the loss; this moves it
+    # without moving the sampling (roi_batch_per_image).
+    box_reg_loss_weight: float = 1.0
     detections_per_image: int = 300  # satellite tiles hold many objects
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
@@ -57,6 +63,10 @@ class DetectorConfig:
             )
         if self.rel_pos_grid < 1:
             raise ValueError(f"rel_pos_grid must be at least 1 patch, got {self.rel_pos_grid}")
+        if not self.box_reg_loss_weight > 0:
+            raise ValueError(
+                f"box_reg_loss_weight must be positive, got {self.box_reg_loss_weight}"
+            )
 
     def with_overrides(self, **overrides) -> DetectorConfig:
         known = {f.name for f in fields(self)}

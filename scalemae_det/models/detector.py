@@ -134,9 +134,10 @@ class L1RegionProposalNetwork(RegionProposalNetwork):
 
 class L1RoIHeads(RoIHeads):
     """torchvision's RoI heads with the box loss of `box_loss_beta` (class-specific deltas, as
-    ViTDet)."""
+    ViTDet), times `box_reg_loss_weight`."""
 
     box_loss_beta: float = 0.0
+    box_reg_loss_weight: float = 1.0
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
@@ -149,7 +150,8 @@ class L1RoIHeads(RoIHeads):
         deltas = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
         return [], {
             "loss_classifier": F.cross_entropy(class_logits, labels),
-            "loss_box_reg": box_regression_loss(
+            "loss_box_reg": self.box_reg_loss_weight
+            * box_regression_loss(
                 deltas, regression_targets[positive], self.box_loss_beta, labels.numel()
             ),
         }
@@ -229,6 +231,7 @@ class ScaleMAEDetector(GeneralizedRCNN):
             detections_per_img=cfg.detections_per_image,
         )
         rpn.box_loss_beta = roi_heads.box_loss_beta = cfg.box_loss_beta
+        roi_heads.box_reg_loss_weight = cfg.box_reg_loss_weight
         transform = TileTransform(
             min_size=0,
             max_size=0,

@@ -241,3 +241,25 @@ def test_box_losses_are_torchvisions_at_its_beta_and_l1_at_beta_zero():
     assert 0 < int(pos.sum()) < len(labels)
     deltas = seen["deltas"].reshape(len(labels), -1, 4)[pos, labels[pos]]
     torch.testing.assert_close(l1, (deltas - regression_targets[pos]).abs().sum() / len(labels))
+
+
+def test_box_reg_loss_weight_scales_the_box_heads_regression_alone():
+    """The weight multiplies the RoI head's box loss and nothing else: same samples (same seed),
+    the other three losses are equal and loss_box_reg is the weight times the unweighted one."""
+    images = [torch.rand(3, 128, 128)]
+    targets = [{"boxes": torch.tensor([[10.0, 20, 60, 50], [70, 70, 90, 84]]),
+                "labels": torch.tensor([1, 1])}]  # fmt: skip
+
+    def losses(**overrides):
+        torch.manual_seed(0)
+        model = build_detector("vit_tiny_patch16", 1, **overrides)
+        torch.manual_seed(5)
+        return model(images, targets, gsd=0.5)
+
+    plain, weighted = losses(), losses(box_reg_loss_weight=2.5)
+    assert float(plain["loss_box_reg"]) > 0
+    torch.testing.assert_close(weighted["loss_box_reg"], 2.5 * plain["loss_box_reg"])
+    for name in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier"):
+        torch.testing.assert_close(weighted[name], plain[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="box_reg_loss_weight must be positive"):
+        build_detector("vit_tiny_patch16", 1, box_reg_loss_weight=0)
