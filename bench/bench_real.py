@@ -2,6 +2,7 @@
 
     python -m bench.bench_real                       # both recipes, ../shared/realimagery
     python -m bench.bench_real --recipes scratch --epochs 10 --work /tmp/real
+    python -m bench.bench_real --recipes scratch --work /tmp/real --reuse --tta flip4
 
 Two NEON crops at 0.1 m with DeepForest's tree-crown boxes (`<shared>/realimagery`, see its
 README): the model trains on one and is scored on the other. Each recipe runs, as subprocesses:
@@ -32,6 +33,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from scalemae_det.base.metadata import DEFAULT_TTA_IOU
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCENE = "2019_YELL_2_528000_4978000_image_crop2"
@@ -200,7 +203,8 @@ def bench(args: argparse.Namespace) -> list[dict]:
         )
         other += run(
             cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
-                str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite"),
+                str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite",
+                "--tta", args.tta, "--tta-iou", str(args.tta_iou)),
             out / "predict.log", args.threads,
         )  # fmt: skip
         # export's default tile is the training input size, in pixels at the export GSD; score
@@ -227,7 +231,7 @@ def bench(args: argparse.Namespace) -> list[dict]:
         found = json.loads((dets / f"{HELD_OUT}.geojson").read_text())
         rows.append(
             {
-                "recipe": recipe,
+                "recipe": recipe if args.tta == "none" else f"{recipe}, --tta {args.tta}",
                 "AP50": metrics["AP50"],
                 "AP": metrics["AP"],
                 "AP_iou40": loose["xview_mAP"],
@@ -271,6 +275,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="px at the training scales: 10-95 px crowns enlarged 1.6-2.5x")  # fmt: skip
     p.add_argument("--predict_overlap", type=float, default=0.5,
                    help="predict's tile overlap (a 19 m tile cuts many crowns)")  # fmt: skip
+    p.add_argument("--tta", default="none", help="predict --tta: test-time views (none, flip2, "
+                   "flip4, d8), fused per tile")  # fmt: skip
+    p.add_argument("--tta_iou", type=float, default=DEFAULT_TTA_IOU, help="predict --tta-iou")
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
     p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")

@@ -22,6 +22,9 @@ FORMAT_VERSION = 1
 # Share of a tile's side it shares with its neighbour when neither the caller nor the model says
 # otherwise: predict's tiling, score's seam count and the overlap a GIS export recommends.
 DEFAULT_OVERLAP = 0.2
+# IoU over which predict's test-time views fuse two boxes into one (runtime/tta.py): weighted box
+# fusion's published threshold (Solovyev et al., arXiv:1910.13302, section 4).
+DEFAULT_TTA_IOU = 0.55
 
 # Graph I/O names, fixed by the contract.
 INPUT_NAME = "images"

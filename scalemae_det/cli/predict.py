@@ -12,7 +12,7 @@ import typer
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import dashed_flag
-from scalemae_det.base.metadata import DEFAULT_OVERLAP
+from scalemae_det.base.metadata import DEFAULT_OVERLAP, DEFAULT_TTA_IOU
 from scalemae_det.cli.options import (
     bands_option,
     crs_option,
@@ -47,6 +47,16 @@ def predict_command(
     crs: str = crs_option(),
     fmt: str = typer.Option("geojson", "--format", help="geojson | coco | csv | gpkg"),
     match: str = match_option(),
+    tta: str = typer.Option(
+        "none",
+        "--tta",
+        help="test-time views fused per tile: none, flip2 (and the left-right mirror), flip4 "
+        "(and the top-bottom and both mirrors), d8 (those four transposed too); each view is "
+        "one more run a tile",
+    ),
+    tta_iou: float = typer.Option(
+        DEFAULT_TTA_IOU, "--tta-iou", help="IoU over which the views' boxes fuse into one"
+    ),
     preview: Path = typer.Option(
         None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"
     ),
@@ -93,6 +103,8 @@ def predict_command(
         overwrite,
         aoi,
         stac_asset,
+        tta,
+        tta_iou,
     )
     failed = predict_job(
         scenes,

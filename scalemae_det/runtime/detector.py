@@ -16,7 +16,7 @@ import numpy as np
 
 from scalemae_det.base import checks
 from scalemae_det.base.errors import ParameterError
-from scalemae_det.base.metadata import DEFAULT_OVERLAP, ModelMetadata
+from scalemae_det.base.metadata import DEFAULT_OVERLAP, DEFAULT_TTA_IOU, ModelMetadata
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.inputs import Source
 from scalemae_det.runtime.prefetch import prefetch as prefetched
@@ -24,6 +24,8 @@ from scalemae_det.runtime.scene import Batch, Scene, batches, open_scene
 from scalemae_det.runtime.seams import join_seams
 from scalemae_det.runtime.session import Session
 from scalemae_det.runtime.tiling import TRUNCATION_MARGIN, Tile
+from scalemae_det.runtime.tta import check as check_tta
+from scalemae_det.runtime.tta import run_views
 
 
 @dataclass
@@ -105,22 +107,29 @@ class Detector:
         return score_threshold
 
     def detect_tiles(
-        self, images: np.ndarray, score_threshold: float | None = None
+        self,
+        images: np.ndarray,
+        score_threshold: float | None = None,
+        tta: str = "none",
+        tta_iou: float = DEFAULT_TTA_IOU,
     ) -> list[Detections]:
         """(N, 3, T, T) float32 in [0, 1] (see scalemae_det.base.pixels) -> detections per tile,
-        tile pixels."""
+        tile pixels; `tta` names the test-time views fused per tile (runtime.tta.VIEWS)."""
         t = self.metadata.tile
         if images.ndim != 4 or images.shape[1:] != (3, t, t):
             raise ValueError(f"expected tiles of shape (N, 3, {t}, {t}), got {images.shape}")
         thr = self.threshold(score_threshold)
-        return [det.take(det.scores >= thr) for det in self.session.run(images)]
+        check_tta(tta, tta_iou)
+        found = run_views(self.session.run, images, tta, tta_iou)
+        return [det.take(det.scores >= thr) for det in found]
 
     def _scene_detections(
-        self, batch: Batch, thr: float
+        self, batch: Batch, thr: float, tta: str = "none", tta_iou: float = DEFAULT_TTA_IOU
     ) -> list[tuple[Tile, Detections, np.ndarray]]:
         t = self.metadata.tile
         found = []
-        for tile, nodata, det in zip(batch.tiles, batch.nodata, self.session.run(batch.images)):
+        runs = run_views(self.session.run, batch.images, tta, tta_iou)
+        for tile, nodata, det in zip(batch.tiles, batch.nodata, runs):
             det = det.take(det.scores >= thr)  # thr checked once per scene by detect_scene
             cx = np.clip(((det.boxes[:, 0] + det.boxes[:, 2]) / 2).astype(int), 0, t - 1)
             cy = np.clip(((det.boxes[:, 1] + det.boxes[:, 3]) / 2).astype(int), 0, t - 1)
@@ -142,16 +151,20 @@ class Detector:
         gsd_mode: str = "resample",
         match: str = "ios",
         match_threshold: float = 0.5,
+        tta: str = "none",
+        tta_iou: float = DEFAULT_TTA_IOU,
         prefetch: bool = True,
         progress: Callable[[int, int], None] | None = None,
         area=None,
     ) -> SceneResult:
         """Detect over a whole raster (a file, a URL or a runtime.inputs.Source), or over the tiles
-        meeting `area` (a runtime.aoi.Area), keeping the detections centred inside it.
+        meeting `area` (a runtime.aoi.Area), keeping the detections centred inside it. `tta`
+        names the test-time views, fused per tile before the seams are joined (runtime.tta).
         `progress(done, total)` is called as tiles are done."""
         start = time.perf_counter()
         run_before = self.session.run_seconds
         thr = self.threshold(score_threshold)
+        check_tta(tta, tta_iou)
         scene = open_scene(
             path,
             self.metadata,
@@ -174,7 +187,8 @@ class Detector:
         for batch in prefetched(reader) if prefetch else reader:
             result.tiles_skipped += batch.skipped
             result.tiles_run += len(batch.tiles)
-            for tile, det, trunc in self._scene_detections(batch, thr) if batch.tiles else []:
+            here = self._scene_detections(batch, thr, tta, tta_iou) if batch.tiles else []
+            for tile, det, trunc in here:
                 parts.append(det)
                 tile_ids.append(np.full(len(det), tile.index))
                 truncated.append(trunc)

@@ -35,6 +35,7 @@ from scalemae_det.base.errors import (
     python_name,
     spelled,
 )
+from scalemae_det.base.metadata import DEFAULT_TTA_IOU
 from scalemae_det.runtime.inputs import Source, expand_scenes
 from scalemae_det.runtime.shards import Shard, parse_shard, select
 
@@ -54,6 +55,8 @@ class SceneOptions:
     overwrite: bool
     aoi: Path | None = None  # a vector file: the area of interest
     stac_asset: str | None = None  # the asset of STAC items to read (runtime.stac's default)
+    tta: str = "none"  # test-time views fused per tile (runtime.tta.VIEWS)
+    tta_iou: float = DEFAULT_TTA_IOU  # the IoU over which they fuse
 
 
 @dataclass
@@ -87,6 +90,7 @@ def plan_job(
     from scalemae_det.runtime.scene import check_tiling_options
     from scalemae_det.runtime.seams import METRICS
     from scalemae_det.runtime.session import CHOICES as PROVIDERS
+    from scalemae_det.runtime.tta import check as check_tta
     from scalemae_det.runtime.vector import pyogrio
 
     checks.choice("format", options.fmt, FORMATS)
@@ -97,6 +101,7 @@ def plan_job(
     checks.number("batch", batch, lo=1, integer=True)
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)
+    check_tta(options.tta, options.tta_iou)
     if options.stac_asset is not None and not options.stac_asset.strip():
         raise ParameterError("stac_asset", "needs an asset name", value=options.stac_asset)
     area = None
@@ -134,13 +139,21 @@ def plan_job(
     )
 
 
-def describe_model(model: Path, detector, job: Job, say) -> None:
+def describe_model(model: Path, detector, job: Job, say, options: SceneOptions) -> None:
+    from scalemae_det.runtime.tta import VIEWS
+
     meta, session = detector.metadata, detector.session
     note = f" ({session.note})" if session.note else ""
     say(
         f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
         f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}"
     )
+    if options.tta != "none":
+        views = len(VIEWS[options.tta])
+        say(
+            f"test-time views {options.tta}: {views} runs a tile, fused where IoU > "
+            f"{options.tta_iou:g}"
+        )
     if job.shard.count > 1:
         say(
             f"shard {job.shard} ({job.shard.source}): "
@@ -248,6 +261,8 @@ def run_scene(
             scale=options.scale,
             gsd_mode=options.gsd_mode,
             match=options.match,
+            tta=options.tta,
+            tta_iou=options.tta_iou,
             progress=on_tiles,
             area=area,
         )
@@ -341,7 +356,7 @@ def predict_job(
         say(f"error: {line}", "red")
     detector = Detector(model, provider, batch, threads)
     detector.threshold(options.score_threshold)  # one below the graph's own would change nothing
-    describe_model(model, detector, job, say)
+    describe_model(model, detector, job, say, options)
     failed = len(job.problems) + run_job(job, model, detector, options, console, say, spell)
     if failed:
         say(f"{failed} of {len(job.targets) + len(job.problems)} inputs failed")

@@ -92,6 +92,9 @@ CASES = {
     "predict format": Case(f"{PREDICT} --format xml", ("--format xml", "geojson, coco, csv")),
     "predict crs": Case(f"{PREDICT} --crs utm", ("--crs utm", "wgs84, native")),
     "predict match": Case(f"{PREDICT} --match dice", ("--match dice", "iou, ios")),
+    "predict tta": Case(f"{PREDICT} --tta flip3", ("--tta flip3", "none, flip2, flip4, d8")),
+    "predict tta iou 1": Case(f"{PREDICT} --tta flip2 --tta-iou 1", ("--tta-iou 1", "(0, 1)")),
+    "predict tta iou nan": Case(f"{PREDICT} --tta-iou nan", ("--tta-iou nan", "finite")),
     "predict provider": Case(
         f"{PREDICT} --provider gpu", ("--provider gpu", "auto, tensorrt, cuda, cpu")
     ),
