@@ -2,7 +2,7 @@
 
     python -m bench.bench_real                       # both recipes, ../shared/realimagery
     python -m bench.bench_real --recipes scratch --epochs 10 --work /tmp/real
-    python -m bench.bench_real --recipes scratch --work /tmp/real --reuse --tta flip4
+    python -m bench.bench_real --recipes scratch --work /tmp/real --reuse --tta none
 
 Two NEON crops at 0.1 m with DeepForest's tree-crown boxes (`<shared>/realimagery`, see its
 README): the model trains on one and is scored on the other. Each recipe runs, as subprocesses:
@@ -12,7 +12,8 @@ README): the model trains on one and is scored on the other. Each recipe runs, a
 2. `python train.py` on those chips, from scratch or `--init_from` the bundled model;
 3. `scalemae-det export` to ONNX (tile: the checkpoint's training input size);
 4. the held-out crop written as a GeoTIFF (EPSG:32612, 0.1 m pixels at its NEON tile's corner;
-   the origin is nominal, the GSD is what matters), then `scalemae-det predict` on it;
+   the origin is nominal, the GSD is what matters), then `scalemae-det predict` on it (with
+   `--tta flip4 --tta-iou 0.4` unless told otherwise: the tile and its mirrors, fused);
 5. `scalemae-det prepare` on the held-out crop's XML for its truth in scene pixels
    (`train_scenes.json`), and `scalemae-det score` against it.
 
@@ -33,8 +34,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-from scalemae_det.base.metadata import DEFAULT_TTA_IOU
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCENE = "2019_YELL_2_528000_4978000_image_crop2"
@@ -275,9 +274,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="px at the training scales: 10-95 px crowns enlarged 1.6-2.5x")  # fmt: skip
     p.add_argument("--predict_overlap", type=float, default=0.5,
                    help="predict's tile overlap (a 19 m tile cuts many crowns)")  # fmt: skip
-    p.add_argument("--tta", default="none", help="predict --tta: test-time views (none, flip2, "
+    p.add_argument("--tta", default="flip4", help="predict --tta: test-time views (none, flip2, "
                    "flip4, d8), fused per tile")  # fmt: skip
-    p.add_argument("--tta_iou", type=float, default=DEFAULT_TTA_IOU, help="predict --tta-iou")
+    p.add_argument("--tta_iou", type=float, default=0.4,
+                   help="predict --tta-iou (default 0.55; 0.4 suits touching crowns)")  # fmt: skip
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
     p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")

@@ -5,6 +5,7 @@ torch.
 
     from scalemae_det.runtime import Detector
     result = Detector("model.onnx").detect_scene("scene.tif")   # result.detections in scene pixels
+    result = Detector("model.onnx").detect_scene("scene.tif", tta="flip4")  # mirrored views fused
 
 The names are imported lazily, so `scalemae_det.base.metadata` stays cheap for the exporter.
 """
