@@ -354,6 +354,12 @@ def predict_job(
 
     for line in job.problems:
         say(f"error: {line}", "red")
+    if options.tta == "none" and options.tta_iou != DEFAULT_TTA_IOU:
+        say(
+            f"warning: {spell('tta_iou')} {options.tta_iou:g} has no effect: there are no "
+            f"test-time views to fuse without {spell('tta')}",
+            "yellow",
+        )
     detector = Detector(model, provider, batch, threads)
     detector.threshold(options.score_threshold)  # one below the graph's own would change nothing
     describe_model(model, detector, job, say, options)
