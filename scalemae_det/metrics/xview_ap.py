@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scalemae_det.runtime.detections import box_iou
+
 COUNTINGS = ("corrected", "official")
 XVIEW_NAMES = {"corrected": "xView AP (corrected)", "official": "xView AP (official counting)"}
 
@@ -148,17 +150,6 @@ def voc_ap(tp: np.ndarray, n_gt: int) -> float:
     precision = cum_tp / np.arange(1, tp.size + 1)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     return float(np.sum(np.diff(recall) * envelope))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes (continuous coordinates, no +1)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def xyxy(bbox: Sequence[float]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Detections as three parallel arrays, and the contract's padded outputs turned into them.
+"""Detections as three parallel arrays, the contract's padded outputs turned into them, box IoU.
 
 One type for every layer that handles detections: the runtime's tiles and scenes, the export's
 parity check (which runs the exported model through the same `Session`), the scorers.
@@ -45,3 +45,14 @@ def unpad(
         dets.append(Detections(b[:n], s[:n], c[:n]))
         padding_zero &= not (b[n:].any() or s[n:].any() or c[n:].any())
     return dets, bool(padding_zero)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes (continuous coordinates, no +1)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

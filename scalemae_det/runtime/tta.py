@@ -31,7 +31,7 @@ import numpy as np
 
 from scalemae_det.base import checks
 from scalemae_det.base.metadata import DEFAULT_TTA_IOU
-from scalemae_det.runtime.detections import Detections
+from scalemae_det.runtime.detections import Detections, box_iou
 
 # name -> views, each (transpose, mirror left-right, mirror top-bottom); the first is the identity
 VIEWS: dict[str, tuple[tuple[bool, bool, bool], ...]] = {
@@ -78,15 +78,6 @@ def unview(boxes: np.ndarray, which: tuple[bool, bool, bool], tile: int) -> np.n
     return np.stack([x0, y0, x1, y1], axis=1).astype(boxes.dtype, copy=False)
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    w = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
-    h = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def fuse(views: list[Detections], iou_threshold: float = DEFAULT_TTA_IOU) -> Detections:
     """The views' detections of one tile (same pixels) fused by the module's rules 1-4."""
     pooled = Detections.concat(views)
@@ -108,7 +99,7 @@ def fuse(views: list[Detections], iou_threshold: float = DEFAULT_TTA_IOU) -> Det
         for i in mine:
             best = -1
             if k:
-                overlaps = _iou(boxes[i], fused[:k])
+                overlaps = box_iou(boxes[i : i + 1], fused[:k])[0]
                 best = int(np.argmax(overlaps))
                 if overlaps[best] <= iou_threshold:  # rule 2
                     best = -1
