@@ -199,3 +199,17 @@ def test_no_gpu_means_a_cuda_request_fails(tmp_path, model):
     assert done.returncode == 1 and len(_errors(done.stderr)) == 1
     assert "--provider cuda: requested but CUDAExecutionProvider not usable" in done.stderr
     assert not (tmp_path / "out" / "a.geojson").exists()
+
+
+def test_a_fusion_threshold_without_views_is_said_to_do_nothing(tmp_path, model):
+    scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
+
+    def warnings(*extra):
+        done = predict(scene, "--model", model, "-o", tmp_path / "out", "--overwrite", *extra)
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+
+    assert warnings("--tta-iou", "0.4") == [
+        "warning: --tta-iou 0.4 has no effect: there are no test-time views to fuse without --tta"
+    ]
+    assert warnings("--tta-iou", "0.4", "--tta", "flip2") == []

@@ -3,14 +3,11 @@ the fusion is weighted box fusion as its authors implement it, and a scene run w
 what the stand-in's numpy rule says each view sees."""
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers.cli import NO_TORCH, REPO
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.tta import VIEWS, fuse, unview, view
@@ -175,22 +172,3 @@ def test_a_fused_score_is_the_mean_of_the_corners_the_views_see(detector, name):
     np.testing.assert_allclose(found.scores, [np.mean(expected)], rtol=1e-5)
     np.testing.assert_allclose(found.boxes[0], [c, r, c + SIZE, r + SIZE], atol=1e-4)
     assert len(set(expected)) > 1  # the views did see different corners
-
-
-def test_a_fusion_threshold_without_views_is_said_to_do_nothing(tmp_path):
-    model = build_model(tmp_path / "m.onnx")
-    scene = scene_with_squares(tmp_path / "a.tif", 100, 80, [(10, 10)])
-
-    def predict(*extra):
-        done = subprocess.run(
-            [sys.executable, "-c", NO_TORCH, "predict", str(scene), "--model", str(model),
-             "-o", str(tmp_path / "out"), "--overwrite", *extra],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return [line for line in done.stderr.splitlines() if line.startswith("warning:")]
-
-    assert predict("--tta-iou", "0.4") == [
-        "warning: --tta-iou 0.4 has no effect: there are no test-time views to fuse without --tta"
-    ]
-    assert predict("--tta-iou", "0.4", "--tta", "flip2") == []
