@@ -35,6 +35,8 @@ import time
 import warnings
 from pathlib import Path
 
+from scalemae_det.runtime.tta import VIEWS
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCENE = "2019_YELL_2_528000_4978000_image_crop2"
 HELD_OUT = "2019_YELL_2_541000_4977000_image_crop"
@@ -120,6 +122,7 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
         "--device", "cpu",
         "--num_workers", "0",
         "--seed", str(args.seed),
+        "--ema", str(args.ema),
         "--save_every", "0",
         "--log_every", "10",
         "--save_checkpoint_path", str(save),
@@ -129,6 +132,71 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
     if recipe == "init_from":
         return cmd + ["--init_from", str(args.init_from)]
     return cmd + ["--model", "vit_tiny_patch16"]
+
+
+def held_out_row(args: argparse.Namespace, ckpt: Path, out: Path, scene: Path, truth: Path) -> dict:
+    """Export `ckpt`, predict the held-out scene, score it: the row's figures and seconds."""
+    model, dets = out / "model.onnx", out / "detections"
+    other = run(
+        cli(
+            "export",
+            str(ckpt),
+            "-o",
+            str(model),
+            "--gsd",
+            f"{export_gsd(args):.6g}",
+            *([] if args.validate else ["--no-validate"]),
+        ),
+        out / "export.log",
+        args.threads,
+    )
+    other += run(
+        cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
+            str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite",
+            "--tta", args.tta, "--tta-iou", str(args.tta_iou)),
+        out / "predict.log", args.threads,
+    )  # fmt: skip
+    # export's default tile is the training input size, in pixels at the export GSD; score
+    # counts seam duplicates on the scene's own pixel grid
+    tile = round(args.input_size * export_gsd(args) / GSD)
+    metrics_path = out / "metrics.json"
+    other += run(
+        cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
+            str(metrics_path), "--tile", str(tile), "--overlap",
+            str(args.predict_overlap)),
+        out / "score.log", args.threads,
+    )  # fmt: skip
+    # DeepForest scores crowns at IoU 0.4 (evaluate_boxes' iou_threshold default, in
+    # weecology/DeepForest src/deepforest/evaluate.py); score's --iou moves the threshold of
+    # its all-point (xView) AP, not COCO's AP50
+    loose_path = out / "metrics_iou0.4.json"
+    other += run(
+        cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
+            str(loose_path), "--iou", "0.4"),
+        out / "score.log", args.threads,
+    )  # fmt: skip
+    metrics = json.loads(metrics_path.read_text())
+    loose = json.loads(loose_path.read_text())
+    found = json.loads((dets / f"{HELD_OUT}.geojson").read_text())
+    return {
+        "AP50": metrics["AP50"],
+        "AP": metrics["AP"],
+        "AP_iou40": loose["xview_mAP"],
+        "detections": len(found["features"]),
+        "duplicates": metrics.get("duplicates"),
+        "seam_duplicates": metrics.get("seam_duplicates"),
+        "seconds": other,
+    }
+
+
+def weights_not_averaged(ckpt: Path, out: Path) -> None:
+    """A copy of a `--ema` checkpoint whose model is the weights as trained (engine/ema.py
+    rule 3)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["model"] = state["train"]["weights"]
+    torch.save(state, out)
 
 
 def bench(args: argparse.Namespace) -> list[dict]:
@@ -170,7 +238,6 @@ def bench(args: argparse.Namespace) -> list[dict]:
                         time.perf_counter(), fh)  # fmt: skip
         if not args.parallel:
             jobs[recipe][0].wait()
-    trained = {}
     for recipe, (proc, _start, fh) in jobs.items():
         if proc.wait():
             sys.exit(
@@ -186,61 +253,24 @@ def bench(args: argparse.Namespace) -> list[dict]:
     rows = []
     for recipe in args.recipes:
         out = work / recipe
-        ckpt, model, dets = out / "checkpoint.pth", out / "model.onnx", out / "detections"
-        other = run(
-            cli(
-                "export",
-                str(ckpt),
-                "-o",
-                str(model),
-                "--gsd",
-                f"{export_gsd(args):.6g}",
-                *([] if args.validate else ["--no-validate"]),
-            ),
-            out / "export.log",
-            args.threads,
-        )
-        other += run(
-            cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
-                str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite",
-                "--tta", args.tta, "--tta-iou", str(args.tta_iou)),
-            out / "predict.log", args.threads,
-        )  # fmt: skip
-        # export's default tile is the training input size, in pixels at the export GSD; score
-        # counts seam duplicates on the scene's own pixel grid
-        tile = round(args.input_size * export_gsd(args) / GSD)
-        metrics_path = out / "metrics.json"
-        other += run(
-            cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
-                str(metrics_path), "--tile", str(tile), "--overlap",
-                str(args.predict_overlap)),
-            out / "score.log", args.threads,
-        )  # fmt: skip
-        # DeepForest scores crowns at IoU 0.4 (evaluate_boxes' iou_threshold default, in
-        # weecology/DeepForest src/deepforest/evaluate.py); score's --iou moves the threshold of
-        # its all-point (xView) AP, not COCO's AP50
-        loose_path = out / "metrics_iou0.4.json"
-        other += run(
-            cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
-                str(loose_path), "--iou", "0.4"),
-            out / "score.log", args.threads,
-        )  # fmt: skip
-        metrics = json.loads(metrics_path.read_text())
-        loose = json.loads(loose_path.read_text())
-        found = json.loads((dets / f"{HELD_OUT}.geojson").read_text())
-        rows.append(
-            {
-                "recipe": recipe if args.tta == "none" else f"{recipe}, --tta {args.tta}",
-                "AP50": metrics["AP50"],
-                "AP": metrics["AP"],
-                "AP_iou40": loose["xview_mAP"],
-                "detections": len(found["features"]),
-                "duplicates": metrics.get("duplicates"),
-                "seam_duplicates": metrics.get("seam_duplicates"),
-                "train_min": trained[recipe] / 60,
-                "total_min": (prep + trained[recipe] + other) / 60,
-            }
-        )
+        label = recipe if args.tta == "none" else f"{recipe}, --tta {args.tta}"
+        runs = [(out / "checkpoint.pth", out, label)]
+        if args.ema:  # the same run's weights before averaging: a comparison on one trajectory
+            plain = out / "weights_not_averaged"
+            plain.mkdir(exist_ok=True)
+            weights_not_averaged(out / "checkpoint.pth", plain / "checkpoint.pth")
+            runs.append((plain / "checkpoint.pth", plain, f"{label}, weights not averaged"))
+        for ckpt, folder, name in runs:
+            row = held_out_row(args, ckpt, folder, scene, truth)
+            seconds = row.pop("seconds")
+            rows.append(
+                {
+                    "recipe": name,
+                    **row,
+                    "train_min": trained[recipe] / 60,
+                    "total_min": (prep + trained[recipe] + seconds) / 60,
+                }
+            )
     return rows
 
 
@@ -274,8 +304,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="px at the training scales: 10-95 px crowns enlarged 1.6-2.5x")  # fmt: skip
     p.add_argument("--predict_overlap", type=float, default=0.5,
                    help="predict's tile overlap (a 19 m tile cuts many crowns)")  # fmt: skip
-    p.add_argument("--tta", default="flip4", help="predict --tta: test-time views (none, flip2, "
-                   "flip4, d8), fused per tile")  # fmt: skip
+    p.add_argument("--tta", default="flip4", choices=VIEWS,
+                   help="predict --tta: test-time views, fused per tile")  # fmt: skip
     p.add_argument("--tta_iou", type=float, default=0.4,
                    help="predict --tta-iou (default 0.55; 0.4 suits touching crowns)")  # fmt: skip
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
@@ -290,6 +320,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning_rate", type=float, default=4e-4)
     p.add_argument("--warmup_steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="train.py --seed")
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="train.py --ema; when on, the weights not averaged are scored too",
+    )
     p.add_argument("--reuse", action="store_true", help="keep checkpoints --work already has")
     p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
                    help="export's parity check")  # fmt: skip

@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add(opt, "clip_grad", type=float, default=0.0, help="max gradient norm; 0 turns clipping off")
     _add(
         opt,
+        "ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+        "evaluate and save it as the model; 0 turns it off",
+    )
+    _add(
+        opt,
         "amp",
         default="auto",
         help=f"{', '.join(AMP_CHOICES)}; auto: bf16 on a GPU that has it, else off",
@@ -309,6 +318,7 @@ def check_args(args: argparse.Namespace) -> None:
         checks.number(name, getattr(args, name), lo=0, integer=True)
     for name in ("weight_decay", "clip_grad"):
         checks.number(name, getattr(args, name), lo=0)
+    checks.number("ema", args.ema, lo=0, hi=1, hi_open=True)
     for name in ("photometric", "band_gain"):  # a factor 1 - 1 = 0 would blank the image
         checks.number(name, getattr(args, name), lo=0, hi=1, hi_open=True)
     checks.number("layer_decay", args.layer_decay, lo=0, hi=1, lo_open=True)

@@ -32,6 +32,7 @@ from scalemae_det.engine.distributed import (
     mean_over_ranks,
     shutdown,
 )
+from scalemae_det.engine.ema import WeightAverage
 from scalemae_det.engine.evaluator import evaluate_split
 from scalemae_det.engine.jsonlog import JsonLines
 from scalemae_det.engine.loop import Position, StepStats, make_scaler, resolve_amp, train_epoch
@@ -91,6 +92,7 @@ class Run:
     steps_per_epoch: int
     global_batch: int
     log: JsonLines
+    ema: WeightAverage | None = None  # --ema: the average a checkpoint saves as the model
     progress: Position = field(default_factory=Position)
 
     @property
@@ -115,8 +117,11 @@ class Run:
             "sampler": self.sampler.state_dict(),
             "rng": rngs,
         }
+        if self.ema is not None:  # engine/ema.py rule 3
+            train_state["weights"] = getattr(self.model, "module", self.model).state_dict()
+            train_state["ema_updates"] = self.ema.updates
         return detector_state(
-            self.model,
+            self.model if self.ema is None else self.ema.module,
             self.train.class_names,
             self.gsd,
             train=train_state,
@@ -277,6 +282,7 @@ def build_run(
         steps_per_epoch,
         global_batch,
         log,
+        WeightAverage(model, args.ema) if args.ema else None,
     )
 
 
@@ -299,6 +305,7 @@ def announce(run: Run, resume_path: Path | None, console: Console) -> None:
         f"({len(run.train.class_names)} classes), {run.info.world_size} process(es) on "
         f"{run.info.device}, "
         f"global batch {run.global_batch}, {run.steps_per_epoch} steps/epoch, amp {run.amp}"
+        + ("" if run.ema is None else f", saving the weights' average (--ema {run.args.ema:g})")
     )
 
 
@@ -470,7 +477,17 @@ def restore(path: Path, run: Run, console: Console) -> Position:
         model,
         describe(model.config, model.num_classes) + " (from --model and --override)",
     )
-    model.load_state_dict(ckpt["model"])
+    trained_ema = float(ckpt.get("args", {}).get("ema") or 0.0)
+    if trained_ema != run.args.ema:
+        raise InputError(
+            f"{path}: trained with --ema {trained_ema:g}, now --ema {run.args.ema:g}; resume "
+            "with the same --ema (the average could not continue)"
+        )
+    if run.ema is None:
+        model.load_state_dict(ckpt["model"])
+    else:  # engine/ema.py rule 3
+        model.load_state_dict(state["weights"])
+        run.ema.load(ckpt["model"], state["ema_updates"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
@@ -492,6 +509,8 @@ def step_callback(run: Run, advance):
     window = {"images": 0, "seconds": 0.0}
 
     def on_step(p: Position, stats: StepStats) -> None:
+        if run.ema is not None:
+            run.ema.update(run.model)
         window["images"] += stats.images
         window["seconds"] += stats.seconds
         lr = stats.lr
@@ -534,7 +553,12 @@ def evaluate_epoch(run: Run, val: DataSplit, console: Console) -> None:
     args, info = run.args, run.info
     start = time.perf_counter()
     result = evaluate_split(
-        run.model, val, info, batch_size=args.batch_size, num_workers=args.num_workers, amp=run.amp
+        run.model if run.ema is None else run.ema.module,
+        val,
+        info,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        amp=run.amp,
     )
     if result is None:
         return
