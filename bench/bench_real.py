@@ -194,7 +194,9 @@ def weights_not_averaged(ckpt: Path, out: Path) -> None:
     rule 3)."""
     import torch
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    from scalemae_det.models.weights import read_checkpoint
+
+    state = read_checkpoint(ckpt)
     state["model"] = state["train"]["weights"]
     torch.save(state, out)
 
