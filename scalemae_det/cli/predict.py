@@ -29,7 +29,13 @@ def predict_command(
         help="GeoTIFF scenes: files, directories, glob patterns, URLs (https://, s3://, gs://, "
         "az://) or STAC Item/ItemCollection JSON (a file or a URL)",
     ),
-    model: Path = typer.Option(..., "--model", help="exported scalemae-det ONNX model"),
+    model: list[Path] = typer.Option(
+        ...,
+        "--model",
+        help="exported scalemae-det ONNX model; given more than once, an ensemble: each model "
+        "runs over every scene and their detections are fused (one checkpoint exported at "
+        "several GSDs tests at several scales)",
+    ),
     out: Path = out_option("output folder (one file per scene)"),
     provider: str = provider_option(),
     overlap: float = typer.Option(
@@ -56,6 +62,11 @@ def predict_command(
     ),
     tta_iou: float = typer.Option(
         DEFAULT_TTA_IOU, "--tta-iou", help="IoU over which the views' boxes fuse into one"
+    ),
+    ensemble_iou: float = typer.Option(
+        DEFAULT_TTA_IOU,
+        "--ensemble-iou",
+        help="IoU over which the boxes of several --model fuse into one",
     ),
     preview: Path = typer.Option(
         None, "--preview", help="quicklook PNG; with several scenes put {scene} in the name"
@@ -105,6 +116,7 @@ def predict_command(
         stac_asset,
         tta,
         tta_iou,
+        ensemble_iou,
     )
     failed = predict_job(
         scenes,

@@ -11,7 +11,9 @@ shard's share chosen by scene name), then each scene runs in turn:
    rerun of the same command does only what is missing;
 4. with an area of interest (`aoi`), only the tiles meeting it are read and run and only the
    detections centred inside it kept; a scene it does not touch is skipped, recorded so, with no
-   output (a rerun looks again).
+   output (a rerun looks again);
+5. with several models, each runs over every scene and their detections are fused
+   (runtime.ensemble); the record names every model, and its hash is of theirs in order.
 
 Scenes are runtime.inputs.Source: files, URLs and STAC items alike, named by their file name (a
 URL's without its query) or item id; messages and records show a URL without its credentials.
@@ -57,6 +59,7 @@ class SceneOptions:
     stac_asset: str | None = None  # the asset of STAC items to read (runtime.stac's default)
     tta: str = "none"  # test-time views fused per tile (runtime.tta.VIEWS)
     tta_iou: float = DEFAULT_TTA_IOU  # the IoU over which they fuse
+    ensemble_iou: float = DEFAULT_TTA_IOU  # the IoU over which several models' detections fuse
 
 
 @dataclass
@@ -102,6 +105,7 @@ def plan_job(
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)
     check_tta(options.tta, options.tta_iou)
+    checks.number("ensemble_iou", options.ensemble_iou, lo=0, hi=1, lo_open=True, hi_open=True)
     if options.stac_asset is not None and not options.stac_asset.strip():
         raise ParameterError("stac_asset", "needs an asset name", value=options.stac_asset)
     area = None
@@ -139,15 +143,21 @@ def plan_job(
     )
 
 
-def describe_model(model: Path, detector, job: Job, say, options: SceneOptions) -> None:
+def describe_model(models: list[Path], detector, job: Job, say, options: SceneOptions) -> None:
     from scalemae_det.runtime.tta import VIEWS
 
-    meta, session = detector.metadata, detector.session
-    note = f" ({session.note})" if session.note else ""
-    say(
-        f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
-        f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}"
-    )
+    for model, member in zip(models, getattr(detector, "members", [detector])):
+        meta, session = member.metadata, member.session
+        note = f" ({session.note})" if session.note else ""
+        say(
+            f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m; "
+            f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}"
+        )
+    if len(models) > 1:
+        say(
+            f"ensemble of {len(models)} models: each runs over every scene, their detections "
+            f"fused where IoU > {options.ensemble_iou:g}"
+        )
     if options.tta != "none":
         views = len(VIEWS[options.tta])
         say(
@@ -163,7 +173,7 @@ def describe_model(model: Path, detector, job: Job, say, options: SceneOptions) 
 
 def run_job(
     job: Job,
-    model: Path,
+    models: list[Path],
     detector,
     options: SceneOptions,
     console,
@@ -180,7 +190,7 @@ def run_job(
         TimeRemainingColumn,
     )
 
-    from scalemae_det.base.digest import sha256_file
+    from scalemae_det.base.digest import sha256_files
     from scalemae_det.runtime.records import RunRecord
 
     record = RunRecord(
@@ -188,8 +198,8 @@ def run_job(
         job.shard,
         job.job_names,
         [p.name for p in job.targets],
-        model,
-        sha256_file(model),
+        models[0] if len(models) == 1 else models,
+        sha256_files(models),
         detector.metadata.class_names,
         detector.provider,
         options.fmt,
@@ -316,7 +326,7 @@ def run_scene(
 
 def predict_job(
     scenes: list[str],
-    model: Path,
+    model: Path | list[Path],
     out: Path,
     options: SceneOptions,
     *,
@@ -329,12 +339,17 @@ def predict_job(
     console=None,
     spell: Spelling = python_name,
 ) -> int:
-    """Plan the job, load the model, run this shard's scenes; returns how many inputs failed
-    (inputs that named no raster included). `console` is a rich Console for progress and lines
-    (stderr when None)."""
+    """Plan the job, load the model (or models: rule 5), run this shard's scenes; returns how
+    many inputs failed (inputs that named no raster included). `console` is a rich Console for
+    progress and lines (stderr when None)."""
     from rich.console import Console
 
     from scalemae_det.runtime.detector import Detector
+    from scalemae_det.runtime.ensemble import Ensemble
+
+    models = [Path(m) for m in model] if isinstance(model, (list, tuple)) else [Path(model)]
+    if not models:
+        raise ParameterError("model", "needs at least one model file")
 
     job = plan_job(
         scenes,
@@ -360,10 +375,17 @@ def predict_job(
             f"test-time views to fuse without {spell('tta')}",
             "yellow",
         )
-    detector = Detector(model, provider, batch, threads)
+    if len(models) == 1 and options.ensemble_iou != DEFAULT_TTA_IOU:
+        say(
+            f"warning: {spell('ensemble_iou')} {options.ensemble_iou:g} has no effect: there is "
+            f"one {spell('model')}, nothing to fuse it with",
+            "yellow",
+        )
+    members = [Detector(m, provider, batch, threads) for m in models]
+    detector = members[0] if len(members) == 1 else Ensemble(members, options.ensemble_iou)
     detector.threshold(options.score_threshold)  # one below the graph's own would change nothing
-    describe_model(model, detector, job, say, options)
-    failed = len(job.problems) + run_job(job, model, detector, options, console, say, spell)
+    describe_model(models, detector, job, say, options)
+    failed = len(job.problems) + run_job(job, models, detector, options, console, say, spell)
     if failed:
         say(f"{failed} of {len(job.targets) + len(job.problems)} inputs failed")
     return failed

@@ -10,7 +10,8 @@ new file and leaves the old one as its history.
 One JSON object a line, each written with one write(2) and fsynced, so a killed run loses at most
 the line it was writing; readers skip a line that does not parse:
 - `start`: the shard, its scenes (file names), the whole job's scene count and a key of its scene
-  list, the model (path, SHA-256, class names), provider, host and pid;
+  list, the model (path, or a list of an ensemble's paths; SHA-256; class names), provider, host
+  and pid;
 - `scene`: scene, output (its name in OUT, which may be mounted elsewhere on the machine that reads
   the records), status ok / failed / skipped, detections, tiles, seconds, provider, model
   hash, a one-line reason for failures, and for `ok` the scene's footprint (CRS, transform, size)
@@ -66,7 +67,7 @@ class RunRecord:
         shard: Shard,
         job_scenes: list[str],
         shard_scenes: list[str],
-        model: str | os.PathLike,
+        model: str | os.PathLike | list,
         model_sha256: str,
         class_names: list[str],
         provider: str,
@@ -96,7 +97,7 @@ class RunRecord:
                 "job_scenes": len(job_scenes),
                 "job_key": job_key(job_scenes),
                 "scenes": shard_scenes,
-                "model": str(model),
+                "model": [str(m) for m in model] if isinstance(model, list) else str(model),
                 "model_sha256": model_sha256,
                 "class_names": class_names,
                 "provider": provider,

@@ -1,5 +1,6 @@
 """`scalemae-det predict` as users run it: in a subprocess, without torch, killed, fed bad files."""
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import rasterio
 from helpers.cli import NO_TORCH, REPO, numbered_scenes
 from helpers.realdata import ORIGINS, raster
 from scalemae_det.runtime.preview import PALETTE
-from scalemae_det.synthetic.standin import build_model, scene_with_squares
+from scalemae_det.synthetic.standin import build_model, metadata, scene_with_squares
 
 
 def predict(*args, timeout=120) -> subprocess.CompletedProcess:
@@ -163,6 +164,17 @@ UNUSABLE = {
         "--scale low,high: expected auto or MIN,MAX",
     ),
     "batch 0": (lambda tmp, args: args.extend(["--batch", "0"]), "--batch 0: must be at least 1"),
+    "ensemble of other classes": (
+        lambda tmp, args: args.extend(
+            ["--model", build_model(tmp / "ab.onnx", metadata(class_names=["a", "b"]))]
+        ),
+        "ab.onnx: classes ['a', 'b'], where standin.onnx has",
+    ),
+    "a model twice": (lambda tmp, args: args.extend(["--model", args[3]]), "given twice"),
+    "ensemble IoU": (
+        lambda tmp, args: args.extend(["--ensemble-iou", "0"]),
+        "--ensemble-iou 0.0: must be in (0, 1)",
+    ),
 }
 
 
@@ -213,3 +225,28 @@ def test_a_fusion_threshold_without_views_is_said_to_do_nothing(tmp_path, model)
         "warning: --tta-iou 0.4 has no effect: there are no test-time views to fuse without --tta"
     ]
     assert warnings("--tta-iou", "0.4", "--tta", "flip2") == []
+    assert warnings("--ensemble-iou", "0.4") == [
+        "warning: --ensemble-iou 0.4 has no effect: there is one --model, nothing to fuse it with"
+    ]
+
+
+def test_several_models_run_as_the_library_ensemble_and_are_recorded(tmp_path, model):
+    from scalemae_det.runtime import Detector
+    from scalemae_det.runtime.ensemble import Ensemble
+
+    coarse = build_model(tmp_path / "coarse.onnx", metadata(gsd=2.0))
+    scene = scene_with_squares(tmp_path / "a.tif", 150, 130, [(5, 5), (50, 9), (90, 40)], size=24)
+    out = tmp_path / "out"
+    done = predict(scene, "--model", model, "--model", coarse, "-o", out, "--ensemble-iou", "0.4")
+    assert done.returncode == 0, done.stderr
+    assert "ensemble of 2 models" in done.stderr
+    features = json.loads((out / "a.geojson").read_text())["features"]
+    got = np.array(sorted(f["properties"]["pixel_bbox"] for f in features))
+    want = Ensemble([Detector(model, "cpu"), Detector(coarse, "cpu")], 0.4).detect_scene(scene)
+    assert len(got) == len(want.detections) == 3
+    np.testing.assert_allclose(got, sorted(want.detections.boxes.tolist()), atol=1e-3)
+    (record,) = (out / "records").glob("*.jsonl")
+    start = json.loads(record.read_text().splitlines()[0])
+    assert start["model"] == [str(model), str(coarse)]
+    digests = "".join(hashlib.sha256(p.read_bytes()).hexdigest() + "\n" for p in (model, coarse))
+    assert start["model_sha256"] == hashlib.sha256(digests.encode()).hexdigest()

@@ -2,12 +2,10 @@
 the fusion is weighted box fusion as its authors implement it, and a scene run with views finds
 what the stand-in's numpy rule says each view sees."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from helpers.wbf import reference_wbf
 from scalemae_det.runtime import Detector
 from scalemae_det.runtime.detections import Detections
 from scalemae_det.runtime.tta import VIEWS, fuse, unview, view
@@ -43,20 +41,6 @@ def test_each_view_is_a_distinct_symmetry_of_the_tile_and_unview_undoes_it(name)
             np.testing.assert_array_equal(unview(found[None], w, tile)[0], [x0, y0, x1, y1])
 
 
-def _ensemble_boxes_wbf():
-    """ZFTurbo's weighted box fusion (the paper's first author's reference code, the
-    ensemble-boxes package): its wbf module alone, which needs only numpy (the package's
-    __init__ also imports modules that need numba)."""
-    spec = importlib.util.find_spec("ensemble_boxes")
-    if spec is None:
-        pytest.skip("ensemble-boxes is not installed (the README's test command installs it)")
-    path = Path(spec.submodule_search_locations[0]) / "ensemble_boxes_wbf.py"
-    module_spec = importlib.util.spec_from_file_location("ensemble_boxes_wbf", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.weighted_boxes_fusion
-
-
 def _views_of_objects(rng, n_views, n_objects, tile, jitter):
     """Each view: most objects found again with jittered corners and scores, some missed, some
     found twice, a few strays; scores all distinct (the reference breaks ties its own way)."""
@@ -87,7 +71,7 @@ def _views_of_objects(rng, n_views, n_objects, tile, jitter):
 
 @pytest.mark.parametrize(("n_views", "iou"), [(2, 0.55), (4, 0.55), (4, 0.4), (8, 0.7)])
 def test_fusion_matches_the_reference_implementation(n_views, iou):
-    wbf = _ensemble_boxes_wbf()
+    wbf = reference_wbf()
     rng = np.random.default_rng(n_views * 10 + int(iou * 10))
     tile = 384.0
     views = _views_of_objects(rng, n_views, 40, tile, jitter=3.0)
