@@ -135,30 +135,45 @@ def train_command(args: argparse.Namespace, chips: Path, save: Path, recipe: str
 
 
 def held_out_row(args: argparse.Namespace, ckpt: Path, out: Path, scene: Path, truth: Path) -> dict:
-    """Export `ckpt`, predict the held-out scene, score it: the row's figures and seconds."""
-    model, dets = out / "model.onnx", out / "detections"
-    other = run(
-        cli(
-            "export",
-            str(ckpt),
-            "-o",
-            str(model),
-            "--gsd",
-            f"{export_gsd(args):.6g}",
-            *([] if args.validate else ["--no-validate"]),
-        ),
-        out / "export.log",
-        args.threads,
-    )
-    other += run(
-        cli("predict", str(scene), "--model", str(model), "-o", str(dets), "--threads",
-            str(args.threads), "--overlap", str(args.predict_overlap), "--overwrite",
-            "--tta", args.tta, "--tta-iou", str(args.tta_iou)),
-        out / "predict.log", args.threads,
-    )  # fmt: skip
+    """Export `ckpt` at each test scale, predict the held-out scene with them all (one model: as it
+    is; several: predict's ensemble), score it: the row's figures and seconds. With several scales
+    the middle one alone is scored too (`AP50_one_scale`)."""
+    middle = export_gsd(args)
+    models, other = [], 0.0
+    for factor in args.test_scales:
+        model = out / ("model.onnx" if factor == 1 else f"model_x{factor:g}.onnx")
+        other += run(
+            cli("export", str(ckpt), "-o", str(model), "--gsd", f"{middle * factor:.6g}",
+                *([] if args.validate else ["--no-validate"])),
+            out / "export.log", args.threads,
+        )  # fmt: skip
+        models.append(model)
+
+    def predict(chosen: list[Path], dets: Path) -> float:
+        picks = [a for m in chosen for a in ("--model", str(m))]
+        return run(
+            cli("predict", str(scene), *picks, "-o", str(dets), "--threads", str(args.threads),
+                "--overlap", str(args.predict_overlap), "--overwrite", "--tta", args.tta,
+                "--tta-iou", str(args.tta_iou), "--ensemble-iou", str(args.ensemble_iou)),
+            out / "predict.log", args.threads,
+        )  # fmt: skip
+
+    dets = out / "detections"
+    other += predict(models, dets)
+    one_scale = None
+    if len(models) > 1:
+        alone = out / "detections_one_scale"
+        other += predict([out / "model.onnx"], alone)
+        path = out / "metrics_one_scale.json"
+        other += run(
+            cli("score", str(alone / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
+                str(path)),
+            out / "score.log", args.threads,
+        )  # fmt: skip
+        one_scale = json.loads(path.read_text())["AP50"]
     # export's default tile is the training input size, in pixels at the export GSD; score
     # counts seam duplicates on the scene's own pixel grid
-    tile = round(args.input_size * export_gsd(args) / GSD)
+    tile = round(args.input_size * middle / GSD)
     metrics_path = out / "metrics.json"
     other += run(
         cli("score", str(dets / f"{HELD_OUT}.geojson"), "--truth", str(truth), "-o",
@@ -185,6 +200,7 @@ def held_out_row(args: argparse.Namespace, ckpt: Path, out: Path, scene: Path, t
         "detections": len(found["features"]),
         "duplicates": metrics.get("duplicates"),
         "seam_duplicates": metrics.get("seam_duplicates"),
+        "AP50_one_scale": one_scale,
         "seconds": other,
     }
 
@@ -256,6 +272,8 @@ def bench(args: argparse.Namespace) -> list[dict]:
     for recipe in args.recipes:
         out = work / recipe
         label = recipe if args.tta == "none" else f"{recipe}, --tta {args.tta}"
+        if len(args.test_scales) > 1:
+            label += f", {len(args.test_scales)} scales"
         runs = [(out / "checkpoint.pth", out, label)]
         if args.ema:  # the same run's weights before averaging: a comparison on one trajectory
             plain = out / "weights_not_averaged"
@@ -278,11 +296,13 @@ def bench(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     head = (
-        "| recipe | held-out AP50 | COCO AP | AP at IoU 0.4 | detections | duplicates (seams) "
-        "| train min | total min |\n|---|---|---|---|---|---|---|---|\n"
+        "| recipe | held-out AP50 | AP50 at one scale | COCO AP | AP at IoU 0.4 | detections "
+        "| duplicates (seams) | train min | total min |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(
-        f"| {r['recipe']} | {r['AP50']:.3f} | {r['AP']:.3f} | {r['AP_iou40']:.3f} | "
+        f"| {r['recipe']} | {r['AP50']:.3f} | "
+        f"{'-' if r['AP50_one_scale'] is None else format(r['AP50_one_scale'], '.3f')} | "
+        f"{r['AP']:.3f} | {r['AP_iou40']:.3f} | "
         f"{r['detections']} | "
         f"{r['duplicates']} ({r['seam_duplicates']}) | {r['train_min']:.1f} | "
         f"{r['total_min']:.1f} |\n"
@@ -310,6 +330,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="predict --tta: test-time views, fused per tile")  # fmt: skip
     p.add_argument("--tta_iou", type=float, default=0.4,
                    help="predict --tta-iou (default 0.55; 0.4 suits touching crowns)")  # fmt: skip
+    p.add_argument("--test_scales", type=float, nargs="+", default=(0.84, 0.9, 1.0, 1.12),
+                   help="GSDs predict runs at, as factors of the training scales' middle; "
+                   "several: one export each, fused (predict --model ... --ensemble-iou)",
+                   )  # fmt: skip
+    p.add_argument("--ensemble_iou", type=float, default=0.55,
+                   help="predict --ensemble-iou, over which the scales' boxes fuse")  # fmt: skip
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
     p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
@@ -340,6 +366,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(
             f"--recipes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RECIPES)}"
         )
+    scales = args.test_scales
+    if 1 not in scales or min(scales) <= 0 or len(set(scales)) < len(scales):
+        p.error(f"--test_scales: needs 1 and distinct positive factors, got {list(scales)}")
     return args
 
 
