@@ -34,13 +34,18 @@ from scalemae_det.runtime.inputs import Source
 from scalemae_det.runtime.tta import fuse
 
 
+def check(iou_threshold: float) -> None:
+    """The fusion threshold, checked before any work (predict's plan and the constructor)."""
+    checks.number("ensemble_iou", iou_threshold, lo=0, hi=1, lo_open=True, hi_open=True)
+
+
 class Ensemble:
     """Detectors whose detections of a scene are fused (the module's rules 1-5)."""
 
     def __init__(self, members: Sequence[Detector], iou_threshold: float = DEFAULT_TTA_IOU):
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least two models, got {len(members)}")
-        checks.number("ensemble_iou", iou_threshold, lo=0, hi=1, lo_open=True, hi_open=True)
+        check(iou_threshold)
         names = [_name(m) for m in members]
         files = [os.path.realpath(n) for n in names]
         for k, name in enumerate(names):  # rule 1

@@ -89,6 +89,7 @@ def plan_job(
     threads: int | None,
 ) -> Job:
     """Every option and output path checked, before the model is loaded or a scene read."""
+    from scalemae_det.runtime.ensemble import check as check_ensemble
     from scalemae_det.runtime.outputs import FORMATS, output_crs, output_path
     from scalemae_det.runtime.scene import check_tiling_options
     from scalemae_det.runtime.seams import METRICS
@@ -105,7 +106,7 @@ def plan_job(
     checks.number("threads", threads, lo=1, integer=True)
     checks.number("score_threshold", options.score_threshold, lo=0, hi=1)
     check_tta(options.tta, options.tta_iou)
-    checks.number("ensemble_iou", options.ensemble_iou, lo=0, hi=1, lo_open=True, hi_open=True)
+    check_ensemble(options.ensemble_iou)
     if options.stac_asset is not None and not options.stac_asset.strip():
         raise ParameterError("stac_asset", "needs an asset name", value=options.stac_asset)
     area = None
