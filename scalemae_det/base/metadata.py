@@ -64,6 +64,8 @@ class ModelMetadata:
     # int8 only: file name, in the model's folder, of the TensorRT calibration table (onnxruntime's
     # flatbuffers format) measured on the same calibration tiles
     calibration_table: str | None = None
+    # extra passes of the box head over its own boxes in the graph (export --refine-boxes)
+    refine_boxes: int = 0
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:

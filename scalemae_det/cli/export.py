@@ -14,6 +14,7 @@ from scalemae_det.export.options import (
     DEFAULT_BATCH,
     DEFAULT_TILE,
     MAX_OPSET,
+    MAX_REFINE_BOXES,
     MIN_OPSET,
     ExportSpec,
 )
@@ -69,6 +70,13 @@ def export_command(
     ),
     score_threshold: float | None = typer.Option(
         None, help="applied in the graph", show_default="the checkpoint config's, 0.05"
+    ),
+    refine_boxes: int = typer.Option(
+        DEFAULTS.refine_boxes,
+        "--refine-boxes",
+        help=f"run the box head this many more times (0-{MAX_REFINE_BOXES}) on its own boxes, "
+        "each pass from the last one's boxes, and average the passes' class scores (iterative box "
+        "regression; see docs/benchmarks-real.md)",
     ),
     precision: str = typer.Option(
         DEFAULTS.precision,
@@ -148,6 +156,7 @@ def export_command(
         batch=batch,
         max_detections=max_detections,
         score_threshold=score_threshold,
+        refine_boxes=refine_boxes,
         opset=opset,
         precision=precision,
         validate=validate,
@@ -193,6 +202,7 @@ def export_command(
             f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch "
             f"{meta.batch}, "
             f"max {meta.max_detections} detections, score > {meta.score_threshold}"
+            + (f", box head {1 + meta.refine_boxes} passes" if meta.refine_boxes else "")
             + (", simplified" if result.simplified else "")
         )
         if result.deepness:

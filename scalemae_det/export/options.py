@@ -34,6 +34,9 @@ MIN_OPSET, MAX_OPSET = 14, 20
 FLAVOURS = ("native", "deepness")
 DEFAULT_TILE = 800  # for checkpoints that do not record their training input size
 TILE_RATIO_WARNED = 2.0  # a tile this many times larger or smaller than the training size
+# Most extra passes of the box head over its own boxes (models/detector.py, L1RoIHeads.refined):
+# each costs one more box-head run per tile; docs/benchmarks-real.md measures 1 and 2
+MAX_REFINE_BOXES = 3
 
 
 def trained_tile(ckpt: dict) -> int | None:
@@ -73,6 +76,7 @@ class ExportSpec:
     batch: int | None = None  # DEFAULT_BATCH, or 1 for the deepness flavour
     max_detections: int | None = None
     score_threshold: float | None = None
+    refine_boxes: int = 0  # extra passes of the box head over its own boxes
     opset: int = DEFAULT_OPSET
     precision: str = "fp32"  # a key of PRECISIONS
     validate: bool = True
@@ -148,6 +152,7 @@ class ExportSpec:
         checks.number("gsd", self.gsd, lo=0, lo_open=True)  # metres per pixel
         checks.number("max_detections", self.max_detections, lo=1, integer=True)
         checks.number("score_threshold", self.score_threshold, lo=0, hi=1, hi_open=True)
+        checks.number("refine_boxes", self.refine_boxes, lo=0, hi=MAX_REFINE_BOXES, integer=True)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ParameterError(
                 "opset", f"supported opsets are {MIN_OPSET} to {MAX_OPSET}", value=self.opset

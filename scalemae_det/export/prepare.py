@@ -146,6 +146,7 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
         score_threshold=threshold,
         batch=spec.resolved_batch,
     )
+    model.roi_heads.refine_steps = spec.refine_boxes  # traced into the graph, and the reference
     wrapper = FixedScaleDetector(
         model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
     ).eval()
@@ -166,5 +167,6 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         precision="float16" if spec.fp16 else "float32",
+        refine_boxes=spec.refine_boxes,
     )
     return Prepared(model, wrapper, metadata, spec)

@@ -17,6 +17,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops import boxes as box_ops
 
 from scalemae_det.models.configs import DetectorConfig, get_config
 from scalemae_det.models.pyramid import SimpleFeaturePyramid
@@ -138,9 +139,12 @@ class L1RoIHeads(RoIHeads):
 
     box_loss_beta: float = 0.0
     box_reg_loss_weight: float = 1.0
+    refine_steps: int = 0  # inference only: see `refined`
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
+            if self.refine_steps:
+                return self.refined(features, proposals, image_shapes), {}
             return super().forward(features, proposals, image_shapes, targets)
         proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
         pooled = self.box_roi_pool(features, proposals, image_shapes)
@@ -155,6 +159,42 @@ class L1RoIHeads(RoIHeads):
                 deltas, regression_targets[positive], self.box_loss_beta, labels.numel()
             ),
         }
+
+    def refined(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes
+    ) -> list[dict[str, Tensor]]:
+        """Detections after `refine_steps` more passes of the box head over its own boxes.
+
+        Iterative box regression (Gidaris and Komodakis 2015, arXiv:1505.01749; the "iterative
+        BBox" baseline of Cascade R-CNN, Cai and Vasconcelos 2018, arXiv:1712.00726):
+        1. each pass pools the current boxes and runs the one box head on them;
+        2. a proposal's next box is its decoded box for its most likely real class, clipped to
+           the image (one box per proposal, so several classes do not multiply the proposals);
+        3. a proposal's class probabilities are the mean of every pass's softmax (as Cascade R-CNN
+           averages its stages' classifiers at test time);
+        4. the last pass's deltas, decoded from the boxes that pass saw, are the detections' boxes,
+           then torchvision's post-processing (threshold, NMS, cap) runs once, unchanged.
+        With `refine_steps` 0 this is torchvision's own inference, which `forward` runs instead.
+        """
+        total = None
+        for step in range(self.refine_steps + 1):
+            pooled = self.box_roi_pool(features, proposals, image_shapes)  # rule 1
+            logits, deltas = self.box_predictor(self.box_head(pooled))
+            probs = F.softmax(logits, -1)
+            total = probs if total is None else total + probs  # rule 3
+            if step == self.refine_steps:
+                break
+            boxes = self.box_coder.decode(deltas, proposals)  # rule 2
+            best = torch.argmax(probs[:, 1:], dim=1) + 1
+            boxes = boxes[torch.arange(boxes.shape[0], device=boxes.device), best]
+            parts = [boxes] if len(proposals) == 1 else boxes.split([p.shape[0] for p in proposals])
+            proposals = [box_ops.clip_boxes_to_image(b, s) for b, s in zip(parts, image_shapes)]
+        # Rule 4; the mean's log is a logit whose softmax gives the mean back.
+        mean_logits = torch.log(torch.clamp(total / (self.refine_steps + 1), min=1e-12))
+        boxes, scores, labels = self.postprocess_detections(
+            mean_logits, deltas, proposals, image_shapes
+        )
+        return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
 
 
 SIZE_DIVISIBLE = 32  # images are padded to multiples of this, the stride of p5

@@ -152,6 +152,12 @@ CASES = {
     "export tile 100": Case(
         f"{EXPORT} --tile 100", ("--tile 100", "multiple of 32"), after=no_export
     ),
+    "export refine 4": Case(
+        f"{EXPORT} --refine-boxes 4", ("--refine-boxes 4", "must be in [0, 3]"), after=no_export
+    ),
+    "export refine -1": Case(
+        f"{EXPORT} --refine-boxes -1", ("--refine-boxes -1", "[0, 3]"), after=no_export
+    ),
     "export tile 0": Case(f"{EXPORT} --tile 0", ("--tile 0", "at least 32"), after=no_export),
     "export batch 0": Case(f"{EXPORT} --batch 0", ("--batch 0", "at least 1"), after=no_export),
     "export max detections 0": Case(

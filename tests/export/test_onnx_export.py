@@ -233,3 +233,24 @@ def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(
     assert code == 0, err
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in place["tmp"].iterdir() if "m.onnx" in p.name) == ["m.onnx"]
+
+
+def test_refine_boxes_is_in_the_graph_and_matches_pytorch(tiny_export, tiny_checkpoint, tiles):
+    """`--refine-boxes 1`: the graph reproduces the PyTorch model refined once (its own
+    reference, not the export's), differs from the plain graph, and says so in its metadata."""
+    refined = tiny_export("onnx", refine_boxes=1, simplify=False)
+    assert refined.metadata.refine_boxes == 1 and refined.report.passed
+    assert ModelMetadata.from_file(refined.path).refine_boxes == 1
+    model, _ = load_detector(tiny_checkpoint)
+    model.roi_heads.refine_steps = 1
+    with torch.no_grad():
+        out = model(list(torch.from_numpy(tiles)), gsd=TINY_GSD)
+    want = [{k: v.numpy() for k, v in d.items()} for d in out]
+    got = run_onnx(refined.path, tiles, TINY_BATCH)
+    assert_same(got, want)
+    plain = run_onnx(tiny_export("onnx", simplify=False).path, tiles, TINY_BATCH)
+    assert sum(len(d["scores"]) for d in got) > 0
+    assert any(
+        len(a["boxes"]) != len(b["boxes"]) or not np.allclose(a["boxes"], b["boxes"], atol=0.01)
+        for a, b in zip(got, plain)
+    )

@@ -263,3 +263,71 @@ def test_box_reg_loss_weight_scales_the_box_heads_regression_alone():
         torch.testing.assert_close(weighted[name], plain[name], rtol=0, atol=0)
     with pytest.raises(ValueError, match="box_reg_loss_weight must be positive"):
         build_detector("vit_tiny_patch16", 1, box_reg_loss_weight=0)
+
+
+def _refine_setup(steps: int):
+    """A tiny detector whose box head shifts every box right by a tenth of its width (dx 1.0 at
+    torchvision's box-coder weight 10, other deltas 0), random class scores, no NMS, no threshold;
+    its features on a random 192 px image; six proposals away from the borders."""
+    model = build_detector("vit_tiny_patch16", 1).eval()
+    heads = model.roi_heads
+    heads.refine_steps, heads.score_thresh, heads.nms_thresh = steps, 0.0, 1.0
+    bbox_pred = heads.box_predictor.bbox_pred
+    torch.nn.init.zeros_(bbox_pred.weight)
+    torch.nn.init.zeros_(bbox_pred.bias)
+    with torch.no_grad():
+        bbox_pred.bias[4] = 1.0  # class 1's dx
+        heads.box_predictor.cls_score.weight.normal_(0, 0.05)
+    with torch.no_grad():
+        features = model.backbone(torch.rand(1, 3, 192, 192), 0.3 * model.config.res_per_metre)
+    corners = torch.tensor(
+        [[20.0, 30.0], [60.0, 40.0], [100.0, 90.0], [30, 120], [80, 20], [50, 60]]
+    )
+    sizes = torch.tensor([[24.0, 20.0], [16, 30], [40, 36], [20, 20], [28, 18], [32, 32]])
+    proposals = torch.cat([corners, corners + sizes], dim=1)
+    return model, features, proposals
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_refined_boxes_move_once_per_pass_and_scores_average_the_passes(steps):
+    """L1RoIHeads.refined, rules 1-4, against boxes placed by hand: after the first pass and each
+    of `steps` more a box has moved right by a tenth of its width (steps + 1 times in all), and its
+    score is the mean of the class-1 probabilities the head gives at each position it visited."""
+    model, features, proposals = _refine_setup(steps)
+    heads, shapes = model.roi_heads, [(192, 192)]
+    width = proposals[:, 2] - proposals[:, 0]
+    shift = torch.zeros_like(proposals)
+    visited, probs = [], []
+    for k in range(steps + 1):
+        shift[:, 0] = shift[:, 2] = k * 0.1 * width
+        visited.append(proposals + shift)
+    with torch.no_grad():
+        for boxes in visited:
+            logits, _ = heads.box_predictor(
+                heads.box_head(heads.box_roi_pool(features, [boxes], shapes))
+            )
+            probs.append(torch.softmax(logits, -1)[:, 1])
+        (det,) = heads.refined(features, [proposals], shapes)
+    shift[:, 0] = shift[:, 2] = (steps + 1) * 0.1 * width
+    expected_boxes, expected_scores = proposals + shift, torch.stack(probs).mean(0)
+    order = torch.argsort(det["boxes"][:, 0] * 1000 + det["boxes"][:, 1])
+    want = torch.argsort(expected_boxes[:, 0] * 1000 + expected_boxes[:, 1])
+    torch.testing.assert_close(det["boxes"][order], expected_boxes[want], atol=1e-3, rtol=0)
+    torch.testing.assert_close(det["scores"][order], expected_scores[want], atol=1e-5, rtol=1e-4)
+    assert bool((det["labels"] == 1).all())
+    assert not torch.allclose(probs[0], probs[-1], atol=1e-4)  # the passes saw different boxes
+
+
+def test_refined_with_still_boxes_is_torchvision_inference():
+    """A head that moves no box sees the same boxes every pass, so refinement changes nothing:
+    `refine_steps` 2 gives torchvision's own RoIHeads inference (refine_steps 0) box for box."""
+    model, features, proposals = _refine_setup(0)
+    heads = model.roi_heads
+    torch.nn.init.zeros_(heads.box_predictor.bbox_pred.bias)
+    with torch.no_grad():
+        (plain,), _ = heads(features, [proposals], [(192, 192)])
+        heads.refine_steps = 2
+        (refined,), _ = heads(features, [proposals], [(192, 192)])
+    assert len(plain["boxes"]) == len(proposals)
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(refined[key], plain[key], atol=1e-5, rtol=1e-5)
