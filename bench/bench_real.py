@@ -144,6 +144,9 @@ def held_out_row(args: argparse.Namespace, ckpt: Path, out: Path, scene: Path, t
         model = out / ("model.onnx" if factor == 1 else f"model_x{factor:g}.onnx")
         other += run(
             cli("export", str(ckpt), "-o", str(model), "--gsd", f"{middle * factor:.6g}",
+                "--refine-boxes", str(args.refine_boxes),
+                *([] if args.score_threshold is None else
+                  ["--score-threshold", str(args.score_threshold)]),
                 *([] if args.validate else ["--no-validate"])),
             out / "export.log", args.threads,
         )  # fmt: skip
@@ -274,6 +277,8 @@ def bench(args: argparse.Namespace) -> list[dict]:
         label = recipe if args.tta == "none" else f"{recipe}, --tta {args.tta}"
         if len(args.test_scales) > 1:
             label += f", {len(args.test_scales)} scales"
+        if args.refine_boxes:
+            label += f", --refine-boxes {args.refine_boxes}"
         runs = [(out / "checkpoint.pth", out, label)]
         if args.ema:  # the same run's weights before averaging: a comparison on one trajectory
             plain = out / "weights_not_averaged"
@@ -336,6 +341,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    )  # fmt: skip
     p.add_argument("--ensemble_iou", type=float, default=0.55,
                    help="predict --ensemble-iou, over which the scales' boxes fuse")  # fmt: skip
+    p.add_argument("--refine_boxes", type=int, default=2,
+                   help="export --refine-boxes: more box-head passes on its boxes")  # fmt: skip
+    p.add_argument("--score_threshold", type=float, default=None,
+                   help="export --score-threshold (default: the model's, 0.05)")  # fmt: skip
     p.add_argument("--photometric", type=float, default=0.1, help="train.py --photometric")
     p.add_argument("--band_gain", type=float, default=0.0, help="train.py --band_gain")
     p.add_argument("--nms", type=float, default=0.4, help="the model's NMS IoU threshold")
