@@ -35,14 +35,18 @@ from scalemae_det.models.pos_embed import gsd_sincos_pos_embed
 
 
 def set_postprocess(
-    model: ScaleMAEDetector, score_threshold: float | Tensor, max_detections: int
+    model: ScaleMAEDetector,
+    score_threshold: float | Tensor,
+    max_detections: int,
+    refine_boxes: int = 0,
 ) -> None:
-    """Give the model's RoI heads the export's threshold and detection cap (the PyTorch reference
-    uses them too)."""
+    """Give the model's RoI heads the export's threshold, detection cap and extra box-head passes
+    (models/detector.py, L1RoIHeads.refined); the PyTorch reference uses them too."""
     model.roi_heads.score_thresh = (
         score_threshold if isinstance(score_threshold, Tensor) else float(score_threshold)
     )
     model.roi_heads.detections_per_img = int(max_detections)
+    model.roi_heads.refine_steps = int(refine_boxes)
 
 
 def fixed_pos_embed(model: ScaleMAEDetector, gsd: float, tile: int) -> Tensor:
@@ -98,8 +102,8 @@ class FixedScaleDetector(nn.Module):
     """images (B, 3, T, T) in [0, 1] -> boxes, scores, labels, num_detections (see the module doc).
 
     Shares its heads (and, in float32, its backbone) with `model`, and sets the model's score
-    threshold (to its own `score_threshold` buffer: changing the buffer changes both) and detection
-    cap.
+    threshold (to its own `score_threshold` buffer: changing the buffer changes both), detection
+    cap and extra box-head passes.
     """
 
     def __init__(
@@ -111,11 +115,12 @@ class FixedScaleDetector(nn.Module):
         max_detections: int,
         score_threshold: float,
         half: bool = False,
+        refine_boxes: int = 0,
     ):
         super().__init__()
         self.register_buffer(THRESHOLD_INITIALIZER, torch.tensor(float(score_threshold)))
         set_postprocess(
-            model, getattr(self, THRESHOLD_INITIALIZER), max_detections
+            model, getattr(self, THRESHOLD_INITIALIZER), max_detections, refine_boxes
         )  # shared: the heads read the buffer
         self.features = FixedScaleBackbone(model, gsd, tile, half)
         self.rpn, self.roi_heads = model.rpn, model.roi_heads

@@ -146,9 +146,15 @@ def prepare(checkpoint: str | Path, outs: list[Path], spec: ExportSpec, opset: i
         score_threshold=threshold,
         batch=spec.resolved_batch,
     )
-    model.roi_heads.refine_steps = spec.refine_boxes  # traced into the graph, and the reference
     wrapper = FixedScaleDetector(
-        model, gsd, spec.tile, spec.batch, max_det, threshold, half=spec.fp16
+        model,
+        gsd,
+        spec.tile,
+        spec.batch,
+        max_det,
+        threshold,
+        half=spec.fp16,
+        refine_boxes=spec.refine_boxes,
     ).eval()
     # an int8 export is traced and validated in float32, then quantized (export.quantize): the
     # metadata says float32 until the int8 graph is written

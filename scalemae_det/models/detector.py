@@ -187,7 +187,7 @@ class L1RoIHeads(RoIHeads):
             boxes = self.box_coder.decode(deltas, proposals)  # rule 2
             best = torch.argmax(probs[:, 1:], dim=1) + 1
             boxes = boxes[torch.arange(boxes.shape[0], device=boxes.device), best]
-            parts = [boxes] if len(proposals) == 1 else boxes.split([p.shape[0] for p in proposals])
+            parts = boxes.split([p.shape[0] for p in proposals])
             proposals = [box_ops.clip_boxes_to_image(b, s) for b, s in zip(parts, image_shapes)]
         # Rule 4; the mean's log is a logit whose softmax gives the mean back.
         mean_logits = torch.log(torch.clamp(total / (self.refine_steps + 1), min=1e-12))
