@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+# Most extra box-head passes in training (`train_refine_steps`): each costs one more run of the
+# box head over every sampled RoI per step.
+MAX_TRAIN_REFINE_STEPS = 3
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -50,6 +54,11 @@ class DetectorConfig:
     # objects per image the positives' regression is a small share of the loss; this moves it
     # without moving the sampling (roi_batch_per_image).
     box_reg_loss_weight: float = 1.0
+    # More passes of the box head over its own boxes in training, each with its own loss (see
+    # detector.py, L1RoIHeads.training_losses): trains the head for the boxes that export
+    # --refine-boxes feeds it. Not in ViTDet, whose box head runs once; 0 (torchvision's training)
+    # by default, bench/bench_real.py's recipe sets it.
+    train_refine_steps: int = 0
     detections_per_image: int = 300  # satellite tiles hold many objects
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
@@ -66,6 +75,12 @@ class DetectorConfig:
         if not self.box_reg_loss_weight > 0:
             raise ValueError(
                 f"box_reg_loss_weight must be positive, got {self.box_reg_loss_weight}"
+            )
+
+        if not 0 <= self.train_refine_steps <= MAX_TRAIN_REFINE_STEPS:
+            raise ValueError(
+                f"train_refine_steps must be 0-{MAX_TRAIN_REFINE_STEPS}, got "
+                f"{self.train_refine_steps}"
             )
 
     def with_overrides(self, **overrides) -> DetectorConfig:

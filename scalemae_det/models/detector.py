@@ -135,29 +135,98 @@ class L1RegionProposalNetwork(RegionProposalNetwork):
 
 class L1RoIHeads(RoIHeads):
     """torchvision's RoI heads with the box loss of `box_loss_beta` (class-specific deltas, as
-    ViTDet), times `box_reg_loss_weight`."""
+    ViTDet), times `box_reg_loss_weight`; `refine_steps` more passes of the head over its own
+    boxes at inference (`refined`) and `train_refine_steps` in training (`training_losses`)."""
 
     box_loss_beta: float = 0.0
     box_reg_loss_weight: float = 1.0
     refine_steps: int = 0  # inference only: see `refined`
+    train_refine_steps: int = 0  # training only: see `training_losses`
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
             if self.refine_steps:
                 return self.refined(features, proposals, image_shapes), {}
             return super().forward(features, proposals, image_shapes, targets)
-        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
-        pooled = self.box_roi_pool(features, proposals, image_shapes)
-        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
-        labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+        return [], self.training_losses(features, proposals, image_shapes, targets)
+
+    def next_boxes(
+        self, probs: Tensor, deltas: Tensor, boxes: list[Tensor], image_shapes
+    ) -> list[Tensor]:
+        """Each box's decoded box for its most likely real class, clipped to its image: one box
+        per box, so several classes do not multiply them."""
+        decoded = self.box_coder.decode(deltas, boxes)
+        best = torch.argmax(probs[:, 1:], dim=1) + 1
+        decoded = decoded[torch.arange(decoded.shape[0], device=decoded.device), best]
+        parts = decoded.split([b.shape[0] for b in boxes])
+        return [box_ops.clip_boxes_to_image(b, s) for b, s in zip(parts, image_shapes)]
+
+    def pass_losses(
+        self, logits: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Cross-entropy over the sampled boxes and the positives' box loss for their true class,
+        divided by all sampled boxes (torchvision's `fastrcnn_loss` at `box_loss_beta`)."""
         positive = torch.where(labels > 0)[0]
-        deltas = box_regression.reshape(len(labels), -1, 4)[positive, labels[positive]]
-        return [], {
-            "loss_classifier": F.cross_entropy(class_logits, labels),
-            "loss_box_reg": self.box_reg_loss_weight
-            * box_regression_loss(
-                deltas, regression_targets[positive], self.box_loss_beta, labels.numel()
-            ),
+        deltas = deltas.reshape(len(labels), -1, 4)[positive, labels[positive]]
+        box = box_regression_loss(
+            deltas, regression_targets[positive], self.box_loss_beta, labels.numel()
+        )
+        return F.cross_entropy(logits, labels), self.box_reg_loss_weight * box
+
+    def relabel(
+        self, boxes: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The boxes of at least 0.01 px a side, labelled and given regression targets against
+        the ground truth at the head's IoU threshold, as `select_training_samples` labels its
+        proposals (no sampling: every box is kept, as Cascade R-CNN's later stages keep theirs)."""
+        kept, gts = [], []
+        for b, t in zip(boxes, targets):
+            kept.append(b[box_ops.remove_small_boxes(b, 1e-2)])
+            gts.append(t["boxes"])
+        matched, labels = self.assign_targets_to_proposals(
+            kept, gts, [t["labels"] for t in targets]
+        )
+        matched_boxes = [
+            (g if g.numel() else torch.zeros((1, 4), dtype=b.dtype, device=b.device))[m]
+            for g, m, b in zip(gts, matched, kept)
+        ]
+        regression_targets = self.box_coder.encode(matched_boxes, kept)
+        return kept, torch.cat(labels), torch.cat(regression_targets)
+
+    def training_losses(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes, targets
+    ) -> dict[str, Tensor]:
+        """The box head's losses over `train_refine_steps` + 1 passes.
+
+        Training for the boxes `refined` feeds the head at inference (iterative box regression,
+        arXiv:1505.01749, trained on its own outputs as Cascade R-CNN's stages are,
+        arXiv:1712.00726, here with the one head shared by every pass):
+        1. the first pass is torchvision's: sampled proposals with the ground truth among them;
+        2. each later pass takes every box of the pass before, moved by that pass's deltas as
+           `refined` moves them (`next_boxes`, detached: no gradient flows through a box's
+           position), drops boxes under 0.01 px a side and labels the rest at the head's IoU
+           threshold (`relabel`);
+        3. each pass's losses are `pass_losses`, and each loss is the mean over the passes, so the
+           head's losses keep their weight against the RPN's whatever the number of passes.
+        With `train_refine_steps` 0 this is torchvision's training of the head (rule 1 alone).
+        """
+        boxes, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)  # rule 1
+        cls_losses, box_losses = [], []
+        for step in range(self.train_refine_steps + 1):
+            pooled = self.box_roi_pool(features, boxes, image_shapes)
+            logits, deltas = self.box_predictor(self.box_head(pooled))
+            cls_loss, box_loss = self.pass_losses(logits, deltas, labels, regression_targets)
+            cls_losses.append(cls_loss)
+            box_losses.append(box_loss)
+            if step == self.train_refine_steps:
+                break
+            with torch.no_grad():  # rule 2
+                moved = self.next_boxes(F.softmax(logits, -1), deltas, boxes, image_shapes)
+            boxes, labels, regression_targets = self.relabel(moved, targets)
+        return {  # rule 3
+            "loss_classifier": torch.stack(cls_losses).mean(),
+            "loss_box_reg": torch.stack(box_losses).mean(),
         }
 
     def refined(
@@ -169,7 +238,7 @@ class L1RoIHeads(RoIHeads):
         BBox" baseline of Cascade R-CNN, Cai and Vasconcelos 2018, arXiv:1712.00726):
         1. each pass pools the current boxes and runs the one box head on them;
         2. a proposal's next box is its decoded box for its most likely real class, clipped to
-           the image (one box per proposal, so several classes do not multiply the proposals);
+           the image (`next_boxes`);
         3. a proposal's class probabilities are the mean of every pass's softmax (as Cascade R-CNN
            averages its stages' classifiers at test time);
         4. the last pass's deltas, decoded from the boxes that pass saw, are the detections' boxes,
@@ -184,11 +253,7 @@ class L1RoIHeads(RoIHeads):
             total = probs if total is None else total + probs  # rule 3
             if step == self.refine_steps:
                 break
-            boxes = self.box_coder.decode(deltas, proposals)  # rule 2
-            best = torch.argmax(probs[:, 1:], dim=1) + 1
-            boxes = boxes[torch.arange(boxes.shape[0], device=boxes.device), best]
-            parts = boxes.split([p.shape[0] for p in proposals])
-            proposals = [box_ops.clip_boxes_to_image(b, s) for b, s in zip(parts, image_shapes)]
+            proposals = self.next_boxes(probs, deltas, proposals, image_shapes)  # rule 2
         # Rule 4; the mean's log is a logit whose softmax gives the mean back.
         mean_logits = torch.log(torch.clamp(total / (self.refine_steps + 1), min=1e-12))
         boxes, scores, labels = self.postprocess_detections(
@@ -272,6 +337,7 @@ class ScaleMAEDetector(GeneralizedRCNN):
         )
         rpn.box_loss_beta = roi_heads.box_loss_beta = cfg.box_loss_beta
         roi_heads.box_reg_loss_weight = cfg.box_reg_loss_weight
+        roi_heads.train_refine_steps = cfg.train_refine_steps
         transform = TileTransform(
             min_size=0,
             max_size=0,

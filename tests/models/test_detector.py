@@ -331,3 +331,80 @@ def test_refined_with_still_boxes_is_torchvision_inference():
     assert len(plain["boxes"]) == len(proposals)
     for key in ("boxes", "scores", "labels"):
         torch.testing.assert_close(refined[key], plain[key], atol=1e-5, rtol=1e-5)
+
+
+def test_training_passes_score_the_heads_own_moved_boxes():
+    """L1RoIHeads.training_losses, rules 1-3, against a reference computed by hand: with a head
+    that shifts every box right by a tenth of its width, the second pass's boxes are the first
+    pass's samples shifted and clipped, labelled by IoU >= 0.5 with the ground truth, with
+    torchvision's box encoding (weights 10, 10, 5, 5) as targets; each loss is the mean of the
+    two passes', and the first pass's is the loss of the model trained without the extra pass."""
+    from torchvision.ops import box_iou
+
+    images = [torch.rand(3, 128, 128)]
+    truth = torch.tensor([[10.0, 20, 60, 50], [70, 70, 90, 84], [96, 30, 127, 70]])
+    targets = [{"boxes": truth, "labels": torch.tensor([1, 1, 1])}]
+
+    def run(steps):
+        torch.manual_seed(0)
+        model = build_detector("vit_tiny_patch16", 1, train_refine_steps=steps)
+        bbox_pred = model.roi_heads.box_predictor.bbox_pred
+        torch.nn.init.zeros_(bbox_pred.weight)
+        with torch.no_grad():
+            bbox_pred.bias.zero_()
+            bbox_pred.bias[4] = 1.0  # class 1's dx: a tenth of the width at weight 10
+        heads, seen = model.roi_heads, {}
+        sample = heads.select_training_samples
+        heads.select_training_samples = lambda p, t: seen.setdefault("samples", sample(p, t))
+        heads.box_roi_pool.register_forward_hook(
+            lambda m, i, o: None if "features" in seen else seen.update(features=i[0])
+        )
+        torch.manual_seed(5)
+        return model, model(images, targets, gsd=0.5), seen
+
+    _, one, _ = run(0)
+    model, two, seen = run(1)
+    heads = model.roi_heads
+    boxes = seen["samples"][0][0]
+    w = boxes[:, 2] - boxes[:, 0]
+    moved = boxes + torch.stack([w, torch.zeros_like(w), w, torch.zeros_like(w)], 1) * 0.1
+    moved = torch.stack([moved[:, 0].clamp(0, 128), moved[:, 1].clamp(0, 128),
+                         moved[:, 2].clamp(0, 128), moved[:, 3].clamp(0, 128)], 1)  # fmt: skip
+    moved = moved[((moved[:, 2] - moved[:, 0]) >= 1e-2) & ((moved[:, 3] - moved[:, 1]) >= 1e-2)]
+    iou, match = box_iou(moved, truth).max(1)
+    labels = (iou >= 0.5).long()
+    assert 0 < int(labels.sum()) < len(labels)
+    gt = truth[match]
+    pw, ph = moved[:, 2] - moved[:, 0], moved[:, 3] - moved[:, 1]
+    gw, gh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+    targets_by_hand = torch.stack([
+        10 * ((gt[:, 0] + gw / 2) - (moved[:, 0] + pw / 2)) / pw,
+        10 * ((gt[:, 1] + gh / 2) - (moved[:, 1] + ph / 2)) / ph,
+        5 * torch.log(gw / pw), 5 * torch.log(gh / ph)], 1)  # fmt: skip
+    with torch.no_grad():
+        pooled = heads.box_roi_pool(seen["features"], [moved], [(128, 128)])
+        logits, deltas = heads.box_predictor(heads.box_head(pooled))
+    pos = labels > 0
+    cls = torch.nn.functional.cross_entropy(logits, labels)
+    box = (deltas.reshape(len(labels), -1, 4)[pos, 1] - targets_by_hand[pos]).abs().sum()
+    box = box / len(labels)
+    torch.testing.assert_close(two["loss_classifier"], (one["loss_classifier"] + cls) / 2)
+    torch.testing.assert_close(two["loss_box_reg"], (one["loss_box_reg"] + box) / 2)
+    for name in ("loss_objectness", "loss_rpn_box_reg"):
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=0)
+
+
+def test_training_passes_take_images_without_objects_and_check_their_count():
+    """A tile with no ground truth trains with the extra pass (every box background, no box
+    loss), gradients reach the box head from both passes' losses, and the count is bounded."""
+    model = build_detector("vit_tiny_patch16", 1, train_refine_steps=2)
+    targets = [
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)},
+        {"boxes": torch.tensor([[10.0, 20, 60, 50]]), "labels": torch.tensor([1])},
+    ]
+    losses = model([torch.rand(3, 96, 96), torch.rand(3, 96, 96)], targets, gsd=0.5)
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+    sum(losses.values()).backward()
+    assert float(model.roi_heads.box_head[0][0].weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="train_refine_steps must be 0-3"):
+        build_detector("vit_tiny_patch16", 1, train_refine_steps=4)
