@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -234,12 +235,15 @@ def test_several_models_run_as_the_library_ensemble_and_are_recorded(tmp_path, m
     from scalemae_det.runtime import Detector
     from scalemae_det.runtime.ensemble import Ensemble
 
-    coarse = build_model(tmp_path / "coarse.onnx", metadata(gsd=2.0))
+    coarse = build_model(tmp_path / "coarse.onnx", metadata(gsd=2.0, refine_boxes=2))
     scene = scene_with_squares(tmp_path / "a.tif", 150, 130, [(5, 5), (50, 9), (90, 40)], size=24)
     out = tmp_path / "out"
     done = predict(scene, "--model", model, "--model", coarse, "-o", out, "--ensemble-iou", "0.4")
     assert done.returncode == 0, done.stderr
     assert "ensemble of 2 models" in done.stderr
+    described = " ".join(done.stderr.split())  # rich may wrap the lines
+    assert re.search(r"coarse\.onnx: tile 64, batch \d+, GSD 2 m, box head 3 passes;", described)
+    assert re.search(rf"{re.escape(model.name)}: tile 64, batch \d+, GSD [\d.]+ m;", described)
     features = json.loads((out / "a.geojson").read_text())["features"]
     got = np.array(sorted(f["properties"]["pixel_bbox"] for f in features))
     want = Ensemble([Detector(model, "cpu"), Detector(coarse, "cpu")], 0.4).detect_scene(scene)

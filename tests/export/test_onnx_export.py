@@ -236,8 +236,9 @@ def test_interrupted_export_leaves_nothing_and_a_dead_writers_work_folder_goes(
 
 
 def test_refine_boxes_is_in_the_graph_and_matches_pytorch(tiny_export, tiny_checkpoint, tiles):
-    """`--refine-boxes 1`: the graph reproduces the PyTorch model refined once (its own
-    reference, not the export's), differs from the plain graph, and says so in its metadata."""
+    """`--refine-boxes 1`: the ONNX graph and the TorchScript module reproduce the PyTorch model
+    refined once (its own reference, not the export's), differ from the plain graph, and say so
+    in their metadata."""
     refined = tiny_export("onnx", refine_boxes=1, simplify=False)
     assert refined.metadata.refine_boxes == 1 and refined.report.passed
     assert ModelMetadata.from_file(refined.path).refine_boxes == 1
@@ -248,6 +249,12 @@ def test_refine_boxes_is_in_the_graph_and_matches_pytorch(tiny_export, tiny_chec
     want = [{k: v.numpy() for k, v in d.items()} for d in out]
     got = run_onnx(refined.path, tiles, TINY_BATCH)
     assert_same(got, want)
+    script = tiny_export("torchscript", batch=1, refine_boxes=1)
+    module, meta = load_torchscript(script.path)
+    assert meta.refine_boxes == 1 and script.report.passed
+    with torch.no_grad(), torch.jit.optimized_execution(False):
+        scripted = [tuple(t.numpy() for t in module(torch.from_numpy(t1[None]))) for t1 in tiles]
+    assert_same(split(scripted), want)
     plain = run_onnx(tiny_export("onnx", simplify=False).path, tiles, TINY_BATCH)
     assert sum(len(d["scores"]) for d in got) > 0
     assert any(
