@@ -57,7 +57,7 @@ class DetectorConfig:
     # More passes of the box head over its own boxes in training, each with its own loss (see
     # detector.py, L1RoIHeads.training_losses): trains the head for the boxes that export
     # --refine-boxes feeds it. Not in ViTDet, whose box head runs once; 0 (torchvision's training)
-    # by default, bench/bench_real.py's recipe sets it.
+    # by default. docs/benchmarks-real.md measured 1 and found no gain.
     train_refine_steps: int = 0
     detections_per_image: int = 300  # satellite tiles hold many objects
     score_thresh: float = 0.05
@@ -76,7 +76,6 @@ class DetectorConfig:
             raise ValueError(
                 f"box_reg_loss_weight must be positive, got {self.box_reg_loss_weight}"
             )
-
         if not 0 <= self.train_refine_steps <= MAX_TRAIN_REFINE_STEPS:
             raise ValueError(
                 f"train_refine_steps must be 0-{MAX_TRAIN_REFINE_STEPS}, got "
