@@ -68,6 +68,12 @@ class ModelMetadata:
     refine_boxes: int = 0
     format_version: int = FORMAT_VERSION
 
+    @property
+    def box_head_passes(self) -> str:
+        """The words export and predict add to a model's description for its box-head passes
+        (`, box head N passes`), empty without refinement."""
+        return f", box head {1 + self.refine_boxes} passes" if self.refine_boxes else ""
+
     def to_props(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
 

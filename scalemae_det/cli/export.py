@@ -202,7 +202,7 @@ def export_command(
             f"{meta.model_config} {meta.precision}, gsd {meta.gsd} m/px, tile {meta.tile}, batch "
             f"{meta.batch}, "
             f"max {meta.max_detections} detections, score > {meta.score_threshold}"
-            + (f", box head {1 + meta.refine_boxes} passes" if meta.refine_boxes else "")
+            + meta.box_head_passes
             + (", simplified" if result.simplified else "")
         )
         if result.deepness:

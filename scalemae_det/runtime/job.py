@@ -150,9 +150,9 @@ def describe_model(models: list[Path], detector, job: Job, say, options: SceneOp
     for model, member in zip(models, getattr(detector, "members", [detector])):
         meta, session = member.metadata, member.session
         note = f" ({session.note})" if session.note else ""
-        passes = f", box head {1 + meta.refine_boxes} passes" if meta.refine_boxes else ""
         say(
-            f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m{passes}; "
+            f"{model.name}: tile {meta.tile}, batch {session.batch}, GSD {meta.gsd:g} m"
+            f"{meta.box_head_passes}; "
             f"onnxruntime runs it in {meta.precision} on {', '.join(session.providers)}{note}"
         )
     if len(models) > 1:
